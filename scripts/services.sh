@@ -1,0 +1,116 @@
+# shellcheck shell=bash
+# Finds or starts the PostgreSQL and RabbitMQ the tests (and the local run) need.
+# Sourced by scripts/test.sh and scripts/run-local.sh. Honours DATABASE_URL and AMQP_URL;
+# defaults to the servers on 127.0.0.1. Starts local servers only when nothing listens and
+# the server programs are installed; otherwise stops with what to install or start.
+
+: "${DATABASE_URL:=postgres://postgres@127.0.0.1:5432/postgres}"
+: "${AMQP_URL:=amqp://guest:guest@127.0.0.1:5672/%2f}"
+export DATABASE_URL AMQP_URL
+
+PAYSYS_CACHE="${PAYSYS_CACHE:-$(pwd)/.cache}"
+
+# host and port of a URL like scheme://user:pass@host:port/rest
+url_host() { local r="${1#*://}"; r="${r##*@}"; r="${r%%/*}"; r="${r%%\?*}"; echo "${r%%:*}"; }
+url_port() {
+  local r="${1#*://}"; r="${r##*@}"; r="${r%%/*}"; r="${r%%\?*}"
+  if [[ "$r" == *:* ]]; then echo "${r##*:}"; else echo "$2"; fi
+}
+
+listening() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+wait_for() { # host port seconds what
+  local i
+  for ((i = 0; i < $3 * 10; i++)); do
+    listening "$1" "$2" && return 0
+    sleep 0.1
+  done
+  echo "error: $4 did not start listening on $1:$2 within $3 s" >&2
+  return 1
+}
+
+pg_bin() { # finds a PostgreSQL server program
+  command -v "$1" 2>/dev/null && return 0
+  local candidate
+  for candidate in /usr/lib/postgresql/*/bin/"$1"; do
+    [[ -x "$candidate" ]] && { echo "$candidate"; return 0; }
+  done
+  return 1
+}
+
+ensure_postgres() {
+  local host port
+  host=$(url_host "$DATABASE_URL"); port=$(url_port "$DATABASE_URL" 5432)
+  if listening "$host" "$port"; then
+    echo "PostgreSQL: using $host:$port"
+    return 0
+  fi
+  if [[ "$host" != 127.0.0.1 && "$host" != localhost ]]; then
+    echo "error: PostgreSQL at $host:$port (DATABASE_URL) is not reachable; start it or fix DATABASE_URL" >&2
+    return 1
+  fi
+  local initdb pg_ctl
+  if ! initdb=$(pg_bin initdb) || ! pg_ctl=$(pg_bin pg_ctl); then
+    cat >&2 <<MSG
+error: nothing listens on $host:$port and PostgreSQL is not installed.
+  Install it:  apt-get install -y postgresql     (Debian/Ubuntu)
+  or start one and point DATABASE_URL at it, e.g. postgres://postgres@127.0.0.1:5432/postgres
+MSG
+    return 1
+  fi
+  local dir="$PAYSYS_CACHE/postgres"
+  echo "PostgreSQL: starting a private server in $dir on port $port"
+  mkdir -p "$dir"
+  # PostgreSQL refuses to run as root: run it as the 'postgres' user when we are root.
+  local as=()
+  if [[ $(id -u) == 0 ]]; then
+    id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+    chown -R postgres "$dir"
+    as=(runuser -u postgres --)
+  fi
+  if [[ ! -f "$dir/data/PG_VERSION" ]]; then
+    "${as[@]}" "$initdb" -A trust -U postgres -D "$dir/data" >"$dir/initdb.log" 2>&1
+  fi
+  "${as[@]}" "$pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "-p $port -k $dir -c listen_addresses=$host -c max_connections=200" -w start >/dev/null
+  wait_for "$host" "$port" 30 PostgreSQL
+}
+
+ensure_rabbitmq() {
+  local host port
+  host=$(url_host "$AMQP_URL"); port=$(url_port "$AMQP_URL" 5672)
+  if listening "$host" "$port"; then
+    echo "RabbitMQ: using $host:$port"
+    return 0
+  fi
+  if [[ "$host" != 127.0.0.1 && "$host" != localhost ]]; then
+    echo "error: RabbitMQ at $host:$port (AMQP_URL) is not reachable; start it or fix AMQP_URL" >&2
+    return 1
+  fi
+  if ! command -v rabbitmq-server >/dev/null 2>&1; then
+    cat >&2 <<MSG
+error: nothing listens on $host:$port and RabbitMQ is not installed.
+  Install it:  apt-get install -y rabbitmq-server     (Debian/Ubuntu)
+  or start one and point AMQP_URL at it, e.g. amqp://guest:guest@127.0.0.1:5672/%2f
+MSG
+    return 1
+  fi
+  echo "RabbitMQ: starting rabbitmq-server -detached"
+  rabbitmq-server -detached >/dev/null 2>&1 || true
+  wait_for "$host" "$port" 60 RabbitMQ
+}
+
+# Removes databases and queues that earlier test runs left behind (tests never share names,
+# so this is housekeeping, not isolation).
+clean_test_leftovers() {
+  if command -v psql >/dev/null 2>&1; then
+    psql "$DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'paysys\_test\_%'" 2>/dev/null |
+      while read -r db; do psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null 2>&1 || true; done
+  fi
+  if command -v rabbitmqctl >/dev/null 2>&1 && [[ $(url_host "$AMQP_URL") =~ ^(127.0.0.1|localhost)$ ]]; then
+    timeout 60 rabbitmqctl list_queues -q name 2>/dev/null | grep '^paysys-test_' |
+      while read -r q; do timeout 10 rabbitmqctl delete_queue "$q" >/dev/null 2>&1 || true; done
+    timeout 60 rabbitmqctl list_exchanges -q name 2>/dev/null | grep '^paysys-test_' |
+      while read -r x; do timeout 10 rabbitmqctl eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$x\">>), false, <<\"paysys\">>)." >/dev/null 2>&1 || true; done
+  fi
+  return 0
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The one command that runs every test: builds the workspace and runs all tests against a
+# real PostgreSQL and RabbitMQ (found via DATABASE_URL / AMQP_URL or 127.0.0.1, started
+# locally when absent and installed). Usage: scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/services.sh
+
+ensure_postgres
+ensure_rabbitmq
+clean_test_leftovers
+
+# Chart checks need helm; fetch it into .cache when it is not on PATH.
+if [[ -x scripts/ensure-helm.sh ]]; then
+  HELM="$(scripts/ensure-helm.sh)"
+  export HELM
+fi
+
+cargo build --locked --workspace --all-targets
+cargo test --locked --workspace "$@"
