@@ -1,0 +1,187 @@
+//! The payments API's configuration, read once at start-up from environment variables.
+//! A bad value stops the process with a message naming the variable.
+
+use std::time::Duration;
+
+use paysys_core::config::{self, ConfigError, Source};
+use paysys_core::topology::{DEFAULT_PREFIX, Topology};
+use rust_decimal::Decimal;
+
+use crate::auth::{ApiKeys, JwtSettings};
+
+#[derive(Clone)]
+pub struct Config {
+    pub port: u16,
+    pub database_url: String,
+    pub amqp_url: String,
+    pub topology: Topology,
+    pub api_keys: ApiKeys,
+    pub jwt: Option<JwtSettings>,
+    pub limits: Limits,
+    pub db_max_connections: u32,
+    pub velocity_window: Duration,
+    pub relay: RelaySettings,
+}
+
+/// Bounds on what a client may send.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest payment, in major units of any currency (a sanity bound, not a risk rule).
+    pub max_amount: Decimal,
+    pub max_body_bytes: usize,
+    /// Longest a request may take before it is answered with 503.
+    pub request_timeout: Duration,
+}
+
+/// How the outbox relay batches and polls.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub batch_size: i64,
+    /// How often the relay looks for rows written by other replicas (its own commits wake it
+    /// at once).
+    pub poll_interval: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    /// Written by hand so neither keys nor the URLs' passwords can reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("port", &self.port)
+            .field(
+                "database_url",
+                &paysys_core::amqp::redact_url(&self.database_url),
+            )
+            .field("amqp_url", &paysys_core::amqp::redact_url(&self.amqp_url))
+            .field("topology", &self.topology.payments_exchange)
+            .field("api_keys", &self.api_keys.len())
+            .field("jwt", &self.jwt.as_ref().map(|jwt| jwt.algorithm))
+            .field("limits", &self.limits)
+            .field("db_max_connections", &self.db_max_connections)
+            .field("velocity_window", &self.velocity_window)
+            .field("relay", &self.relay)
+            .finish()
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&config::Env)
+    }
+
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let api_keys = ApiKeys::from_source(source)?;
+        let jwt = JwtSettings::from_source(source)?;
+        if api_keys.is_empty() && jwt.is_none() {
+            return Err(ConfigError::new(
+                "API_KEYS",
+                "no credentials configured: set API_KEYS or API_KEYS_FILE, or JWT_ALGORITHM with its key",
+            ));
+        }
+        let max_amount: Decimal = config::parse_or(source, "MAX_AMOUNT", Decimal::from(1_000_000))?;
+        if max_amount <= Decimal::ZERO {
+            return Err(ConfigError::new("MAX_AMOUNT", "must be greater than zero"));
+        }
+        let prefix = config::optional(source, "AMQP_PREFIX").unwrap_or(DEFAULT_PREFIX.into());
+        Ok(Self {
+            port: config::parse_or(source, "PORT", 5000)?,
+            database_url: config::required(source, "DATABASE_URL")?,
+            amqp_url: config::required(source, "AMQP_URL")?,
+            topology: Topology::new(&prefix),
+            api_keys,
+            jwt,
+            limits: Limits {
+                max_amount,
+                max_body_bytes: positive(source, "MAX_BODY_BYTES", 16 * 1024)?,
+                request_timeout: Duration::from_millis(positive(
+                    source,
+                    "REQUEST_TIMEOUT_MS",
+                    10_000,
+                )?),
+            },
+            db_max_connections: positive(source, "DB_MAX_CONNECTIONS", 16)?,
+            velocity_window: Duration::from_secs(positive(
+                source,
+                "VELOCITY_WINDOW_SECONDS",
+                3600,
+            )?),
+            relay: RelaySettings {
+                batch_size: positive(source, "OUTBOX_BATCH_SIZE", 500)?,
+                poll_interval: Duration::from_millis(positive(
+                    source,
+                    "OUTBOX_POLL_INTERVAL_MS",
+                    250,
+                )?),
+            },
+        })
+    }
+}
+
+fn positive<T>(source: &dyn Source, name: &str, default: T) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + Default + Copy,
+    T::Err: std::fmt::Display,
+{
+    let value = config::parse_or(source, name, default)?;
+    if value <= T::default() {
+        return Err(ConfigError::new(name, "must be greater than zero"));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: [(&str, &str); 3] = [
+        ("DATABASE_URL", "postgres://localhost/db"),
+        ("AMQP_URL", "amqp://localhost"),
+        ("API_KEYS", "alice=secret-key-1-0123456789"),
+    ];
+
+    fn with(extra: (&'static str, &'static str)) -> std::collections::HashMap<String, String> {
+        BASE.iter()
+            .chain(std::iter::once(&extra))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let config = Config::from_source(&BASE).unwrap();
+        assert_eq!(config.port, 5000);
+        assert_eq!(config.topology.payments_queue, "paysys.payments");
+        assert_eq!(config.limits.max_body_bytes, 16 * 1024);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (name, value) in [
+            ("PORT", "http"),
+            ("MAX_AMOUNT", "-5"),
+            ("MAX_BODY_BYTES", "0"),
+            ("DB_MAX_CONNECTIONS", "many"),
+            ("JWT_ALGORITHM", "none"),
+        ] {
+            let error = Config::from_source(&with((name, value))).unwrap_err();
+            assert_eq!(error.name, name, "{error}");
+        }
+        let error =
+            Config::from_source(&[("AMQP_URL", "amqp://x"), ("API_KEYS", "a=0123456789abcdef")])
+                .unwrap_err();
+        assert_eq!(error.name, "DATABASE_URL");
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let mut env = with(("JWT_ALGORITHM", "HS256"));
+        env.insert(
+            "JWT_SECRET".into(),
+            "jwt-secret-value-long-enough-32b!".into(),
+        );
+        env.insert("AMQP_URL".into(), "amqp://guest:hunter2@rabbit".into());
+        let shown = format!("{:?}", Config::from_source(&env).unwrap());
+        for secret in ["secret-key-1", "jwt-secret-value", "hunter2"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+}

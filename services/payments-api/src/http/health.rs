@@ -1,0 +1,58 @@
+//! Liveness, readiness and metrics.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use crate::http::AppState;
+
+/// The process is alive.
+pub async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when the database answers and the broker connections are up: the relay can publish
+/// and decisions are being consumed.
+pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
+    let database = tokio::time::timeout(
+        Duration::from_secs(1),
+        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&app.pool),
+    )
+    .await
+    .is_ok_and(|result| result.is_ok());
+    let broker = app.broker_up.load(Ordering::SeqCst);
+    let decisions = app.consuming_decisions.load(Ordering::SeqCst);
+    let ready = database && broker && decisions;
+    let word = |up: bool| if up { "up" } else { "down" };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "status": if ready { "ready" } else { "not ready" },
+            "checks": {
+                "database": word(database),
+                "broker": word(broker),
+                "decisionConsumer": word(decisions),
+            }
+        })),
+    )
+}
+
+pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+}

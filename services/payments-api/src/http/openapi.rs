@@ -1,0 +1,54 @@
+//! The OpenAPI document, generated from the handlers and types.
+
+use axum::Json;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::error::{ErrorBody, FieldError};
+use crate::http::payments;
+use crate::http::views::{
+    CreatedResponse, DecisionView, EventView, PaymentPage, PaymentView, TransitionResponse,
+};
+use crate::validation::CreatePaymentRequest;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "paysys payments API", description = "Take, inspect, capture and cancel payments. Every error answers with ErrorBody."),
+    paths(payments::create, payments::list, payments::get_one, payments::capture, payments::cancel),
+    components(schemas(
+        CreatePaymentRequest, CreatedResponse, TransitionResponse, PaymentView, PaymentPage,
+        DecisionView, EventView, ErrorBody, FieldError,
+        paysys_core::PaymentStatus, paysys_core::Outcome, paysys_core::Reason,
+    )),
+    modifiers(&Security),
+    tags((name = "payments", description = "Payments and their lifecycle"))
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "An API key, alone or as `Bearer <key>`",
+            ))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,379 @@
+//! The payments routes.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use base64::Engine;
+use paysys_core::PaymentStatus;
+use uuid::Uuid;
+
+use crate::error::{ApiError, ErrorBody, FieldError};
+use crate::http::AppState;
+use crate::http::extract::{Caller, IdempotencyKey, JsonBody};
+use crate::http::idempotent::{self, Reply};
+use crate::http::views::{CreatedResponse, PaymentPage, PaymentView, TransitionResponse};
+use crate::store::payments::{self, ListQuery, Transition};
+use crate::validation::{CreatePaymentRequest, parse_new_payment, parse_optional_object};
+
+const DEFAULT_PAGE: i64 = 10;
+const MAX_PAGE: i64 = 100;
+const MAX_CANCEL_REASON: usize = 500;
+
+/// Create a payment.
+///
+/// `201` means the payment is committed to PostgreSQL and will be handed to the risk engine,
+/// even if RabbitMQ is down at that moment.
+#[utoipa::path(
+    post, path = "/payments", tag = "payments",
+    request_body = CreatePaymentRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key replay the first response (kept at least 24 h)")),
+    responses(
+        (status = 201, description = "Payment accepted", body = CreatedResponse),
+        (status = 400, description = "Invalid fields, all of them listed", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 409, description = "The Idempotency-Key is in use by a request still in progress", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used with a different request", body = ErrorBody),
+        (status = 503, description = "Database unavailable; retry after the Retry-After delay", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn create(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    IdempotencyKey(key): IdempotencyKey,
+    JsonBody(body): JsonBody<true>,
+) -> Result<Response, ApiError> {
+    let payment = parse_new_payment(&body, app.limits.max_amount).map_err(ApiError::Validation)?;
+    let hash = idempotent::request_hash("POST", "/payments", &body);
+    let id = Uuid::now_v7();
+    let owner = principal.0.clone();
+    let window = app.velocity_window;
+    let response = idempotent::run(&app, &principal, key, hash, move |conn| {
+        Box::pin(async move {
+            payments::insert(conn, id, &owner, &payment, window).await?;
+            Ok(Reply::json(
+                StatusCode::CREATED,
+                &CreatedResponse {
+                    status_code: 201,
+                    status: "Success".into(),
+                    payment_id: id,
+                    payment_status: PaymentStatus::Pending,
+                },
+            ))
+        })
+    })
+    .await?;
+    if response.status() == StatusCode::CREATED {
+        app.metrics.payments_created.inc();
+        // Committed: let the relay publish it now rather than at its next poll.
+        app.relay_wake.notify_one();
+    }
+    Ok(response)
+}
+
+/// Get one payment with its decision and audit trail.
+#[utoipa::path(
+    get, path = "/payments/{id}", tag = "payments",
+    params(("id" = Uuid, Path, description = "Payment id")),
+    responses(
+        (status = 200, description = "The payment", body = PaymentView),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 404, description = "No such payment for this caller", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn get_one(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<PaymentView>, ApiError> {
+    let id = parse_id(&id)?;
+    let mut conn = app.pool.acquire().await?;
+    let record = payments::find(&mut conn, &principal.0, id)
+        .await?
+        .ok_or_else(ApiError::payment_not_found)?;
+    let history = payments::history(&mut conn, id).await?;
+    Ok(Json(PaymentView::from_record(record, Some(history))))
+}
+
+/// List the caller's payments, newest first.
+#[utoipa::path(
+    get, path = "/payments", tag = "payments",
+    params(
+        ("limit" = Option<i64>, Query, description = "1 to 100, default 10"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+        ("status" = Option<PaymentStatus>, Query, description = "Only payments in this status"),
+        ("userId" = Option<Uuid>, Query, description = "Only payments of this payer"),
+    ),
+    responses(
+        (status = 200, description = "A page of payments", body = PaymentPage),
+        (status = 400, description = "Invalid query parameters", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn list(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<PaymentPage>, ApiError> {
+    let Query(pairs) = query.map_err(|e| ApiError::validation("query", e.body_text()))?;
+    let query = parse_list_query(&pairs).map_err(ApiError::Validation)?;
+    let mut conn = app.pool.acquire().await?;
+    let (rows, has_more) = payments::list(&mut conn, &principal.0, &query).await?;
+    let next_cursor = match rows.last() {
+        Some(last) if has_more => Some(encode_cursor(last.seq)),
+        _ => None,
+    };
+    Ok(Json(PaymentPage {
+        data: rows
+            .into_iter()
+            .map(|record| PaymentView::from_record(record, None))
+            .collect(),
+        has_more,
+        next_cursor,
+    }))
+}
+
+/// Capture an approved payment. `PUT` is accepted too (the original demo's client used it).
+#[utoipa::path(
+    post, path = "/payments/{id}/capture", tag = "payments",
+    params(
+        ("id" = Uuid, Path, description = "Payment id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key replay the first response"),
+    ),
+    responses(
+        (status = 200, description = "Captured", body = TransitionResponse),
+        (status = 400, description = "Bad id or body", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 404, description = "No such payment for this caller", body = ErrorBody),
+        (status = 409, description = "Not approved (CurrentStatus says what it is), or the Idempotency-Key is in flight", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used with a different request", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn capture(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    IdempotencyKey(key): IdempotencyKey,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<false>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    parse_optional_object(&body, &[]).map_err(ApiError::Validation)?;
+    let path = format!("/payments/{id}/capture");
+    transition(
+        &app,
+        principal,
+        key,
+        id,
+        &path,
+        &body,
+        PaymentStatus::Captured,
+        None,
+    )
+    .await
+}
+
+/// Cancel a pending or approved payment, with an optional `reason`.
+#[utoipa::path(
+    post, path = "/payments/{id}/cancel", tag = "payments",
+    params(
+        ("id" = Uuid, Path, description = "Payment id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key replay the first response"),
+    ),
+    request_body(content = Option<Object>, description = "Optional `{\"reason\": \"...\"}`"),
+    responses(
+        (status = 200, description = "Canceled", body = TransitionResponse),
+        (status = 400, description = "Bad id or body", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 404, description = "No such payment for this caller", body = ErrorBody),
+        (status = 409, description = "Already final (CurrentStatus says what it is), or the Idempotency-Key is in flight", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used with a different request", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn cancel(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    IdempotencyKey(key): IdempotencyKey,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<false>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let fields = parse_optional_object(&body, &["reason"]).map_err(ApiError::Validation)?;
+    let reason = match fields.get("reason") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(reason)) if reason.len() <= MAX_CANCEL_REASON => {
+            Some(reason.clone())
+        }
+        Some(_) => {
+            return Err(ApiError::validation(
+                "reason",
+                format!("must be a string of at most {MAX_CANCEL_REASON} bytes"),
+            ));
+        }
+    };
+    let detail = reason.map(|reason| serde_json::json!({ "reason": reason }));
+    let path = format!("/payments/{id}/cancel");
+    transition(
+        &app,
+        principal,
+        key,
+        id,
+        &path,
+        &body,
+        PaymentStatus::Canceled,
+        detail,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn transition(
+    app: &AppState,
+    principal: crate::auth::Principal,
+    key: Option<String>,
+    id: Uuid,
+    path: &str,
+    body: &[u8],
+    to: PaymentStatus,
+    detail: Option<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let hash = idempotent::request_hash("POST", path, body);
+    let owner = principal.0.clone();
+    idempotent::run(app, &principal, key, hash, move |conn| {
+        Box::pin(async move {
+            match payments::transition(conn, &owner, id, to, to.as_str(), detail).await? {
+                Transition::Done => Ok(Reply::json(
+                    StatusCode::OK,
+                    &TransitionResponse {
+                        status_code: 200,
+                        status: "Success".into(),
+                        payment_id: id,
+                        payment_status: to,
+                    },
+                )),
+                Transition::NotFound => Err(ApiError::payment_not_found()),
+                Transition::Refused { current } => Err(ApiError::Conflict {
+                    message: refusal(current, to),
+                    current_status: Some(current.as_str().into()),
+                }),
+            }
+        })
+    })
+    .await
+}
+
+fn refusal(current: PaymentStatus, to: PaymentStatus) -> String {
+    let allowed: Vec<&str> = PaymentStatus::sources_of(to)
+        .into_iter()
+        .map(PaymentStatus::as_str)
+        .collect();
+    format!(
+        "payment is {current}; only {} payments can be {to}",
+        allowed.join(" or ")
+    )
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| ApiError::validation("id", "must be a UUID"))
+}
+
+fn parse_list_query(pairs: &[(String, String)]) -> Result<ListQuery, Vec<FieldError>> {
+    let mut query = ListQuery {
+        limit: DEFAULT_PAGE,
+        ..Default::default()
+    };
+    let mut errors = Vec::new();
+    for (name, value) in pairs {
+        let result = match name.as_str() {
+            "limit" => value
+                .parse::<i64>()
+                .ok()
+                .filter(|limit| (1..=MAX_PAGE).contains(limit))
+                .map(|limit| query.limit = limit)
+                .ok_or_else(|| format!("must be an integer from 1 to {MAX_PAGE}")),
+            "cursor" => decode_cursor(value)
+                .map(|seq| query.before_seq = Some(seq))
+                .ok_or_else(|| "is not a cursor returned by this API".to_owned()),
+            "status" => value
+                .parse::<PaymentStatus>()
+                .map(|status| query.status = Some(status))
+                .map_err(|e| e.to_string()),
+            "userId" => Uuid::parse_str(value)
+                .map(|user| query.user_id = Some(user))
+                .map_err(|_| "must be a UUID".to_owned()),
+            _ => Err("unknown query parameter".to_owned()),
+        };
+        if let Err(message) = result {
+            errors.push(FieldError::new(name, message));
+        }
+    }
+    if errors.is_empty() {
+        Ok(query)
+    } else {
+        Err(errors)
+    }
+}
+
+const CURSOR: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// Cursors are opaque to clients: the position is an internal sequence number.
+fn encode_cursor(seq: i64) -> String {
+    CURSOR.encode(format!("seq:{seq}"))
+}
+
+fn decode_cursor(cursor: &str) -> Option<i64> {
+    let bytes = CURSOR.decode(cursor).ok()?;
+    let text = std::str::from_utf8(&bytes).ok()?;
+    text.strip_prefix("seq:")?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        assert_eq!(decode_cursor(&encode_cursor(42)), Some(42));
+        assert_eq!(decode_cursor("garbage!"), None);
+        assert_eq!(decode_cursor(&CURSOR.encode("pos:1")), None);
+    }
+
+    #[test]
+    fn list_query_reports_each_bad_parameter() {
+        let pairs = |p: &[(&str, &str)]| -> Vec<(String, String)> {
+            p.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        let query = parse_list_query(&pairs(&[("limit", "5"), ("status", "approved")])).unwrap();
+        assert_eq!(query.limit, 5);
+        assert_eq!(query.status, Some(PaymentStatus::Approved));
+        let errors = parse_list_query(&pairs(&[
+            ("limit", "0"),
+            ("status", "done"),
+            ("userId", "x"),
+            ("cursor", "??"),
+            ("sort", "asc"),
+        ]))
+        .unwrap_err();
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["limit", "status", "userId", "cursor", "sort"]);
+        assert!(parse_list_query(&pairs(&[("limit", "101")])).is_err());
+    }
+
+    #[test]
+    fn refusals_say_the_current_status() {
+        assert_eq!(
+            refusal(PaymentStatus::Pending, PaymentStatus::Captured),
+            "payment is pending; only approved payments can be captured"
+        );
+    }
+}

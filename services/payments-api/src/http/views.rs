@@ -1,0 +1,142 @@
+//! Response bodies.
+
+use chrono::{DateTime, Utc};
+use paysys_core::{Outcome, PaymentStatus, Reason};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::store::payments::{PaymentEvent, PaymentRecord};
+
+/// `201` for a new payment (the original demo's body, plus the payment's status).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedResponse {
+    #[serde(rename = "StatusCode")]
+    #[schema(example = 201)]
+    pub status_code: u16,
+    #[serde(rename = "Status")]
+    #[schema(example = "Success")]
+    pub status: String,
+    #[serde(rename = "PaymentId")]
+    pub payment_id: Uuid,
+    #[serde(rename = "PaymentStatus")]
+    pub payment_status: PaymentStatus,
+}
+
+/// `200` for a capture or cancel.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransitionResponse {
+    #[serde(rename = "StatusCode")]
+    #[schema(example = 200)]
+    pub status_code: u16,
+    #[serde(rename = "Status")]
+    #[schema(example = "Success")]
+    pub status: String,
+    #[serde(rename = "PaymentId")]
+    pub payment_id: Uuid,
+    #[serde(rename = "PaymentStatus")]
+    pub payment_status: PaymentStatus,
+}
+
+/// A payment.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentView {
+    pub id: Uuid,
+    pub status: PaymentStatus,
+    /// Major units, an exact decimal JSON number (`70.5`).
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    #[schema(value_type = f64, example = 70.5)]
+    pub amount: Decimal,
+    /// Integer minor units of the currency (`7050` cents).
+    #[schema(example = 7050)]
+    pub amount_minor: i64,
+    #[schema(example = "USD")]
+    pub currency: String,
+    pub user_id: Uuid,
+    pub payee_id: Uuid,
+    pub payment_method_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The risk decision, once made.
+    pub decision: Option<DecisionView>,
+    /// Every status change, oldest first (only on `GET /payments/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<EventView>>,
+}
+
+/// The risk engine's decision.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionView {
+    pub outcome: Outcome,
+    pub score: u32,
+    pub reasons: Vec<Reason>,
+    pub rules_version: String,
+    pub decided_at: DateTime<Utc>,
+}
+
+/// One entry of a payment's audit trail.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView {
+    /// Status before (absent for creation).
+    pub from: Option<String>,
+    pub to: String,
+    /// `created`, `risk_decision`, `risk_decision_ignored`, `captured`, `canceled`.
+    pub cause: String,
+    #[schema(value_type = Object)]
+    pub detail: Option<serde_json::Value>,
+    pub at: DateTime<Utc>,
+}
+
+/// A page of payments, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentPage {
+    pub data: Vec<PaymentView>,
+    pub has_more: bool,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl PaymentView {
+    pub fn from_record(record: PaymentRecord, history: Option<Vec<PaymentEvent>>) -> Self {
+        let money = record.money();
+        Self {
+            id: record.id,
+            status: record.status(),
+            amount: money.to_decimal(),
+            amount_minor: money.minor,
+            currency: money.currency.code().to_owned(),
+            user_id: record.user_id,
+            payee_id: record.payee_id,
+            payment_method_id: record.payment_method_id,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            decision: record.decision.map(|json| {
+                let d = json.0;
+                DecisionView {
+                    outcome: d.outcome,
+                    score: d.score,
+                    reasons: d.reasons,
+                    rules_version: d.rules_version,
+                    decided_at: d.decided_at,
+                }
+            }),
+            history: history.map(|events| {
+                events
+                    .into_iter()
+                    .map(|e| EventView {
+                        from: e.from_status,
+                        to: e.to_status,
+                        cause: e.cause,
+                        detail: e.detail,
+                        at: e.at,
+                    })
+                    .collect()
+            }),
+        }
+    }
+}

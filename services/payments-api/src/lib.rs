@@ -1,0 +1,107 @@
+//! The paysys payments API.
+//!
+//! Takes payments over HTTP, stores each with an outbox row in one PostgreSQL transaction,
+//! relays the outbox to RabbitMQ for the risk engine, and applies the decisions that come
+//! back. Layers: `http` (routes, extractors, responses) over `store` (SQL) over PostgreSQL;
+//! `relay` and `decisions` are the two background workers talking to RabbitMQ.
+
+pub mod auth;
+pub mod config;
+pub mod decisions;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod relay;
+pub mod store;
+pub mod validation;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::http::AppState;
+
+/// How often expired idempotency keys are deleted, and how long keys are kept.
+const KEY_REAP_INTERVAL: Duration = Duration::from_secs(600);
+pub const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(48 * 3600);
+
+/// Runs the API on `listener` until `shutdown` resolves: stops accepting, finishes in-flight
+/// requests, then stops the relay and the decision consumer.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let pool = store::connect(&config.database_url, config.db_max_connections).await?;
+    let metrics = Arc::new(metrics::Metrics::new());
+    let state = AppState {
+        pool: pool.clone(),
+        auth: Arc::new(Authenticator::new(
+            config.api_keys.clone(),
+            config.jwt.clone(),
+        )),
+        metrics: metrics.clone(),
+        limits: config.limits.clone(),
+        velocity_window: config.velocity_window,
+        relay_wake: Arc::new(Notify::new()),
+        broker_up: Arc::new(AtomicBool::new(false)),
+        consuming_decisions: Arc::new(AtomicBool::new(false)),
+    };
+    let workers = CancellationToken::new();
+    let relay = tokio::spawn(
+        relay::Relay {
+            pool: pool.clone(),
+            amqp_url: config.amqp_url.clone(),
+            topology: config.topology.clone(),
+            settings: config.relay.clone(),
+            wake: state.relay_wake.clone(),
+            metrics: metrics.clone(),
+            broker_up: state.broker_up.clone(),
+        }
+        .run(workers.clone()),
+    );
+    let consumer = tokio::spawn(
+        decisions::DecisionConsumer {
+            pool: pool.clone(),
+            amqp_url: config.amqp_url.clone(),
+            topology: config.topology.clone(),
+            metrics: metrics.clone(),
+            consuming: state.consuming_decisions.clone(),
+        }
+        .run(workers.clone()),
+    );
+    let reaper = tokio::spawn(reap_idempotency_keys(pool.clone(), workers.clone()));
+
+    tracing::info!(address = %listener.local_addr()?, "payments API listening");
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tracing::info!("HTTP server drained; stopping workers");
+    workers.cancel();
+    let _ = tokio::join!(relay, consumer, reaper);
+    pool.close().await;
+    Ok(())
+}
+
+async fn reap_idempotency_keys(pool: sqlx::PgPool, stop: CancellationToken) {
+    loop {
+        if let Ok(mut conn) = pool.acquire().await {
+            match store::idempotency::delete_expired(&mut conn, IDEMPOTENCY_RETENTION).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "expired idempotency keys deleted"),
+                Err(error) => tracing::warn!(%error, "cannot delete expired idempotency keys"),
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(KEY_REAP_INTERVAL) => {}
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Prometheus metrics of the payments API, served at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route template (`/payments/{id}`), never the raw path, to bound cardinality.
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms .. ~8 s
+    Histogram::new(exponential_buckets(0.00025, 2.0, 16))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: HistogramFamily<RouteLabels>,
+    pub payments_created: Counter,
+    pub outbox_backlog: Gauge,
+    pub outbox_published: Counter,
+    pub auth_failures: Family<ReasonLabels, Counter>,
+    pub decisions_applied: Family<OutcomeLabels, Counter>,
+    pub dead_lettered: Family<ReasonLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("paysys_api");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            requests.clone(),
+        );
+        let request_duration: HistogramFamily<RouteLabels> =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            request_duration.clone(),
+        );
+        let payments_created = Counter::default();
+        registry.register(
+            "payments_created",
+            "Payments accepted (201)",
+            payments_created.clone(),
+        );
+        let outbox_backlog = Gauge::default();
+        registry.register(
+            "outbox_backlog",
+            "Payments committed but not yet confirmed by RabbitMQ",
+            outbox_backlog.clone(),
+        );
+        let outbox_published = Counter::default();
+        registry.register(
+            "outbox_published",
+            "Payment messages confirmed by RabbitMQ",
+            outbox_published.clone(),
+        );
+        let auth_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Rejected credentials by reason",
+            auth_failures.clone(),
+        );
+        let decisions_applied = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Risk decisions consumed, by what they did (approved, declined, duplicate, ignored)",
+            decisions_applied.clone(),
+        );
+        let dead_lettered = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "decisions_dead_lettered",
+            "Decision messages moved to the dead-letter queue, by reason",
+            dead_lettered.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            payments_created,
+            outbox_backlog,
+            outbox_published,
+            auth_failures,
+            decisions_applied,
+            dead_lettered,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn count_auth_failure(&self, reason: &str) {
+        self.auth_failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+}

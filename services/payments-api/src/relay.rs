@@ -1,0 +1,199 @@
+//! The outbox relay: publishes committed payments to RabbitMQ.
+//!
+//! Each round claims a batch of outbox rows (row locks, `SKIP LOCKED`), publishes every
+//! message with the mandatory flag and pipelined publisher confirms, and deletes the rows in
+//! the same transaction only after the broker acknowledged every one. A crash or outage at
+//! any point leaves the rows in place to be published again: delivery is at-least-once and
+//! consumers are idempotent. The request path wakes the relay after each commit; a poll
+//! interval picks up rows committed by other replicas or left by a crashed one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use lapin::Channel;
+use lapin::types::FieldTable;
+use paysys_core::amqp::{self, PublishError};
+use paysys_core::messages::SCHEMA_VERSION;
+use paysys_core::topology::{PAYMENT_ROUTING_KEY, Topology};
+use paysys_core::{PaymentData, PaymentMessage, Velocity};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RelaySettings;
+use crate::metrics::Metrics;
+use crate::store::outbox;
+use crate::store::payments::PaymentRecord;
+
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("broker: {0}")]
+    Broker(#[from] PublishError),
+    #[error("broker channel closed")]
+    ChannelClosed,
+}
+
+impl From<lapin::Error> for RelayError {
+    fn from(error: lapin::Error) -> Self {
+        Self::Broker(error.into())
+    }
+}
+
+pub struct Relay {
+    pub pool: PgPool,
+    pub amqp_url: String,
+    pub topology: Topology,
+    pub settings: RelaySettings,
+    pub wake: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
+    /// True while connected to the broker with the topology declared (for `/readyz`).
+    pub broker_up: Arc<AtomicBool>,
+}
+
+/// The message announcing a payment to the risk engine.
+pub fn message_for(payment: &PaymentRecord) -> PaymentMessage {
+    let money = payment.money();
+    PaymentMessage {
+        schema_version: SCHEMA_VERSION,
+        payment_id: payment.id,
+        payment_data: PaymentData {
+            amount: money.to_decimal(),
+            currency: money.currency,
+            user_id: payment.user_id,
+            payee_id: payment.payee_id,
+            payment_method_id: payment.payment_method_id,
+            created_at: Some(payment.created_at),
+        },
+        velocity: Some(Velocity {
+            window_seconds: payment.velocity_window_seconds as u64,
+            count: payment.velocity_count as u64,
+            total_minor: payment.velocity_total_minor,
+        }),
+    }
+}
+
+impl Relay {
+    /// Runs until `stop` is cancelled, reconnecting to the broker as often as needed.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut delay = Duration::from_millis(100);
+        while !stop.is_cancelled() {
+            let connection = tokio::select! {
+                _ = stop.cancelled() => break,
+                connection = amqp::connect_with_backoff(&self.amqp_url, "payments-api relay") => connection,
+            };
+            let channel = match amqp::open_confirm_channel(&connection, &self.topology).await {
+                Ok(channel) => channel,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot open a publishing channel");
+                    sleep_or_stop(&stop, delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            self.broker_up.store(true, Ordering::SeqCst);
+            tracing::info!("outbox relay connected to RabbitMQ");
+            delay = Duration::from_millis(100);
+            let outcome = self.pump(&channel, &stop).await;
+            self.broker_up.store(false, Ordering::SeqCst);
+            let _ = connection.close(200, "bye".into()).await;
+            if let Err(error) = outcome {
+                tracing::warn!(%error, "outbox relay lost the broker; reconnecting");
+                sleep_or_stop(&stop, delay).await;
+            }
+        }
+        tracing::info!("outbox relay stopped");
+    }
+
+    /// Publishes until the broker fails (Err) or `stop` (Ok). Database errors are waited out
+    /// here without dropping the broker connection.
+    async fn pump(&self, channel: &Channel, stop: &CancellationToken) -> Result<(), RelayError> {
+        let mut last_backlog_check = Instant::now() - Duration::from_secs(60);
+        let mut db_delay = Duration::from_millis(100);
+        loop {
+            match self.drain(channel, stop).await {
+                Ok(()) => db_delay = Duration::from_millis(100),
+                Err(RelayError::Database(error)) => {
+                    tracing::warn!(%error, "outbox relay cannot reach the database");
+                    sleep_or_stop(stop, db_delay).await;
+                    db_delay = (db_delay * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                Err(broker) => return Err(broker),
+            }
+            if last_backlog_check.elapsed() >= Duration::from_secs(1) {
+                self.refresh_backlog().await;
+                last_backlog_check = Instant::now();
+            }
+            if !channel.status().connected() {
+                return Err(RelayError::ChannelClosed);
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+            }
+        }
+    }
+
+    /// Publishes batches until a batch comes back short (the outbox is drained) or `stop`.
+    async fn drain(&self, channel: &Channel, stop: &CancellationToken) -> Result<(), RelayError> {
+        loop {
+            let published = self.publish_batch(channel).await?;
+            if published < self.settings.batch_size as usize || stop.is_cancelled() {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn publish_batch(&self, channel: &Channel) -> Result<usize, RelayError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = outbox::claim(&mut tx, self.settings.batch_size).await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut confirms = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let message = message_for(&row.payment);
+            let properties =
+                amqp::persistent_json(&row.payment.id.to_string(), FieldTable::default());
+            confirms.push(
+                amqp::publish(
+                    channel,
+                    &self.topology.payments_exchange,
+                    PAYMENT_ROUTING_KEY,
+                    &message.encode(),
+                    properties,
+                )
+                .await?,
+            );
+        }
+        // Confirms arrive pipelined; a single nack or return fails the batch, which rolls
+        // back and is published again (duplicates are expected downstream).
+        for confirm in confirms {
+            amqp::check_confirmation(confirm.await?)?;
+        }
+        let ids: Vec<i64> = rows.iter().map(|row| row.outbox_id).collect();
+        outbox::delete(&mut tx, &ids).await?;
+        tx.commit().await?;
+        self.metrics.outbox_published.inc_by(rows.len() as u64);
+        Ok(rows.len())
+    }
+
+    async fn refresh_backlog(&self) {
+        if let Ok(mut conn) = self.pool.acquire().await
+            && let Ok(backlog) = outbox::backlog(&mut conn).await
+        {
+            self.metrics.outbox_backlog.set(backlog);
+        }
+    }
+}
+
+async fn sleep_or_stop(stop: &CancellationToken, delay: Duration) {
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = tokio::time::sleep(delay) => {}
+    }
+}

@@ -1,0 +1,48 @@
+//! PostgreSQL access. Each submodule owns the queries of one concern; handlers and workers
+//! never write SQL themselves.
+
+pub mod decisions;
+pub mod idempotency;
+pub mod outbox;
+pub mod payments;
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+/// Migrations embedded in the binary, applied at start-up.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Opens the pool, waiting with backoff while the database is unreachable (pods start in any
+/// order), then applies pending migrations.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    let options = PgPoolOptions::new()
+        .max_connections(max_connections)
+        // Bounded waits: a request that cannot get a connection promptly answers 503 rather
+        // than queueing without limit.
+        .acquire_timeout(Duration::from_secs(3));
+    let mut delay = Duration::from_millis(100);
+    let pool = loop {
+        match options.clone().connect(url).await {
+            Ok(pool) => break pool,
+            Err(error) if is_transient(&error) => {
+                tracing::warn!(url = %paysys_core::amqp::redact_url(url), %error, retry_in_ms = delay.as_millis() as u64, "PostgreSQL unreachable");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => return Err(error),
+        }
+    };
+    MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
+
+fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        // 57P03: the server is starting up.
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| code == "57P03"),
+        _ => false,
+    }
+}

@@ -1,0 +1,225 @@
+//! Payments and their audit trail.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use paysys_core::{Currency, DecisionMessage, Money, PaymentStatus};
+use sqlx::{FromRow, PgConnection};
+use uuid::Uuid;
+
+use crate::validation::NewPayment;
+
+/// A payment row.
+#[derive(Debug, Clone, FromRow)]
+pub struct PaymentRecord {
+    pub id: Uuid,
+    pub seq: i64,
+    pub principal: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub user_id: Uuid,
+    pub payee_id: Uuid,
+    pub payment_method_id: Uuid,
+    pub status: String,
+    pub velocity_window_seconds: i32,
+    pub velocity_count: i64,
+    pub velocity_total_minor: i64,
+    pub decision: Option<sqlx::types::Json<DecisionMessage>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl PaymentRecord {
+    pub fn money(&self) -> Money {
+        Money {
+            minor: self.amount_minor,
+            currency: self
+                .currency
+                .parse::<Currency>()
+                .expect("stored currencies were validated on the way in"),
+        }
+    }
+
+    pub fn status(&self) -> PaymentStatus {
+        self.status
+            .parse()
+            .expect("the status column is constrained to known statuses")
+    }
+}
+
+/// One recorded status change.
+#[derive(Debug, Clone, FromRow)]
+pub struct PaymentEvent {
+    pub from_status: Option<String>,
+    pub to_status: String,
+    pub cause: String,
+    pub detail: Option<serde_json::Value>,
+    pub at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, seq, principal, amount_minor, currency, user_id, payee_id, \
+    payment_method_id, status, velocity_window_seconds, velocity_count, velocity_total_minor, \
+    decision, created_at, updated_at";
+
+/// Inserts the payment, its first audit event and its outbox row in one statement (so one
+/// round trip and one implicit transaction), computing the payer's velocity over `window`
+/// from the rows already committed.
+pub async fn insert(
+    conn: &mut PgConnection,
+    id: Uuid,
+    principal: &str,
+    payment: &NewPayment,
+    window: Duration,
+) -> Result<DateTime<Utc>, sqlx::Error> {
+    let window_seconds = i32::try_from(window.as_secs()).unwrap_or(i32::MAX);
+    sqlx::query_scalar(
+        "WITH velocity AS (
+            SELECT count(*) AS count,
+                   coalesce(sum(amount_minor) FILTER (WHERE currency = $4), 0)::bigint AS total
+            FROM payments
+            WHERE user_id = $5 AND created_at > now() - make_interval(secs => $8)
+        ), payment AS (
+            INSERT INTO payments (id, principal, amount_minor, currency, user_id, payee_id,
+                payment_method_id, status, velocity_window_seconds, velocity_count,
+                velocity_total_minor)
+            SELECT $1, $2, $3, $4, $5, $6, $7, 'pending', $8, velocity.count, velocity.total
+            FROM velocity
+            RETURNING id, created_at
+        ), event AS (
+            INSERT INTO payment_events (payment_id, from_status, to_status, cause)
+            SELECT id, NULL, 'pending', 'created' FROM payment
+        ), queued AS (
+            INSERT INTO outbox (payment_id) SELECT id FROM payment
+        )
+        SELECT created_at FROM payment",
+    )
+    .bind(id)
+    .bind(principal)
+    .bind(payment.money.minor)
+    .bind(payment.money.currency.code())
+    .bind(payment.user_id)
+    .bind(payment.payee_id)
+    .bind(payment.payment_method_id)
+    .bind(window_seconds)
+    .fetch_one(conn)
+    .await
+}
+
+/// The payment if it exists and belongs to `principal`.
+pub async fn find(
+    conn: &mut PgConnection,
+    principal: &str,
+    id: Uuid,
+) -> Result<Option<PaymentRecord>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM payments WHERE id = $1 AND principal = $2"
+    )))
+    .bind(id)
+    .bind(principal)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The payment's status changes, oldest first.
+pub async fn history(conn: &mut PgConnection, id: Uuid) -> Result<Vec<PaymentEvent>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT from_status, to_status, cause, detail, at
+         FROM payment_events WHERE payment_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(conn)
+    .await
+}
+
+/// Filters and page position for listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub status: Option<PaymentStatus>,
+    pub user_id: Option<Uuid>,
+    /// Only payments older than this sequence number (the cursor).
+    pub before_seq: Option<i64>,
+    pub limit: i64,
+}
+
+/// A principal's payments, newest first; one more row than `limit` tells whether more exist.
+pub async fn list(
+    conn: &mut PgConnection,
+    principal: &str,
+    query: &ListQuery,
+) -> Result<(Vec<PaymentRecord>, bool), sqlx::Error> {
+    let mut rows: Vec<PaymentRecord> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM payments
+         WHERE principal = $1
+           AND ($2::bigint IS NULL OR seq < $2)
+           AND ($3::text IS NULL OR status = $3)
+           AND ($4::uuid IS NULL OR user_id = $4)
+         ORDER BY seq DESC
+         LIMIT $5"
+    )))
+    .bind(principal)
+    .bind(query.before_seq)
+    .bind(query.status.map(PaymentStatus::as_str))
+    .bind(query.user_id)
+    .bind(query.limit + 1)
+    .fetch_all(conn)
+    .await?;
+    let has_more = rows.len() as i64 > query.limit;
+    rows.truncate(query.limit as usize);
+    Ok((rows, has_more))
+}
+
+/// What a requested status change came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    Done,
+    /// The machine does not allow it from the current status.
+    Refused {
+        current: PaymentStatus,
+    },
+    NotFound,
+}
+
+/// Moves the principal's payment to `to` if its current status allows it, recording the
+/// change with `cause` and `detail`, in one statement. The row lock makes concurrent
+/// requests for the same payment serialize: the second sees the first's result.
+pub async fn transition(
+    conn: &mut PgConnection,
+    principal: &str,
+    id: Uuid,
+    to: PaymentStatus,
+    cause: &str,
+    detail: Option<serde_json::Value>,
+) -> Result<Transition, sqlx::Error> {
+    let sources: Vec<&str> = PaymentStatus::sources_of(to)
+        .into_iter()
+        .map(PaymentStatus::as_str)
+        .collect();
+    let row: Option<(String, i64)> = sqlx::query_as(
+        "WITH current AS (
+            SELECT id, status FROM payments WHERE id = $1 AND principal = $2 FOR UPDATE
+        ), changed AS (
+            UPDATE payments p SET status = $3, updated_at = now()
+            FROM current c WHERE p.id = c.id AND c.status = ANY($4)
+            RETURNING p.id
+        ), event AS (
+            INSERT INTO payment_events (payment_id, from_status, to_status, cause, detail)
+            SELECT c.id, c.status, $3, $5, $6 FROM current c JOIN changed ON changed.id = c.id
+        )
+        SELECT c.status, (SELECT count(*) FROM changed) FROM current c",
+    )
+    .bind(id)
+    .bind(principal)
+    .bind(to.as_str())
+    .bind(&sources)
+    .bind(cause)
+    .bind(detail)
+    .fetch_optional(conn)
+    .await?;
+    Ok(match row {
+        None => Transition::NotFound,
+        Some((_, 1)) => Transition::Done,
+        Some((current, _)) => Transition::Refused {
+            current: current.parse().expect("constrained status"),
+        },
+    })
+}
