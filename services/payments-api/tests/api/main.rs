@@ -1,0 +1,13 @@
+//! Integration tests of the payments API against the real PostgreSQL and RabbitMQ.
+//! One test binary (linking is the slow part); a module per concern.
+
+mod harness;
+
+mod auth;
+mod create;
+mod decisions;
+mod idempotency;
+mod lifecycle;
+mod listing;
+mod resilience;
+mod validation;

@@ -1,0 +1,198 @@
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use paysys_testkit::{FaultProxy, TestBroker, TestDb};
+use serde_json::Value;
+
+use crate::harness::*;
+
+async fn outbox_len(api: &TestApi) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&api.pool)
+        .await
+        .unwrap()
+}
+
+async fn drain_queue(api: &TestApi, channel: &lapin::Channel, expected: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    while ids.len() < expected {
+        let Some(message) = api
+            .broker
+            .get(
+                channel,
+                &api.broker.topology.payments_queue,
+                Duration::from_secs(15),
+            )
+            .await
+        else {
+            break;
+        };
+        let body: Value = serde_json::from_slice(&message.delivery.data).unwrap();
+        ids.push(body["payment_id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
+async fn proxy_for(url: &str) -> FaultProxy {
+    let upstream: SocketAddr = tokio::net::lookup_host(host_port(url))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    FaultProxy::start(upstream).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_at_request_time_still_201_and_published_once_back() {
+    let broker = TestBroker::new();
+    let proxy = proxy_for(&broker.url).await;
+    proxy.cut().await;
+    let amqp_url = proxy.rewrite_url(&broker.url, &host_port(&broker.url));
+    let api = TestApi::start_on(TestDb::create().await, broker, &[("AMQP_URL", &amqp_url)]).await;
+
+    let mut ids = HashSet::new();
+    for _ in 0..5 {
+        ids.insert(api.create(&demo_payment()).await);
+    }
+    assert_eq!(
+        outbox_len(&api).await,
+        5,
+        "accepted payments wait in the outbox"
+    );
+    let ready = api.get("/readyz", None).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.body["checks"]["broker"], "down");
+
+    proxy.restore();
+    let (_conn, channel) = api.broker.channel().await;
+    let published: HashSet<String> = drain_queue(&api, &channel, 5).await.into_iter().collect();
+    assert_eq!(published, ids);
+    let drained = paysys_testkit::eventually(Duration::from_secs(10), || async {
+        (outbox_len(&api).await == 0).then_some(())
+    })
+    .await;
+    assert!(drained.is_some(), "the outbox drains");
+    api.broker.delete(&channel).await;
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_cut_mid_stream_loses_nothing() {
+    let broker = TestBroker::new();
+    let proxy = proxy_for(&broker.url).await;
+    let amqp_url = proxy.rewrite_url(&broker.url, &host_port(&broker.url));
+    let api = TestApi::start_on(TestDb::create().await, broker, &[("AMQP_URL", &amqp_url)]).await;
+    let mut ids = HashSet::new();
+    for round in 0..4 {
+        for _ in 0..10 {
+            ids.insert(api.create(&demo_payment()).await);
+        }
+        if round % 2 == 0 {
+            proxy.cut().await;
+        } else {
+            proxy.restore();
+        }
+    }
+    proxy.restore();
+    let (_conn, channel) = api.broker.channel().await;
+    // At-least-once: every accepted payment arrives; a redelivery may repeat one.
+    let mut published = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while published.len() < ids.len() && Instant::now() < deadline {
+        published.extend(drain_queue(&api, &channel, 1).await);
+    }
+    assert_eq!(published, ids);
+    api.broker.delete(&channel).await;
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_api_publishes_what_a_stopped_one_left() {
+    let db = TestDb::create().await;
+    let broker = TestBroker::new();
+    let proxy = proxy_for(&broker.url).await;
+    proxy.cut().await;
+    let amqp_url = proxy.rewrite_url(&broker.url, &host_port(&broker.url));
+    let prefix = broker.prefix.clone();
+    let first = TestApi::start_on(
+        TestDb {
+            name: db.name.clone(),
+            url: db.url.clone(),
+        },
+        broker,
+        &[("AMQP_URL", &amqp_url)],
+    )
+    .await;
+    let mut ids = HashSet::new();
+    for _ in 0..3 {
+        ids.insert(first.create(&demo_payment()).await);
+    }
+    first.stop().await; // committed, never published
+
+    let second = TestApi::start_on(
+        db,
+        TestBroker {
+            prefix: prefix.clone(),
+            topology: paysys_core::topology::Topology::new(&prefix),
+            url: paysys_testkit::amqp_url(),
+        },
+        &[],
+    )
+    .await;
+    let (_conn, channel) = second.broker.channel().await;
+    let published: HashSet<String> = drain_queue(&second, &channel, 3)
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(published, ids);
+    second.broker.delete(&channel).await;
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_down_answers_503_with_retry_after_quickly() {
+    let db = TestDb::create().await;
+    let proxy = proxy_for(&db.url).await;
+    let url = proxy.rewrite_url(&db.url, &host_port(&db.url));
+    let api = TestApi::start_on(
+        db,
+        TestBroker::new(),
+        &[("DATABASE_URL", &url), ("REQUEST_TIMEOUT_MS", "5000")],
+    )
+    .await;
+    api.create(&demo_payment()).await;
+
+    proxy.cut().await;
+    let started = Instant::now();
+    let reply = api.post("/payments", Some(ALICE), &demo_payment()).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.body
+    );
+    assert!(reply.headers.contains_key("retry-after"));
+    assert_eq!(reply.body["StatusCode"], 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "no hang: {:?}",
+        started.elapsed()
+    );
+    let reply = api.get("/readyz", None).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.body["checks"]["database"], "down");
+
+    proxy.restore();
+    let recovered = paysys_testkit::eventually(Duration::from_secs(15), || async {
+        let reply = api.post("/payments", Some(ALICE), &demo_payment()).await;
+        (reply.status == StatusCode::CREATED).then_some(())
+    })
+    .await;
+    assert!(
+        recovered.is_some(),
+        "the API recovers when the database returns"
+    );
+    api.stop().await;
+}
