@@ -98,10 +98,9 @@ impl TestApi {
         for _ in 0..200 {
             if let Ok(reply) =
                 tokio::time::timeout(Duration::from_secs(1), self.get("/healthz", None)).await
+                && reply.status == StatusCode::OK
             {
-                if reply.status == StatusCode::OK {
-                    return;
-                }
+                return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
