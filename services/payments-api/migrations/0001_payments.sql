@@ -1,9 +1,8 @@
 -- Payments, their audit trail, the transactional outbox and idempotency keys.
 
 CREATE TABLE payments (
+    -- UUIDv7: time-ordered, so the primary key also orders payments for cursor pagination.
     id                       uuid PRIMARY KEY,
-    -- Insertion order: the stable key behind cursor pagination (ids are random to clients).
-    seq                      bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
     principal                text        NOT NULL,
     amount_minor             bigint      NOT NULL CHECK (amount_minor > 0),
     currency                 char(3)     NOT NULL,
@@ -22,21 +21,22 @@ CREATE TABLE payments (
 );
 
 -- Listing: a principal's payments newest first.
-CREATE INDEX payments_principal_seq ON payments (principal, seq DESC);
--- Velocity: a user's recent payments.
-CREATE INDEX payments_user_created ON payments (user_id, created_at);
+CREATE INDEX payments_principal_id ON payments (principal, id DESC);
+-- Velocity: a user's recent payments; INCLUDE lets the sums come from the index alone.
+CREATE INDEX payments_user_created ON payments (user_id, created_at) INCLUDE (amount_minor, currency);
 
 -- Every status change with its time and cause.
 CREATE TABLE payment_events (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     payment_id  uuid        NOT NULL REFERENCES payments (id),
+    id          bigint GENERATED ALWAYS AS IDENTITY,
     from_status text,
     to_status   text        NOT NULL,
     cause       text        NOT NULL,
     detail      jsonb,
-    at          timestamptz NOT NULL DEFAULT now()
+    at          timestamptz NOT NULL DEFAULT now(),
+    -- One index serves both identity and "this payment's trail in order".
+    PRIMARY KEY (payment_id, id)
 );
-CREATE INDEX payment_events_payment ON payment_events (payment_id, id);
 
 -- Payments committed but not yet confirmed by RabbitMQ. A row is deleted only after the
 -- broker acknowledged its message.

@@ -127,7 +127,7 @@ pub async fn list(
     let mut conn = app.pool.acquire().await?;
     let (rows, has_more) = payments::list(&mut conn, &principal.0, &query).await?;
     let next_cursor = match rows.last() {
-        Some(last) if has_more => Some(encode_cursor(last.seq)),
+        Some(last) if has_more => Some(encode_cursor(last.id)),
         _ => None,
     };
     Ok(Json(PaymentPage {
@@ -300,7 +300,7 @@ fn parse_list_query(pairs: &[(String, String)]) -> Result<ListQuery, Vec<FieldEr
                 .map(|limit| query.limit = limit)
                 .ok_or_else(|| format!("must be an integer from 1 to {MAX_PAGE}")),
             "cursor" => decode_cursor(value)
-                .map(|seq| query.before_seq = Some(seq))
+                .map(|id| query.before = Some(id))
                 .ok_or_else(|| "is not a cursor returned by this API".to_owned()),
             "status" => value
                 .parse::<PaymentStatus>()
@@ -324,15 +324,16 @@ fn parse_list_query(pairs: &[(String, String)]) -> Result<ListQuery, Vec<FieldEr
 
 const CURSOR: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-/// Cursors are opaque to clients: the position is an internal sequence number.
-fn encode_cursor(seq: i64) -> String {
-    CURSOR.encode(format!("seq:{seq}"))
+/// Cursors are opaque to clients (the encoding may change); today they carry the id of the
+/// last payment on the page.
+fn encode_cursor(last: Uuid) -> String {
+    CURSOR.encode(format!("before:{last}"))
 }
 
-fn decode_cursor(cursor: &str) -> Option<i64> {
+fn decode_cursor(cursor: &str) -> Option<Uuid> {
     let bytes = CURSOR.decode(cursor).ok()?;
     let text = std::str::from_utf8(&bytes).ok()?;
-    text.strip_prefix("seq:")?.parse().ok()
+    Uuid::parse_str(text.strip_prefix("before:")?).ok()
 }
 
 #[cfg(test)]
@@ -341,7 +342,8 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
-        assert_eq!(decode_cursor(&encode_cursor(42)), Some(42));
+        let id = Uuid::now_v7();
+        assert_eq!(decode_cursor(&encode_cursor(id)), Some(id));
         assert_eq!(decode_cursor("garbage!"), None);
         assert_eq!(decode_cursor(&CURSOR.encode("pos:1")), None);
     }

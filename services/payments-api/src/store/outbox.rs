@@ -17,7 +17,7 @@ pub struct Pending {
 /// row concurrently: each takes rows the others do not hold.
 pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<Pending>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT o.id AS outbox_id, p.id, p.seq, p.principal, p.amount_minor, p.currency,
+        "SELECT o.id AS outbox_id, p.id, p.principal, p.amount_minor, p.currency,
                 p.user_id, p.payee_id, p.payment_method_id, p.status, p.velocity_window_seconds,
                 p.velocity_count, p.velocity_total_minor, p.decision, p.created_at, p.updated_at
          FROM outbox o JOIN payments p ON p.id = o.payment_id

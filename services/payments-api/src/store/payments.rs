@@ -13,7 +13,6 @@ use crate::validation::NewPayment;
 #[derive(Debug, Clone, FromRow)]
 pub struct PaymentRecord {
     pub id: Uuid,
-    pub seq: i64,
     pub principal: String,
     pub amount_minor: i64,
     pub currency: String,
@@ -57,9 +56,14 @@ pub struct PaymentEvent {
     pub at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "id, seq, principal, amount_minor, currency, user_id, payee_id, \
+const COLUMNS: &str = "id, principal, amount_minor, currency, user_id, payee_id, \
     payment_method_id, status, velocity_window_seconds, velocity_count, velocity_total_minor, \
     decision, created_at, updated_at";
+
+/// Most recent payments read to compute velocity. Bounds the cost of accepting a payment from
+/// a user who makes very many (exactly the user velocity rules exist for): the count
+/// saturates here, far above any sensible `maxCount`, and the total covers these payments.
+pub const VELOCITY_SCAN_LIMIT: i64 = 1000;
 
 /// Inserts the payment, its first audit event and its outbox row in one statement (so one
 /// round trip and one implicit transaction), computing the payer's velocity over `window`
@@ -73,11 +77,15 @@ pub async fn insert(
 ) -> Result<DateTime<Utc>, sqlx::Error> {
     let window_seconds = i32::try_from(window.as_secs()).unwrap_or(i32::MAX);
     sqlx::query_scalar(
-        "WITH velocity AS (
+        "WITH recent AS (
+            SELECT amount_minor, currency FROM payments
+            WHERE user_id = $5 AND created_at > now() - make_interval(secs => $8)
+            ORDER BY created_at DESC
+            LIMIT $9
+        ), velocity AS (
             SELECT count(*) AS count,
                    coalesce(sum(amount_minor) FILTER (WHERE currency = $4), 0)::bigint AS total
-            FROM payments
-            WHERE user_id = $5 AND created_at > now() - make_interval(secs => $8)
+            FROM recent
         ), payment AS (
             INSERT INTO payments (id, principal, amount_minor, currency, user_id, payee_id,
                 payment_method_id, status, velocity_window_seconds, velocity_count,
@@ -101,6 +109,7 @@ pub async fn insert(
     .bind(payment.payee_id)
     .bind(payment.payment_method_id)
     .bind(window_seconds)
+    .bind(VELOCITY_SCAN_LIMIT)
     .fetch_one(conn)
     .await
 }
@@ -136,8 +145,8 @@ pub async fn history(conn: &mut PgConnection, id: Uuid) -> Result<Vec<PaymentEve
 pub struct ListQuery {
     pub status: Option<PaymentStatus>,
     pub user_id: Option<Uuid>,
-    /// Only payments older than this sequence number (the cursor).
-    pub before_seq: Option<i64>,
+    /// Only payments created before this one (the cursor; ids are time-ordered UUIDv7).
+    pub before: Option<Uuid>,
     pub limit: i64,
 }
 
@@ -150,14 +159,14 @@ pub async fn list(
     let mut rows: Vec<PaymentRecord> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM payments
          WHERE principal = $1
-           AND ($2::bigint IS NULL OR seq < $2)
+           AND ($2::uuid IS NULL OR id < $2)
            AND ($3::text IS NULL OR status = $3)
            AND ($4::uuid IS NULL OR user_id = $4)
-         ORDER BY seq DESC
+         ORDER BY id DESC
          LIMIT $5"
     )))
     .bind(principal)
-    .bind(query.before_seq)
+    .bind(query.before)
     .bind(query.status.map(PaymentStatus::as_str))
     .bind(query.user_id)
     .bind(query.limit + 1)
