@@ -47,7 +47,7 @@ pub struct ErrorBody {
     pub current_status: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     #[error("the request has invalid fields")]
     Validation(Vec<FieldError>),

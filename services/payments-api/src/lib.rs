@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod relay;
 pub mod store;
 pub mod validation;
+pub mod writer;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -50,6 +51,7 @@ pub async fn run(
         metrics: metrics.clone(),
         limits: config.limits.clone(),
         velocity_window: config.velocity_window,
+        writer: writer::PaymentWriter::start(pool.clone(), config.velocity_window),
         relay_wake: Arc::new(Notify::new()),
         broker_up: Arc::new(AtomicBool::new(false)),
         consuming_decisions: Arc::new(AtomicBool::new(false)),

@@ -31,7 +31,7 @@ impl Reply {
         }
     }
 
-    fn into_response(self, replayed: bool) -> Response {
+    pub fn into_response(self, replayed: bool) -> Response {
         let mut response = (self.status, self.body).into_response();
         let headers = response.headers_mut();
         headers.insert(

@@ -32,6 +32,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
     pub velocity_window: Duration,
+    /// Group-commits payments created without an Idempotency-Key.
+    pub writer: crate::writer::PaymentWriter,
     /// Wakes the outbox relay after a payment commits.
     pub relay_wake: Arc<Notify>,
     /// The relay holds a confirmed broker channel.

@@ -14,7 +14,7 @@ use crate::http::AppState;
 use crate::http::extract::{Caller, IdempotencyKey, JsonBody};
 use crate::http::idempotent::{self, Reply};
 use crate::http::views::{CreatedResponse, PaymentPage, PaymentView, TransitionResponse};
-use crate::store::payments::{self, ListQuery, Transition};
+use crate::store::payments::{self, Insert, ListQuery, Transition};
 use crate::validation::{CreatePaymentRequest, parse_new_payment, parse_optional_object};
 
 const DEFAULT_PAGE: i64 = 10;
@@ -48,25 +48,40 @@ pub async fn create(
     JsonBody(body): JsonBody<true>,
 ) -> Result<Response, ApiError> {
     let payment = parse_new_payment(&body, app.limits.max_amount).map_err(ApiError::Validation)?;
-    let hash = idempotent::request_hash("POST", "/payments", &body);
     let id = Uuid::now_v7();
-    let owner = principal.0.clone();
-    let window = app.velocity_window;
-    let response = idempotent::run(&app, &principal, key, hash, move |conn| {
-        Box::pin(async move {
-            payments::insert(conn, id, &owner, &payment, window).await?;
-            Ok(Reply::json(
-                StatusCode::CREATED,
-                &CreatedResponse {
-                    status_code: 201,
-                    status: "Success".into(),
-                    payment_id: id,
-                    payment_status: PaymentStatus::Pending,
-                },
-            ))
-        })
-    })
-    .await?;
+    let created = Reply::json(
+        StatusCode::CREATED,
+        &CreatedResponse {
+            status_code: 201,
+            status: "Success".into(),
+            payment_id: id,
+            payment_status: PaymentStatus::Pending,
+        },
+    );
+    let insert = Insert {
+        id,
+        principal: principal.0.clone(),
+        payment,
+    };
+    let response = match key {
+        // The common case goes through group commit.
+        None => {
+            app.writer.insert(insert).await?;
+            created.into_response(false)
+        }
+        // A keyed request stores its response in the same transaction as the payment.
+        Some(key) => {
+            let hash = idempotent::request_hash("POST", "/payments", &body);
+            let window = app.velocity_window;
+            idempotent::run(&app, &principal, Some(key), hash, move |conn| {
+                Box::pin(async move {
+                    payments::insert_many(conn, std::slice::from_ref(&insert), window).await?;
+                    Ok(created)
+                })
+            })
+            .await?
+        }
+    };
     if response.status() == StatusCode::CREATED {
         app.metrics.payments_created.inc();
         // Committed: let the relay publish it now rather than at its next poll.

@@ -65,53 +65,80 @@ const COLUMNS: &str = "id, principal, amount_minor, currency, user_id, payee_id,
 /// saturates here, far above any sensible `maxCount`, and the total covers these payments.
 pub const VELOCITY_SCAN_LIMIT: i64 = 1000;
 
-/// Inserts the payment, its first audit event and its outbox row in one statement (so one
-/// round trip and one implicit transaction), computing the payer's velocity over `window`
-/// from the rows already committed.
-pub async fn insert(
+/// A validated payment ready to be inserted under its id and owner.
+#[derive(Debug, Clone)]
+pub struct Insert {
+    pub id: Uuid,
+    pub principal: String,
+    pub payment: NewPayment,
+}
+
+/// Inserts payments with their first audit events and outbox rows in one statement (one
+/// round trip, one transaction, one commit for the whole group), computing each payer's
+/// velocity over `window`: the payer's committed payments plus those earlier in `rows`.
+/// Returns each payment's creation time, in the order of `rows`.
+pub async fn insert_many(
     conn: &mut PgConnection,
-    id: Uuid,
-    principal: &str,
-    payment: &NewPayment,
+    rows: &[Insert],
     window: Duration,
-) -> Result<DateTime<Utc>, sqlx::Error> {
+) -> Result<Vec<DateTime<Utc>>, sqlx::Error> {
     let window_seconds = i32::try_from(window.as_secs()).unwrap_or(i32::MAX);
-    sqlx::query_scalar(
-        "WITH recent AS (
-            SELECT amount_minor, currency FROM payments
-            WHERE user_id = $5 AND created_at > now() - make_interval(secs => $8)
-            ORDER BY created_at DESC
-            LIMIT $9
-        ), velocity AS (
-            SELECT count(*) AS count,
-                   coalesce(sum(amount_minor) FILTER (WHERE currency = $4), 0)::bigint AS total
-            FROM recent
+    let column = |f: fn(&Insert) -> Uuid| rows.iter().map(f).collect::<Vec<Uuid>>();
+    let created: Vec<(i64, DateTime<Utc>)> = sqlx::query_as(
+        "WITH input AS (
+            SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::uuid[],
+                                 $6::uuid[], $7::uuid[])
+                WITH ORDINALITY AS t(id, principal, amount_minor, currency, user_id, payee_id,
+                                     payment_method_id, ord)
+        ), earlier_in_group AS (
+            SELECT id,
+                   count(*) OVER (PARTITION BY user_id ORDER BY ord
+                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS count,
+                   coalesce(sum(amount_minor) OVER (PARTITION BY user_id, currency ORDER BY ord
+                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS total
+            FROM input
+        ), committed AS (
+            SELECT i.id, v.count, v.total
+            FROM input i CROSS JOIN LATERAL (
+                SELECT count(*) AS count,
+                       coalesce(sum(r.amount_minor) FILTER (WHERE r.currency = i.currency), 0) AS total
+                FROM (SELECT amount_minor, currency FROM payments p
+                      WHERE p.user_id = i.user_id
+                        AND p.created_at > now() - make_interval(secs => $8)
+                      ORDER BY p.created_at DESC
+                      LIMIT $9) r
+            ) v
         ), payment AS (
             INSERT INTO payments (id, principal, amount_minor, currency, user_id, payee_id,
                 payment_method_id, status, velocity_window_seconds, velocity_count,
                 velocity_total_minor)
-            SELECT $1, $2, $3, $4, $5, $6, $7, 'pending', $8, velocity.count, velocity.total
-            FROM velocity
+            SELECT i.id, i.principal, i.amount_minor, i.currency, i.user_id, i.payee_id,
+                   i.payment_method_id, 'pending', $8, c.count + g.count,
+                   (c.total + g.total)::bigint
+            FROM input i JOIN committed c USING (id) JOIN earlier_in_group g USING (id)
+            ORDER BY i.ord
             RETURNING id, created_at
         ), event AS (
             INSERT INTO payment_events (payment_id, from_status, to_status, cause)
             SELECT id, NULL, 'pending', 'created' FROM payment
         ), queued AS (
-            INSERT INTO outbox (payment_id) SELECT id FROM payment
+            INSERT INTO outbox (payment_id)
+            SELECT i.id FROM input i JOIN payment USING (id) ORDER BY i.ord
         )
-        SELECT created_at FROM payment",
+        SELECT i.ord, p.created_at FROM payment p JOIN input i USING (id) ORDER BY i.ord",
     )
-    .bind(id)
-    .bind(principal)
-    .bind(payment.money.minor)
-    .bind(payment.money.currency.code())
-    .bind(payment.user_id)
-    .bind(payment.payee_id)
-    .bind(payment.payment_method_id)
+    .bind(column(|r| r.id))
+    .bind(rows.iter().map(|r| r.principal.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.payment.money.minor).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.payment.money.currency.code()).collect::<Vec<_>>())
+    .bind(column(|r| r.payment.user_id))
+    .bind(column(|r| r.payment.payee_id))
+    .bind(column(|r| r.payment.payment_method_id))
     .bind(window_seconds)
     .bind(VELOCITY_SCAN_LIMIT)
-    .fetch_one(conn)
-    .await
+    .fetch_all(conn)
+    .await?;
+    Ok(created.into_iter().map(|(_, at)| at).collect())
 }
 
 /// The payment if it exists and belongs to `principal`.

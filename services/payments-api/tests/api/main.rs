@@ -10,4 +10,5 @@ mod idempotency;
 mod lifecycle;
 mod listing;
 mod resilience;
+mod store;
 mod validation;
