@@ -38,11 +38,8 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
     Ok(pool)
 }
 
+/// Everything but a malformed URL is worth waiting out at start-up: in a cluster the database
+/// may be starting, its Service not yet routed, or its credentials Secret not yet mounted.
 fn is_transient(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
-        // 57P03: the server is starting up.
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| code == "57P03"),
-        _ => false,
-    }
+    !matches!(error, sqlx::Error::Configuration(_))
 }

@@ -9,6 +9,7 @@ mod decisions;
 mod idempotency;
 mod lifecycle;
 mod listing;
+mod process;
 mod resilience;
 mod store;
 mod validation;
