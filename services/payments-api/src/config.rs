@@ -31,6 +31,11 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Longest a request may take before it is answered with 503.
     pub request_timeout: Duration,
+    /// Sustained requests per second per principal (0: unlimited) and the burst allowed.
+    pub rate_per_second: u32,
+    pub rate_burst: u32,
+    /// Requests processed at once; more answer 503 immediately.
+    pub max_in_flight: usize,
 }
 
 /// How the outbox relay batches and polls.
@@ -82,6 +87,7 @@ impl Config {
             return Err(ConfigError::new("MAX_AMOUNT", "must be greater than zero"));
         }
         let prefix = config::optional(source, "AMQP_PREFIX").unwrap_or(DEFAULT_PREFIX.into());
+        let rate_per_second: u32 = config::parse_or(source, "RATE_LIMIT_PER_SECOND", 2000)?;
         Ok(Self {
             port: config::parse_or(source, "PORT", 5000)?,
             database_url: config::required(source, "DATABASE_URL")?,
@@ -97,6 +103,13 @@ impl Config {
                     "REQUEST_TIMEOUT_MS",
                     10_000,
                 )?),
+                rate_per_second,
+                rate_burst: config::parse_or(
+                    source,
+                    "RATE_LIMIT_BURST",
+                    rate_per_second.saturating_mul(2),
+                )?,
+                max_in_flight: positive(source, "MAX_IN_FLIGHT", 2048)?,
             },
             db_max_connections: positive(source, "DB_MAX_CONNECTIONS", 16)?,
             velocity_window: Duration::from_secs(positive(

@@ -11,6 +11,7 @@ pub mod decisions;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod protection;
 pub mod relay;
 pub mod store;
 pub mod validation;
@@ -52,6 +53,11 @@ pub async fn run(
         limits: config.limits.clone(),
         velocity_window: config.velocity_window,
         writer: writer::PaymentWriter::start(pool.clone(), config.velocity_window),
+        rate_limits: Arc::new(protection::RateLimits::new(
+            config.limits.rate_per_second,
+            config.limits.rate_burst,
+        )),
+        in_flight: protection::in_flight_limit(config.limits.max_in_flight),
         relay_wake: Arc::new(Notify::new()),
         broker_up: Arc::new(AtomicBool::new(false)),
         consuming_decisions: Arc::new(AtomicBool::new(false)),
@@ -79,7 +85,11 @@ pub async fn run(
         }
         .run(workers.clone()),
     );
-    let reaper = tokio::spawn(reap_idempotency_keys(pool.clone(), workers.clone()));
+    let reaper = tokio::spawn(housekeeping(
+        pool.clone(),
+        state.rate_limits.clone(),
+        workers.clone(),
+    ));
 
     tracing::info!(address = %listener.local_addr()?, "payments API listening");
     axum::serve(listener, http::router(state))
@@ -92,8 +102,14 @@ pub async fn run(
     Ok(())
 }
 
-async fn reap_idempotency_keys(pool: sqlx::PgPool, stop: CancellationToken) {
+/// Periodic clean-ups: expired idempotency keys, idle rate-limit buckets.
+async fn housekeeping(
+    pool: sqlx::PgPool,
+    rate_limits: Arc<protection::RateLimits>,
+    stop: CancellationToken,
+) {
     loop {
+        rate_limits.forget_idle();
         if let Ok(mut conn) = pool.acquire().await {
             match store::idempotency::delete_expired(&mut conn, IDEMPOTENCY_RETENTION).await {
                 Ok(0) => {}

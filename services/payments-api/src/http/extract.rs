@@ -22,7 +22,13 @@ impl FromRequestParts<AppState> for Caller {
             .get(AUTHORIZATION)
             .map(|value| value.as_bytes());
         match state.auth.authenticate(header) {
-            Ok(principal) => Ok(Caller(principal)),
+            Ok(principal) => {
+                state
+                    .rate_limits
+                    .check(&principal.0)
+                    .map_err(crate::protection::too_many_requests)?;
+                Ok(Caller(principal))
+            }
             Err(error) => {
                 state.metrics.count_auth_failure(error.label());
                 tracing::info!(reason = error.label(), path = %parts.uri.path(), "authentication failed");

@@ -32,6 +32,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
     pub velocity_window: Duration,
+    pub rate_limits: Arc<crate::protection::RateLimits>,
+    /// Permits for requests in flight (`MAX_IN_FLIGHT`).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Group-commits payments created without an Idempotency-Key.
     pub writer: crate::writer::PaymentWriter,
     /// Wakes the outbox relay after a payment commits.
@@ -43,7 +46,9 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    // Only the payments routes count against MAX_IN_FLIGHT: probes and scrapes must still be
+    // answered when the API sheds load, or an overloaded pod would be restarted for it.
+    let payments = Router::new()
         .route("/payments", post(payments::create).get(payments::list))
         .route("/payments/{id}", get(payments::get_one))
         .route(
@@ -51,6 +56,12 @@ pub fn router(state: AppState) -> Router {
             post(payments::capture).put(payments::capture),
         )
         .route("/payments/{id}/cancel", post(payments::cancel))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::protection::bound_in_flight,
+        ));
+    Router::new()
+        .merge(payments)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

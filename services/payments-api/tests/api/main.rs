@@ -10,6 +10,7 @@ mod idempotency;
 mod lifecycle;
 mod listing;
 mod process;
+mod protection;
 mod resilience;
 mod store;
 mod validation;

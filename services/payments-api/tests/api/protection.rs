@@ -1,0 +1,85 @@
+use std::time::Duration;
+
+use axum::http::StatusCode;
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_over_its_rate_gets_429_with_retry_after() {
+    let api =
+        TestApi::start_with(&[("RATE_LIMIT_PER_SECOND", "2"), ("RATE_LIMIT_BURST", "3")]).await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(api.get("/payments", Some(ALICE)).await);
+    }
+    let limited: Vec<_> = statuses
+        .iter()
+        .filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert!(
+        limited.len() >= 2,
+        "{:?}",
+        statuses.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(limited[0].body["StatusCode"], 429);
+    assert!(
+        limited[0].headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(
+        api.get("/payments", Some(BOB)).await.status,
+        StatusCode::OK,
+        "bob is not limited by alice"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        api.get("/payments", Some(ALICE)).await.status,
+        StatusCode::OK,
+        "the bucket refills"
+    );
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_beyond_max_in_flight_is_shed_at_once_but_probes_answer() {
+    let api = TestApi::start_with(&[("MAX_IN_FLIGHT", "1")]).await;
+    // Block payment inserts so one request stays in flight.
+    let mut lock = api.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE payments IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let body = demo_payment();
+    let stuck = api.post("/payments", Some(ALICE), &body);
+    let probe = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = std::time::Instant::now();
+        let shed = api
+            .get(
+                "/payments/00000000-0000-0000-0000-000000000000",
+                Some(ALICE),
+            )
+            .await;
+        let health = api.get("/healthz", None).await;
+        lock.rollback().await.unwrap();
+        (shed, started.elapsed(), health)
+    };
+    let (stuck, (shed, took, health)) = tokio::join!(stuck, probe);
+    assert_eq!(shed.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(shed.headers.contains_key("retry-after"));
+    assert!(
+        took < Duration::from_secs(1),
+        "shed without waiting: {took:?}"
+    );
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(
+        stuck.status,
+        StatusCode::CREATED,
+        "the request in flight completes"
+    );
+    api.stop().await;
+}
