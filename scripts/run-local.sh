@@ -78,7 +78,9 @@ cleanup() {
       log "stopping the PostgreSQL this script started"
       local pg_ctl as=()
       [[ $(id -u) == 0 ]] && as=(runuser -u postgres --)
-      pg_ctl=$(pg_bin pg_ctl) && "${as[@]}" "$pg_ctl" -D "$PAYSYS_CACHE/postgres/data" -m fast -w stop >/dev/null 2>&1 || true
+      if pg_ctl=$(pg_bin pg_ctl); then
+        "${as[@]}" "$pg_ctl" -D "$PAYSYS_CACHE/postgres/data" -m fast -w stop >/dev/null 2>&1 || true
+      fi
     fi
   fi
   exit "$status"
