@@ -1,0 +1,91 @@
+{{/* Chart name, overridable. */}}
+{{- define "paysys.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Base name of the operator's objects: the release name, prefixed with the chart name unless
+the release name already contains it. Truncated to 63 characters (DNS label).
+*/}}
+{{- define "paysys.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "paysys.operatorName" -}}
+{{- printf "%s-operator" (include "paysys.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "paysys.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object of the chart. */}}
+{{- define "paysys.labels" -}}
+helm.sh/chart: {{ include "paysys.chart" . }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: paysys
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+
+{{/* Selector labels of the operator's pods (immutable once installed). */}}
+{{- define "paysys.operatorSelectorLabels" -}}
+app.kubernetes.io/name: paysys-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "paysys.operatorLabels" -}}
+{{ include "paysys.labels" . }}
+{{ include "paysys.operatorSelectorLabels" . }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "paysys.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "paysys.operatorName" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The operator image: tag defaults to the chart's appVersion (the workspace version). */}}
+{{- define "paysys.operatorImage" -}}
+{{- $image := .Values.operator.image }}
+{{- if $image.digest }}
+{{- printf "%s@%s" $image.repository $image.digest }}
+{{- else }}
+{{- printf "%s:%s" $image.repository (default .Chart.AppVersion $image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Namespace of the PaymentSystem created from values. */}}
+{{- define "paysys.paymentSystemNamespace" -}}
+{{- default .Release.Namespace .Values.paymentSystem.namespace }}
+{{- end }}
+
+{{/*
+Labels the operator puts on the pods of a PaymentSystem's components (see the operator's
+build code); the localAccess Service and the PodMonitor select on them.
+*/}}
+{{- define "paysys.managedByOperator" -}}
+app.kubernetes.io/managed-by: paysys-operator
+{{- end }}
+
+{{- define "paysys.apiPodSelector" -}}
+{{ include "paysys.managedByOperator" . }}
+app.kubernetes.io/name: payments-api
+app.kubernetes.io/instance: {{ .Values.paymentSystem.name }}
+{{- end }}
+
+{{/* The payments API Service the operator creates for the PaymentSystem. */}}
+{{- define "paysys.apiServiceName" -}}
+{{- printf "%s-payments-api" .Values.paymentSystem.name }}
+{{- end }}
