@@ -12,12 +12,20 @@ use serde_json::json;
 use crate::http::AppState;
 
 /// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = Object, example = json!({"status": "ok"}))))]
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
 /// Ready when the database answers and the broker connections are up: the relay can publish
 /// and decisions are being consumed.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Object,
+         example = json!({"status": "ready", "checks": {"database": "up", "broker": "up", "decisionConsumer": "up"}})),
+        (status = 503, description = "A dependency is down; `checks` says which", body = Object),
+    ))]
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     let database = tokio::time::timeout(
         Duration::from_secs(1),
@@ -47,6 +55,9 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Metrics", content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     (
         [(

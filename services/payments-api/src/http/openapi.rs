@@ -5,23 +5,29 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, FieldError};
-use crate::http::payments;
 use crate::http::views::{
     CreatedResponse, DecisionView, EventView, PaymentPage, PaymentView, TransitionResponse,
 };
+use crate::http::{health, payments};
 use crate::validation::CreatePaymentRequest;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "paysys payments API", description = "Take, inspect, capture and cancel payments. Every error answers with ErrorBody."),
-    paths(payments::create, payments::list, payments::get_one, payments::capture, payments::cancel),
+    paths(
+        payments::create, payments::list, payments::get_one, payments::capture, payments::cancel,
+        health::healthz, health::readyz, health::metrics, serve,
+    ),
     components(schemas(
         CreatePaymentRequest, CreatedResponse, TransitionResponse, PaymentView, PaymentPage,
         DecisionView, EventView, ErrorBody, FieldError,
         paysys_core::PaymentStatus, paysys_core::Outcome, paysys_core::Reason,
     )),
     modifiers(&Security),
-    tags((name = "payments", description = "Payments and their lifecycle"))
+    tags(
+        (name = "payments", description = "Payments and their lifecycle"),
+        (name = "operations", description = "Health, readiness, metrics and this document"),
+    )
 )]
 pub struct ApiDoc;
 
@@ -49,6 +55,9 @@ impl Modify for Security {
     }
 }
 
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI document", body = Object)))]
 pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }

@@ -141,6 +141,10 @@ async fn service_endpoints_answer() {
         "/payments",
         "/payments/{id}",
         "/payments/{id}/capture",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
         "/payments/{id}/cancel",
     ] {
         assert!(
