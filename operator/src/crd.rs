@@ -1,0 +1,498 @@
+//! The `PaymentSystem` custom resource (`paysys.io/v1alpha1`).
+//!
+//! Every field has a default so that `spec: {}` describes a working system: two payments API
+//! replicas, one risk engine on the default rules, and a managed RabbitMQ and PostgreSQL.
+//! Validation the API server can do on its own lives in the schema as CEL rules
+//! (`x-kubernetes-validations`), so a bad resource is refused at `kubectl apply` time; what
+//! needs the cluster (a referenced Secret's keys) is checked by the operator and reported in
+//! the status.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use paysys_core::risk_rules::RiskRules;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group, version and kind, used wherever the operator names its own resource.
+pub const GROUP: &str = "paysys.io";
+pub const VERSION: &str = "v1alpha1";
+pub const KIND: &str = "PaymentSystem";
+
+/// The whole payment system: the payments API, the risk engine and their dependencies.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "paysys.io",
+    version = "v1alpha1",
+    kind = "PaymentSystem",
+    plural = "paymentsystems",
+    shortname = "ps",
+    category = "paysys",
+    namespaced,
+    status = "PaymentSystemStatus",
+    doc = "A complete paysys deployment: payments API, risk engine, RabbitMQ and PostgreSQL.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "API",
+        type_ = "integer",
+        description = "Payments API replicas ready",
+        json_path = ".status.paymentsApi.readyReplicas"
+    ),
+    printcolumn(
+        name = "Risk",
+        type_ = "integer",
+        description = "Risk engine replicas ready",
+        json_path = ".status.riskEngine.readyReplicas"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PaymentSystemSpec {
+    /// Where the service images come from; one tag for all of them.
+    pub image: ImageSpec,
+    /// The payments REST API.
+    pub payments_api: PaymentsApiSpec,
+    /// The risk engine that approves or declines payments.
+    pub risk_engine: RiskEngineSpec,
+    /// The message broker: run by the operator (`managed`) or supplied (`external`).
+    pub rabbitmq: DependencySpec,
+    /// The PostgreSQL database: run by the operator (`managed`) or supplied (`external`).
+    pub database: DependencySpec,
+    /// NetworkPolicies isolating the broker and the database.
+    pub network_policy: NetworkPolicySpec,
+    /// While true the operator changes nothing of this system (children are left as they are).
+    pub paused: bool,
+}
+
+impl Default for PaymentSystemSpec {
+    fn default() -> Self {
+        Self {
+            image: ImageSpec::default(),
+            payments_api: PaymentsApiSpec::default(),
+            risk_engine: RiskEngineSpec::default(),
+            rabbitmq: DependencySpec::managed(),
+            database: DependencySpec::managed(),
+            network_policy: NetworkPolicySpec::default(),
+            paused: false,
+        }
+    }
+}
+
+/// Service images: `<repository>/payments-api:<tag>` and `<repository>/risk-engine:<tag>`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ImageSpec {
+    /// Registry and path the service image names are appended to.
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self != ''", "message": "image.repository must not be empty"}
+    ]))]
+    pub repository: String,
+    /// Tag shared by all service images (the paysys version).
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self != ''", "message": "image.tag must not be empty"}
+    ]))]
+    pub tag: String,
+    /// Image pull policy for every container.
+    pub pull_policy: PullPolicy,
+    /// Names of Secrets (type `kubernetes.io/dockerconfigjson`) used to pull the images.
+    pub pull_secrets: Vec<String>,
+}
+
+impl Default for ImageSpec {
+    fn default() -> Self {
+        Self {
+            repository: "ghcr.io/paysys".into(),
+            tag: env!("CARGO_PKG_VERSION").into(),
+            pull_policy: PullPolicy::IfNotPresent,
+            pull_secrets: Vec::new(),
+        }
+    }
+}
+
+/// Kubernetes image pull policy.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum PullPolicy {
+    Always,
+    #[default]
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
+}
+
+/// The payments API Deployment and Service.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PaymentsApiSpec {
+    /// Number of pods; more than one also gets a PodDisruptionBudget.
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self >= 0", "message": "paymentsApi.replicas must be >= 0"}
+    ]))]
+    pub replicas: i32,
+    /// Full image reference overriding `<image.repository>/payments-api:<image.tag>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// CPU and memory; defaults to requests 100m/128Mi and a 512Mi memory limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// How clients reach the API.
+    pub service: ServiceSpec,
+    /// Who may call the API. Without a Secret the operator generates one API key.
+    pub auth: AuthSpec,
+    /// Largest payment amount accepted, in major units, as a decimal string (`MAX_AMOUNT`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self.matches('^[0-9]+(\\\\.[0-9]+)?$') && !self.matches('^[0.]+$')", "message": "paymentsApi.maxAmount must be a positive decimal number such as \"1000000\" or \"999.99\""}
+    ]))]
+    pub max_amount: Option<String>,
+    /// Database connections per pod (`DB_MAX_CONNECTIONS`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self >= 1", "message": "paymentsApi.dbMaxConnections must be >= 1"}
+    ]))]
+    pub db_max_connections: Option<i32>,
+    /// Log filter (`RUST_LOG`), e.g. `info` or `payments_api=debug`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+}
+
+impl Default for PaymentsApiSpec {
+    fn default() -> Self {
+        Self {
+            replicas: 2,
+            image: None,
+            resources: None,
+            service: ServiceSpec::default(),
+            auth: AuthSpec::default(),
+            max_amount: None,
+            db_max_connections: None,
+            log_level: None,
+        }
+    }
+}
+
+/// The payments API's Service.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServiceSpec {
+    /// Kubernetes Service type.
+    #[serde(rename = "type")]
+    pub type_: ServiceType,
+    /// Port the Service listens on (the pods listen on 5000).
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self >= 1 && self <= 65535", "message": "paymentsApi.service.port must be between 1 and 65535"}
+    ]))]
+    pub port: i32,
+}
+
+impl Default for ServiceSpec {
+    fn default() -> Self {
+        Self {
+            type_: ServiceType::ClusterIP,
+            port: 80,
+        }
+    }
+}
+
+/// Kubernetes Service type.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterIP => "ClusterIP",
+            Self::NodePort => "NodePort",
+            Self::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// Authentication of API callers.
+///
+/// `secretName` names a Secret in the same namespace with any of these keys:
+/// `api-keys` (`principal=key` entries, one per line or comma-separated),
+/// `jwt-secret` (HS256 shared secret), `jwt-public-key.pem` (RS256/ES256 public key).
+/// Without `secretName` the operator generates one API key, once, into the Secret named in
+/// `status.apiKeySecret` (key `api-key`), and never rotates it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase", default)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.jwt) || has(self.secretName)", "message": "auth.jwt needs auth.secretName holding jwt-secret or jwt-public-key.pem"}
+]))]
+pub struct AuthSpec {
+    /// Secret holding `api-keys` and/or the JWT key material.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// Accept JWT bearer tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSpec>,
+}
+
+/// JWT verification settings; the key comes from the auth Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtSpec {
+    /// Signature algorithm: HS256 uses `jwt-secret`, RS256/ES256 use `jwt-public-key.pem`.
+    pub algorithm: JwtAlgorithm,
+    /// Required `iss` claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Required `aud` claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+}
+
+/// JWT signature algorithms the payments API accepts.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum JwtAlgorithm {
+    HS256,
+    RS256,
+    ES256,
+}
+
+impl JwtAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HS256 => "HS256",
+            Self::RS256 => "RS256",
+            Self::ES256 => "ES256",
+        }
+    }
+}
+
+/// The risk engine Deployment and its rules.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RiskEngineSpec {
+    /// Number of consumer pods; more than one also gets a PodDisruptionBudget.
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self >= 0", "message": "riskEngine.replicas must be >= 0"}
+    ]))]
+    pub replicas: i32,
+    /// Full image reference overriding `<image.repository>/risk-engine:<image.tag>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// CPU and memory; defaults to requests 100m/64Mi and a 256Mi memory limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// `rules` evaluates `rules`; `random` approves with `approvalProbability` (testing only).
+    pub mode: RiskMode,
+    /// Probability of approval in `random` mode.
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self >= 0.0 && self <= 1.0", "message": "riskEngine.approvalProbability must be within [0, 1]"}
+    ]))]
+    pub approval_probability: f64,
+    /// Messages each pod processes concurrently (`RISK_PREFETCH`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self >= 1 && self <= 65535", "message": "riskEngine.prefetch must be between 1 and 65535"}
+    ]))]
+    pub prefetch: Option<i32>,
+    /// Log filter (`RUST_LOG`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    /// The rule set, rendered into a ConfigMap and read from `RISK_RULES_FILE`.
+    pub rules: RiskRules,
+}
+
+impl Default for RiskEngineSpec {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            image: None,
+            resources: None,
+            mode: RiskMode::Rules,
+            approval_probability: 0.7,
+            prefetch: None,
+            log_level: None,
+            rules: RiskRules::default(),
+        }
+    }
+}
+
+/// How the risk engine decides.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RiskMode {
+    #[default]
+    Rules,
+    Random,
+}
+
+impl RiskMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rules => "rules",
+            Self::Random => "random",
+        }
+    }
+}
+
+/// A dependency (RabbitMQ or PostgreSQL): exactly one of `managed` or `external`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.managed) != has(self.external)", "message": "set exactly one of managed or external"}
+]))]
+pub struct DependencySpec {
+    /// The operator runs a single-instance server (for development and small installations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedSpec>,
+    /// A server run elsewhere (a production cluster, a cloud service, its own operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalSpec>,
+}
+
+impl DependencySpec {
+    /// A managed server with every default.
+    pub fn managed() -> Self {
+        Self {
+            managed: Some(ManagedSpec::default()),
+            external: None,
+        }
+    }
+
+    /// An external server whose URL is in `secret_name`'s `url` key.
+    pub fn external(secret_name: &str) -> Self {
+        Self {
+            managed: None,
+            external: Some(ExternalSpec {
+                secret_name: secret_name.into(),
+                key: default_url_key(),
+            }),
+        }
+    }
+}
+
+/// A single-instance server run by the operator.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ManagedSpec {
+    /// Image override (defaults: `postgres:16.6-alpine`, `rabbitmq:3.13.7-alpine`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// CPU and memory; defaults to requests 100m/256Mi and a 1Gi memory limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Keep the data on a PersistentVolumeClaim; without it data lives in an emptyDir and is
+    /// lost when the pod is replaced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+}
+
+/// A PersistentVolumeClaim for a managed server's data.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Requested size, e.g. `10Gi`.
+    #[serde(default = "default_storage_size")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self.matches('^[0-9]+(\\\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$')", "message": "storage.size must be a quantity such as 10Gi"}
+    ]))]
+    pub size: String,
+    /// StorageClass; the cluster default when absent. Cannot change once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self == oldSelf", "message": "storage.storageClassName is immutable"}
+    ]))]
+    pub storage_class_name: Option<String>,
+}
+
+fn default_storage_size() -> String {
+    "1Gi".into()
+}
+
+/// A server the operator does not run: its connection URL is in a Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalSpec {
+    /// Secret in the same namespace holding the URL (`amqp://`/`amqps://` or `postgres://`).
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self != ''", "message": "external.secretName must not be empty"}
+    ]))]
+    pub secret_name: String,
+    /// Key of the URL within the Secret.
+    #[serde(default = "default_url_key")]
+    pub key: String,
+}
+
+fn default_url_key() -> String {
+    "url".into()
+}
+
+/// NetworkPolicies: only the API and the risk engine reach RabbitMQ, only the API reaches
+/// PostgreSQL, the API's port is open to every client.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NetworkPolicySpec {
+    /// Turn off on clusters whose CNI does not enforce NetworkPolicies or that manage their own.
+    pub enabled: bool,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// What the operator last saw of the system.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentSystemStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing` and `Degraded`, each with its own `observedGeneration`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Replicas of the payments API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payments_api: Option<ComponentStatus>,
+    /// Replicas of the risk engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk_engine: Option<ComponentStatus>,
+    /// Replicas of the managed RabbitMQ (absent when external).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rabbitmq: Option<ComponentStatus>,
+    /// Replicas of the managed PostgreSQL (absent when external).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<ComponentStatus>,
+    /// In-cluster URL of the payments API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    /// Secret holding the generated API key (key `api-key`), when the operator generated one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret: Option<String>,
+}
+
+/// Desired and ready pods of one component.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentStatus {
+    pub desired_replicas: i32,
+    pub ready_replicas: i32,
+}

