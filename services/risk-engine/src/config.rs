@@ -1,0 +1,170 @@
+//! Configuration from the environment. Every problem is reported at start-up naming the
+//! variable (and, for the rules file, the key inside it).
+
+use std::fmt;
+use std::path::Path;
+
+use paysys_core::config::{self, ConfigError, Source};
+use paysys_core::topology::{DEFAULT_PREFIX, Topology};
+
+use crate::decide::Decider;
+use crate::random::RandomMode;
+use crate::rules::{self, CompiledRules};
+
+/// Unacknowledged deliveries the broker may hand the engine at once. Also the number of
+/// decisions in flight (published, awaiting the broker's confirm).
+pub const DEFAULT_PREFETCH: u16 = 200;
+
+#[derive(Clone)]
+pub struct Config {
+    pub port: u16,
+    pub amqp_url: String,
+    pub topology: Topology,
+    pub prefetch: u16,
+    pub decider: Decider,
+}
+
+impl fmt::Debug for Config {
+    /// Never prints the AMQP password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("port", &self.port)
+            .field("amqp_url", &paysys_core::amqp::redact_url(&self.amqp_url))
+            .field("payments_queue", &self.topology.payments_queue)
+            .field("prefetch", &self.prefetch)
+            .field("mode", &self.decider.mode_name())
+            .field("rules_version", &self.decider.rules_version())
+            .finish()
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&config::Env)
+    }
+
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let prefix =
+            config::optional(source, "AMQP_PREFIX").unwrap_or_else(|| DEFAULT_PREFIX.into());
+        let prefetch = config::parse_or(source, "RISK_PREFETCH", DEFAULT_PREFETCH)?;
+        if prefetch == 0 {
+            // 0 means "unlimited" to RabbitMQ: a backlog would flood the engine's memory.
+            return Err(ConfigError::new(
+                "RISK_PREFETCH",
+                "must be between 1 and 65535",
+            ));
+        }
+        Ok(Self {
+            port: config::parse_or(source, "PORT", 8080)?,
+            amqp_url: config::required(source, "AMQP_URL")?,
+            topology: Topology::new(prefix.trim()),
+            prefetch,
+            decider: decider(source)?,
+        })
+    }
+}
+
+fn decider(source: &dyn Source) -> Result<Decider, ConfigError> {
+    // Both modes' settings are checked whichever is chosen: a bad value is a mistake waiting
+    // for the day someone switches modes.
+    let probability = config::parse_or(source, "RISK_APPROVAL_PROBABILITY", 0.7_f64)?;
+    let seed = config::parse_or(source, "RISK_SEED", 0_u64)?;
+    let random = RandomMode::new(probability, seed)
+        .map_err(|e| ConfigError::new("RISK_APPROVAL_PROBABILITY", e))?;
+    let rules = match config::optional(source, "RISK_RULES_FILE") {
+        None => CompiledRules::default(),
+        Some(path) => rules::load_file(Path::new(path.trim()))
+            .map_err(|e| ConfigError::new("RISK_RULES_FILE", format!("{}: {e}", path.trim())))?,
+    };
+    let mode = config::optional(source, "RISK_MODE").unwrap_or_else(|| "rules".into());
+    match mode.trim().to_ascii_lowercase().as_str() {
+        "rules" => Ok(Decider::Rules(rules)),
+        "random" => Ok(Decider::Random(random)),
+        other => Err(ConfigError::new(
+            "RISK_MODE",
+            format!("must be 'rules' or 'random', got '{other}'"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    const URL: (&str, &str) = ("AMQP_URL", "amqp://guest:secret@rabbit:5672/%2f");
+
+    #[test]
+    fn defaults() {
+        let config = Config::from_source(&env(&[URL])).unwrap();
+        assert_eq!(config.port, 8080);
+        assert_eq!(config.prefetch, 200);
+        assert_eq!(config.topology.payments_queue, "paysys.payments");
+        assert_eq!(config.decider, Decider::Rules(CompiledRules::default()));
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("secret"), "{printed}");
+    }
+
+    #[test]
+    fn random_mode_settings() {
+        let config = Config::from_source(&env(&[
+            URL,
+            ("RISK_MODE", "random"),
+            ("RISK_APPROVAL_PROBABILITY", "0.25"),
+            ("RISK_SEED", "7"),
+            ("AMQP_PREFIX", "t1"),
+            ("RISK_PREFETCH", "150"),
+        ]))
+        .unwrap();
+        assert_eq!(config.decider.rules_version(), "random:p=0.25:seed=7");
+        assert_eq!(config.topology.payments_queue, "t1.payments");
+        assert_eq!(config.prefetch, 150);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let name = |pairs: &[(&str, &str)]| Config::from_source(&env(pairs)).unwrap_err().name;
+        assert_eq!(name(&[]), "AMQP_URL");
+        assert_eq!(name(&[URL, ("PORT", "http")]), "PORT");
+        assert_eq!(name(&[URL, ("RISK_MODE", "coin")]), "RISK_MODE");
+        assert_eq!(name(&[URL, ("RISK_PREFETCH", "0")]), "RISK_PREFETCH");
+        assert_eq!(name(&[URL, ("RISK_PREFETCH", "70000")]), "RISK_PREFETCH");
+        assert_eq!(
+            name(&[URL, ("RISK_APPROVAL_PROBABILITY", "1.5")]),
+            "RISK_APPROVAL_PROBABILITY"
+        );
+        assert_eq!(name(&[URL, ("RISK_SEED", "-1")]), "RISK_SEED");
+        assert_eq!(
+            name(&[URL, ("RISK_RULES_FILE", "/nonexistent.yaml")]),
+            "RISK_RULES_FILE"
+        );
+    }
+
+    #[test]
+    fn rules_file_errors_name_the_file_and_the_key() {
+        let dir = std::env::temp_dir().join(format!("risk-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rules.yaml");
+        std::fs::write(&path, "maxAmount:\n  USD: \"12.345\"\n").unwrap();
+        let path_text = path.to_str().unwrap();
+        let error = Config::from_source(&env(&[URL, ("RISK_RULES_FILE", path_text)])).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                r#"invalid configuration: RISK_RULES_FILE: {path_text}: maxAmount.USD: "12.345" has more decimals than USD allows (2)"#
+            )
+        );
+        std::fs::write(&path, "version: r2\nblockedPayeeIds: []\n").unwrap();
+        let config = Config::from_source(&env(&[URL, ("RISK_RULES_FILE", path_text)])).unwrap();
+        assert_eq!(config.decider.rules_version(), "r2");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
