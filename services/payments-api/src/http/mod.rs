@@ -53,7 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/payments/{id}", get(payments::get_one))
         .route(
             "/payments/{id}/capture",
-            post(payments::capture).put(payments::capture),
+            post(payments::capture).put(payments::capture_put),
         )
         .route("/payments/{id}/cancel", post(payments::cancel))
         .route_layer(middleware::from_fn_with_state(

@@ -15,7 +15,8 @@ use crate::validation::CreatePaymentRequest;
 #[openapi(
     info(title = "paysys payments API", description = "Take, inspect, capture and cancel payments. Every error answers with ErrorBody."),
     paths(
-        payments::create, payments::list, payments::get_one, payments::capture, payments::cancel,
+        payments::create, payments::list, payments::get_one, payments::capture,
+        payments::capture_put, payments::cancel,
         health::healthz, health::readyz, health::metrics, serve,
     ),
     components(schemas(

@@ -28,7 +28,7 @@ const MAX_CANCEL_REASON: usize = 500;
 #[utoipa::path(
     post, path = "/payments", tag = "payments",
     request_body = CreatePaymentRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key replay the first response (kept at least 24 h)")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retries with the same key replay the first response (kept at least 24 h)")),
     responses(
         (status = 201, description = "Payment accepted", body = CreatedResponse),
         (status = 400, description = "Invalid fields, all of them listed", body = ErrorBody),
@@ -120,7 +120,7 @@ pub async fn get_one(
 #[utoipa::path(
     get, path = "/payments", tag = "payments",
     params(
-        ("limit" = Option<i64>, Query, description = "1 to 100, default 10"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 10"),
         ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
         ("status" = Option<PaymentStatus>, Query, description = "Only payments in this status"),
         ("userId" = Option<Uuid>, Query, description = "Only payments of this payer"),
@@ -160,7 +160,7 @@ pub async fn list(
     post, path = "/payments/{id}/capture", tag = "payments",
     params(
         ("id" = Uuid, Path, description = "Payment id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key replay the first response"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retries with the same key replay the first response"),
     ),
     responses(
         (status = 200, description = "Captured", body = TransitionResponse),
@@ -195,12 +195,40 @@ pub async fn capture(
     .await
 }
 
+/// Capture an approved payment with `PUT`, as the original demo's client did; the same as
+/// `POST`.
+#[utoipa::path(
+    put, path = "/payments/{id}/capture", tag = "payments",
+    params(
+        ("id" = Uuid, Path, description = "Payment id"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retries with the same key replay the first response"),
+    ),
+    responses(
+        (status = 200, description = "Captured", body = TransitionResponse),
+        (status = 400, description = "Bad id or body", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 404, description = "No such payment for this caller", body = ErrorBody),
+        (status = 409, description = "Not approved (CurrentStatus says what it is), or the Idempotency-Key is in flight", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used with a different request", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn capture_put(
+    state: State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    id: Path<String>,
+    body: JsonBody<false>,
+) -> Result<Response, ApiError> {
+    capture(state, caller, key, id, body).await
+}
+
 /// Cancel a pending or approved payment, with an optional `reason`.
 #[utoipa::path(
     post, path = "/payments/{id}/cancel", tag = "payments",
     params(
         ("id" = Uuid, Path, description = "Payment id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key replay the first response"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retries with the same key replay the first response"),
     ),
     request_body(content = Option<Object>, description = "Optional `{\"reason\": \"...\"}`"),
     responses(

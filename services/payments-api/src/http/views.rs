@@ -86,7 +86,7 @@ pub struct EventView {
     pub to: String,
     /// `created`, `risk_decision`, `risk_decision_ignored`, `captured`, `canceled`.
     pub cause: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub detail: Option<serde_json::Value>,
     pub at: DateTime<Utc>,
 }
