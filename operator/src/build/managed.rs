@@ -1,0 +1,218 @@
+//! The single-instance RabbitMQ and PostgreSQL the operator runs when a dependency is
+//! `managed`: Deployment (Recreate: one pod owns the volume), Service, optional PVC.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, ExecAction, KeyToPath, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Probe, SecretVolumeSource,
+    Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::meta;
+use super::pod::{self, Rollout};
+use super::secrets::{MANAGED_DATABASE, RABBITMQ_CONF};
+use crate::names::Component;
+use crate::validate::{ManagedServer, Validated};
+
+/// Users the official images run their servers as (postgres alpine: 70, rabbitmq: 999).
+pub const POSTGRES_UID: i64 = 70;
+pub const RABBITMQ_UID: i64 = 999;
+
+pub const POSTGRES_PORT: i32 = 5432;
+pub const AMQP_PORT: i32 = 5672;
+
+/// The objects of one managed server.
+pub struct Managed {
+    pub deployment: Deployment,
+    pub service: Service,
+    pub claim: Option<PersistentVolumeClaim>,
+}
+
+pub fn build(system: &Validated, component: Component, server: &ManagedServer) -> Managed {
+    let (container, volumes, uid, port) = match component {
+        Component::RabbitMq => rabbitmq(system, server),
+        _ => postgres(system, server),
+    };
+    let hash = meta::config_hash(system, &[&server.credentials_secret], &[]);
+    let pod = pod::pod_spec(system, uid, vec![container], volumes);
+    Managed {
+        deployment: pod::deployment(system, component, 1, Rollout::Recreate, hash, pod),
+        service: service(system, component, port),
+        claim: server
+            .storage
+            .as_ref()
+            .map(|storage| claim(system, component, &storage.size, &storage.storage_class_name)),
+    }
+}
+
+/// Where the server keeps its data: the PVC when storage is requested, else an emptyDir.
+fn data_volume(system: &Validated, component: Component, server: &ManagedServer) -> Volume {
+    match &server.storage {
+        Some(_) => Volume {
+            name: "data".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: system.names.data(component),
+                read_only: Some(false),
+            }),
+            ..Volume::default()
+        },
+        None => pod::empty_dir("data"),
+    }
+}
+
+fn exec_probe(command: &str, period_seconds: i32, timeout_seconds: i32, failures: i32) -> Probe {
+    Probe {
+        exec: Some(ExecAction {
+            command: Some(vec!["sh".into(), "-c".into(), command.into()]),
+        }),
+        period_seconds: Some(period_seconds),
+        timeout_seconds: Some(timeout_seconds),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+fn tcp_probe(port: &str, period_seconds: i32, failures: i32) -> Probe {
+    Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::String(port.into()),
+            host: None,
+        }),
+        period_seconds: Some(period_seconds),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+fn port(name: &str, number: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: number,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }
+}
+
+fn postgres(system: &Validated, server: &ManagedServer) -> (Container, Vec<Volume>, i64, i32) {
+    let secret = &server.credentials_secret;
+    let mut container = pod::container(system, "postgresql", &server.image);
+    container.ports = Some(vec![port("postgresql", POSTGRES_PORT)]);
+    container.env = Some(vec![
+        pod::env_from_secret("POSTGRES_USER", secret, "username"),
+        pod::env_from_secret("POSTGRES_PASSWORD", secret, "password"),
+        pod::env("POSTGRES_DB", MANAGED_DATABASE),
+        // A subdirectory: the volume root may hold lost+found, which initdb refuses.
+        pod::env("PGDATA", "/var/lib/postgresql/data/pgdata"),
+    ]);
+    container.resources = Some(server.resources.clone());
+    // The root filesystem is read-only: data, the socket directory and /tmp are volumes.
+    container.volume_mounts = Some(vec![
+        pod::mount("data", "/var/lib/postgresql/data", false),
+        pod::mount("run", "/var/run/postgresql", false),
+        pod::mount("tmp", "/tmp", false),
+    ]);
+    let ready = "pg_isready -h 127.0.0.1 -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\"";
+    container.startup_probe = Some(exec_probe(ready, 2, 2, 60));
+    container.liveness_probe = Some(exec_probe(ready, 10, 5, 6));
+    container.readiness_probe = Some(exec_probe(ready, 5, 2, 2));
+    let volumes = vec![
+        data_volume(system, Component::Postgres, server),
+        pod::empty_dir("run"),
+        pod::empty_dir("tmp"),
+    ];
+    (container, volumes, POSTGRES_UID, POSTGRES_PORT)
+}
+
+fn rabbitmq(system: &Validated, server: &ManagedServer) -> (Container, Vec<Volume>, i64, i32) {
+    let mut container = pod::container(system, "rabbitmq", &server.image);
+    container.ports = Some(vec![port("amqp", AMQP_PORT)]);
+    container.env = Some(vec![
+        // A fixed node name: the data directory is named after it, and a pod's hostname
+        // changes with every replacement.
+        pod::env("RABBITMQ_NODENAME", "rabbit@localhost"),
+        pod::env("RABBITMQ_LOGS", "-"),
+    ]);
+    container.resources = Some(server.resources.clone());
+    container.volume_mounts = Some(vec![
+        pod::mount("data", "/var/lib/rabbitmq", false),
+        pod::mount("config", "/etc/rabbitmq/conf.d", true),
+        pod::mount("tmp", "/tmp", false),
+    ]);
+    container.startup_probe = Some(tcp_probe("amqp", 2, 60));
+    container.liveness_probe = Some(exec_probe("rabbitmq-diagnostics -q ping", 30, 20, 3));
+    container.readiness_probe = Some(tcp_probe("amqp", 5, 2));
+    let config = Volume {
+        name: "config".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(server.credentials_secret.clone()),
+            items: Some(vec![KeyToPath {
+                key: RABBITMQ_CONF.into(),
+                path: "20-paysys.conf".into(),
+                mode: None,
+                user: None,
+            }]),
+            default_mode: Some(0o440),
+            optional: Some(false),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let volumes = vec![
+        data_volume(system, Component::RabbitMq, server),
+        config,
+        pod::empty_dir("tmp"),
+    ];
+    (container, volumes, RABBITMQ_UID, AMQP_PORT)
+}
+
+fn service(system: &Validated, component: Component, port: i32) -> Service {
+    let port_name = match component {
+        Component::RabbitMq => "amqp",
+        _ => "postgresql",
+    };
+    Service {
+        metadata: meta::object_meta(system, component, system.names.workload(component)),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(meta::selector_labels(&system.names, component)),
+            ports: Some(vec![ServicePort {
+                name: Some(port_name.into()),
+                port,
+                target_port: Some(IntOrString::String(port_name.into())),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn claim(
+    system: &Validated,
+    component: Component,
+    size: &str,
+    storage_class: &Option<String>,
+) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: meta::object_meta(system, component, system.names.data(component)),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: storage_class.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(size.into()),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    }
+}

@@ -1,0 +1,109 @@
+//! Secrets the operator generates: the API key and the managed servers' credentials.
+//!
+//! They are created once, only if absent, and never updated, so a reconcile can never rotate
+//! a credential clients or a database already hold. The templates are built here from the
+//! random values passed in (see [`generate`] for the only randomness in the operator).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+
+use super::meta;
+use crate::crd::PaymentSystem;
+use crate::names::{Component, Names};
+use crate::validate::{CREDENTIALS_URL, GENERATED_API_KEY, GENERATED_API_KEYS_FILE};
+
+/// Principal of the generated API key (`API_KEYS_FILE` entry `default=<key>`).
+pub const DEFAULT_PRINCIPAL: &str = "default";
+/// User and database of the managed servers.
+pub const MANAGED_USER: &str = "paysys";
+pub const MANAGED_DATABASE: &str = "paysys";
+/// Key of the RabbitMQ configuration file in its credentials Secret.
+pub const RABBITMQ_CONF: &str = "paysys.conf";
+
+/// The template of the generated Secret of `component` for `ps`, with fresh random values.
+pub fn generate(ps: &PaymentSystem, component: Component) -> Secret {
+    template(ps, component, &random_token())
+}
+
+/// 32 random bytes from the thread's CSPRNG, hex-encoded: URL-safe, so it can sit in a
+/// connection URL without escaping.
+fn random_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}
+
+/// The Secret of `component` holding `token` (an API key or a password).
+pub fn template(ps: &PaymentSystem, component: Component, token: &str) -> Secret {
+    let names = Names::new(&ps.name_any());
+    let namespace = ps.namespace().unwrap_or_default();
+    let (name, data) = match component {
+        Component::PaymentsApi => (names.api_key(), api_key_data(token)),
+        Component::Postgres => {
+            let host = service_host(&names, component, &namespace);
+            let url = format!("postgres://{MANAGED_USER}:{token}@{host}:5432/{MANAGED_DATABASE}");
+            (names.credentials(component), credentials_data(token, url))
+        }
+        Component::RabbitMq | Component::RiskEngine => {
+            let host = service_host(&names, Component::RabbitMq, &namespace);
+            let url = format!("amqp://{MANAGED_USER}:{token}@{host}:5672/%2f");
+            let mut data = credentials_data(token, url);
+            data.insert(RABBITMQ_CONF.into(), rabbitmq_conf(token));
+            (names.credentials(Component::RabbitMq), data)
+        }
+    };
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(namespace),
+            labels: Some(meta::labels(&names, component)),
+            owner_references: ps.controller_owner_ref(&()).map(|owner| vec![owner]),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(
+            data.into_iter()
+                .map(|(key, value)| (key, ByteString(value.into_bytes())))
+                .collect(),
+        ),
+        ..Secret::default()
+    }
+}
+
+fn service_host(names: &Names, component: Component, namespace: &str) -> String {
+    format!("{}.{namespace}.svc", names.workload(component))
+}
+
+fn api_key_data(key: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (GENERATED_API_KEY.into(), key.into()),
+        (
+            GENERATED_API_KEYS_FILE.into(),
+            format!("{DEFAULT_PRINCIPAL}={key}\n"),
+        ),
+    ])
+}
+
+fn credentials_data(password: &str, url: String) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("username".into(), MANAGED_USER.into()),
+        ("password".into(), password.into()),
+        (CREDENTIALS_URL.into(), url),
+    ])
+}
+
+/// The managed RabbitMQ's whole configuration (it replaces the image's `conf.d`): the
+/// application user instead of the guest account, logs on the console only.
+fn rabbitmq_conf(password: &str) -> String {
+    format!(
+        "listeners.tcp.default = 5672\n\
+         default_user = {MANAGED_USER}\n\
+         default_pass = {password}\n\
+         loopback_users = none\n\
+         log.console = true\n\
+         log.file = false\n"
+    )
+}

@@ -1,0 +1,428 @@
+//! First step of the pipeline: from the raw resource (and the Secrets it references) to a
+//! [`Validated`] system every builder can trust.
+//!
+//! The CRD's CEL rules already refuse most bad specs at admission; they are checked again here
+//! because a resource may predate the current CRD, and because some facts (does the referenced
+//! Secret hold the key?) can only be known by reading the cluster.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
+use kube::ResourceExt;
+
+use crate::crd::{
+    DependencySpec, JwtAlgorithm, JwtSpec, ManagedSpec, PaymentSystem, PaymentSystemSpec,
+    StorageSpec,
+};
+use crate::names::{Component, MAX_INSTANCE_NAME, Names};
+
+/// Default images of the managed dependencies, pinned so an operator upgrade is the only thing
+/// that changes them.
+pub const POSTGRES_IMAGE: &str = "postgres:16.6-alpine";
+pub const RABBITMQ_IMAGE: &str = "rabbitmq:3.13.7";
+
+/// Keys the operator reads from a user-supplied auth Secret.
+pub const AUTH_API_KEYS: &str = "api-keys";
+pub const AUTH_JWT_SECRET: &str = "jwt-secret";
+pub const AUTH_JWT_PUBLIC_KEY: &str = "jwt-public-key.pem";
+
+/// Keys of the generated API key Secret: the raw key for people, the `principal=key` file for
+/// the API (`API_KEYS_FILE`).
+pub const GENERATED_API_KEY: &str = "api-key";
+pub const GENERATED_API_KEYS_FILE: &str = "api-keys";
+
+/// Key holding the connection URL in a generated credentials Secret.
+pub const CREDENTIALS_URL: &str = "url";
+
+/// Data of the Secrets the system references, by name, as read from the cluster.
+pub type SecretData = BTreeMap<String, BTreeMap<String, ByteString>>;
+
+/// Why a resource cannot be reconciled; each variant is a condition reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    #[error("Secret {0} not found")]
+    SecretNotFound(String),
+    #[error("Secret {secret} has no key {key}")]
+    SecretKeyMissing { secret: String, key: String },
+}
+
+impl ValidationError {
+    /// CamelCase reason for conditions, Events and the failure metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidSpec(_) => "InvalidSpec",
+            Self::SecretNotFound(_) => "SecretNotFound",
+            Self::SecretKeyMissing { .. } => "SecretKeyMissing",
+        }
+    }
+}
+
+/// Where a service finds a dependency.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Connection {
+    /// Run by the operator; the URL is in the generated credentials Secret.
+    Managed(ManagedServer),
+    /// Run elsewhere; the URL is in a user's Secret.
+    External { secret_name: String, key: String },
+}
+
+impl Connection {
+    /// The Secret and key holding the connection URL.
+    pub fn url_source(&self) -> (&str, &str) {
+        match self {
+            Self::Managed(server) => (&server.credentials_secret, CREDENTIALS_URL),
+            Self::External { secret_name, key } => (secret_name, key),
+        }
+    }
+
+    pub fn managed(&self) -> Option<&ManagedServer> {
+        match self {
+            Self::Managed(server) => Some(server),
+            Self::External { .. } => None,
+        }
+    }
+}
+
+/// A single-instance server the operator runs, with defaults resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagedServer {
+    pub image: String,
+    pub resources: ResourceRequirements,
+    pub storage: Option<StorageSpec>,
+    pub credentials_secret: String,
+}
+
+/// How API callers authenticate, resolved against the auth Secret's keys.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Auth {
+    /// The operator's generated key in this Secret.
+    Generated { secret_name: String },
+    /// A user Secret; only the keys present are mounted and wired.
+    User {
+        secret_name: String,
+        api_keys: bool,
+        jwt: Option<(JwtSpec, &'static str)>,
+    },
+}
+
+impl Auth {
+    pub fn secret_name(&self) -> &str {
+        match self {
+            Self::Generated { secret_name } | Self::User { secret_name, .. } => secret_name,
+        }
+    }
+
+    /// Secret keys mounted into the API pods.
+    pub fn mounted_keys(&self) -> Vec<&'static str> {
+        match self {
+            Self::Generated { .. } => vec![GENERATED_API_KEYS_FILE],
+            Self::User { api_keys, jwt, .. } => {
+                let mut keys = Vec::new();
+                if *api_keys {
+                    keys.push(AUTH_API_KEYS);
+                }
+                if let Some((_, key)) = jwt {
+                    keys.push(*key);
+                }
+                keys
+            }
+        }
+    }
+}
+
+/// A `PaymentSystem` that passed every check, with defaults resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validated {
+    pub names: Names,
+    pub namespace: String,
+    pub owner: OwnerReference,
+    pub spec: PaymentSystemSpec,
+    pub api_image: String,
+    pub risk_image: String,
+    pub api_resources: ResourceRequirements,
+    pub risk_resources: ResourceRequirements,
+    /// The risk rules as rendered into the ConfigMap.
+    pub rules_yaml: String,
+    /// `velocity.windowSeconds` of the rules, passed to the API as `VELOCITY_WINDOW_SECONDS`.
+    pub velocity_window_seconds: Option<u64>,
+    pub auth: Auth,
+    pub rabbitmq: Connection,
+    pub database: Connection,
+    /// The referenced Secrets' data, hashed into the pod templates that use them.
+    pub secrets: SecretData,
+}
+
+/// Secrets the operator generates for this resource (created once if absent).
+pub fn generated_secrets(ps: &PaymentSystem) -> Vec<(Component, String)> {
+    let names = Names::new(&ps.name_any());
+    let mut generated = Vec::new();
+    if ps.spec.payments_api.auth.secret_name.is_none() {
+        generated.push((Component::PaymentsApi, names.api_key()));
+    }
+    if ps.spec.rabbitmq.managed.is_some() {
+        generated.push((Component::RabbitMq, names.credentials(Component::RabbitMq)));
+    }
+    if ps.spec.database.managed.is_some() {
+        generated.push((Component::Postgres, names.credentials(Component::Postgres)));
+    }
+    generated
+}
+
+/// User Secrets the resource references (read, never written).
+pub fn referenced_secrets(spec: &PaymentSystemSpec) -> Vec<String> {
+    let mut names: Vec<String> = [&spec.rabbitmq, &spec.database]
+        .into_iter()
+        .filter_map(|dependency| dependency.external.as_ref())
+        .map(|external| external.secret_name.clone())
+        .chain(spec.payments_api.auth.secret_name.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Checks `ps` against itself and the Secrets read from the cluster.
+pub fn validate(ps: &PaymentSystem, secrets: &SecretData) -> Result<Validated, ValidationError> {
+    let name = ps.name_any();
+    check_spec(&name, &ps.spec)?;
+    let namespace = ps
+        .namespace()
+        .ok_or_else(|| invalid("the resource has no namespace"))?;
+    let owner = ps
+        .controller_owner_ref(&())
+        .ok_or_else(|| invalid("the resource has no uid yet"))?;
+    let names = Names::new(&name);
+    let spec = &ps.spec;
+    let rules_yaml = serde_norway::to_string(&spec.risk_engine.rules)
+        .map_err(|e| invalid(format!("riskEngine.rules cannot be rendered: {e}")))?;
+    let rabbitmq = connection(&names, Component::RabbitMq, &spec.rabbitmq, secrets)?;
+    let database = connection(&names, Component::Postgres, &spec.database, secrets)?;
+    let auth = auth(&names, spec, secrets)?;
+    let used: SecretData = secrets
+        .iter()
+        .filter(|(name, _)| {
+            [
+                auth.secret_name(),
+                rabbitmq.url_source().0,
+                database.url_source().0,
+            ]
+            .contains(&name.as_str())
+        })
+        .map(|(name, data)| (name.clone(), data.clone()))
+        .collect();
+    Ok(Validated {
+        api_image: spec
+            .payments_api
+            .image
+            .clone()
+            .unwrap_or_else(|| service_image(spec, Component::PaymentsApi)),
+        risk_image: spec
+            .risk_engine
+            .image
+            .clone()
+            .unwrap_or_else(|| service_image(spec, Component::RiskEngine)),
+        api_resources: spec
+            .payments_api
+            .resources
+            .clone()
+            .unwrap_or_else(|| resources("100m", "128Mi", "512Mi")),
+        risk_resources: spec
+            .risk_engine
+            .resources
+            .clone()
+            .unwrap_or_else(|| resources("100m", "64Mi", "256Mi")),
+        velocity_window_seconds: spec
+            .risk_engine
+            .rules
+            .velocity
+            .as_ref()
+            .map(|velocity| velocity.window_seconds),
+        rules_yaml,
+        names,
+        namespace,
+        owner,
+        spec: spec.clone(),
+        auth,
+        rabbitmq,
+        database,
+        secrets: used,
+    })
+}
+
+fn invalid(message: impl Into<String>) -> ValidationError {
+    ValidationError::InvalidSpec(message.into())
+}
+
+/// The rules the CRD's CEL expressions also enforce, plus those CEL cannot express.
+fn check_spec(name: &str, spec: &PaymentSystemSpec) -> Result<(), ValidationError> {
+    if name.len() > MAX_INSTANCE_NAME {
+        return Err(invalid(format!(
+            "metadata.name is longer than {MAX_INSTANCE_NAME} characters"
+        )));
+    }
+    for (field, replicas) in [
+        ("paymentsApi.replicas", spec.payments_api.replicas),
+        ("riskEngine.replicas", spec.risk_engine.replicas),
+    ] {
+        if replicas < 0 {
+            return Err(invalid(format!("{field} must be >= 0")));
+        }
+    }
+    let probability = spec.risk_engine.approval_probability;
+    if !(0.0..=1.0).contains(&probability) {
+        return Err(invalid("riskEngine.approvalProbability must be within [0, 1]"));
+    }
+    for (field, dependency) in [("rabbitmq", &spec.rabbitmq), ("database", &spec.database)] {
+        if dependency.managed.is_some() == dependency.external.is_some() {
+            return Err(invalid(format!(
+                "{field}: set exactly one of managed or external"
+            )));
+        }
+    }
+    if spec.payments_api.auth.jwt.is_some() && spec.payments_api.auth.secret_name.is_none() {
+        return Err(invalid("paymentsApi.auth.jwt needs paymentsApi.auth.secretName"));
+    }
+    if let Some(amount) = &spec.payments_api.max_amount {
+        if !is_positive_decimal(amount) {
+            return Err(invalid(
+                "paymentsApi.maxAmount must be a positive decimal number",
+            ));
+        }
+    }
+    if spec.risk_engine.rules.decline_threshold == 0 {
+        return Err(invalid("riskEngine.rules.declineThreshold must be >= 1"));
+    }
+    Ok(())
+}
+
+/// `123` or `123.45`, not zero. Checked on the text: an amount never passes through a float.
+fn is_positive_decimal(amount: &str) -> bool {
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    let well_formed = match amount.split_once('.') {
+        Some((whole, fraction)) => digits(whole) && digits(fraction),
+        None => digits(amount),
+    };
+    well_formed && amount.bytes().any(|b| (b'1'..=b'9').contains(&b))
+}
+
+fn service_image(spec: &PaymentSystemSpec, component: Component) -> String {
+    let repository = spec.image.repository.trim_end_matches('/');
+    format!("{repository}/{}:{}", component.name(), spec.image.tag)
+}
+
+/// Requests of `cpu` and `memory`, and a memory limit (no CPU limit: throttling a payment
+/// path hurts latency more than sharing idle CPU costs).
+pub fn resources(cpu: &str, memory: &str, memory_limit: &str) -> ResourceRequirements {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.into())),
+            ("memory".to_string(), Quantity(memory.into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity(memory_limit.into()),
+        )])),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn connection(
+    names: &Names,
+    component: Component,
+    dependency: &DependencySpec,
+    secrets: &SecretData,
+) -> Result<Connection, ValidationError> {
+    match (&dependency.managed, &dependency.external) {
+        (Some(managed), None) => Ok(Connection::Managed(managed_server(
+            names, component, managed,
+        ))),
+        (None, Some(external)) => {
+            require_key(secrets, &external.secret_name, &external.key)?;
+            Ok(Connection::External {
+                secret_name: external.secret_name.clone(),
+                key: external.key.clone(),
+            })
+        }
+        _ => Err(invalid(format!(
+            "{}: set exactly one of managed or external",
+            component.name()
+        ))),
+    }
+}
+
+fn managed_server(names: &Names, component: Component, managed: &ManagedSpec) -> ManagedServer {
+    let default_image = match component {
+        Component::RabbitMq => RABBITMQ_IMAGE,
+        _ => POSTGRES_IMAGE,
+    };
+    ManagedServer {
+        image: managed
+            .image
+            .clone()
+            .unwrap_or_else(|| default_image.into()),
+        resources: managed
+            .resources
+            .clone()
+            .unwrap_or_else(|| resources("100m", "256Mi", "1Gi")),
+        storage: managed.storage.clone(),
+        credentials_secret: names.credentials(component),
+    }
+}
+
+fn auth(
+    names: &Names,
+    spec: &PaymentSystemSpec,
+    secrets: &SecretData,
+) -> Result<Auth, ValidationError> {
+    let auth = &spec.payments_api.auth;
+    let Some(secret_name) = &auth.secret_name else {
+        let secret_name = names.api_key();
+        require_key(secrets, &secret_name, GENERATED_API_KEYS_FILE)?;
+        return Ok(Auth::Generated { secret_name });
+    };
+    let data = secrets
+        .get(secret_name)
+        .ok_or_else(|| ValidationError::SecretNotFound(secret_name.clone()))?;
+    let jwt = match &auth.jwt {
+        None => None,
+        Some(jwt) => {
+            let key = match jwt.algorithm {
+                JwtAlgorithm::HS256 => AUTH_JWT_SECRET,
+                JwtAlgorithm::RS256 | JwtAlgorithm::ES256 => AUTH_JWT_PUBLIC_KEY,
+            };
+            require_key(secrets, secret_name, key)?;
+            Some((jwt.clone(), key))
+        }
+    };
+    let api_keys = data.contains_key(AUTH_API_KEYS);
+    if !api_keys && jwt.is_none() {
+        return Err(ValidationError::SecretKeyMissing {
+            secret: secret_name.clone(),
+            key: AUTH_API_KEYS.into(),
+        });
+    }
+    Ok(Auth::User {
+        secret_name: secret_name.clone(),
+        api_keys,
+        jwt,
+    })
+}
+
+fn require_key(secrets: &SecretData, secret: &str, key: &str) -> Result<(), ValidationError> {
+    let data = secrets
+        .get(secret)
+        .ok_or_else(|| ValidationError::SecretNotFound(secret.into()))?;
+    match data.get(key) {
+        Some(value) if !value.0.is_empty() => Ok(()),
+        _ => Err(ValidationError::SecretKeyMissing {
+            secret: secret.into(),
+            key: key.into(),
+        }),
+    }
+}
