@@ -122,32 +122,34 @@ impl ApiError {
 }
 
 impl From<sqlx::Error> for ApiError {
-    /// A database that cannot be reached is a temporary condition the client may retry;
-    /// anything else is a bug, logged here and reported without details.
+    /// Losing the database (refused, reset, half-open handshakes, pool exhausted) is a
+    /// temporary condition the client may retry: 503 with Retry-After. Only errors that
+    /// mean a bug in this program (a query or a type the database rejects) are a 500, logged
+    /// here and reported without details.
     fn from(error: sqlx::Error) -> Self {
-        match &error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                tracing::warn!(%error, "database unavailable");
-                Self::Unavailable {
-                    message: "the database is unavailable; retry shortly".into(),
-                    retry_after_secs: 1,
-                }
-            }
-            sqlx::Error::Database(db)
-                if db
-                    .code()
-                    .is_some_and(|c| c.starts_with("08") || c == "57P01") =>
-            {
-                tracing::warn!(%error, "database connection lost");
-                Self::Unavailable {
-                    message: "the database is unavailable; retry shortly".into(),
-                    retry_after_secs: 1,
-                }
-            }
-            _ => {
-                tracing::error!(%error, "database error");
-                Self::Internal
-            }
+        let is_bug = match &error {
+            sqlx::Error::Database(db) => !db.code().is_some_and(|code| {
+                code.starts_with("08") || code.starts_with("57P") || code == "53300"
+            }),
+            sqlx::Error::RowNotFound
+            | sqlx::Error::TypeNotFound { .. }
+            | sqlx::Error::ColumnIndexOutOfBounds { .. }
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Encode(_)
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::Configuration(_)
+            | sqlx::Error::Migrate(_) => true,
+            _ => false,
+        };
+        if is_bug {
+            tracing::error!(%error, "database error");
+            return Self::Internal;
+        }
+        tracing::warn!(%error, "database unavailable");
+        Self::Unavailable {
+            message: "the database is unavailable; retry shortly".into(),
+            retry_after_secs: 1,
         }
     }
 }

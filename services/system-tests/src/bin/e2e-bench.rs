@@ -1,0 +1,102 @@
+//! End-to-end latency benchmark: from the `201` to the decision being visible through the
+//! API, at a steady offered load, with the real processes (not a test: it prints numbers).
+//!
+//! ```sh
+//! cargo build --release -p payments-api -p risk-engine -p paysys-system-tests
+//! target/release/e2e-bench            # BENCH_RATE=1000 BENCH_SECONDS=10 BENCH_RISK_REPLICAS=1
+//! ```
+//!
+//! Latency is measured per payment from the database's own clock: the creation time of the
+//! payment row to the commit of the decision that made it visible to `GET /payments/{id}`.
+//! A sample of payments is also polled over HTTP as a cross-check.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use paysys_system_tests::process::rss_kib;
+use paysys_system_tests::{Driver, System};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() {
+    let rate = env_or("BENCH_RATE", 1000) as u32;
+    let seconds = env_or("BENCH_SECONDS", 10);
+    let risks = env_or("BENCH_RISK_REPLICAS", 1) as usize;
+    let system = System::start(1, risks).await;
+    println!(
+        "end-to-end benchmark: {rate} payments/s offered for {seconds}s, 1 API, {risks} risk engine(s)"
+    );
+
+    let peak_api = Arc::new(AtomicU64::new(0));
+    let peak_risk = Arc::new(AtomicU64::new(0));
+    let sampling = {
+        let (api_pid, risk_pid) = (system.apis[0].pid(), system.risks[0].pid());
+        let (peak_api, peak_risk) = (peak_api.clone(), peak_risk.clone());
+        tokio::spawn(async move {
+            loop {
+                for (pid, peak) in [(api_pid, &peak_api), (risk_pid, &peak_risk)] {
+                    if let Some(rss) = pid.and_then(rss_kib) {
+                        peak.fetch_max(rss, Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+
+    let started = Instant::now();
+    let stats = Driver::new(system.api_urls())
+        .run(rate, Duration::from_secs(seconds))
+        .await;
+    let driven = started.elapsed();
+    let settled = system.settle(Duration::from_secs(120)).await;
+    sampling.abort();
+
+    let latencies: Vec<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM e.at - p.created_at)::float8
+         FROM payments p JOIN payment_events e ON e.payment_id = p.id AND e.cause = 'risk_decision'",
+    )
+    .fetch_all(&system.pool)
+    .await
+    .expect("latencies");
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).unwrap();
+    for seconds in &latencies {
+        histogram.record((seconds * 1e6).max(1.0) as u64).unwrap();
+    }
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    println!("sent               {:>10}", stats.sent);
+    println!("accepted (201)     {:>10}", stats.accepted.len());
+    println!(
+        "achieved rate      {:>10.0} payments/s",
+        stats.sent as f64 / driven.as_secs_f64()
+    );
+    println!("decided            {:>10}", latencies.len());
+    println!("201 -> decided p50 {:>10.2} ms", ms(0.50));
+    println!("201 -> decided p90 {:>10.2} ms", ms(0.90));
+    println!("201 -> decided p99 {:>10.2} ms", ms(0.99));
+    println!(
+        "201 -> decided max {:>10.2} ms",
+        histogram.max() as f64 / 1000.0
+    );
+    println!(
+        "settled after load {:>10}",
+        settled.map_or("NO".into(), |d| format!("{:.2} s", d.as_secs_f64()))
+    );
+    println!(
+        "peak RSS api       {:>10.1} MiB",
+        peak_api.load(Ordering::Relaxed) as f64 / 1024.0
+    );
+    println!(
+        "peak RSS risk      {:>10.1} MiB",
+        peak_risk.load(Ordering::Relaxed) as f64 / 1024.0
+    );
+    system.shutdown().await;
+}

@@ -1,0 +1,153 @@
+//! Sends a steady stream of payments (open loop: at a fixed rate, whatever the answers) and
+//! records what every request got.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::system::API_KEY;
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A request unanswered after this long counts as a hang.
+pub const HANG: Duration = Duration::from_secs(10);
+
+pub fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub async fn get_status(client: &HttpClient, url: &str) -> Option<u16> {
+    let request = hyper::Request::get(url).body(Full::default()).ok()?;
+    let response = tokio::time::timeout(Duration::from_secs(2), client.request(request))
+        .await
+        .ok()?
+        .ok()?;
+    Some(response.status().as_u16())
+}
+
+/// What the clients saw.
+#[derive(Debug, Default, Clone)]
+pub struct DriverStats {
+    pub sent: u64,
+    /// Payment ids answered with 201.
+    pub accepted: Vec<Uuid>,
+    /// Answers by status code.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Connection refused or reset before an answer (e.g. the replica was killed).
+    pub unanswered: u64,
+    /// 5xx answers other than 503 with Retry-After.
+    pub bad_5xx: u64,
+    pub hangs: u64,
+}
+
+pub struct Driver {
+    client: HttpClient,
+    urls: Vec<String>,
+}
+
+impl Driver {
+    pub fn new(urls: Vec<String>) -> Self {
+        Self {
+            client: http_client(),
+            urls,
+        }
+    }
+
+    /// Sends `rate` payments per second for `duration`, round-robin over the API replicas.
+    pub async fn run(&self, rate: u32, duration: Duration) -> DriverStats {
+        let stats = Arc::new(Mutex::new(DriverStats::default()));
+        let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        let mut n = 0usize;
+        while started.elapsed() < duration {
+            ticker.tick().await;
+            let url = format!("{}/payments", self.urls[n % self.urls.len()]);
+            n += 1;
+            let (client, stats) = (self.client.clone(), stats.clone());
+            tasks.push(tokio::spawn(async move {
+                let outcome = send(&client, &url).await;
+                let mut stats = stats.lock().await;
+                stats.sent += 1;
+                match outcome {
+                    Sent::Answered {
+                        status,
+                        retry_after,
+                        id,
+                    } => {
+                        *stats.statuses.entry(status).or_default() += 1;
+                        if status == 201 {
+                            stats.accepted.extend(id);
+                        }
+                        if status >= 500 && !(status == 503 && retry_after) {
+                            stats.bad_5xx += 1;
+                        }
+                    }
+                    Sent::Unanswered => stats.unanswered += 1,
+                    Sent::Hung => stats.hangs += 1,
+                }
+            }));
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+        Arc::try_unwrap(stats).expect("all tasks done").into_inner()
+    }
+}
+
+enum Sent {
+    Answered {
+        status: u16,
+        retry_after: bool,
+        id: Option<Uuid>,
+    },
+    Unanswered,
+    Hung,
+}
+
+fn body() -> Bytes {
+    Bytes::from(
+        serde_json::json!({
+            "amount": 70.5, "currency": "USD", "userId": Uuid::new_v4(),
+            "payeeId": Uuid::new_v4(), "paymentMethodId": Uuid::new_v4()
+        })
+        .to_string(),
+    )
+}
+
+async fn send(client: &HttpClient, url: &str) -> Sent {
+    let request = hyper::Request::post(url)
+        .header("content-type", "application/json")
+        .header("authorization", API_KEY)
+        .body(Full::new(body()))
+        .expect("request");
+    let response = match tokio::time::timeout(HANG, client.request(request)).await {
+        Err(_) => return Sent::Hung,
+        Ok(Err(_)) => return Sent::Unanswered,
+        Ok(Ok(response)) => response,
+    };
+    let status = response.status().as_u16();
+    let retry_after = response.headers().contains_key("retry-after");
+    let Ok(Ok(collected)) = tokio::time::timeout(HANG, response.into_body().collect()).await else {
+        return Sent::Unanswered;
+    };
+    let json: serde_json::Value = serde_json::from_slice(&collected.to_bytes()).unwrap_or_default();
+    let id = json["PaymentId"]
+        .as_str()
+        .and_then(|id| Uuid::parse_str(id).ok());
+    Sent::Answered {
+        status,
+        retry_after,
+        id,
+    }
+}

@@ -1,0 +1,222 @@
+//! A whole paysys on this machine: payments API and risk engine replicas as processes, with
+//! PostgreSQL and RabbitMQ each reached through a [`FaultProxy`] that scenarios can cut.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use paysys_testkit::{FaultProxy, TestBroker, TestDb};
+use sqlx::PgPool;
+
+use crate::process::{Service, binary, free_port};
+
+pub const API_KEY: &str = "system-test-key-0123456789";
+
+pub struct System {
+    pub db: TestDb,
+    pub broker: TestBroker,
+    /// Direct (unproxied) pool for the harness's own checks.
+    pub pool: PgPool,
+    pub amqp_proxy: FaultProxy,
+    pub pg_proxy: FaultProxy,
+    pub apis: Vec<Service>,
+    pub risks: Vec<Service>,
+    pub log_dir: PathBuf,
+}
+
+fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, rest)| rest);
+    rest.split(['/', '?']).next().unwrap_or_default().to_owned()
+}
+
+async fn proxy_for(url: &str) -> FaultProxy {
+    let upstream: SocketAddr = tokio::net::lookup_host(host_port(url))
+        .await
+        .expect("resolve")
+        .next()
+        .expect("an address");
+    FaultProxy::start(upstream).await
+}
+
+impl System {
+    /// Starts `apis` payments-API and `risks` risk-engine processes (random mode, p = 0.7,
+    /// seed 42) and waits until all are ready.
+    pub async fn start(apis: usize, risks: usize) -> System {
+        Self::start_with(apis, risks, &[]).await
+    }
+
+    /// Like [`System::start`], with extra risk-engine environment (`RISK_MODE`, ...).
+    pub async fn start_with(apis: usize, risks: usize, risk_env: &[(&str, &str)]) -> System {
+        let db = TestDb::create().await;
+        let broker = TestBroker::new();
+        let pool = db.pool().await;
+        let amqp_proxy = proxy_for(&broker.url).await;
+        let pg_proxy = proxy_for(&db.url).await;
+        let amqp_url = amqp_proxy.rewrite_url(&broker.url, &host_port(&broker.url));
+        let database_url = pg_proxy.rewrite_url(&db.url, &host_port(&db.url));
+        let log_dir = std::env::temp_dir()
+            .join("paysys-system-tests")
+            .join(&broker.prefix);
+        std::fs::create_dir_all(&log_dir).expect("log directory");
+
+        let common = |port: u16| -> BTreeMap<String, String> {
+            [
+                ("PORT", port.to_string()),
+                ("AMQP_URL", amqp_url.clone()),
+                ("AMQP_PREFIX", broker.prefix.clone()),
+                ("RUST_LOG", "info".into()),
+                ("PATH", std::env::var("PATH").unwrap_or_default()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
+        };
+        let apis = (0..apis)
+            .map(|i| {
+                let mut env = common(free_port());
+                env.insert("DATABASE_URL".into(), database_url.clone());
+                env.insert("API_KEYS".into(), format!("driver={API_KEY}"));
+                env.insert("RATE_LIMIT_PER_SECOND".into(), "0".into());
+                env.insert("DB_MAX_CONNECTIONS".into(), "6".into());
+                env.insert("OUTBOX_POLL_INTERVAL_MS".into(), "100".into());
+                env.insert("REQUEST_TIMEOUT_MS".into(), "3000".into());
+                Service::new(
+                    &format!("payments-api-{i}"),
+                    binary("payments-api"),
+                    env,
+                    &log_dir,
+                )
+            })
+            .collect();
+        let risks = (0..risks)
+            .map(|i| {
+                let mut env = common(free_port());
+                env.insert("RISK_MODE".into(), "random".into());
+                env.insert("RISK_APPROVAL_PROBABILITY".into(), "0.7".into());
+                env.insert("RISK_SEED".into(), "42".into());
+                for (key, value) in risk_env {
+                    env.insert((*key).to_owned(), (*value).to_owned());
+                }
+                Service::new(
+                    &format!("risk-engine-{i}"),
+                    binary("risk-engine"),
+                    env,
+                    &log_dir,
+                )
+            })
+            .collect();
+        let mut system = System {
+            db,
+            broker,
+            pool,
+            amqp_proxy,
+            pg_proxy,
+            apis,
+            risks,
+            log_dir,
+        };
+        for service in system.apis.iter_mut().chain(system.risks.iter_mut()) {
+            service.start();
+        }
+        system.wait_ready(Duration::from_secs(60)).await;
+        system
+    }
+
+    /// Base URLs of every API replica (killed ones refuse connections).
+    pub fn api_urls(&self) -> Vec<String> {
+        self.apis
+            .iter()
+            .map(|api| format!("http://127.0.0.1:{}", api.port()))
+            .collect()
+    }
+
+    /// Waits until every running service answers `/readyz` with 200.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let client = crate::driver::http_client();
+        let deadline = Instant::now() + timeout;
+        for service in self
+            .apis
+            .iter()
+            .chain(self.risks.iter())
+            .filter(|s| s.is_running())
+        {
+            let url = format!("http://127.0.0.1:{}/readyz", service.port());
+            loop {
+                if crate::driver::get_status(&client, &url).await == Some(200) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} not ready; see {}",
+                    service.name,
+                    service.log_path().display()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// Messages waiting in the payments and decisions queues.
+    pub async fn queue_depths(&self) -> (u32, u32) {
+        let (connection, channel) = self.broker.channel().await;
+        let mut depths = [0u32; 2];
+        for (depth, queue) in depths.iter_mut().zip([
+            &self.broker.topology.payments_queue,
+            &self.broker.topology.decisions_queue,
+        ]) {
+            let declared = channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .expect("passive declare");
+            *depth = declared.message_count();
+        }
+        let _ = connection.close(200, "bye".into()).await;
+        (depths[0], depths[1])
+    }
+
+    /// Payments not yet decided, and rows still in the outbox.
+    pub async fn backlog(&self) -> (i64, i64) {
+        sqlx::query_as(
+            "SELECT (SELECT count(*) FROM payments WHERE status = 'pending'),
+                    (SELECT count(*) FROM outbox)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .expect("backlog query")
+    }
+
+    /// Waits until every payment is decided and the outbox and both queues are empty;
+    /// returns how long that took, or None after `timeout`.
+    pub async fn settle(&self, timeout: Duration) -> Option<Duration> {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if self.backlog().await == (0, 0) && self.queue_depths().await == (0, 0) {
+                return Some(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// Stops everything and deletes the test's queues.
+    pub async fn shutdown(mut self) {
+        for service in self.apis.iter_mut().chain(self.risks.iter_mut()) {
+            service.terminate().await;
+        }
+        self.amqp_proxy.restore();
+        self.pg_proxy.restore();
+        let (_connection, channel) = self.broker.channel().await;
+        self.broker.delete(&channel).await;
+    }
+}

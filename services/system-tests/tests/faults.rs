@@ -1,0 +1,50 @@
+//! Short versions of every fault scenario (the full suite: `cargo run --release -p
+//! paysys-system-tests --bin fault-suite`). Each needs the built `payments-api` and
+//! `risk-engine` binaries, PostgreSQL and RabbitMQ.
+
+use paysys_system_tests::report;
+use paysys_system_tests::scenarios::{self, Scenario};
+
+async fn check(scenario: &Scenario) {
+    let row = scenarios::run(scenario).await;
+    println!("{}", report::table(std::slice::from_ref(&row)));
+    let failures = row.verdict.failures();
+    assert!(failures.is_empty(), "{}: {failures:?}", scenario.name);
+    assert!(row.recovery.is_some(), "{}: never settled", scenario.name);
+    assert!(
+        row.verdict.accepted > 0,
+        "{}: nothing was accepted",
+        scenario.name
+    );
+}
+
+fn short(name: &str) -> Scenario {
+    scenarios::short()
+        .into_iter()
+        .find(|s| s.name == name)
+        .expect("scenario exists")
+}
+
+// One test per scenario, so a failure names its scenario; they run one at a time.
+use paysys_system_tests::SERIAL;
+
+macro_rules! scenario_test {
+    ($test:ident, $name:literal) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $test() {
+            let _serial = SERIAL.lock().await;
+            check(&short($name)).await;
+        }
+    };
+}
+
+scenario_test!(baseline, "baseline");
+scenario_test!(broker_cut_once, "broker cut once");
+scenario_test!(broker_cut_repeatedly, "broker cut repeatedly");
+scenario_test!(database_cut, "database cut");
+scenario_test!(risk_engine_sigkill, "risk engine SIGKILL");
+scenario_test!(payments_api_sigkill, "payments API SIGKILL");
+scenario_test!(
+    replicas_one_of_each_sigkilled,
+    "2+2 replicas, one of each SIGKILLed"
+);
