@@ -2,13 +2,18 @@
 //!
 //! Reconciliation is a pipeline (see [`controller`]): [`validate`] turns the raw resource and
 //! the Secrets it references into a checked value, [`build`] derives every child object from
-//! it without touching the cluster, `apply` writes them with server-side apply and removes
-//! the ones no longer wanted, and `status` reports what the cluster made of them.
+//! it without touching the cluster, [`apply`] writes them with server-side apply and removes
+//! the ones no longer wanted, and [`status`] reports what the cluster made of them.
 
+pub mod apply;
 pub mod build;
+pub mod controller;
 pub mod crd;
+pub mod http;
+pub mod metrics;
 pub mod names;
 pub mod rbac;
+pub mod status;
 pub mod validate;
 pub mod yaml;
 

@@ -258,6 +258,11 @@ fn invalid(message: impl Into<String>) -> ValidationError {
     ValidationError::InvalidSpec(message.into())
 }
 
+/// The checks that need nothing from the cluster.
+pub fn check(ps: &PaymentSystem) -> Result<(), ValidationError> {
+    check_spec(&ps.name_any(), &ps.spec)
+}
+
 /// The rules the CRD's CEL expressions also enforce, plus those CEL cannot express.
 fn check_spec(name: &str, spec: &PaymentSystemSpec) -> Result<(), ValidationError> {
     if name.len() > MAX_INSTANCE_NAME {
