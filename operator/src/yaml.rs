@@ -47,6 +47,6 @@ mod tests {
     fn numbers_render_plainly() {
         let value = serde_json::json!({"int": 3, "neg": -2, "big": u64::MAX, "frac": 0.7});
         let yaml = super::to_string(&value).unwrap();
-        assert_eq!(yaml, "int: 3\nneg: -2\nbig: 18446744073709551615\nfrac: 0.7\n");
+        assert_eq!(yaml, "big: 18446744073709551615\nfrac: 0.7\nint: 3\nneg: -2\n");
     }
 }
