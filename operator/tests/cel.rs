@@ -1,0 +1,149 @@
+//! The CRD's CEL rules (`x-kubernetes-validations`), evaluated offline the way the API
+//! server does at admission (defaults applied first), on valid and invalid resources.
+
+use kube::core::cel::{Validator, compile_schema};
+use serde_json::{Value, json};
+
+fn schema() -> Value {
+    let crd = paysys_operator::crd();
+    serde_json::to_value(
+        crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn resource(spec: Value) -> Value {
+    json!({
+        "apiVersion": "paysys.io/v1alpha1",
+        "kind": "PaymentSystem",
+        "metadata": {"name": "shop", "namespace": "payments"},
+        "spec": spec,
+    })
+}
+
+/// The messages of the rules `spec` breaks (empty when valid).
+fn violations(spec: Value) -> Vec<String> {
+    match Validator::new().validate(&schema(), &resource(spec), None) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.iter().map(|e| e.message.clone()).collect(),
+    }
+}
+
+fn update_violations(old: Value, new: Value) -> Vec<String> {
+    match Validator::new().validate(&schema(), &resource(new), Some(&resource(old))) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.iter().map(|e| e.message.clone()).collect(),
+    }
+}
+
+#[test]
+fn every_rule_compiles() {
+    let compiled = compile_schema(&schema());
+    assert!(!compiled.has_errors(), "{:?}", compiled.compilation_errors());
+}
+
+#[test]
+fn the_minimal_and_full_examples_are_valid() {
+    assert_eq!(violations(json!({})), Vec::<String>::new());
+    let full = json!({
+        "image": {"repository": "registry.example.com/paysys", "tag": "0.1.0", "pullPolicy": "Always"},
+        "paymentsApi": {
+            "replicas": 3,
+            "service": {"type": "LoadBalancer", "port": 443},
+            "auth": {"secretName": "shop-auth", "jwt": {"algorithm": "RS256", "issuer": "idp"}},
+            "maxAmount": "50000.00",
+            "dbMaxConnections": 10
+        },
+        "riskEngine": {
+            "replicas": 2, "mode": "random", "approvalProbability": 1, "prefetch": 100,
+            "rules": {"declineThreshold": 80, "velocity": {"windowSeconds": 600, "maxCount": 10}}
+        },
+        "rabbitmq": {"external": {"secretName": "broker"}},
+        "database": {"managed": {"storage": {"size": "10Gi", "storageClassName": "fast"}}},
+        "networkPolicy": {"enabled": false},
+        "paused": false
+    });
+    assert_eq!(violations(full), Vec::<String>::new());
+    for probability in [json!(0), json!(0.0), json!(0.5), json!(1.0)] {
+        assert_eq!(
+            violations(json!({"riskEngine": {"approvalProbability": probability}})),
+            Vec::<String>::new(),
+            "{probability}"
+        );
+    }
+}
+
+#[test]
+fn negative_replicas_are_refused() {
+    assert_eq!(
+        violations(json!({"paymentsApi": {"replicas": -1}})),
+        ["paymentsApi.replicas must be >= 0"]
+    );
+    assert_eq!(
+        violations(json!({"riskEngine": {"replicas": -3}})),
+        ["riskEngine.replicas must be >= 0"]
+    );
+    assert_eq!(violations(json!({"riskEngine": {"replicas": 0}})), Vec::<String>::new());
+}
+
+#[test]
+fn probability_outside_zero_one_is_refused() {
+    for probability in [json!(-0.1), json!(1.01), json!(2)] {
+        assert_eq!(
+            violations(json!({"riskEngine": {"approvalProbability": probability}})),
+            ["riskEngine.approvalProbability must be within [0, 1]"],
+            "{probability}"
+        );
+    }
+}
+
+#[test]
+fn exactly_one_of_managed_and_external() {
+    let both = json!({"rabbitmq": {"managed": {}, "external": {"secretName": "broker"}}});
+    assert_eq!(violations(both), ["set exactly one of managed or external"]);
+    let neither = json!({"database": {}});
+    assert_eq!(violations(neither), ["set exactly one of managed or external"]);
+    let external = json!({"database": {"external": {"secretName": "db"}}});
+    assert_eq!(violations(external), Vec::<String>::new());
+}
+
+#[test]
+fn field_rules_refuse_bad_values() {
+    let cases = [
+        (json!({"paymentsApi": {"service": {"port": 0}}}), "paymentsApi.service.port must be between 1 and 65535"),
+        (json!({"paymentsApi": {"service": {"port": 70000}}}), "paymentsApi.service.port must be between 1 and 65535"),
+        (json!({"paymentsApi": {"maxAmount": "-1"}}), "paymentsApi.maxAmount must be a positive decimal number such as \"1000000\" or \"999.99\""),
+        (json!({"paymentsApi": {"maxAmount": "0.00"}}), "paymentsApi.maxAmount must be a positive decimal number such as \"1000000\" or \"999.99\""),
+        (json!({"paymentsApi": {"maxAmount": "1e6"}}), "paymentsApi.maxAmount must be a positive decimal number such as \"1000000\" or \"999.99\""),
+        (json!({"paymentsApi": {"dbMaxConnections": 0}}), "paymentsApi.dbMaxConnections must be >= 1"),
+        (json!({"paymentsApi": {"auth": {"jwt": {"algorithm": "HS256"}}}}), "auth.jwt needs auth.secretName holding jwt-secret or jwt-public-key.pem"),
+        (json!({"riskEngine": {"prefetch": 0}}), "riskEngine.prefetch must be between 1 and 65535"),
+        (json!({"image": {"tag": ""}}), "image.tag must not be empty"),
+        (json!({"database": {"external": {"secretName": ""}}}), "external.secretName must not be empty"),
+        (json!({"database": {"managed": {"storage": {"size": "ten gigs"}}}}), "storage.size must be a quantity such as 10Gi"),
+    ];
+    for (spec, message) in cases {
+        assert_eq!(violations(spec.clone()), [message], "{spec}");
+    }
+}
+
+#[test]
+fn storage_class_cannot_change_after_creation() {
+    let with_class = |class: &str| {
+        json!({"database": {"managed": {"storage": {"size": "10Gi", "storageClassName": class}}}})
+    };
+    assert_eq!(
+        update_violations(with_class("fast"), with_class("slow")),
+        ["storage.storageClassName is immutable"]
+    );
+    assert_eq!(update_violations(with_class("fast"), with_class("fast")), Vec::<String>::new());
+    // Growing the volume is allowed.
+    let grown = json!({"database": {"managed": {"storage": {"size": "20Gi", "storageClassName": "fast"}}}});
+    assert_eq!(update_violations(with_class("fast"), grown), Vec::<String>::new());
+}
