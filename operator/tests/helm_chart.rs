@@ -95,7 +95,9 @@ mod helm {
                     String::from_utf8_lossy(&output.stderr)
                 ));
             }
-            Ok(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+            Ok(PathBuf::from(
+                String::from_utf8_lossy(&output.stdout).trim(),
+            ))
         });
         match found {
             Ok(helm) => helm,
@@ -127,7 +129,13 @@ mod helm {
 
     /// `helm template` of the chart with extra arguments (`-f file`, `--set k=v`).
     pub fn template(extra: &[&str]) -> Result<Vec<Value>, String> {
-        let mut args = vec!["template", RELEASE, "charts/paysys", "--namespace", NAMESPACE];
+        let mut args = vec![
+            "template",
+            RELEASE,
+            "charts/paysys",
+            "--namespace",
+            NAMESPACE,
+        ];
         args.extend_from_slice(extra);
         run(&args).map(|text| yaml_documents(&text))
     }
@@ -214,8 +222,9 @@ impl Rendered {
     fn pod(&self) -> &PodSpec {
         self.operator()
             .spec
+            .template
+            .spec
             .as_ref()
-            .and_then(|spec| spec.template.spec.as_ref())
             .expect("the operator Deployment has a pod spec")
     }
 }
@@ -226,7 +235,13 @@ mod lint {
     #[test]
     fn chart_lints_strictly_with_default_values_and_with_every_option() {
         for extra in [&[][..], &["--values", ALL_VALUES][..]] {
-            let mut args = vec!["lint", "--strict", "charts/paysys", "--namespace", NAMESPACE];
+            let mut args = vec![
+                "lint",
+                "--strict",
+                "charts/paysys",
+                "--namespace",
+                NAMESPACE,
+            ];
             args.extend_from_slice(extra);
             if let Err(output) = helm::run(&args) {
                 panic!("helm lint {extra:?} failed:\n{output}");
@@ -238,9 +253,16 @@ mod lint {
     fn every_rendered_object_parses_into_its_kubernetes_type() {
         let default = Rendered::of(&[]);
         assert_eq!(default.crds.len(), 1);
-        assert!(default.payment_systems.is_empty(), "no PaymentSystem by default");
+        assert!(
+            default.payment_systems.is_empty(),
+            "no PaymentSystem by default"
+        );
         assert!(default.monitors.is_empty(), "no monitors by default");
-        assert_eq!(default.services.len(), 1, "only the metrics Service by default");
+        assert_eq!(
+            default.services.len(),
+            1,
+            "only the metrics Service by default"
+        );
 
         let all = Rendered::of(&["--values", ALL_VALUES]);
         assert_eq!(all.payment_systems.len(), 1);
@@ -267,7 +289,10 @@ mod notes {
             "paymentSystem.enabled=true",
         ])
         .unwrap_or_else(|error| panic!("helm install --dry-run=client failed:\n{error}"));
-        let notes = output.split("NOTES:").nth(1).expect("the chart prints NOTES");
+        let notes = output
+            .split("NOTES:")
+            .nth(1)
+            .expect("the chart prints NOTES");
         for needle in [
             "get ps paysys -o jsonpath='{.status.apiKeySecret}'",
             "-o jsonpath='{.data.api-key}' | base64 -d",
@@ -287,7 +312,10 @@ mod pods {
     fn problems(pod: &PodSpec) -> Vec<String> {
         let mut problems = Vec::new();
         let pod_security = pod.security_context.clone().unwrap_or_default();
-        let containers = pod.containers.iter().chain(pod.init_containers.iter().flatten());
+        let containers = pod
+            .containers
+            .iter()
+            .chain(pod.init_containers.iter().flatten());
         for container in containers {
             let name = &container.name;
             let mut missing = |what: &str| problems.push(format!("container {name}: {what}"));
@@ -322,7 +350,10 @@ mod pods {
             if security.read_only_root_filesystem != Some(true) {
                 missing("readOnlyRootFilesystem is not true");
             }
-            let drops = security.capabilities.and_then(|caps| caps.drop).unwrap_or_default();
+            let drops = security
+                .capabilities
+                .and_then(|caps| caps.drop)
+                .unwrap_or_default();
             if !drops.iter().any(|cap| cap == "ALL") {
                 missing("capabilities do not drop ALL");
             }
@@ -337,9 +368,8 @@ mod pods {
                 .flatten()
             {
                 let port = probe.http_get.as_ref().map(|get| &get.port);
-                if let Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(
-                    port,
-                )) = port
+                if let Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(port)) =
+                    port
                     && !ports.contains(port)
                 {
                     missing(&format!("probe on undeclared port {port}"));
@@ -368,7 +398,12 @@ mod pods {
         container.security_context = None;
         pod.security_context = None;
         let problems = problems(&pod);
-        for expected in ["cpu request", "memory limit", "readiness probe", "runAsNonRoot"] {
+        for expected in [
+            "cpu request",
+            "memory limit",
+            "readiness probe",
+            "runAsNonRoot",
+        ] {
             assert!(
                 problems.iter().any(|problem| problem.contains(expected)),
                 "{expected} not reported in {problems:#?}"
@@ -380,7 +415,7 @@ mod pods {
     fn operator_runs_two_replicas_with_leader_election_inputs_and_its_default_image() {
         let rendered = Rendered::of(&[]);
         let operator = rendered.operator();
-        assert_eq!(operator.spec.as_ref().and_then(|spec| spec.replicas), Some(2));
+        assert_eq!(operator.spec.replicas, Some(2));
         let container = &rendered.pod().containers[0];
         assert_eq!(
             container.image.as_deref(),
@@ -394,12 +429,15 @@ mod pods {
             .map(|var| var.name.as_str())
             .collect();
         for name in ["POD_NAME", "POD_NAMESPACE"] {
-            assert!(env.contains(name), "{name} (Lease holder and namespace) missing");
+            assert!(
+                env.contains(name),
+                "{name} (Lease holder and namespace) missing"
+            );
         }
         let pdb = &rendered.pdbs[0];
         assert_eq!(
             pdb.spec.as_ref().and_then(|spec| spec.selector.clone()),
-            operator.spec.as_ref().map(|spec| spec.selector.clone())
+            Some(operator.spec.selector.clone())
         );
     }
 
@@ -411,8 +449,9 @@ mod pods {
         let labels = rendered
             .operator()
             .spec
+            .template
+            .metadata
             .as_ref()
-            .and_then(|spec| spec.template.metadata.as_ref())
             .and_then(|meta| meta.labels.clone())
             .unwrap_or_default();
         for (key, value) in spec.selector.iter().flatten() {
@@ -442,7 +481,10 @@ mod rbac {
     fn expand(rules: &[PolicyRule]) -> BTreeSet<Grant> {
         let mut grants = BTreeSet::new();
         for rule in rules {
-            assert!(rule.non_resource_urls.is_none(), "no non-resource URLs: {rule:?}");
+            assert!(
+                rule.non_resource_urls.is_none(),
+                "no non-resource URLs: {rule:?}"
+            );
             for group in rule.api_groups.iter().flatten() {
                 for resource in rule.resources.iter().flatten() {
                     for verb in &rule.verbs {
@@ -509,9 +551,8 @@ mod rbac {
     #[test]
     fn lease_access_is_namespaced_and_everything_else_cluster_wide() {
         let rendered = Rendered::of(&[]);
-        let is_lease = |(group, resource, _): &Grant| {
-            group == "coordination.k8s.io" && resource == "leases"
-        };
+        let is_lease =
+            |(group, resource, _): &Grant| group == "coordination.k8s.io" && resource == "leases";
         assert!(
             !cluster_grants(&rendered).iter().any(is_lease),
             "leases must not be granted cluster-wide"
@@ -536,9 +577,11 @@ mod rbac {
                 let subjects: &Vec<k8s_openapi::api::rbac::v1::Subject> =
                     subjects.as_ref().expect("subjects");
                 assert!(
-                    subjects.iter().all(|subject| subject.kind == "ServiceAccount"
-                        && subject.name == account
-                        && subject.namespace.as_deref() == Some(NAMESPACE)),
+                    subjects
+                        .iter()
+                        .all(|subject| subject.kind == "ServiceAccount"
+                            && subject.name == account
+                            && subject.namespace.as_deref() == Some(NAMESPACE)),
                     "{kind} {role_ref_name} bound to {subjects:?}"
                 );
                 role_ref_name.to_string()
@@ -605,7 +648,9 @@ mod crd {
         );
         let annotations = crd.metadata.annotations.clone().unwrap_or_default();
         assert_eq!(
-            annotations.get("helm.sh/resource-policy").map(String::as_str),
+            annotations
+                .get("helm.sh/resource-policy")
+                .map(String::as_str),
             Some("keep"),
             "uninstalling must not delete the CRD (and every PaymentSystem) by default"
         );
@@ -613,9 +658,17 @@ mod crd {
 
     #[test]
     fn crd_install_and_keep_are_switches() {
-        assert!(Rendered::of(&["--set", "crds.install=false"]).crds.is_empty());
+        assert!(
+            Rendered::of(&["--set", "crds.install=false"])
+                .crds
+                .is_empty()
+        );
         let unkept = Rendered::of(&["--set", "crds.keep=false"]);
-        let annotations = unkept.crds[0].metadata.annotations.clone().unwrap_or_default();
+        let annotations = unkept.crds[0]
+            .metadata
+            .annotations
+            .clone()
+            .unwrap_or_default();
         assert!(!annotations.contains_key("helm.sh/resource-policy"));
     }
 }
@@ -651,7 +704,10 @@ mod values {
         let cases: &[(&[&str], &str)] = &[
             (&["--set", "operator.replicas=-1"], "replicas"),
             (&["--set", "operator.logFormat=xml"], "logFormat"),
-            (&["--set", "operator.image.pullPolicy=Sometimes"], "pullPolicy"),
+            (
+                &["--set", "operator.image.pullPolicy=Sometimes"],
+                "pullPolicy",
+            ),
             (&["--set", "operator.typo=1"], "typo"),
             (&["--set", "paymentSystem.name=Not_A_Name"], "name"),
             (&["--set", "paymentSystem.spec=oops"], "spec"),
@@ -659,7 +715,10 @@ mod values {
             (&["--set", "serviceMonitor.interval=often"], "interval"),
             (&["--set", "operator.resources.requests.cpu=lots"], "cpu"),
             (&["--set", "crds.install=maybe"], "install"),
-            (&["--set", "localAccess.enabled=true"], "paymentSystem.enabled"),
+            (
+                &["--set", "localAccess.enabled=true"],
+                "paymentSystem.enabled",
+            ),
         ];
         for (args, mention) in cases {
             match helm::template(args) {
@@ -679,7 +738,10 @@ mod values {
         assert_eq!(chart["appVersion"], VERSION);
         // The operator runs the service images of its own version by default.
         let image = PaymentSystemSpec::default().image;
-        assert_eq!((image.repository.as_str(), image.tag.as_str()), ("ghcr.io/paysys", VERSION));
+        assert_eq!(
+            (image.repository.as_str(), image.tag.as_str()),
+            ("ghcr.io/paysys", VERSION)
+        );
     }
 
     #[test]
@@ -696,11 +758,19 @@ mod values {
         let service = rendered
             .services
             .iter()
-            .find(|service| service.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("NodePort"))
+            .find(|service| {
+                service.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("NodePort")
+            })
             .expect("a NodePort Service");
         let port = &service.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
-        assert_eq!(Some(mapping["containerPort"].as_i64().unwrap() as i32), port.node_port);
-        assert_eq!(port.target_port, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(5000)));
+        assert_eq!(
+            Some(mapping["containerPort"].as_i64().unwrap() as i32),
+            port.node_port
+        );
+        assert_eq!(
+            port.target_port,
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(5000))
+        );
     }
 
     #[test]
@@ -714,16 +784,28 @@ mod values {
                 .unwrap_or_else(|| panic!("no {kind}"))
         };
         let service_monitor = by_kind("ServiceMonitor");
-        let metrics = &rendered.services[0];
+        let metrics = rendered
+            .services
+            .iter()
+            .find(|service| service.metadata.name.as_deref() == Some("paysys-all-operator-metrics"))
+            .expect("the operator's metrics Service");
         let labels = metrics.metadata.labels.clone().unwrap_or_default();
-        let selector = service_monitor["spec"]["selector"]["matchLabels"].as_object().unwrap();
+        let selector = service_monitor["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .unwrap();
         for (key, value) in selector {
             assert_eq!(labels.get(key).map(String::as_str), value.as_str(), "{key}");
         }
-        assert_eq!(service_monitor["metadata"]["labels"]["release"], "kube-prometheus-stack");
+        assert_eq!(
+            service_monitor["metadata"]["labels"]["release"],
+            "kube-prometheus-stack"
+        );
         let pod_monitor = by_kind("PodMonitor");
         assert_eq!(pod_monitor["spec"]["namespaceSelector"]["any"], true);
-        assert_eq!(pod_monitor["spec"]["podMetricsEndpoints"][0]["path"], "/metrics");
+        assert_eq!(
+            pod_monitor["spec"]["podMetricsEndpoints"][0]["path"],
+            "/metrics"
+        );
         for monitor in &rendered.monitors {
             assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
         }
@@ -741,7 +823,8 @@ mod packaging {
 
     /// Dockerfile stages: name -> (base, instructions).
     fn stages() -> BTreeMap<String, (String, Vec<String>)> {
-        let text = read("Dockerfile");
+        // Join continuation lines so each instruction is one line.
+        let text = read("Dockerfile").replace("\\\n", " ");
         let mut stages = BTreeMap::new();
         let mut current: Option<String> = None;
         for line in text.lines().map(str::trim) {
@@ -750,7 +833,11 @@ mod packaging {
             }
             let words: Vec<&str> = line.split_whitespace().collect();
             if words[0] == "FROM" {
-                assert_eq!(words.get(2).map(|as_| as_.to_uppercase()), Some("AS".into()), "{line}");
+                assert_eq!(
+                    words.get(2).map(|as_| as_.to_uppercase()),
+                    Some("AS".into()),
+                    "{line}"
+                );
                 let name = words[3].to_string();
                 stages.insert(name.clone(), (words[1].to_string(), Vec::new()));
                 current = Some(name);
@@ -763,18 +850,34 @@ mod packaging {
 
     fn workspace_binaries() -> BTreeSet<String> {
         let output = Command::new(env!("CARGO"))
-            .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
+            .args([
+                "metadata",
+                "--no-deps",
+                "--format-version",
+                "1",
+                "--offline",
+            ])
             .current_dir(root())
             .output()
             .expect("cargo metadata runs");
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let metadata: Value = serde_json::from_slice(&output.stdout).unwrap();
         metadata["packages"]
             .as_array()
             .unwrap()
             .iter()
             .flat_map(|package| package["targets"].as_array().unwrap().iter())
-            .filter(|target| target["kind"].as_array().unwrap().iter().any(|kind| kind == "bin"))
+            .filter(|target| {
+                target["kind"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|kind| kind == "bin")
+            })
             .map(|target| target["name"].as_str().unwrap().to_string())
             .collect()
     }
@@ -785,22 +888,52 @@ mod packaging {
         let binaries = workspace_binaries();
         let (runtime_base, runtime) = &stages["runtime-base"];
         assert_eq!(runtime_base, "${RUNTIME_IMAGE}");
-        assert!(read("Dockerfile").contains("ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot"));
-        let user = runtime.iter().find(|line| line.starts_with("USER ")).expect("USER");
-        assert!(user.split_whitespace().nth(1).is_some_and(|id| !id.starts_with("0") && !id.starts_with("root")));
+        assert!(
+            read("Dockerfile").contains("ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot")
+        );
+        let user = runtime
+            .iter()
+            .find(|line| line.starts_with("USER "))
+            .expect("USER");
+        assert!(
+            user.split_whitespace()
+                .nth(1)
+                .is_some_and(|id| !id.starts_with("0") && !id.starts_with("root"))
+        );
         let (_, builder) = &stages["builder"];
-        assert!(builder.iter().any(|line| line.contains("cargo chef cook --release")), "dependency layer");
-        let build = builder.iter().find(|line| line.contains("cargo build")).expect("cargo build");
+        assert!(
+            builder
+                .iter()
+                .any(|line| line.contains("cargo chef cook --release")),
+            "dependency layer"
+        );
+        let build = builder
+            .iter()
+            .find(|line| line.contains("cargo build"))
+            .expect("cargo build");
         assert!(build.contains("--release") && build.contains("--locked"));
         for (binary, port) in BINARIES {
-            assert!(binaries.contains(binary), "{binary} is not a binary of the workspace");
-            assert!(build.contains(&format!("--bin {binary}")), "builder builds {binary}");
-            let (base, lines) = stages.get(binary).unwrap_or_else(|| panic!("target {binary}"));
+            assert!(
+                binaries.contains(binary),
+                "{binary} is not a binary of the workspace"
+            );
+            assert!(
+                build.contains(&format!("--bin {binary}")),
+                "builder builds {binary}"
+            );
+            let (base, lines) = stages
+                .get(binary)
+                .unwrap_or_else(|| panic!("target {binary}"));
             assert_eq!(base, "runtime-base");
             let has = |line: String| lines.contains(&line);
-            assert!(has(format!("COPY --from=builder /out/{binary} /usr/local/bin/{binary}")));
+            assert!(has(format!(
+                "COPY --from=builder /out/{binary} /usr/local/bin/{binary}"
+            )));
             // Exec form: no shell needed (there is none in distroless).
-            assert!(has(format!("ENTRYPOINT [\"/usr/local/bin/{binary}\"]")), "{binary} entrypoint");
+            assert!(
+                has(format!("ENTRYPOINT [\"/usr/local/bin/{binary}\"]")),
+                "{binary} entrypoint"
+            );
             assert!(has(format!("EXPOSE {port}")), "{binary} exposes {port}");
         }
     }
@@ -811,12 +944,24 @@ mod packaging {
             .lines()
             .map(str::trim)
             .filter(|line| !line.is_empty() && !line.starts_with('#'))
-            .map(|line| line.trim_end_matches('/').trim_start_matches('/').to_string())
+            .map(|line| {
+                line.trim_end_matches('/')
+                    .trim_start_matches('/')
+                    .to_string()
+            })
             .collect();
         for needed in ["target", ".git", ".cache"] {
             assert!(ignored.contains(needed), "{needed} must be ignored");
         }
-        for kept in ["services", "operator", "crds", "Cargo.toml", "Cargo.lock", "*.rs", "*.toml"] {
+        for kept in [
+            "services",
+            "operator",
+            "crds",
+            "Cargo.toml",
+            "Cargo.lock",
+            "*.rs",
+            "*.toml",
+        ] {
             assert!(!ignored.contains(kept), "{kept} is needed by the build");
         }
     }
@@ -826,16 +971,24 @@ mod packaging {
         let compose = yaml("docker-compose.yml");
         let services = compose["services"].as_object().expect("services");
         let names: BTreeSet<&str> = services.keys().map(String::as_str).collect();
-        assert_eq!(names, BTreeSet::from(["postgres", "rabbitmq", "payments-api", "risk-engine"]));
+        assert_eq!(
+            names,
+            BTreeSet::from(["postgres", "rabbitmq", "payments-api", "risk-engine"])
+        );
         assert_eq!(services["postgres"]["image"], "postgres:16");
         assert_eq!(services["rabbitmq"]["image"], "rabbitmq:3.13-management");
         for dependency in ["postgres", "rabbitmq"] {
-            assert!(services[dependency]["healthcheck"]["test"].is_array(), "{dependency} healthcheck");
+            assert!(
+                services[dependency]["healthcheck"]["test"].is_array(),
+                "{dependency} healthcheck"
+            );
         }
         let stages = stages();
         for (service, port) in [("payments-api", 5000), ("risk-engine", 8080)] {
             let definition = &services[service];
-            let target = definition["build"]["target"].as_str().expect("build target");
+            let target = definition["build"]["target"]
+                .as_str()
+                .expect("build target");
             assert_eq!(target, service);
             assert!(stages.contains_key(target));
             assert_eq!(
@@ -843,15 +996,36 @@ mod packaging {
                 format!("ghcr.io/paysys/{service}:${{PAYSYS_VERSION:-{VERSION}}}")
             );
             assert_eq!(definition["environment"]["PORT"], port.to_string());
-            assert!(definition["environment"]["AMQP_URL"].as_str().unwrap().contains("@rabbitmq:5672"));
-            assert_eq!(definition["depends_on"]["rabbitmq"]["condition"], "service_healthy");
+            assert!(
+                definition["environment"]["AMQP_URL"]
+                    .as_str()
+                    .unwrap()
+                    .contains("@rabbitmq:5672")
+            );
+            assert_eq!(
+                definition["depends_on"]["rabbitmq"]["condition"],
+                "service_healthy"
+            );
             assert_eq!(definition["env_file"][0]["path"], ".env");
             assert_eq!(definition["env_file"][0]["required"], false);
         }
         let api = &services["payments-api"];
-        assert!(api["environment"]["DATABASE_URL"].as_str().unwrap().contains("@postgres:5432/"));
-        assert_eq!(api["depends_on"]["postgres"]["condition"], "service_healthy");
+        assert!(
+            api["environment"]["DATABASE_URL"]
+                .as_str()
+                .unwrap()
+                .contains("@postgres:5432/")
+        );
+        assert_eq!(
+            api["depends_on"]["postgres"]["condition"],
+            "service_healthy"
+        );
         assert_eq!(api["ports"][0], "${API_PORT:-5000}:5000");
-        assert!(api["environment"]["API_KEYS"].as_str().unwrap().contains('='));
+        assert!(
+            api["environment"]["API_KEYS"]
+                .as_str()
+                .unwrap()
+                .contains('=')
+        );
     }
 }
