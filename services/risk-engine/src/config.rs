@@ -78,7 +78,7 @@ fn decider(source: &dyn Source) -> Result<Decider, ConfigError> {
     };
     let mode = config::optional(source, "RISK_MODE").unwrap_or_else(|| "rules".into());
     match mode.trim().to_ascii_lowercase().as_str() {
-        "rules" => Ok(Decider::Rules(rules)),
+        "rules" => Ok(Decider::Rules(Box::new(rules))),
         "random" => Ok(Decider::Random(random)),
         other => Err(ConfigError::new(
             "RISK_MODE",
@@ -108,7 +108,7 @@ mod tests {
         assert_eq!(config.port, 8080);
         assert_eq!(config.prefetch, 200);
         assert_eq!(config.topology.payments_queue, "paysys.payments");
-        assert_eq!(config.decider, Decider::Rules(CompiledRules::default()));
+        assert_eq!(config.decider, Decider::Rules(Box::default()));
         let printed = format!("{config:?}");
         assert!(!printed.contains("secret"), "{printed}");
     }

@@ -12,7 +12,8 @@ use crate::rules::CompiledRules;
 /// How payments are decided (`RISK_MODE`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decider {
-    Rules(CompiledRules),
+    // Boxed: a rule set is far larger than random mode's two numbers.
+    Rules(Box<CompiledRules>),
     Random(RandomMode),
 }
 
@@ -138,13 +139,13 @@ mod tests {
 
     #[test]
     fn rules_decisions_carry_everything_an_audit_needs() {
-        let decider = Decider::Rules(
+        let decider = Decider::Rules(Box::new(
             compile(&RiskRules {
                 version: "v9".into(),
                 ..Default::default()
             })
             .unwrap(),
-        );
+        ));
         let approved = decider.decide(&payment(1, 2)).unwrap();
         assert_eq!(approved.decision.outcome, Outcome::Approved);
         assert_eq!(approved.decision.payment_id, Uuid::from_u128(77));

@@ -17,6 +17,9 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// The `reason` label values of `dead_lettered`.
+pub const DEAD_LETTER_REASONS: &[&str] = &["malformed", "unsupported_version", "too_large"];
+
 pub struct Metrics {
     registry: Registry,
     /// Decisions published, confirmed and acked, by outcome.
@@ -76,7 +79,7 @@ impl Metrics {
             "Payments received and not yet acked",
             in_flight.clone(),
         );
-        Self {
+        let metrics = Self {
             registry,
             decisions,
             decision_duration,
@@ -84,7 +87,20 @@ impl Metrics {
             publish_failures,
             reconnects,
             in_flight,
+        };
+        // Known label values start at zero, so dashboards and alerts see the series before
+        // the first event.
+        for outcome in ["approved", "declined"] {
+            let _ = metrics.decisions.get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            });
         }
+        for reason in DEAD_LETTER_REASONS {
+            let _ = metrics.dead_lettered.get_or_create(&ReasonLabels {
+                reason: (*reason).into(),
+            });
+        }
+        metrics
     }
 
     pub fn count_decision(&self, outcome: &str) {
@@ -146,5 +162,7 @@ mod tests {
         assert!(text.contains("paysys_risk_dead_lettered_total{reason=\"malformed\"} 1"));
         assert!(text.contains("paysys_risk_decision_duration_seconds_count 1"));
         assert_eq!(metrics.decided("approved"), 1);
+        assert!(text.contains("paysys_risk_decisions_total{outcome=\"declined\"} 0"));
+        assert!(text.contains("paysys_risk_dead_lettered_total{reason=\"too_large\"} 0"));
     }
 }

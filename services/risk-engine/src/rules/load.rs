@@ -61,9 +61,20 @@ pub fn parse(text: &str, format: Format) -> Result<CompiledRules, RulesError> {
 
 fn located(path: &serde_path_to_error::Path, error: &impl std::fmt::Display) -> RulesError {
     let path = path.to_string();
+    let mut message = error.to_string();
+    // serde_norway already prefixes its message with the enclosing mapping's path
+    // ("velocity: unknown field ..."); drop that so the path is not said twice.
+    let segments: Vec<&str> = path.split('.').collect();
+    for end in (1..=segments.len()).rev() {
+        let prefix = format!("{}: ", segments[..end].join("."));
+        if let Some(rest) = message.strip_prefix(&prefix) {
+            message = rest.to_owned();
+            break;
+        }
+    }
     // The root is rendered as "."; say "(file)" so the message reads naturally.
     let path = if path == "." { "(file)".into() } else { path };
-    RulesError::new(path, error.to_string())
+    RulesError::new(path, message)
 }
 
 #[cfg(test)]
@@ -108,7 +119,10 @@ scores:
         )
         .unwrap_err();
         assert_eq!(error.path, "velocity.maxCnt");
-        assert!(error.message.contains("unknown field `maxCnt`"), "{error}");
+        assert!(
+            error.message.starts_with("unknown field `maxCnt`"),
+            "{error}"
+        );
         let error = parse(r#"{"maxAmmount": {}}"#, Format::Json).unwrap_err();
         assert_eq!(error.path, "maxAmmount");
         assert!(error.message.contains("maxAmmount"), "{error}");

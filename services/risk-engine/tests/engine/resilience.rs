@@ -1,0 +1,161 @@
+//! The broker going away mid-stream, and stopping mid-stream: every payment is decided, none
+//! is lost, and a payment decided twice gets an identical decision.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use paysys_core::PaymentMessage;
+use paysys_testkit::FaultProxy;
+use risk_engine::decide::Decider;
+use uuid::Uuid;
+
+use crate::harness::{Engine, WAIT, essence, payment};
+
+/// `host:port` of an AMQP URL.
+fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    rest.split('/').next().unwrap().to_owned()
+}
+
+async fn proxy_to_broker(url: &str) -> (FaultProxy, String) {
+    let upstream = host_port(url);
+    let addr: SocketAddr = tokio::net::lookup_host(&upstream)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = FaultProxy::start(addr).await;
+    let proxied = proxy.rewrite_url(url, &upstream);
+    (proxy, proxied)
+}
+
+/// A mix of approvals and declines (payer = payee on every seventh).
+fn payments(n: usize) -> Vec<PaymentMessage> {
+    (0..n)
+        .map(|i| {
+            let mut p = payment();
+            if i % 7 == 0 {
+                p.payment_data.payee_id = p.payment_data.user_id;
+            }
+            p
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_broker_cut_mid_stream_loses_nothing() {
+    let mut engine = Engine::prepare().await;
+    let all = payments(3000);
+    engine.publish_all(&all).await;
+    let (proxy, url) = proxy_to_broker(&engine.broker.url).await;
+    engine.run(Decider::Rules(Box::default()), &url, 200).await;
+
+    for (cut_at, outage) in [(300, 200), (1200, 1500)] {
+        engine.wait_decided(cut_at).await;
+        proxy.cut().await;
+        // While the broker is away the engine is not ready.
+        let consuming = engine.consuming.clone();
+        paysys_testkit::eventually(WAIT, || {
+            let up = consuming.load(Ordering::SeqCst);
+            async move { (!up).then_some(()) }
+        })
+        .await
+        .expect("not ready while the broker is away");
+        tokio::time::sleep(Duration::from_millis(outage)).await;
+        proxy.restore();
+    }
+
+    let ids: Vec<Uuid> = all.iter().map(|p| p.payment_id).collect();
+    let decisions = engine.decisions_for(&ids).await;
+    let missing = ids.iter().filter(|id| !decisions.contains_key(id)).count();
+    assert_eq!(missing, 0, "payments without a decision");
+    let mut duplicates = 0;
+    for copies in decisions.values() {
+        duplicates += copies.len() - 1;
+        for copy in &copies[1..] {
+            assert_eq!(
+                essence(copy),
+                essence(&copies[0]),
+                "duplicates must be identical"
+            );
+        }
+    }
+    assert!(engine.metrics.reconnects.get() >= 2);
+    // Every payment acked in the end: nothing waits in the queue.
+    let queue = engine.broker.topology.payments_queue.clone();
+    let engine_ref = &engine;
+    paysys_testkit::eventually(WAIT, || {
+        let queue = queue.clone();
+        async move { (engine_ref.queue_len(&queue).await == 0).then_some(()) }
+    })
+    .await
+    .expect("the payments queue drains");
+    eprintln!(
+        "broker cut: {} payments, {duplicates} duplicate decisions",
+        ids.len()
+    );
+    engine.finish().await;
+}
+
+#[tokio::test]
+async fn starts_without_the_broker_and_becomes_ready_when_it_appears() {
+    let engine = Engine::prepare().await;
+    let (proxy, url) = proxy_to_broker(&engine.broker.url).await;
+    proxy.cut().await;
+    let p = payment();
+    engine.publish(&p).await;
+    let run = {
+        let consumer = risk_engine::consumer::Consumer {
+            amqp_url: url,
+            topology: engine.broker.topology.clone(),
+            prefetch: 10,
+            decider: std::sync::Arc::new(Decider::Rules(Box::default())),
+            metrics: engine.metrics.clone(),
+            consuming: engine.consuming.clone(),
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        (tokio::spawn(consumer.run(stop.clone())), stop)
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!engine.consuming.load(Ordering::SeqCst));
+    proxy.restore();
+    let decision = engine
+        .next_decision(WAIT)
+        .await
+        .expect("decided once the broker is back");
+    assert_eq!(decision.payment_id, p.payment_id);
+    assert!(engine.consuming.load(Ordering::SeqCst));
+    run.1.cancel();
+    run.0.await.unwrap();
+    engine.finish().await;
+}
+
+#[tokio::test]
+async fn a_graceful_stop_finishes_what_is_in_hand() {
+    let mut engine = Engine::prepare().await;
+    let all = payments(5000);
+    engine.publish_all(&all).await;
+    let url = engine.broker.url.clone();
+    engine.run(Decider::Rules(Box::default()), &url, 300).await;
+    engine.wait_decided(200).await;
+    engine.stop().await;
+    assert_eq!(engine.metrics.in_flight.get(), 0);
+
+    // Every payment is either decided exactly once or back in the queue, never both: what
+    // was in hand was finished and acked, what was not was returned undecided.
+    let decided = engine.metrics.decided("approved") + engine.metrics.decided("declined");
+    let mut seen = HashSet::new();
+    while let Some(d) = engine.next_decision(Duration::from_millis(300)).await {
+        assert!(seen.insert(d.payment_id), "no duplicate on a graceful stop");
+    }
+    assert_eq!(seen.len() as u64, decided);
+    let left = engine
+        .queue_len(&engine.broker.topology.payments_queue)
+        .await;
+    assert!(decided < 5000, "stopped mid-stream");
+    assert_eq!(u64::from(left) + decided, 5000);
+    engine.finish().await;
+}
