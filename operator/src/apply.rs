@@ -72,7 +72,11 @@ pub async fn ensure_generated_secrets(
     let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let mut data = SecretData::new();
     for (component, name) in validate::generated_secrets(ps) {
-        let secret = match api.get_opt(&name).await.map_err(failed::<Secret>("get", &name))? {
+        let secret = match api
+            .get_opt(&name)
+            .await
+            .map_err(failed::<Secret>("get", &name))?
+        {
             Some(existing) => existing,
             None => create_once(&api, &secrets::generate(ps, component), &name).await?,
         };
@@ -85,7 +89,9 @@ pub async fn ensure_generated_secrets(
 async fn create_once(api: &Api<Secret>, secret: &Secret, name: &str) -> Result<Secret, ApplyError> {
     match api.create(&PostParams::default(), secret).await {
         Ok(created) => Ok(created),
-        Err(error) if is_conflict(&error) => api.get(name).await.map_err(failed::<Secret>("get", name)),
+        Err(error) if is_conflict(&error) => {
+            api.get(name).await.map_err(failed::<Secret>("get", name))
+        }
         Err(error) => Err(failed::<Secret>("create", name)(error)),
     }
 }
@@ -99,7 +105,11 @@ pub async fn read_referenced_secrets(
     let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let mut data = SecretData::new();
     for name in validate::referenced_secrets(&ps.spec) {
-        if let Some(secret) = api.get_opt(&name).await.map_err(failed::<Secret>("get", &name))? {
+        if let Some(secret) = api
+            .get_opt(&name)
+            .await
+            .map_err(failed::<Secret>("get", &name))?
+        {
             data.insert(name, secret.data.unwrap_or_default());
         }
     }
@@ -215,7 +225,10 @@ pub async fn prune(
         .iter()
         .map(|deployment| format!("{}-credentials", deployment.name_any()))
         .collect();
-    for name in secrets.iter().filter(|name| !wanted_credentials.contains(name)) {
+    for name in secrets
+        .iter()
+        .filter(|name| !wanted_credentials.contains(name))
+    {
         delete::<Secret>(client, namespace, name).await?;
     }
     Ok(())
@@ -234,7 +247,10 @@ where
         + DeserializeOwned,
 {
     for name in candidates {
-        if !wanted.iter().any(|object| object.meta().name.as_ref() == Some(name)) {
+        if !wanted
+            .iter()
+            .any(|object| object.meta().name.as_ref() == Some(name))
+        {
             delete::<K>(client, namespace, name).await?;
         }
     }

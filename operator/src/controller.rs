@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Servi
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PartialObjectMeta};
+use kube::api::{ApiResource, DynamicObject, PartialObjectMeta, Patch, PatchParams};
 use kube::core::error_boundary::{DeserializeGuard, InvalidObject};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -167,7 +167,13 @@ async fn pipeline(ps: &PaymentSystem, ctx: &Context) -> Result<(), Error> {
     let system = validate::validate(ps, &secrets)?;
     let children = build::build(&system);
     let deployments = apply::apply(client, &system.namespace, &children).await?;
-    apply::prune(client, &system.namespace, &Candidates::new(&system.names), &children).await?;
+    apply::prune(
+        client,
+        &system.namespace,
+        &Candidates::new(&system.names),
+        &children,
+    )
+    .await?;
     let api_key_secret = match &system.auth {
         Auth::Generated { secret_name } => Some(secret_name.clone()),
         Auth::User { .. } => None,
@@ -182,7 +188,11 @@ async fn pipeline(ps: &PaymentSystem, ctx: &Context) -> Result<(), Error> {
 
 /// Writes the status `outcome` implies, unless it is already there (no write, no event, no
 /// new reconcile).
-async fn write_status(ctx: &Context, ps: &PaymentSystem, outcome: &Outcome<'_>) -> Result<(), Error> {
+async fn write_status(
+    ctx: &Context,
+    ps: &PaymentSystem,
+    outcome: &Outcome<'_>,
+) -> Result<(), Error> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let status = status::compute(ps, outcome, &now);
     if ps.status.as_ref() == Some(&status) {
@@ -222,7 +232,11 @@ async fn report_failure(ps: &PaymentSystem, error: &Error, ctx: &Context) {
     publish(ctx, &ps.object_ref(&()), error).await;
 }
 
-async fn publish(ctx: &Context, reference: &k8s_openapi::api::core::v1::ObjectReference, error: &Error) {
+async fn publish(
+    ctx: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    error: &Error,
+) {
     let event = Event {
         type_: EventType::Warning,
         reason: error.reason().into(),
@@ -313,11 +327,14 @@ pub async fn run(
     let client = ctx.client.clone();
     let (reader, writer) = reflector::store::<DeserializeGuard<PaymentSystem>>();
     // Only spec changes (generation) trigger: the operator's own status writes do not.
-    let systems = watcher(scope.api(&client), watcher::Config::default().any_semantic())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+    let systems = watcher(
+        scope.api(&client),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default());
     // Children carry this label; watching only them keeps the operator's memory flat.
     let owned = watcher::Config::default()
         .labels("app.kubernetes.io/managed-by=paysys-operator")
@@ -330,8 +347,8 @@ pub async fn run(
         scope.api::<PartialObjectMeta<Secret>>(&client),
         watcher::Config::default().any_semantic(),
     )
-        .default_backoff()
-        .touched_objects();
+    .default_backoff()
+    .touched_objects();
     controller
         .owns(scope.api::<Deployment>(&client), owned.clone())
         .owns(scope.api::<Service>(&client), owned.clone())

@@ -50,7 +50,11 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("no Kubernetes configuration (in-cluster or kubeconfig)")?;
-    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), identity.clone()));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        identity.clone(),
+    ));
     health.ready.store(true, Ordering::Release);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -75,7 +79,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(identity) = &identity {
         builder = builder.with_identity(identity);
     }
-    let manager = builder.build().await.context("cannot set up the leader lease")?;
+    let manager = builder
+        .build()
+        .await
+        .context("cannot set up the leader lease")?;
     let (mut leader, lease_task) = manager.watch().await;
     info!(lease = %lease_name, namespace = %lease_namespace, "waiting for leadership");
     let mut stop = stop_rx.clone();

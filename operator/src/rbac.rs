@@ -92,9 +92,15 @@ mod tests {
         let expected: usize = REQUIRED.iter().map(|(_, _, verbs)| verbs.len()).sum();
         assert_eq!(granted.len(), expected);
         for (group, resource, verb) in granted {
-            assert!(allows(&group, &resource, &verb), "{group}/{resource} {verb}");
+            assert!(
+                allows(&group, &resource, &verb),
+                "{group}/{resource} {verb}"
+            );
         }
-        assert!(rules.len() < REQUIRED.len(), "rows sharing group and verbs merge");
+        assert!(
+            rules.len() < REQUIRED.len(),
+            "rows sharing group and verbs merge"
+        );
     }
 
     #[test]

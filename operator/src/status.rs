@@ -32,7 +32,8 @@ pub fn rolled_out(deployment: &Deployment) -> bool {
     let Some(status) = &deployment.status else {
         return false;
     };
-    let seen = status.observed_generation.unwrap_or(0) >= deployment.metadata.generation.unwrap_or(0);
+    let seen =
+        status.observed_generation.unwrap_or(0) >= deployment.metadata.generation.unwrap_or(0);
     seen && status.updated_replicas.unwrap_or(0) >= desired
         && status.ready_replicas.unwrap_or(0) >= desired
         && status.replicas.unwrap_or(0) <= desired
@@ -93,16 +94,32 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
                 .collect();
             if waiting.is_empty() {
                 (
-                    ("True", "AllComponentsReady", "every component is ready".to_string()),
-                    ("False", "RolloutComplete", "every Deployment runs the current spec".to_string()),
-                    ("False", "ReconcileSucceeded", "the last reconcile succeeded".to_string()),
+                    (
+                        "True",
+                        "AllComponentsReady",
+                        "every component is ready".to_string(),
+                    ),
+                    (
+                        "False",
+                        "RolloutComplete",
+                        "every Deployment runs the current spec".to_string(),
+                    ),
+                    (
+                        "False",
+                        "ReconcileSucceeded",
+                        "the last reconcile succeeded".to_string(),
+                    ),
                 )
             } else {
                 let message = format!("waiting for {}", waiting.join(", "));
                 (
                     ("False", "ComponentsNotReady", message.clone()),
                     ("True", "RollingOut", message),
-                    ("False", "ReconcileSucceeded", "the last reconcile succeeded".to_string()),
+                    (
+                        "False",
+                        "ReconcileSucceeded",
+                        "the last reconcile succeeded".to_string(),
+                    ),
                 )
             }
         }
@@ -110,11 +127,8 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
             let message = "spec.paused is true: the operator changes nothing".to_string();
             let ready = previous_condition(&previous, READY)
                 .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
-            let (ready_status, ready_reason, ready_message) = ready.unwrap_or((
-                "Unknown".into(),
-                "Paused".into(),
-                message.clone(),
-            ));
+            let (ready_status, ready_reason, ready_message) =
+                ready.unwrap_or(("Unknown".into(), "Paused".into(), message.clone()));
             return finish(
                 status,
                 &previous,
@@ -129,7 +143,11 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
         }
         Outcome::Failed { reason, message } => (
             ("False", *reason, message.clone()),
-            ("False", *reason, "the last reconcile failed; retrying with backoff".to_string()),
+            (
+                "False",
+                *reason,
+                "the last reconcile failed; retrying with backoff".to_string(),
+            ),
             ("True", *reason, message.clone()),
         ),
     };
@@ -147,7 +165,10 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
 }
 
 fn previous_condition<'a>(status: &'a PaymentSystemStatus, kind: &str) -> Option<&'a Condition> {
-    status.conditions.iter().find(|condition| condition.type_ == kind)
+    status
+        .conditions
+        .iter()
+        .find(|condition| condition.type_ == kind)
 }
 
 fn finish(

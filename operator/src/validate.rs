@@ -280,7 +280,9 @@ fn check_spec(name: &str, spec: &PaymentSystemSpec) -> Result<(), ValidationErro
     }
     let probability = spec.risk_engine.approval_probability;
     if !(0.0..=1.0).contains(&probability) {
-        return Err(invalid("riskEngine.approvalProbability must be within [0, 1]"));
+        return Err(invalid(
+            "riskEngine.approvalProbability must be within [0, 1]",
+        ));
     }
     for (field, dependency) in [("rabbitmq", &spec.rabbitmq), ("database", &spec.database)] {
         if dependency.managed.is_some() == dependency.external.is_some() {
@@ -290,7 +292,9 @@ fn check_spec(name: &str, spec: &PaymentSystemSpec) -> Result<(), ValidationErro
         }
     }
     if spec.payments_api.auth.jwt.is_some() && spec.payments_api.auth.secret_name.is_none() {
-        return Err(invalid("paymentsApi.auth.jwt needs paymentsApi.auth.secretName"));
+        return Err(invalid(
+            "paymentsApi.auth.jwt needs paymentsApi.auth.secretName",
+        ));
     }
     if let Some(amount) = &spec.payments_api.max_amount {
         if !is_positive_decimal(amount) {

@@ -11,7 +11,8 @@ use serde_norway::{Mapping, Number, Value as Yaml};
 
 /// Renders `value` as YAML with plain numbers.
 pub fn to_string<T: Serialize>(value: &T) -> Result<String, serde_norway::Error> {
-    let json = serde_json::to_value(value).map_err(<serde_norway::Error as serde::ser::Error>::custom)?;
+    let json =
+        serde_json::to_value(value).map_err(<serde_norway::Error as serde::ser::Error>::custom)?;
     serde_norway::to_string(&convert(json))
 }
 
@@ -47,6 +48,9 @@ mod tests {
     fn numbers_render_plainly() {
         let value = serde_json::json!({"int": 3, "neg": -2, "big": u64::MAX, "frac": 0.7});
         let yaml = super::to_string(&value).unwrap();
-        assert_eq!(yaml, "big: 18446744073709551615\nfrac: 0.7\nint: 3\nneg: -2\n");
+        assert_eq!(
+            yaml,
+            "big: 18446744073709551615\nfrac: 0.7\nint: 3\nneg: -2\n"
+        );
     }
 }

@@ -47,12 +47,23 @@ fn env_secret(container: &Container, name: &str) -> (String, String) {
 }
 
 fn hash(deployment: &Deployment) -> String {
-    deployment.spec.template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()[CONFIG_HASH]
+    deployment
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .as_ref()
+        .unwrap()[CONFIG_HASH]
         .clone()
 }
 
 fn names<T: kube::Resource>(objects: &[T]) -> Vec<String> {
-    objects.iter().map(|o| o.meta().name.clone().unwrap()).collect()
+    objects
+        .iter()
+        .map(|o| o.meta().name.clone().unwrap())
+        .collect()
 }
 
 #[test]
@@ -61,17 +72,33 @@ fn empty_spec_builds_a_complete_system() {
     assert_eq!(names(&children.config_maps), ["shop-risk-rules"]);
     assert_eq!(
         names(&children.deployments),
-        ["shop-rabbitmq", "shop-postgresql", "shop-payments-api", "shop-risk-engine"]
+        [
+            "shop-rabbitmq",
+            "shop-postgresql",
+            "shop-payments-api",
+            "shop-risk-engine"
+        ]
     );
     assert_eq!(
         names(&children.services),
         ["shop-rabbitmq", "shop-postgresql", "shop-payments-api"]
     );
-    assert!(children.persistent_volume_claims.is_empty(), "no storage asked for");
-    assert_eq!(names(&children.pod_disruption_budgets), ["shop-payments-api"]);
+    assert!(
+        children.persistent_volume_claims.is_empty(),
+        "no storage asked for"
+    );
+    assert_eq!(
+        names(&children.pod_disruption_budgets),
+        ["shop-payments-api"]
+    );
     assert_eq!(
         names(&children.network_policies),
-        ["shop-rabbitmq", "shop-postgresql", "shop-payments-api", "shop-risk-engine"]
+        [
+            "shop-rabbitmq",
+            "shop-postgresql",
+            "shop-payments-api",
+            "shop-risk-engine"
+        ]
     );
     let api = deployment(&children, "shop-payments-api");
     assert_eq!(api.spec.replicas, Some(2));
@@ -80,7 +107,9 @@ fn empty_spec_builds_a_complete_system() {
         Some("ghcr.io/paysys/payments-api:0.1.0")
     );
     assert_eq!(
-        container(deployment(&children, "shop-risk-engine")).image.as_deref(),
+        container(deployment(&children, "shop-risk-engine"))
+            .image
+            .as_deref(),
         Some("ghcr.io/paysys/risk-engine:0.1.0")
     );
 }
@@ -92,7 +121,12 @@ fn every_child_has_labels_and_an_owner_reference() {
         .config_maps
         .iter()
         .map(|o| &o.metadata)
-        .chain(children.persistent_volume_claims.iter().map(|o| &o.metadata))
+        .chain(
+            children
+                .persistent_volume_claims
+                .iter()
+                .map(|o| &o.metadata),
+        )
         .chain(children.services.iter().map(|o| &o.metadata))
         .chain(children.deployments.iter().map(|o| &o.metadata))
         .chain(children.pod_disruption_budgets.iter().map(|o| &o.metadata))
@@ -104,7 +138,10 @@ fn every_child_has_labels_and_an_owner_reference() {
         assert_eq!(meta.namespace.as_deref(), Some("payments"), "{name}");
         let labels = meta.labels.as_ref().unwrap();
         assert_eq!(labels["app.kubernetes.io/instance"], "shop", "{name}");
-        assert_eq!(labels["app.kubernetes.io/managed-by"], "paysys-operator", "{name}");
+        assert_eq!(
+            labels["app.kubernetes.io/managed-by"], "paysys-operator",
+            "{name}"
+        );
         assert_eq!(labels["app.kubernetes.io/part-of"], "paysys", "{name}");
         assert!(labels.contains_key("app.kubernetes.io/name"), "{name}");
         assert!(labels.contains_key("app.kubernetes.io/component"), "{name}");
@@ -120,7 +157,9 @@ fn every_child_has_labels_and_an_owner_reference() {
 
 #[test]
 fn payments_api_environment_follows_the_contract() {
-    let children = children("riskEngine:\n  rules:\n    velocity: {windowSeconds: 600, maxCount: 5}\npaymentsApi:\n  maxAmount: \"2500.50\"\n  dbMaxConnections: 8\n  logLevel: debug\n");
+    let children = children(
+        "riskEngine:\n  rules:\n    velocity: {windowSeconds: 600, maxCount: 5}\npaymentsApi:\n  maxAmount: \"2500.50\"\n  dbMaxConnections: 8\n  logLevel: debug\n",
+    );
     let api = container(deployment(&children, "shop-payments-api"));
     assert_eq!(env_value(api, "PORT").as_deref(), Some("5000"));
     assert_eq!(
@@ -135,14 +174,26 @@ fn payments_api_environment_follows_the_contract() {
         env_value(api, "API_KEYS_FILE").as_deref(),
         Some("/etc/paysys/auth/api-keys")
     );
-    assert_eq!(env_value(api, "VELOCITY_WINDOW_SECONDS").as_deref(), Some("600"));
+    assert_eq!(
+        env_value(api, "VELOCITY_WINDOW_SECONDS").as_deref(),
+        Some("600")
+    );
     assert_eq!(env_value(api, "MAX_AMOUNT").as_deref(), Some("2500.50"));
     assert_eq!(env_value(api, "DB_MAX_CONNECTIONS").as_deref(), Some("8"));
     assert_eq!(env_value(api, "LOG_FORMAT").as_deref(), Some("json"));
     assert_eq!(env_value(api, "RUST_LOG").as_deref(), Some("debug"));
     assert!(env(api, "JWT_ALGORITHM").is_none());
-    let volumes = pod(deployment(&children, "shop-payments-api")).volumes.as_ref().unwrap();
-    let auth = volumes.iter().find(|v| v.name == "auth").unwrap().secret.as_ref().unwrap();
+    let volumes = pod(deployment(&children, "shop-payments-api"))
+        .volumes
+        .as_ref()
+        .unwrap();
+    let auth = volumes
+        .iter()
+        .find(|v| v.name == "auth")
+        .unwrap()
+        .secret
+        .as_ref()
+        .unwrap();
     assert_eq!(auth.secret_name.as_deref(), Some("shop-api-key"));
     assert_eq!(auth.items.as_ref().unwrap()[0].key, "api-keys");
 }
@@ -156,7 +207,9 @@ fn velocity_window_is_not_set_without_velocity_rules() {
 
 #[test]
 fn risk_engine_environment_and_rules_file() {
-    let children = children("riskEngine:\n  mode: random\n  approvalProbability: 0.25\n  prefetch: 50\n  rules:\n    version: strict-1\n    maxAmount: {USD: \"10000\"}\n");
+    let children = children(
+        "riskEngine:\n  mode: random\n  approvalProbability: 0.25\n  prefetch: 50\n  rules:\n    version: strict-1\n    maxAmount: {USD: \"10000\"}\n",
+    );
     let risk = container(deployment(&children, "shop-risk-engine"));
     assert_eq!(env_value(risk, "PORT").as_deref(), Some("8080"));
     assert_eq!(env_value(risk, "RISK_MODE").as_deref(), Some("random"));
@@ -171,9 +224,18 @@ fn risk_engine_environment_and_rules_file() {
     );
     let rules_file = env_value(risk, "RISK_RULES_FILE").unwrap();
     assert_eq!(rules_file, "/etc/paysys/risk/rules.yaml");
-    let mount = risk.volume_mounts.as_ref().unwrap().iter().find(|m| m.name == "rules").unwrap();
+    let mount = risk
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.name == "rules")
+        .unwrap();
     assert!(rules_file.starts_with(&mount.mount_path));
-    assert!(env(risk, "DATABASE_URL").is_none(), "the risk engine has no database");
+    assert!(
+        env(risk, "DATABASE_URL").is_none(),
+        "the risk engine has no database"
+    );
     let rules_yaml = &children.config_maps[0].data.as_ref().unwrap()["rules.yaml"];
     let rules: RiskRules = serde_norway::from_str(rules_yaml).unwrap();
     assert_eq!(rules.version, "strict-1");
@@ -207,14 +269,28 @@ fn every_container_is_locked_down_and_probed() {
             assert!(container.readiness_probe.is_some(), "{name}");
             assert!(container.liveness_probe.is_some(), "{name}");
             let resources = container.resources.as_ref().unwrap();
-            assert!(resources.requests.as_ref().unwrap().contains_key("memory"), "{name}");
-            assert!(resources.limits.as_ref().unwrap().contains_key("memory"), "{name}");
+            assert!(
+                resources.requests.as_ref().unwrap().contains_key("memory"),
+                "{name}"
+            );
+            assert!(
+                resources.limits.as_ref().unwrap().contains_key("memory"),
+                "{name}"
+            );
         }
     }
     for service in ["shop-payments-api", "shop-risk-engine"] {
         let c = container(deployment(&children, service));
         let path = |probe: &Option<k8s_openapi::api::core::v1::Probe>| {
-            probe.as_ref().unwrap().http_get.as_ref().unwrap().path.clone().unwrap()
+            probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .clone()
+                .unwrap()
         };
         assert_eq!(path(&c.liveness_probe), "/healthz", "{service}");
         assert_eq!(path(&c.readiness_probe), "/readyz", "{service}");
@@ -231,24 +307,26 @@ fn pod_disruption_budgets_only_above_one_replica() {
         pdbs("paymentsApi: {replicas: 3}\nriskEngine: {replicas: 2}"),
         ["shop-payments-api", "shop-risk-engine"]
     );
-    assert_eq!(pdbs("paymentsApi: {replicas: 1}\nriskEngine: {replicas: 2}"), ["shop-risk-engine"]);
+    assert_eq!(
+        pdbs("paymentsApi: {replicas: 1}\nriskEngine: {replicas: 2}"),
+        ["shop-risk-engine"]
+    );
 }
 
 #[test]
 fn config_hash_changes_exactly_when_the_configuration_does() {
     let hashes = |spec: &str, user: &[(&str, &[(&str, &str)])]| {
         let children = build(&validated(&system(spec), user));
-        [
-            "shop-payments-api",
-            "shop-risk-engine",
-            "shop-postgresql",
-        ]
-        .map(|name| hash(deployment(&children, name)))
+        ["shop-payments-api", "shop-risk-engine", "shop-postgresql"]
+            .map(|name| hash(deployment(&children, name)))
     };
     let base = hashes("", &[]);
     assert_eq!(base, hashes("", &[]), "deterministic");
     // Scaling or log level is not configuration read from a Secret/ConfigMap.
-    assert_eq!(base, hashes("paymentsApi: {replicas: 5, logLevel: debug}", &[]));
+    assert_eq!(
+        base,
+        hashes("paymentsApi: {replicas: 5, logLevel: debug}", &[])
+    );
     // New rules roll the risk engine only.
     let rules = hashes("riskEngine:\n  rules: {declineThreshold: 50}", &[]);
     assert_eq!(rules[0], base[0]);
@@ -256,8 +334,14 @@ fn config_hash_changes_exactly_when_the_configuration_does() {
     assert_eq!(rules[2], base[2]);
     // A user auth Secret's content rolls the API only, and so does each edit of it.
     let auth = "paymentsApi:\n  auth: {secretName: shop-auth}";
-    let keys_a = hashes(auth, &[("shop-auth", &[("api-keys", "alice=aaaaaaaaaaaaaaaaaaaa")])]);
-    let keys_b = hashes(auth, &[("shop-auth", &[("api-keys", "alice=bbbbbbbbbbbbbbbbbbbb")])]);
+    let keys_a = hashes(
+        auth,
+        &[("shop-auth", &[("api-keys", "alice=aaaaaaaaaaaaaaaaaaaa")])],
+    );
+    let keys_b = hashes(
+        auth,
+        &[("shop-auth", &[("api-keys", "alice=bbbbbbbbbbbbbbbbbbbb")])],
+    );
     assert_ne!(keys_a[0], base[0]);
     assert_ne!(keys_a[0], keys_b[0]);
     assert_eq!(keys_a[1..], keys_b[1..]);
@@ -272,7 +356,10 @@ fn external_dependencies_replace_the_managed_servers() {
         ("db", &[("dsn", "postgres://u:p@db.example.com/paysys")]),
     ];
     let children = build(&validated(&ps, user));
-    assert_eq!(names(&children.deployments), ["shop-payments-api", "shop-risk-engine"]);
+    assert_eq!(
+        names(&children.deployments),
+        ["shop-payments-api", "shop-risk-engine"]
+    );
     assert_eq!(names(&children.services), ["shop-payments-api"]);
     assert_eq!(
         names(&children.network_policies),
@@ -282,40 +369,79 @@ fn external_dependencies_replace_the_managed_servers() {
     assert_eq!(env_secret(api, "AMQP_URL"), ("broker".into(), "url".into()));
     assert_eq!(env_secret(api, "DATABASE_URL"), ("db".into(), "dsn".into()));
     let risk = container(deployment(&children, "shop-risk-engine"));
-    assert_eq!(env_secret(risk, "AMQP_URL"), ("broker".into(), "url".into()));
+    assert_eq!(
+        env_secret(risk, "AMQP_URL"),
+        ("broker".into(), "url".into())
+    );
     // No generated credentials are needed any more.
-    let generated: Vec<String> = validate::generated_secrets(&ps).into_iter().map(|(_, n)| n).collect();
+    let generated: Vec<String> = validate::generated_secrets(&ps)
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect();
     assert_eq!(generated, ["shop-api-key"]);
 }
 
 #[test]
 fn managed_storage_uses_a_claim_and_recreate() {
-    let children = children("database:\n  managed:\n    storage: {size: 20Gi, storageClassName: fast}");
-    assert_eq!(names(&children.persistent_volume_claims), ["shop-postgresql-data"]);
+    let children =
+        children("database:\n  managed:\n    storage: {size: 20Gi, storageClassName: fast}");
+    assert_eq!(
+        names(&children.persistent_volume_claims),
+        ["shop-postgresql-data"]
+    );
     let claim = children.persistent_volume_claims[0].spec.as_ref().unwrap();
     assert_eq!(claim.storage_class_name.as_deref(), Some("fast"));
-    assert_eq!(claim.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0, "20Gi");
+    assert_eq!(
+        claim.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+        "20Gi"
+    );
     let postgres = deployment(&children, "shop-postgresql");
-    assert_eq!(postgres.spec.strategy.as_ref().unwrap().type_.as_deref(), Some("Recreate"));
+    assert_eq!(
+        postgres.spec.strategy.as_ref().unwrap().type_.as_deref(),
+        Some("Recreate")
+    );
     assert_eq!(postgres.spec.replicas, Some(1));
-    let data = pod(postgres).volumes.as_ref().unwrap().iter().find(|v| v.name == "data").unwrap();
+    let data = pod(postgres)
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "data")
+        .unwrap();
     assert_eq!(
         data.persistent_volume_claim.as_ref().unwrap().claim_name,
         "shop-postgresql-data"
     );
     // Without storage the data lives in an emptyDir.
     let rabbit = deployment(&children, "shop-rabbitmq");
-    let data = pod(rabbit).volumes.as_ref().unwrap().iter().find(|v| v.name == "data").unwrap();
+    let data = pod(rabbit)
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "data")
+        .unwrap();
     assert!(data.empty_dir.is_some());
-    assert_eq!(rabbit.spec.strategy.as_ref().unwrap().type_.as_deref(), Some("Recreate"));
+    assert_eq!(
+        rabbit.spec.strategy.as_ref().unwrap().type_.as_deref(),
+        Some("Recreate")
+    );
     let api = deployment(&children, "shop-payments-api");
-    assert_eq!(api.spec.strategy.as_ref().unwrap().type_.as_deref(), Some("RollingUpdate"));
+    assert_eq!(
+        api.spec.strategy.as_ref().unwrap().type_.as_deref(),
+        Some("RollingUpdate")
+    );
 }
 
 #[test]
 fn user_auth_secret_with_jwt_is_wired_by_its_keys() {
-    let ps = system("paymentsApi:\n  auth:\n    secretName: shop-auth\n    jwt: {algorithm: HS256, issuer: idp, audience: paysys}");
-    let user: &[(&str, &[(&str, &str)])] = &[("shop-auth", &[("jwt-secret", "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t")])];
+    let ps = system(
+        "paymentsApi:\n  auth:\n    secretName: shop-auth\n    jwt: {algorithm: HS256, issuer: idp, audience: paysys}",
+    );
+    let user: &[(&str, &[(&str, &str)])] = &[(
+        "shop-auth",
+        &[("jwt-secret", "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t")],
+    )];
     let children = build(&validated(&ps, user));
     let api = container(deployment(&children, "shop-payments-api"));
     assert_eq!(env_value(api, "JWT_ALGORITHM").as_deref(), Some("HS256"));
@@ -325,19 +451,37 @@ fn user_auth_secret_with_jwt_is_wired_by_its_keys() {
     );
     assert_eq!(env_value(api, "JWT_ISSUER").as_deref(), Some("idp"));
     assert_eq!(env_value(api, "JWT_AUDIENCE").as_deref(), Some("paysys"));
-    assert!(env(api, "API_KEYS_FILE").is_none(), "the Secret has no api-keys");
-    assert!(validate::generated_secrets(&ps).iter().all(|(_, n)| n != "shop-api-key"));
+    assert!(
+        env(api, "API_KEYS_FILE").is_none(),
+        "the Secret has no api-keys"
+    );
+    assert!(
+        validate::generated_secrets(&ps)
+            .iter()
+            .all(|(_, n)| n != "shop-api-key")
+    );
 }
 
 #[test]
 fn missing_secrets_and_keys_are_validation_errors() {
-    let ps = system("paymentsApi:\n  auth:\n    secretName: shop-auth\n    jwt: {algorithm: RS256}");
+    let ps =
+        system("paymentsApi:\n  auth:\n    secretName: shop-auth\n    jwt: {algorithm: RS256}");
     let error = validate::validate(&ps, &secrets_for(&ps, &[])).unwrap_err();
     assert_eq!(error, ValidationError::SecretNotFound("shop-auth".into()));
-    let error = validate::validate(&ps, &secrets_for(&ps, &[("shop-auth", &[("api-keys", "a=bbbbbbbbbbbbbbbbbbbbbb")])])).unwrap_err();
+    let error = validate::validate(
+        &ps,
+        &secrets_for(
+            &ps,
+            &[("shop-auth", &[("api-keys", "a=bbbbbbbbbbbbbbbbbbbbbb")])],
+        ),
+    )
+    .unwrap_err();
     assert_eq!(
         error,
-        ValidationError::SecretKeyMissing { secret: "shop-auth".into(), key: "jwt-public-key.pem".into() }
+        ValidationError::SecretKeyMissing {
+            secret: "shop-auth".into(),
+            key: "jwt-public-key.pem".into()
+        }
     );
     let ps = system("database:\n  external: {secretName: db}");
     let error = validate::validate(&ps, &secrets_for(&ps, &[("db", &[("dsn", "x")])])).unwrap_err();
@@ -348,12 +492,21 @@ fn missing_secrets_and_keys_are_validation_errors() {
 fn invalid_specs_are_refused_before_anything_is_built() {
     for (spec, needle) in [
         ("paymentsApi: {replicas: -1}", "paymentsApi.replicas"),
-        ("riskEngine: {approvalProbability: 1.5}", "approvalProbability"),
+        (
+            "riskEngine: {approvalProbability: 1.5}",
+            "approvalProbability",
+        ),
         ("database: {}", "exactly one"),
-        ("rabbitmq:\n  managed: {}\n  external: {secretName: x}", "exactly one"),
+        (
+            "rabbitmq:\n  managed: {}\n  external: {secretName: x}",
+            "exactly one",
+        ),
         ("paymentsApi: {maxAmount: \"-5\"}", "maxAmount"),
         ("paymentsApi: {maxAmount: \"0.00\"}", "maxAmount"),
-        ("paymentsApi:\n  auth:\n    jwt: {algorithm: HS256}", "secretName"),
+        (
+            "paymentsApi:\n  auth:\n    jwt: {algorithm: HS256}",
+            "secretName",
+        ),
     ] {
         let error = validate::check(&system(spec)).unwrap_err();
         assert!(error.to_string().contains(needle), "{spec}: {error}");
@@ -363,25 +516,57 @@ fn invalid_specs_are_refused_before_anything_is_built() {
 
 #[test]
 fn network_policies_can_be_switched_off() {
-    assert!(children("networkPolicy: {enabled: false}").network_policies.is_empty());
+    assert!(
+        children("networkPolicy: {enabled: false}")
+            .network_policies
+            .is_empty()
+    );
 }
 
 #[test]
 fn network_policies_limit_who_reaches_the_servers() {
     let children = children("");
     let policy = |name: &str| {
-        children.network_policies.iter().find(|p| p.metadata.name.as_deref() == Some(name)).unwrap().spec.clone().unwrap()
+        children
+            .network_policies
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name))
+            .unwrap()
+            .spec
+            .clone()
+            .unwrap()
     };
     let sources = |name: &str| -> Option<Vec<String>> {
         let rule = &policy(name).ingress.unwrap()[0];
         rule.from.as_ref().map(|peers| {
-            peers.iter().map(|p| p.pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["app.kubernetes.io/name"].clone()).collect()
+            peers
+                .iter()
+                .map(|p| {
+                    p.pod_selector
+                        .as_ref()
+                        .unwrap()
+                        .match_labels
+                        .as_ref()
+                        .unwrap()["app.kubernetes.io/name"]
+                        .clone()
+                })
+                .collect()
         })
     };
-    assert_eq!(sources("shop-rabbitmq"), Some(vec!["payments-api".into(), "risk-engine".into()]));
-    assert_eq!(sources("shop-postgresql"), Some(vec!["payments-api".into()]));
+    assert_eq!(
+        sources("shop-rabbitmq"),
+        Some(vec!["payments-api".into(), "risk-engine".into()])
+    );
+    assert_eq!(
+        sources("shop-postgresql"),
+        Some(vec!["payments-api".into()])
+    );
     assert_eq!(sources("shop-payments-api"), None, "open to every client");
-    let port = |name: &str| policy(name).ingress.unwrap()[0].ports.as_ref().unwrap()[0].port.clone();
+    let port = |name: &str| {
+        policy(name).ingress.unwrap()[0].ports.as_ref().unwrap()[0]
+            .port
+            .clone()
+    };
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     assert_eq!(port("shop-payments-api"), Some(IntOrString::Int(5000)));
     assert_eq!(port("shop-postgresql"), Some(IntOrString::Int(5432)));
@@ -396,12 +581,28 @@ fn generated_secrets_hold_what_their_users_read() {
     let file = String::from_utf8(data["shop-api-key"]["api-keys"].0.clone()).unwrap();
     assert_eq!(file, format!("default={key}\n"));
     let url = String::from_utf8(data["shop-postgresql-credentials"]["url"].0.clone()).unwrap();
-    assert!(url.starts_with("postgres://paysys:") && url.ends_with("@shop-postgresql.payments.svc:5432/paysys"), "{url}");
+    assert!(
+        url.starts_with("postgres://paysys:")
+            && url.ends_with("@shop-postgresql.payments.svc:5432/paysys"),
+        "{url}"
+    );
     let url = String::from_utf8(data["shop-rabbitmq-credentials"]["url"].0.clone()).unwrap();
-    assert!(url.starts_with("amqp://paysys:") && url.ends_with("@shop-rabbitmq.payments.svc:5672/%2f"), "{url}");
+    assert!(
+        url.starts_with("amqp://paysys:") && url.ends_with("@shop-rabbitmq.payments.svc:5672/%2f"),
+        "{url}"
+    );
     // Fresh randomness every time a template is generated.
-    let a = paysys_operator::build::secrets::generate(&ps, paysys_operator::names::Component::PaymentsApi);
-    let b = paysys_operator::build::secrets::generate(&ps, paysys_operator::names::Component::PaymentsApi);
-    assert_ne!(a.data.as_ref().unwrap()["api-key"], b.data.as_ref().unwrap()["api-key"]);
+    let a = paysys_operator::build::secrets::generate(
+        &ps,
+        paysys_operator::names::Component::PaymentsApi,
+    );
+    let b = paysys_operator::build::secrets::generate(
+        &ps,
+        paysys_operator::names::Component::PaymentsApi,
+    );
+    assert_ne!(
+        a.data.as_ref().unwrap()["api-key"],
+        b.data.as_ref().unwrap()["api-key"]
+    );
     assert_eq!(a.data.as_ref().unwrap()["api-key"].0.len(), 64);
 }

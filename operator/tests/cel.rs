@@ -45,7 +45,11 @@ fn update_violations(old: Value, new: Value) -> Vec<String> {
 #[test]
 fn every_rule_compiles() {
     let compiled = compile_schema(&schema());
-    assert!(!compiled.has_errors(), "{:?}", compiled.compilation_errors());
+    assert!(
+        !compiled.has_errors(),
+        "{:?}",
+        compiled.compilation_errors()
+    );
 }
 
 #[test]
@@ -89,7 +93,10 @@ fn negative_replicas_are_refused() {
         violations(json!({"riskEngine": {"replicas": -3}})),
         ["riskEngine.replicas must be >= 0"]
     );
-    assert_eq!(violations(json!({"riskEngine": {"replicas": 0}})), Vec::<String>::new());
+    assert_eq!(
+        violations(json!({"riskEngine": {"replicas": 0}})),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -108,7 +115,10 @@ fn exactly_one_of_managed_and_external() {
     let both = json!({"rabbitmq": {"managed": {}, "external": {"secretName": "broker"}}});
     assert_eq!(violations(both), ["set exactly one of managed or external"]);
     let neither = json!({"database": {}});
-    assert_eq!(violations(neither), ["set exactly one of managed or external"]);
+    assert_eq!(
+        violations(neither),
+        ["set exactly one of managed or external"]
+    );
     let external = json!({"database": {"external": {"secretName": "db"}}});
     assert_eq!(violations(external), Vec::<String>::new());
 }
@@ -116,17 +126,47 @@ fn exactly_one_of_managed_and_external() {
 #[test]
 fn field_rules_refuse_bad_values() {
     let cases = [
-        (json!({"paymentsApi": {"service": {"port": 0}}}), "paymentsApi.service.port must be between 1 and 65535"),
-        (json!({"paymentsApi": {"service": {"port": 70000}}}), "paymentsApi.service.port must be between 1 and 65535"),
-        (json!({"paymentsApi": {"maxAmount": "-1"}}), "paymentsApi.maxAmount must be a positive decimal number such as \"1000000\" or \"999.99\""),
-        (json!({"paymentsApi": {"maxAmount": "0.00"}}), "paymentsApi.maxAmount must be a positive decimal number such as \"1000000\" or \"999.99\""),
-        (json!({"paymentsApi": {"maxAmount": "1e6"}}), "paymentsApi.maxAmount must be a positive decimal number such as \"1000000\" or \"999.99\""),
-        (json!({"paymentsApi": {"dbMaxConnections": 0}}), "paymentsApi.dbMaxConnections must be >= 1"),
-        (json!({"paymentsApi": {"auth": {"jwt": {"algorithm": "HS256"}}}}), "auth.jwt needs auth.secretName holding jwt-secret or jwt-public-key.pem"),
-        (json!({"riskEngine": {"prefetch": 0}}), "riskEngine.prefetch must be between 1 and 65535"),
+        (
+            json!({"paymentsApi": {"service": {"port": 0}}}),
+            "paymentsApi.service.port must be between 1 and 65535",
+        ),
+        (
+            json!({"paymentsApi": {"service": {"port": 70000}}}),
+            "paymentsApi.service.port must be between 1 and 65535",
+        ),
+        (
+            json!({"paymentsApi": {"maxAmount": "-1"}}),
+            "paymentsApi.maxAmount must be a positive decimal number such as \"1000000\" or \"999.99\"",
+        ),
+        (
+            json!({"paymentsApi": {"maxAmount": "0.00"}}),
+            "paymentsApi.maxAmount must be a positive decimal number such as \"1000000\" or \"999.99\"",
+        ),
+        (
+            json!({"paymentsApi": {"maxAmount": "1e6"}}),
+            "paymentsApi.maxAmount must be a positive decimal number such as \"1000000\" or \"999.99\"",
+        ),
+        (
+            json!({"paymentsApi": {"dbMaxConnections": 0}}),
+            "paymentsApi.dbMaxConnections must be >= 1",
+        ),
+        (
+            json!({"paymentsApi": {"auth": {"jwt": {"algorithm": "HS256"}}}}),
+            "auth.jwt needs auth.secretName holding jwt-secret or jwt-public-key.pem",
+        ),
+        (
+            json!({"riskEngine": {"prefetch": 0}}),
+            "riskEngine.prefetch must be between 1 and 65535",
+        ),
         (json!({"image": {"tag": ""}}), "image.tag must not be empty"),
-        (json!({"database": {"external": {"secretName": ""}}}), "external.secretName must not be empty"),
-        (json!({"database": {"managed": {"storage": {"size": "ten gigs"}}}}), "storage.size must be a quantity such as 10Gi"),
+        (
+            json!({"database": {"external": {"secretName": ""}}}),
+            "external.secretName must not be empty",
+        ),
+        (
+            json!({"database": {"managed": {"storage": {"size": "ten gigs"}}}}),
+            "storage.size must be a quantity such as 10Gi",
+        ),
     ];
     for (spec, message) in cases {
         assert_eq!(violations(spec.clone()), [message], "{spec}");
@@ -135,15 +175,20 @@ fn field_rules_refuse_bad_values() {
 
 #[test]
 fn storage_class_cannot_change_after_creation() {
-    let with_class = |class: &str| {
-        json!({"database": {"managed": {"storage": {"size": "10Gi", "storageClassName": class}}}})
-    };
+    let with_class = |class: &str| json!({"database": {"managed": {"storage": {"size": "10Gi", "storageClassName": class}}}});
     assert_eq!(
         update_violations(with_class("fast"), with_class("slow")),
         ["storage.storageClassName is immutable"]
     );
-    assert_eq!(update_violations(with_class("fast"), with_class("fast")), Vec::<String>::new());
+    assert_eq!(
+        update_violations(with_class("fast"), with_class("fast")),
+        Vec::<String>::new()
+    );
     // Growing the volume is allowed.
-    let grown = json!({"database": {"managed": {"storage": {"size": "20Gi", "storageClassName": "fast"}}}});
-    assert_eq!(update_violations(with_class("fast"), grown), Vec::<String>::new());
+    let grown =
+        json!({"database": {"managed": {"storage": {"size": "20Gi", "storageClassName": "fast"}}}});
+    assert_eq!(
+        update_violations(with_class("fast"), grown),
+        Vec::<String>::new()
+    );
 }

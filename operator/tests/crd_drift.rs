@@ -15,13 +15,22 @@ fn committed_crd_matches_crdgen_output() {
 #[test]
 fn crd_names_follow_the_contract() {
     let crd = paysys_operator::crd();
-    assert_eq!(crd.metadata.name.as_deref(), Some("paymentsystems.paysys.io"));
+    assert_eq!(
+        crd.metadata.name.as_deref(),
+        Some("paymentsystems.paysys.io")
+    );
     assert_eq!(crd.spec.group, "paysys.io");
     assert_eq!(crd.spec.scope, "Namespaced");
     assert_eq!(crd.spec.names.kind, "PaymentSystem");
     assert_eq!(crd.spec.names.plural, "paymentsystems");
-    assert_eq!(crd.spec.names.short_names.as_deref(), Some(&["ps".to_string()][..]));
-    assert_eq!(crd.spec.names.categories.as_deref(), Some(&["paysys".to_string()][..]));
+    assert_eq!(
+        crd.spec.names.short_names.as_deref(),
+        Some(&["ps".to_string()][..])
+    );
+    assert_eq!(
+        crd.spec.names.categories.as_deref(),
+        Some(&["paysys".to_string()][..])
+    );
     let version = &crd.spec.versions[0];
     assert_eq!(version.name, "v1alpha1");
     assert!(version.subresources.as_ref().unwrap().status.is_some());
@@ -37,6 +46,9 @@ fn crd_names_follow_the_contract() {
 #[test]
 fn crd_yaml_has_no_private_number_encoding() {
     let yaml = paysys_operator::crd_yaml();
-    assert!(!yaml.contains("serde_json"), "numbers must render as plain YAML");
+    assert!(
+        !yaml.contains("serde_json"),
+        "numbers must render as plain YAML"
+    );
     assert!(!yaml.contains(": null"), "null defaults are stripped");
 }

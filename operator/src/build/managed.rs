@@ -42,10 +42,14 @@ pub fn build(system: &Validated, component: Component, server: &ManagedServer) -
     Managed {
         deployment: pod::deployment(system, component, 1, Rollout::Recreate, hash, pod),
         service: service(system, component, port),
-        claim: server
-            .storage
-            .as_ref()
-            .map(|storage| claim(system, component, &storage.size, &storage.storage_class_name)),
+        claim: server.storage.as_ref().map(|storage| {
+            claim(
+                system,
+                component,
+                &storage.size,
+                &storage.storage_class_name,
+            )
+        }),
     }
 }
 

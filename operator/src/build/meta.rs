@@ -17,7 +17,10 @@ pub const MANAGED_BY: &str = "paysys-operator";
 /// `app.kubernetes.io/*` labels of a component's objects.
 pub fn labels(names: &Names, component: Component) -> BTreeMap<String, String> {
     let mut labels = selector_labels(names, component);
-    labels.insert("app.kubernetes.io/component".into(), component.role().into());
+    labels.insert(
+        "app.kubernetes.io/component".into(),
+        component.role().into(),
+    );
     labels.insert("app.kubernetes.io/part-of".into(), "paysys".into());
     labels.insert("app.kubernetes.io/managed-by".into(), MANAGED_BY.into());
     labels

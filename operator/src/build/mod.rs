@@ -91,9 +91,13 @@ impl Candidates {
             secrets: managed.map(|c| names.credentials(c)).to_vec(),
             config_maps: vec![names.rules()],
             persistent_volume_claims: managed.map(|c| names.data(c)).to_vec(),
-            services: [Component::RabbitMq, Component::Postgres, Component::PaymentsApi]
-                .map(|c| names.workload(c))
-                .to_vec(),
+            services: [
+                Component::RabbitMq,
+                Component::Postgres,
+                Component::PaymentsApi,
+            ]
+            .map(|c| names.workload(c))
+            .to_vec(),
             deployments: all.map(|c| names.workload(c)).to_vec(),
             pod_disruption_budgets: [Component::PaymentsApi, Component::RiskEngine]
                 .map(|c| names.workload(c))

@@ -2,8 +2,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    ContainerPort, EnvVar, KeyToPath, SecretVolumeSource, Service, ServicePort, ServiceSpec,
-    Volume,
+    ContainerPort, EnvVar, KeyToPath, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 

@@ -8,8 +8,8 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
-    LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretKeySelector, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -173,7 +173,12 @@ pub fn deployment(
 }
 
 /// The pod settings every component shares; the caller adds containers and volumes.
-pub fn pod_spec(system: &Validated, uid: i64, containers: Vec<Container>, volumes: Vec<Volume>) -> PodSpec {
+pub fn pod_spec(
+    system: &Validated,
+    uid: i64,
+    containers: Vec<Container>,
+    volumes: Vec<Volume>,
+) -> PodSpec {
     let pull_secrets = &system.spec.image.pull_secrets;
     PodSpec {
         containers,

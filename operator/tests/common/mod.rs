@@ -1,6 +1,8 @@
 //! Helpers shared by the operator's test files.
 #![allow(dead_code)]
 
+pub mod api_server;
+
 use k8s_openapi::ByteString;
 use paysys_operator::build::secrets;
 use paysys_operator::crd::PaymentSystem;
