@@ -192,3 +192,19 @@ fn storage_class_cannot_change_after_creation() {
         Vec::<String>::new()
     );
 }
+
+/// The files under `examples/` pass the CRD's rules and the operator's own checks.
+#[test]
+fn committed_examples_are_valid() {
+    for file in ["paymentsystem-minimal.yaml", "paymentsystem-full.yaml"] {
+        let path = format!("{}/../examples/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut object: Value = serde_norway::from_str(&text).unwrap();
+        object["metadata"]["namespace"] = json!("payments");
+        if let Err(errors) = Validator::new().validate(&schema(), &object, None) {
+            panic!("{file}: {errors:?}");
+        }
+        let ps: paysys_operator::crd::PaymentSystem = serde_json::from_value(object).unwrap();
+        paysys_operator::validate::check(&ps).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+}
