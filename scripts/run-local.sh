@@ -191,9 +191,12 @@ cat >&2 <<EOF
 
 EOF
 
-# Follow the logs until a service exits (an error) or Ctrl-C / SIGTERM (cleanup via trap).
+# Follow the logs until Ctrl-C / SIGTERM or until a service exits. Ctrl-C reaches the services
+# too (same process group): they stop gracefully and exit 0, and bash then resumes here rather
+# than in its INT trap, so a clean exit of a service means "stopping"; anything else is a crash.
 set +e
 wait -n "${pids[@]}"
 status=$?
 set -e
-((stopping)) || die "a service exited (status $status); see its log above (and $log_dir)"
+((status == 0)) || die "a service exited with status $status; see its log above (and $log_dir)"
+log "a service stopped; stopping the rest"
