@@ -44,11 +44,11 @@ fn main() {
 /// A varied resource: every fourth has external dependencies, every third custom rules.
 fn resource(i: usize) -> PaymentSystem {
     let mut spec = json!({"paymentsApi": {"replicas": 1 + (i % 4)}});
-    if i % 4 == 0 {
+    if i.is_multiple_of(4) {
         spec["rabbitmq"] = json!({"external": {"secretName": "broker"}});
         spec["database"] = json!({"managed": {"storage": {"size": "10Gi"}}});
     }
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         spec["riskEngine"] = json!({"rules": {"declineThreshold": 80, "allowedCurrencies": ["USD", "EUR"],
             "maxAmount": {"USD": "10000"}, "velocity": {"windowSeconds": 600, "maxCount": 10}}});
     }
@@ -64,11 +64,20 @@ fn resource(i: usize) -> PaymentSystem {
 fn cluster_secrets(ps: &PaymentSystem) -> SecretData {
     let mut data = SecretData::new();
     for (component, name) in validate::generated_secrets(ps) {
-        data.insert(name, secrets::template(ps, component, "0123456789abcdef0123456789abcdef").data.unwrap());
+        data.insert(
+            name,
+            secrets::template(ps, component, "0123456789abcdef0123456789abcdef")
+                .data
+                .unwrap(),
+        );
     }
     data.insert(
         "broker".into(),
-        [("url".to_string(), ByteString(b"amqps://u:p@mq.example.com/prod".to_vec()))].into(),
+        [(
+            "url".to_string(),
+            ByteString(b"amqps://u:p@mq.example.com/prod".to_vec()),
+        )]
+        .into(),
     );
     data
 }
@@ -108,19 +117,32 @@ fn build_step(systems: &[PaymentSystem]) {
 /// Answers every request the way a healthy API server would: generated Secrets absent (so
 /// each reconcile creates them), applies echoed with ready Deployments, deletes of absent
 /// children 404, status and events accepted.
-async fn mock_api(mut handle: tower_test::mock::Handle<HttpRequest<Body>, Response<Body>>, counter: Arc<Mutex<u64>>) {
+async fn mock_api(
+    mut handle: tower_test::mock::Handle<HttpRequest<Body>, Response<Body>>,
+    counter: Arc<Mutex<u64>>,
+) {
     while let Some((request, send)) = handle.next_request().await {
         *counter.lock().unwrap() += 1;
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let body = request.into_body().collect_bytes().await.unwrap();
-        let body: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap() };
+        let body: Value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).unwrap()
+        };
         let (code, response) = match method {
             Method::GET if path.contains("/secrets/") => {
                 if path.ends_with("/broker") {
-                    (200, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "broker"}, "data": {"url": "YW1xcDovL3g="}}))
+                    (
+                        200,
+                        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "broker"}, "data": {"url": "YW1xcDovL3g="}}),
+                    )
                 } else {
-                    (404, json!({"kind": "Status", "apiVersion": "v1", "code": 404, "reason": "NotFound", "status": "Failure", "metadata": {}}))
+                    (
+                        404,
+                        json!({"kind": "Status", "apiVersion": "v1", "code": 404, "reason": "NotFound", "status": "Failure", "metadata": {}}),
+                    )
                 }
             }
             Method::POST => (201, body),
@@ -140,7 +162,10 @@ async fn mock_api(mut handle: tower_test::mock::Handle<HttpRequest<Body>, Respon
                 }
                 (200, object)
             }
-            Method::DELETE => (404, json!({"kind": "Status", "apiVersion": "v1", "code": 404, "reason": "NotFound", "status": "Failure", "metadata": {}})),
+            Method::DELETE => (
+                404,
+                json!({"kind": "Status", "apiVersion": "v1", "code": 404, "reason": "NotFound", "status": "Failure", "metadata": {}}),
+            ),
             _ => (405, json!({})),
         };
         send.send_response(
@@ -191,25 +216,46 @@ async fn fake_api(State(api): State<FakeApi>, request: Request) -> AxumResponse 
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or_default().to_owned();
-    let bytes = axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap();
+    let bytes = axum::body::to_bytes(request.into_body(), 1 << 20)
+        .await
+        .unwrap();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let segments = path.trim_matches('/').split('/').count();
     // /api/v1/<resource> or /apis/<g>/<v>/<resource> (+ namespaces/<ns>): collections.
-    let is_collection = (path.starts_with("/api/") && segments % 2 == 1) || (path.starts_with("/apis/") && segments % 2 == 0);
-    let json = |code: StatusCode, value: Value| (code, [("content-type", "application/json")], value.to_string()).into_response();
+    let is_collection = (path.starts_with("/api/") && segments % 2 == 1)
+        || (path.starts_with("/apis/") && segments % 2 == 0);
+    let json = |code: StatusCode, value: Value| {
+        (
+            code,
+            [("content-type", "application/json")],
+            value.to_string(),
+        )
+            .into_response()
+    };
     if method == Method::GET && query.contains("watch=true") {
         // Never-ending watch: no events, the operator idles.
         let stream = futures::stream::pending::<Result<Vec<u8>, std::io::Error>>();
-        return (StatusCode::OK, [("content-type", "application/json")], AxumBody::from_stream(stream)).into_response();
+        return (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            AxumBody::from_stream(stream),
+        )
+            .into_response();
     }
     if method == Method::GET && is_collection {
-        return json(StatusCode::OK, json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []}));
+        return json(
+            StatusCode::OK,
+            json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []}),
+        );
     }
     let mut objects = api.objects.lock().unwrap();
     match method {
         Method::GET => match objects.get(&path) {
             Some(object) => json(StatusCode::OK, object.clone()),
-            None => json(StatusCode::NOT_FOUND, json!({"kind": "Status", "apiVersion": "v1", "code": 404, "reason": "NotFound", "status": "Failure", "metadata": {}})),
+            None => json(
+                StatusCode::NOT_FOUND,
+                json!({"kind": "Status", "apiVersion": "v1", "code": 404, "reason": "NotFound", "status": "Failure", "metadata": {}}),
+            ),
         },
         Method::POST => {
             let name = body["metadata"]["name"].as_str().unwrap_or("x").to_owned();
@@ -221,7 +267,10 @@ async fn fake_api(State(api): State<FakeApi>, request: Request) -> AxumResponse 
         Method::PATCH | Method::PUT => {
             let mut object = objects.get(&path).cloned().unwrap_or(json!({}));
             merge(&mut object, &body);
-            let version = object["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse::<u64>().ok()).unwrap_or(1);
+            let version = object["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(1);
             object["metadata"]["resourceVersion"] = json!((version + 1).to_string());
             objects.insert(path, object.clone());
             json(StatusCode::OK, object)
@@ -248,7 +297,9 @@ fn merge(target: &mut Value, patch: &Value) {
 async fn idle_memory() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api_port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new().fallback(fake_api).with_state(FakeApi::default());
+    let app = axum::Router::new()
+        .fallback(fake_api)
+        .with_state(FakeApi::default());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let dir = std::env::temp_dir().join(format!("paysys-operator-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -277,7 +328,10 @@ async fn idle_memory() {
     let metrics_url = format!("http://127.0.0.1:{http_port}/metrics");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        assert!(Instant::now() < deadline, "the operator did not become leader");
+        assert!(
+            Instant::now() < deadline,
+            "the operator did not become leader"
+        );
         if let Some(text) = http_get(http_port, "/metrics").await
             && text.contains("paysys_operator_leader 1")
         {
@@ -307,7 +361,9 @@ async fn idle_memory() {
 /// A tiny HTTP/1.0 GET, to avoid an HTTP client dependency for one probe.
 async fn http_get(port: u16, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
     stream
         .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
         .await

@@ -7,6 +7,9 @@
 //! needs the cluster (a referenced Secret's keys) is checked by the operator and reported in
 //! the status.
 
+// Each `printcolumn(...)` repeats `type_ =`; clippy reads the repeats as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;

@@ -296,12 +296,12 @@ fn check_spec(name: &str, spec: &PaymentSystemSpec) -> Result<(), ValidationErro
             "paymentsApi.auth.jwt needs paymentsApi.auth.secretName",
         ));
     }
-    if let Some(amount) = &spec.payments_api.max_amount {
-        if !is_positive_decimal(amount) {
-            return Err(invalid(
-                "paymentsApi.maxAmount must be a positive decimal number",
-            ));
-        }
+    if let Some(amount) = &spec.payments_api.max_amount
+        && !is_positive_decimal(amount)
+    {
+        return Err(invalid(
+            "paymentsApi.maxAmount must be a positive decimal number",
+        ));
     }
     if spec.risk_engine.rules.decline_threshold == 0 {
         return Err(invalid("riskEngine.rules.declineThreshold must be >= 1"));

@@ -81,17 +81,15 @@ impl ApiServer {
         path: &str,
         respond: impl FnOnce(&Seen) -> (u16, Value),
     ) -> Seen {
-        let seen = self
-            .next(|seen| {
-                assert_eq!(
-                    (&seen.method, seen.path.as_str()),
-                    (&method, path),
-                    "unexpected request"
-                );
-                respond(seen)
-            })
-            .await;
-        seen
+        self.next(|seen| {
+            assert_eq!(
+                (&seen.method, seen.path.as_str()),
+                (&method, path),
+                "unexpected request"
+            );
+            respond(seen)
+        })
+        .await
     }
 
     /// Expects a server-side apply of `path` under the operator's field manager, forced,
