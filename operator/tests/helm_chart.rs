@@ -422,16 +422,26 @@ mod pods {
             Some(format!("ghcr.io/paysys/paysys-operator:{VERSION}").as_str()),
             "the operator image is tagged with the workspace version"
         );
-        let env: BTreeSet<&str> = container
+        let env: BTreeMap<&str, Option<&str>> = container
             .env
             .iter()
             .flatten()
-            .map(|var| var.name.as_str())
+            .map(|var| (var.name.as_str(), var.value.as_deref()))
             .collect();
-        for name in ["POD_NAME", "POD_NAMESPACE"] {
+        for name in ["POD_NAME", "POD_NAMESPACE", "LEASE_NAME"] {
+            assert!(env.contains_key(name), "{name} (leader election) missing");
+        }
+        assert_eq!(env.get("LEADER_ELECTION"), Some(&Some("true")));
+        assert!(
+            !env.contains_key("WATCH_NAMESPACE"),
+            "every namespace by default"
+        );
+        // The chart sets only variables the operator reads (RUST_LOG: tracing's EnvFilter).
+        let main = read("operator/src/main.rs");
+        for name in env.keys().filter(|name| **name != "RUST_LOG") {
             assert!(
-                env.contains(name),
-                "{name} (Lease holder and namespace) missing"
+                main.contains(&format!("\"{name}\"")),
+                "the chart sets {name}, which operator/src/main.rs never reads"
             );
         }
         let pdb = &rendered.pdbs[0];
@@ -548,20 +558,98 @@ mod rbac {
         }
     }
 
+    fn is_lease((group, resource, _): &Grant) -> bool {
+        group == "coordination.k8s.io" && resource == "leases"
+    }
+
+    fn lease_role(rendered: &Rendered) -> &Role {
+        let leases: Vec<&Role> = rendered
+            .roles
+            .iter()
+            .filter(|role| {
+                expand(role.rules.as_deref().unwrap_or_default())
+                    .iter()
+                    .any(is_lease)
+            })
+            .collect();
+        let [role] = &leases[..] else {
+            panic!("exactly one Role grants Lease access: {leases:?}");
+        };
+        role
+    }
+
+    fn env<'a>(rendered: &'a Rendered, name: &str) -> Option<&'a str> {
+        rendered.pod().containers[0]
+            .env
+            .iter()
+            .flatten()
+            .find(|var| var.name == name)
+            .and_then(|var| var.value.as_deref())
+    }
+
     #[test]
-    fn lease_access_is_namespaced_and_everything_else_cluster_wide() {
-        let rendered = Rendered::of(&[]);
-        let is_lease =
-            |(group, resource, _): &Grant| group == "coordination.k8s.io" && resource == "leases";
-        assert!(
-            !cluster_grants(&rendered).iter().any(is_lease),
-            "leases must not be granted cluster-wide"
-        );
-        let namespaced = namespaced_grants(&rendered);
-        assert!(!namespaced.is_empty() && namespaced.iter().all(is_lease));
-        for role in &rendered.roles {
+    fn lease_access_is_a_role_in_the_operator_namespace_limited_to_its_lease() {
+        for extra in [&[][..], &["--values", ALL_VALUES][..]] {
+            let rendered = Rendered::of(extra);
+            let role = lease_role(&rendered);
             assert_eq!(role.metadata.namespace.as_deref(), Some(NAMESPACE));
+            let rules = role.rules.as_deref().unwrap_or_default();
+            assert!(
+                expand(rules).iter().all(is_lease),
+                "the Lease Role grants only Leases"
+            );
+            let lease = env(&rendered, "LEASE_NAME").expect("LEASE_NAME");
+            for rule in rules {
+                // Only `create` cannot name its object.
+                if rule.verbs != ["create"] {
+                    assert_eq!(
+                        rule.resource_names.as_deref(),
+                        Some(&[lease.to_string()][..])
+                    );
+                }
+            }
+            assert!(
+                !cluster_grants(&rendered).iter().any(is_lease),
+                "no Lease access cluster-wide"
+            );
         }
+    }
+
+    #[test]
+    fn by_default_the_operator_rules_are_cluster_wide() {
+        let rendered = Rendered::of(&[]);
+        let cluster = cluster_grants(&rendered);
+        let expected: BTreeSet<Grant> = required()
+            .into_iter()
+            .filter(|grant| !is_lease(grant))
+            .collect();
+        assert_eq!(cluster, expected);
+        assert_eq!(rendered.cluster_role_bindings.len(), 1);
+    }
+
+    #[test]
+    fn watching_one_namespace_turns_every_rule_into_a_role_there() {
+        let rendered = Rendered::of(&["--set", "operator.watchNamespace=payments"]);
+        assert!(rendered.cluster_roles.is_empty() && rendered.cluster_role_bindings.is_empty());
+        assert_eq!(env(&rendered, "WATCH_NAMESPACE"), Some("payments"));
+        let in_payments: Vec<&Role> = rendered
+            .roles
+            .iter()
+            .filter(|role| role.metadata.namespace.as_deref() == Some("payments"))
+            .collect();
+        let [role] = &in_payments[..] else {
+            panic!("one Role in the watched namespace");
+        };
+        let expected: BTreeSet<Grant> = required()
+            .into_iter()
+            .filter(|grant| !is_lease(grant))
+            .collect();
+        assert_eq!(expand(role.rules.as_deref().unwrap_or_default()), expected);
+        assert!(rendered.role_bindings.iter().any(|binding| {
+            binding.metadata.namespace.as_deref() == Some("payments")
+                && binding.role_ref.kind == "Role"
+                && binding.role_ref.name == *role.metadata.name.as_ref().unwrap()
+        }));
     }
 
     #[test]

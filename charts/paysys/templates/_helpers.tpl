@@ -89,3 +89,8 @@ app.kubernetes.io/instance: {{ .Values.paymentSystem.name }}
 {{- define "paysys.apiServiceName" -}}
 {{- printf "%s-payments-api" .Values.paymentSystem.name }}
 {{- end }}
+
+{{/* The leader-election Lease, one per release. */}}
+{{- define "paysys.leaseName" -}}
+{{- include "paysys.operatorName" . }}
+{{- end }}
