@@ -19,7 +19,7 @@
 #            user nonroot (65532), one binary each
 
 ARG RUST_VERSION=1.95
-ARG CARGO_CHEF_VERSION=0.1.73
+ARG CARGO_CHEF_VERSION=0.1.78
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS chef
