@@ -787,6 +787,54 @@ mod values {
         assert_eq!(typed.metadata.namespace.as_deref(), Some(NAMESPACE));
     }
 
+    /// Violations of the chart's CRD schema rules (CEL) by the chart's PaymentSystem.
+    fn cel_violations(extra: &[&str]) -> Vec<String> {
+        let rendered = Rendered::of(extra);
+        let schema = rendered.crds[0].spec.versions[0]
+            .schema
+            .as_ref()
+            .and_then(|schema| schema.open_api_v3_schema.as_ref())
+            .map(|schema| serde_json::to_value(schema).unwrap())
+            .expect("the CRD has a schema");
+        let [(document, _)] = &rendered.payment_systems[..] else {
+            panic!("one PaymentSystem");
+        };
+        match kube::core::cel::Validator::new().validate(&schema, document, None) {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.iter().map(|error| error.message.clone()).collect(),
+        }
+    }
+
+    #[test]
+    fn payment_systems_from_values_pass_the_crd_rules_the_api_server_enforces() {
+        let tilt_like = [
+            "--set",
+            "paymentSystem.enabled=true",
+            "--set",
+            "paymentSystem.spec.paymentsApi.image=ghcr.io/paysys/payments-api:tilt-0123",
+            "--set",
+            "paymentSystem.spec.riskEngine.image=ghcr.io/paysys/risk-engine:tilt-0123",
+            "--set",
+            "paymentSystem.spec.paymentsApi.replicas=1",
+        ];
+        for extra in [&["--values", ALL_VALUES][..], &tilt_like[..]] {
+            assert_eq!(cel_violations(extra), Vec::<String>::new(), "{extra:?}");
+        }
+        // The check is live: a spec the API server would refuse is reported.
+        let refused = cel_violations(&[
+            "--set",
+            "paymentSystem.enabled=true",
+            "--set",
+            "paymentSystem.spec.riskEngine.approvalProbability=2",
+        ]);
+        assert!(
+            refused
+                .iter()
+                .any(|message| message.contains("approvalProbability")),
+            "{refused:?}"
+        );
+    }
+
     #[test]
     fn bad_values_fail_at_install_time() {
         let cases: &[(&[&str], &str)] = &[
