@@ -88,7 +88,6 @@ impl Consumer {
             }
             pause = (pause * 2).min(MAX_PAUSE);
         }
-        this.metrics.in_flight.set(0);
         tracing::info!("risk engine consumer stopped");
     }
 
@@ -141,7 +140,6 @@ impl Consumer {
                 _ = stop.cancelled() => break,
                 delivery = deliveries.next() => match delivery {
                     Some(Ok(delivery)) => {
-                        self.metrics.in_flight.inc();
                         in_hand.push(self.clone().handle(publish_channel.clone(), delivery));
                     }
                     Some(Err(error)) => return Err(broken(error.into())),
@@ -187,10 +185,8 @@ impl Consumer {
     /// Handles one delivery to its ack (or requeue). An error means the connection or a
     /// channel failed, and ends the session.
     async fn handle(self: Arc<Self>, channel: Channel, delivery: Delivery) -> anyhow::Result<()> {
-        let received = Instant::now();
-        let result = self.handle_inner(&channel, &delivery, received).await;
-        self.metrics.in_flight.dec();
-        result
+        let _counted = InFlight::enter(&self.metrics);
+        self.handle_inner(&channel, &delivery, Instant::now()).await
     }
 
     async fn handle_inner(
@@ -294,6 +290,23 @@ impl Consumer {
             })
             .await?;
         Ok(())
+    }
+}
+
+/// Counts a delivery in `in_flight` for as long as its handling future lives, including when
+/// a broken session drops it half-way.
+struct InFlight(prometheus_client::metrics::gauge::Gauge);
+
+impl InFlight {
+    fn enter(metrics: &Metrics) -> Self {
+        metrics.in_flight.inc();
+        Self(metrics.in_flight.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

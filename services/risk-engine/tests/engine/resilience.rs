@@ -93,6 +93,14 @@ async fn a_broker_cut_mid_stream_loses_nothing() {
     })
     .await
     .expect("the payments queue drains");
+    // Payments dropped with a broken session are no longer counted as in hand.
+    let metrics = engine.metrics.clone();
+    paysys_testkit::eventually(WAIT, || {
+        let in_flight = metrics.in_flight.get();
+        async move { (in_flight == 0).then_some(()) }
+    })
+    .await
+    .expect("nothing left in hand");
     eprintln!(
         "broker cut: {} payments, {duplicates} duplicate decisions",
         ids.len()
