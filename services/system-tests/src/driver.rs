@@ -34,8 +34,10 @@ pub async fn get_status(client: &HttpClient, url: &str) -> Option<u16> {
 }
 
 /// What the clients saw.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct DriverStats {
+    /// Time to each answer, in microseconds.
+    pub latency: hdrhistogram::Histogram<u64>,
     pub sent: u64,
     /// Payment ids answered with 201.
     pub accepted: Vec<Uuid>,
@@ -46,6 +48,21 @@ pub struct DriverStats {
     /// 5xx answers other than 503 with Retry-After.
     pub bad_5xx: u64,
     pub hangs: u64,
+}
+
+impl Default for DriverStats {
+    fn default() -> Self {
+        Self {
+            latency: hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3)
+                .expect("histogram bounds"),
+            sent: 0,
+            accepted: Vec::new(),
+            statuses: BTreeMap::new(),
+            unanswered: 0,
+            bad_5xx: 0,
+            hangs: 0,
+        }
+    }
 }
 
 pub struct Driver {
@@ -76,9 +93,14 @@ impl Driver {
             n += 1;
             let (client, stats) = (self.client.clone(), stats.clone());
             tasks.push(tokio::spawn(async move {
+                let sent_at = Instant::now();
                 let outcome = send(&client, &url).await;
+                let took = sent_at.elapsed().as_micros() as u64;
                 let mut stats = stats.lock().await;
                 stats.sent += 1;
+                if matches!(outcome, Sent::Answered { .. }) {
+                    let _ = stats.latency.record(took.max(1));
+                }
                 match outcome {
                     Sent::Answered {
                         status,

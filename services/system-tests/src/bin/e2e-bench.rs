@@ -72,7 +72,19 @@ async fn main() {
         histogram.record((seconds * 1e6).max(1.0) as u64).unwrap();
     }
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    let http = |q: f64| stats.latency.value_at_quantile(q) as f64 / 1000.0;
     println!("sent               {:>10}", stats.sent);
+    println!("answers by status  {:>10}", format!("{:?}", stats.statuses));
+    println!(
+        "unanswered / hung  {:>10}",
+        format!("{} / {}", stats.unanswered, stats.hangs)
+    );
+    println!("HTTP latency p50   {:>10.2} ms", http(0.50));
+    println!("HTTP latency p99   {:>10.2} ms", http(0.99));
+    println!(
+        "HTTP latency max   {:>10.2} ms",
+        stats.latency.max() as f64 / 1000.0
+    );
     println!("accepted (201)     {:>10}", stats.accepted.len());
     println!(
         "achieved rate      {:>10.0} payments/s",
