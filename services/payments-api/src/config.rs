@@ -41,6 +41,8 @@ pub struct Limits {
 /// How the outbox relay batches and polls.
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
+    /// Relay loops per API process, each with its own broker connection.
+    pub workers: usize,
     pub batch_size: i64,
     /// How often the relay looks for rows written by other replicas (its own commits wake it
     /// at once).
@@ -118,6 +120,7 @@ impl Config {
                 3600,
             )?),
             relay: RelaySettings {
+                workers: positive(source, "RELAY_WORKERS", 2)?,
                 batch_size: positive(source, "OUTBOX_BATCH_SIZE", 500)?,
                 poll_interval: Duration::from_millis(positive(
                     source,

@@ -19,7 +19,7 @@ pub mod writer;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -59,22 +59,22 @@ pub async fn run(
         )),
         in_flight: protection::in_flight_limit(config.limits.max_in_flight),
         relay_wake: Arc::new(Notify::new()),
-        broker_up: Arc::new(AtomicBool::new(false)),
+        relays_connected: Arc::new(AtomicUsize::new(0)),
         consuming_decisions: Arc::new(AtomicBool::new(false)),
     };
     let workers = CancellationToken::new();
-    let relay = tokio::spawn(
-        relay::Relay {
-            pool: pool.clone(),
-            amqp_url: config.amqp_url.clone(),
-            topology: config.topology.clone(),
-            settings: config.relay.clone(),
-            wake: state.relay_wake.clone(),
-            metrics: metrics.clone(),
-            broker_up: state.broker_up.clone(),
-        }
-        .run(workers.clone()),
-    );
+    let relay = relay::Relay {
+        pool: pool.clone(),
+        amqp_url: config.amqp_url.clone(),
+        topology: config.topology.clone(),
+        settings: config.relay.clone(),
+        wake: state.relay_wake.clone(),
+        metrics: metrics.clone(),
+        connected: state.relays_connected.clone(),
+    };
+    let relays: Vec<_> = (0..config.relay.workers)
+        .map(|_| tokio::spawn(relay.clone().run(workers.clone())))
+        .collect();
     let consumer = tokio::spawn(
         decisions::DecisionConsumer {
             pool: pool.clone(),
@@ -97,7 +97,8 @@ pub async fn run(
         .await?;
     tracing::info!("HTTP server drained; stopping workers");
     workers.cancel();
-    let _ = tokio::join!(relay, consumer, reaper);
+    futures::future::join_all(relays).await;
+    let _ = tokio::join!(consumer, reaper);
     pool.close().await;
     Ok(())
 }

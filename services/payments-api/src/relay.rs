@@ -5,10 +5,11 @@
 //! the same transaction only after the broker acknowledged every one. A crash or outage at
 //! any point leaves the rows in place to be published again: delivery is at-least-once and
 //! consumers are idempotent. The request path wakes the relay after each commit; a poll
-//! interval picks up rows committed by other replicas or left by a crashed one.
+//! interval picks up rows committed by other replicas or left by a crashed one. Each API runs
+//! `RELAY_WORKERS` relays, so one batch's broker and database round trips overlap the next's.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lapin::Channel;
@@ -42,6 +43,7 @@ impl From<lapin::Error> for RelayError {
     }
 }
 
+#[derive(Clone)]
 pub struct Relay {
     pub pool: PgPool,
     pub amqp_url: String,
@@ -49,8 +51,8 @@ pub struct Relay {
     pub settings: RelaySettings,
     pub wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
-    /// True while connected to the broker with the topology declared (for `/readyz`).
-    pub broker_up: Arc<AtomicBool>,
+    /// Relay workers connected to the broker with the topology declared (for `/readyz`).
+    pub connected: Arc<AtomicUsize>,
 }
 
 /// The message announcing a payment to the risk engine.
@@ -93,11 +95,11 @@ impl Relay {
                     continue;
                 }
             };
-            self.broker_up.store(true, Ordering::SeqCst);
+            self.connected.fetch_add(1, Ordering::SeqCst);
             tracing::info!("outbox relay connected to RabbitMQ");
             delay = Duration::from_millis(100);
             let outcome = self.pump(&channel, &stop).await;
-            self.broker_up.store(false, Ordering::SeqCst);
+            self.connected.fetch_sub(1, Ordering::SeqCst);
             let _ = connection.close(200, "bye".into()).await;
             if let Err(error) = outcome {
                 tracing::warn!(%error, "outbox relay lost the broker; reconnecting");

@@ -33,7 +33,7 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     )
     .await
     .is_ok_and(|result| result.is_ok());
-    let broker = app.broker_up.load(Ordering::SeqCst);
+    let broker = app.relays_connected.load(Ordering::SeqCst) > 0;
     let decisions = app.consuming_decisions.load(Ordering::SeqCst);
     let ready = database && broker && decisions;
     let word = |up: bool| if up { "up" } else { "down" };

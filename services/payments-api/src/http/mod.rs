@@ -8,7 +8,7 @@ pub mod payments;
 pub mod views;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -39,8 +39,8 @@ pub struct AppState {
     pub writer: crate::writer::PaymentWriter,
     /// Wakes the outbox relay after a payment commits.
     pub relay_wake: Arc<Notify>,
-    /// The relay holds a confirmed broker channel.
-    pub broker_up: Arc<AtomicBool>,
+    /// Relay workers holding a confirmed broker channel.
+    pub relays_connected: Arc<AtomicUsize>,
     /// The decision consumer is consuming.
     pub consuming_decisions: Arc<AtomicBool>,
 }
