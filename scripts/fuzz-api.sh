@@ -13,7 +13,7 @@ if ! command -v schemathesis >/dev/null 2>&1; then
   echo "installing schemathesis (PyPI)" >&2
   python3 -m pip install --quiet schemathesis
 fi
-cargo build --quiet -p payments-api
+cargo build --quiet --locked -p payments-api
 DB="paysys_fuzz_$$"
 psql "$DATABASE_URL" -qc "CREATE DATABASE $DB"
 KEY="fuzz-key-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"

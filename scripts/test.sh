@@ -17,4 +17,11 @@ if [[ -x scripts/ensure-helm.sh ]]; then
 fi
 
 cargo build --locked --workspace --all-targets
+
+# The API fuzzed from its own OpenAPI document (schemathesis, bounded). Skipped when extra
+# arguments select a subset of the tests.
+if [[ $# -eq 0 ]]; then
+  scripts/fuzz-api.sh "${FUZZ_EXAMPLES:-25}"
+fi
+
 cargo test --locked --workspace "$@"
