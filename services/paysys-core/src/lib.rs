@@ -12,6 +12,7 @@ pub mod currency;
 pub mod messages;
 pub mod money;
 pub mod risk_rules;
+pub mod service;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;

@@ -1,5 +1,11 @@
 //! The signal every service stops on.
 
+use std::future::Future;
+use std::pin::Pin;
+
+/// The shutdown signal as a value a service's `run` can take.
+pub type Signal = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
 /// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C.
 pub async fn signal() {
     let ctrl_c = async {

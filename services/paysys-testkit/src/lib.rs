@@ -25,6 +25,14 @@ pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
+/// A local TCP port nothing listens on at the moment of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("an ephemeral port")
+        .port()
+}
+
 /// A name no other test uses: `<what>_<random>`.
 pub fn unique_name(what: &str) -> String {
     format!("{what}_{}", Uuid::new_v4().simple())

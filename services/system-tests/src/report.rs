@@ -9,13 +9,14 @@ pub struct Row {
     pub scenario: String,
     pub stats: DriverStats,
     pub verdict: Verdict,
-    /// From the end of the last fault until everything was decided and drained.
+    /// From the end of the fault until undecided payments were back to their normal level
+    /// (None: the system never drained).
     pub recovery: Option<Duration>,
 }
 
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| scenario | sent | accepted | decided | lost | duplicated | unacknowledged 201s | 503s | max recovery |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | sent | accepted | decided | lost | duplicated | unacknowledged 201s | 503s | recovery after the fault |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
         out.push_str(&format!(

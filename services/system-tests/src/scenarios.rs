@@ -108,13 +108,30 @@ fn scaled(rate: u32, duration: Duration, times: u32) -> Vec<Scenario> {
 /// Runs one scenario to completion.
 pub async fn run(scenario: &Scenario) -> Row {
     let mut system = System::start(scenario.apis, scenario.risks).await;
+    let system_pool = system.pool.clone();
     let driver = Driver::new(system.api_urls());
-    let (stats, faults_ended) = tokio::join!(
-        driver.run(scenario.rate, scenario.duration),
-        inject(&mut system, scenario.fault, scenario.duration)
-    );
-    let settled = system.settle(Duration::from_secs(90)).await;
-    let recovery = settled.map(|_| faults_ended.elapsed());
+    let (stats, (faults_ended, backlog)) =
+        tokio::join!(driver.run(scenario.rate, scenario.duration), async {
+            let monitoring = Instant::now() + scenario.duration;
+            tokio::join!(
+                inject(&mut system, scenario.fault, scenario.duration),
+                sample_backlog(&system_pool, monitoring)
+            )
+        });
+    let drained = system.settle(Duration::from_secs(90)).await;
+    // Recovery: from the end of the fault until the backlog of undecided payments is back
+    // to what 200 ms of load leaves in flight (or until drained, if the load ended first).
+    let normal = u64::from(scenario.rate) / 5;
+    let recovered_at = backlog
+        .iter()
+        .find(|(at, pending)| *at >= faults_ended && *pending <= normal)
+        .map(|(at, _)| *at);
+    let recovery = match (scenario.fault, recovered_at, drained) {
+        (_, _, None) => None,
+        (Fault::None, _, Some(_)) => Some(Duration::ZERO),
+        (_, Some(at), Some(_)) => Some(at.duration_since(faults_ended)),
+        (_, None, Some(_)) => Some(faults_ended.elapsed()),
+    };
     let verdict = invariants::check(&system, &stats).await;
     let row = Row {
         scenario: scenario.name.to_owned(),
@@ -122,7 +139,7 @@ pub async fn run(scenario: &Scenario) -> Row {
         verdict,
         recovery,
     };
-    if !row.verdict.failures().is_empty() || recovery.is_none() {
+    if !row.verdict.failures().is_empty() || drained.is_none() {
         eprintln!(
             "scenario '{}' failed; service logs in {}",
             scenario.name,
@@ -131,6 +148,22 @@ pub async fn run(scenario: &Scenario) -> Row {
     }
     system.shutdown().await;
     row
+}
+
+/// Samples the number of undecided payments every 100 ms until `until`.
+async fn sample_backlog(pool: &sqlx::PgPool, until: Instant) -> Vec<(Instant, u64)> {
+    let mut samples = Vec::new();
+    while Instant::now() < until {
+        if let Ok(pending) =
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM payments WHERE status = 'pending'")
+                .fetch_one(pool)
+                .await
+        {
+            samples.push((Instant::now(), pending as u64));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    samples
 }
 
 /// Applies the fault spread over the drive; returns when the last fault ended.

@@ -11,7 +11,8 @@ use lapin::types::FieldTable;
 use paysys_testkit::{FaultProxy, TestBroker, TestDb};
 use sqlx::PgPool;
 
-use crate::process::{Service, binary, free_port};
+use crate::process::{Service, binary};
+use paysys_testkit::free_port;
 
 pub const API_KEY: &str = "system-test-key-0123456789";
 

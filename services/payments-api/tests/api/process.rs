@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use paysys_testkit::{FaultProxy, TestBroker, TestDb};
 
 use crate::harness::*;
+use paysys_testkit::free_port;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_payments-api");
 
@@ -23,14 +24,6 @@ fn base_command(db: &TestDb, broker: &TestBroker, port: u16) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     command
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

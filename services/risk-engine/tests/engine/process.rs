@@ -8,14 +8,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::harness::{Engine, WAIT, payment};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use paysys_testkit::free_port;
 
 /// A plain HTTP/1.1 GET; returns (status, body).
 async fn get(port: u16, path: &str) -> Option<(u16, String)> {

@@ -1,0 +1,50 @@
+//! The `main` every service binary shares: logging, configuration, listener, run, exit code.
+
+use std::fmt::{Debug, Display};
+use std::future::Future;
+use std::process::ExitCode;
+
+use tokio::net::TcpListener;
+
+use crate::config::ConfigError;
+
+/// Runs a service: installs logging, takes its configuration (a bad one exits with code 2 and
+/// the message naming the variable), listens on `port` on all interfaces (exit 2 if it
+/// cannot), then runs it until SIGTERM or Ctrl-C (exit 1 if it fails).
+pub async fn main<C, F, Fut, E>(
+    name: &str,
+    config: impl FnOnce() -> Result<C, ConfigError>,
+    port: impl FnOnce(&C) -> u16,
+    run: F,
+) -> ExitCode
+where
+    C: Debug,
+    F: FnOnce(C, TcpListener, crate::shutdown::Signal) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    crate::telemetry::init_logging();
+    let config = match config() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{name}: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing::info!(?config, "starting {name}");
+    let port = port(&config);
+    let listener = match TcpListener::bind(("0.0.0.0", port)).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("{name}: cannot listen on port {port} (PORT): {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(config, listener, Box::pin(crate::shutdown::signal())).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "{name} failed");
+            ExitCode::FAILURE
+        }
+    }
+}
