@@ -111,7 +111,7 @@ impl Config {
                     "RATE_LIMIT_BURST",
                     rate_per_second.saturating_mul(2),
                 )?,
-                max_in_flight: positive(source, "MAX_IN_FLIGHT", 2048)?,
+                max_in_flight: positive(source, "MAX_IN_FLIGHT", 512)?,
             },
             db_max_connections: positive(source, "DB_MAX_CONNECTIONS", 16)?,
             velocity_window: Duration::from_secs(positive(
