@@ -78,7 +78,14 @@ BENCH_RATE=$OVERLOAD BENCH_SECONDS=$SECONDS_PER_RUN target/release/e2e-bench >"$
   echo
   echo "## Twice the sustainable load ($OVERLOAD payments/s offered)"
   echo
-  echo "What clients get when offered twice what 64 closed-loop clients achieved:"
+  echo "What clients get when offered twice what 64 closed-loop clients achieved."
+  cat <<'TEXT'
+Offered twice what the API sustains, it sheds the excess at once with `503` + `Retry-After`
+(`MAX_IN_FLIGHT`) instead of queueing it: no request hangs, HTTP latency and memory stay
+bounded, and every accepted payment is still decided (the decision backlog drains after the
+burst, see "settled after load"). The open-loop load generator shares the two cores, so the
+accepted rate here is below the closed-loop figure above.
+TEXT
   echo
   echo '```'
   grep -v '^\s*$' "$WORK/overload.txt"
