@@ -25,6 +25,8 @@ use crate::store::decisions::{self, Applied};
 
 /// Decisions handled at once (and the prefetch): enough to keep the database busy.
 const CONCURRENCY: u16 = 64;
+/// How long decisions in hand may take to finish once consuming stops.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct DecisionConsumer {
     pub pool: PgPool,
@@ -83,20 +85,25 @@ impl DecisionConsumer {
         self.consuming.store(true, Ordering::SeqCst);
         tracing::info!(queue = %self.topology.decisions_queue, "consuming decisions");
         // take_until: on shutdown (or a broken channel) stop taking deliveries but finish
-        // those in hand.
+        // those in hand. On a dead connection an ack may never complete, so the finishing is
+        // bounded: whatever is still unacked after DRAIN_TIMEOUT is abandoned, and the broker
+        // redelivers it (applying a decision twice is a no-op).
         let broken = CancellationToken::new();
-        let until = {
+        let ending = {
             let (stop, broken) = (stop.clone(), broken.clone());
-            async move {
-                tokio::select! {
-                    _ = stop.cancelled() => {}
-                    _ = broken.cancelled() => {}
+            move || {
+                let (stop, broken) = (stop.clone(), broken.clone());
+                async move {
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = broken.cancelled() => {}
+                    }
                 }
             }
         };
-        consumer
-            .take_until(until)
-            .for_each_concurrent(usize::from(CONCURRENCY), |delivery| {
+        let work = consumer.take_until(ending()).for_each_concurrent(
+            usize::from(CONCURRENCY),
+            |delivery| {
                 let (this, channel, broken) = (self.clone(), channel.clone(), broken.clone());
                 async move {
                     let result = match delivery {
@@ -108,8 +115,19 @@ impl DecisionConsumer {
                         broken.cancel();
                     }
                 }
-            })
-            .await;
+            },
+        );
+        let drain_deadline = async {
+            ending().await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        };
+        tokio::select! {
+            _ = work => {}
+            _ = drain_deadline => {
+                tracing::warn!("decisions in hand did not finish in time; the broker will redeliver them");
+                broken.cancel();
+            }
+        }
         if stop.is_cancelled() && !broken.is_cancelled() {
             let _ = channel.close(200, "shutting down".into()).await;
             return Ok(());

@@ -1,6 +1,6 @@
 //! The full fault-injection suite: every scenario at higher load with repeated faults, then a
 //! table of the results. `cargo run --release -p paysys-system-tests --bin fault-suite`
-//! (`--short` for the quick versions the test command runs).
+//! (`--short` for the quick versions the test command runs, `--only "<scenario>"` to pick).
 
 use paysys_system_tests::{report, scenarios};
 
