@@ -196,3 +196,62 @@ async fn database_down_answers_503_with_retry_after_quickly() {
     );
     api.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_resume_after_a_broker_cut_mid_stream() {
+    use payments_api::store::payments::{Insert, insert_many};
+    use payments_api::validation::parse_new_payment;
+
+    let broker = TestBroker::new();
+    let proxy = proxy_for(&broker.url).await;
+    let amqp_url = proxy.rewrite_url(&broker.url, &host_port(&broker.url));
+    let api = TestApi::start_on(TestDb::create().await, broker, &[("AMQP_URL", &amqp_url)]).await;
+
+    // Many pending payments, then a decision for each straight onto the decisions queue.
+    let body = demo_payment().to_string();
+    let payment = parse_new_payment(body.as_bytes(), rust_decimal::Decimal::from(1000)).unwrap();
+    let rows: Vec<Insert> = (0..2000)
+        .map(|_| Insert {
+            id: uuid::Uuid::now_v7(),
+            principal: "alice".into(),
+            payment: payment.clone(),
+        })
+        .collect();
+    let mut conn = api.pool.acquire().await.unwrap();
+    insert_many(&mut conn, &rows, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    drop(conn);
+    let (_conn, channel) = api.broker.channel().await;
+    for row in &rows {
+        api.publish_decision(&channel, &row.id.to_string(), "approved")
+            .await;
+    }
+    let pending = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM payments WHERE status = 'pending'")
+            .fetch_one(&api.pool)
+            .await
+            .unwrap()
+    };
+    // Cut while the consumer is busy applying and acking.
+    paysys_testkit::eventually(Duration::from_secs(20), || async {
+        (pending().await < 1900).then_some(())
+    })
+    .await
+    .expect("decisions start flowing");
+    proxy.cut().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.restore();
+
+    let drained = paysys_testkit::eventually(Duration::from_secs(30), || async {
+        (pending().await == 0).then_some(())
+    })
+    .await;
+    assert!(
+        drained.is_some(),
+        "{} payments still pending after the broker came back",
+        pending().await
+    );
+    api.broker.delete(&channel).await;
+    api.stop().await;
+}
