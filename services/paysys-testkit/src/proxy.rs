@@ -59,10 +59,26 @@ impl FaultProxy {
         self.up.load(Ordering::SeqCst)
     }
 
-    /// The proxy's address in a URL in place of `upstream_host_port`.
-    pub fn rewrite_url(&self, url: &str, upstream_host_port: &str) -> String {
-        url.replacen(upstream_host_port, &self.addr.to_string(), 1)
+    /// A proxy in front of the server `url` names (`scheme://user:pass@host:port/...`), and
+    /// the same URL pointing at the proxy instead.
+    pub async fn in_front_of(url: &str) -> (FaultProxy, String) {
+        let upstream = host_port(url);
+        let address = tokio::net::lookup_host(&upstream)
+            .await
+            .ok()
+            .and_then(|mut addresses| addresses.next())
+            .unwrap_or_else(|| panic!("cannot resolve {upstream}"));
+        let proxy = FaultProxy::start(address).await;
+        let proxied = url.replacen(&upstream, &proxy.addr.to_string(), 1);
+        (proxy, proxied)
     }
+}
+
+/// `host:port` of a URL.
+fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    rest.split(['/', '?']).next().unwrap_or_default().to_owned()
 }
 
 impl Drop for FaultProxy {
@@ -111,6 +127,18 @@ async fn accept_loop(
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn finds_host_and_port() {
+        assert_eq!(
+            host_port("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "127.0.0.1:5672"
+        );
+        assert_eq!(
+            host_port("postgres://u@h:5432/db?sslmode=disable"),
+            "h:5432"
+        );
+    }
 
     #[tokio::test]
     async fn forwards_then_cuts_then_restores() {

@@ -2,7 +2,6 @@
 //! PostgreSQL and RabbitMQ each reached through a [`FaultProxy`] that scenarios can cut.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -28,21 +27,6 @@ pub struct System {
     pub log_dir: PathBuf,
 }
 
-fn host_port(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, rest)| rest);
-    rest.split(['/', '?']).next().unwrap_or_default().to_owned()
-}
-
-async fn proxy_for(url: &str) -> FaultProxy {
-    let upstream: SocketAddr = tokio::net::lookup_host(host_port(url))
-        .await
-        .expect("resolve")
-        .next()
-        .expect("an address");
-    FaultProxy::start(upstream).await
-}
-
 impl System {
     /// Starts `apis` payments-API and `risks` risk-engine processes (random mode, p = 0.7,
     /// seed 42) and waits until all are ready.
@@ -55,10 +39,8 @@ impl System {
         let db = TestDb::create().await;
         let broker = TestBroker::new();
         let pool = db.pool().await;
-        let amqp_proxy = proxy_for(&broker.url).await;
-        let pg_proxy = proxy_for(&db.url).await;
-        let amqp_url = amqp_proxy.rewrite_url(&broker.url, &host_port(&broker.url));
-        let database_url = pg_proxy.rewrite_url(&db.url, &host_port(&db.url));
+        let (amqp_proxy, amqp_url) = FaultProxy::in_front_of(&broker.url).await;
+        let (pg_proxy, database_url) = FaultProxy::in_front_of(&db.url).await;
         let log_dir = std::env::temp_dir()
             .join("paysys-system-tests")
             .join(&broker.prefix);

@@ -5,9 +5,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, FieldError};
-use crate::http::views::{
-    CreatedResponse, DecisionView, EventView, PaymentPage, PaymentView, TransitionResponse,
-};
+use crate::http::views::{DecisionView, EventView, PaymentChanged, PaymentPage, PaymentView};
 use crate::http::{health, payments};
 use crate::validation::CreatePaymentRequest;
 
@@ -20,7 +18,7 @@ use crate::validation::CreatePaymentRequest;
         health::healthz, health::readyz, health::metrics, serve,
     ),
     components(schemas(
-        CreatePaymentRequest, CreatedResponse, TransitionResponse, PaymentView, PaymentPage,
+        CreatePaymentRequest, PaymentChanged, PaymentView, PaymentPage,
         DecisionView, EventView, ErrorBody, FieldError,
         paysys_core::PaymentStatus, paysys_core::Outcome, paysys_core::Reason,
     )),

@@ -13,7 +13,7 @@ use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::http::AppState;
 use crate::http::extract::{Caller, IdempotencyKey, JsonBody};
 use crate::http::idempotent::{self, Reply};
-use crate::http::views::{CreatedResponse, PaymentPage, PaymentView, TransitionResponse};
+use crate::http::views::{PaymentChanged, PaymentPage, PaymentView};
 use crate::store::payments::{self, Insert, ListQuery, Transition};
 use crate::validation::{CreatePaymentRequest, parse_new_payment, parse_optional_object};
 
@@ -30,7 +30,7 @@ const MAX_CANCEL_REASON: usize = 500;
     request_body = CreatePaymentRequest,
     params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retries with the same key replay the first response (kept at least 24 h)")),
     responses(
-        (status = 201, description = "Payment accepted", body = CreatedResponse),
+        (status = 201, description = "Payment accepted", body = PaymentChanged),
         (status = 400, description = "Invalid fields, all of them listed", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 409, description = "The Idempotency-Key is in use by a request still in progress", body = ErrorBody),
@@ -51,12 +51,7 @@ pub async fn create(
     let id = Uuid::now_v7();
     let created = Reply::json(
         StatusCode::CREATED,
-        &CreatedResponse {
-            status_code: 201,
-            status: "Success".into(),
-            payment_id: id,
-            payment_status: PaymentStatus::Pending,
-        },
+        &PaymentChanged::new(StatusCode::CREATED, id, PaymentStatus::Pending),
     );
     let insert = Insert {
         id,
@@ -163,7 +158,7 @@ pub async fn list(
         ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retries with the same key replay the first response"),
     ),
     responses(
-        (status = 200, description = "Captured", body = TransitionResponse),
+        (status = 200, description = "Captured", body = PaymentChanged),
         (status = 400, description = "Bad id or body", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 404, description = "No such payment for this caller", body = ErrorBody),
@@ -204,7 +199,7 @@ pub async fn capture(
         ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retries with the same key replay the first response"),
     ),
     responses(
-        (status = 200, description = "Captured", body = TransitionResponse),
+        (status = 200, description = "Captured", body = PaymentChanged),
         (status = 400, description = "Bad id or body", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 404, description = "No such payment for this caller", body = ErrorBody),
@@ -232,7 +227,7 @@ pub async fn capture_put(
     ),
     request_body(content = Option<Object>, description = "Optional `{\"reason\": \"...\"}`"),
     responses(
-        (status = 200, description = "Canceled", body = TransitionResponse),
+        (status = 200, description = "Canceled", body = PaymentChanged),
         (status = 400, description = "Bad id or body", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 404, description = "No such payment for this caller", body = ErrorBody),
@@ -295,12 +290,7 @@ async fn transition(
             match payments::transition(conn, &owner, id, to, to.as_str(), detail).await? {
                 Transition::Done => Ok(Reply::json(
                     StatusCode::OK,
-                    &TransitionResponse {
-                        status_code: 200,
-                        status: "Success".into(),
-                        payment_id: id,
-                        payment_status: to,
-                    },
+                    &PaymentChanged::new(StatusCode::OK, id, to),
                 )),
                 Transition::NotFound => Err(ApiError::payment_not_found()),
                 Transition::Refused { current } => Err(ApiError::Conflict {

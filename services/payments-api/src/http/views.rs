@@ -9,9 +9,10 @@ use uuid::Uuid;
 
 use crate::store::payments::{PaymentEvent, PaymentRecord};
 
-/// `201` for a new payment (the original demo's body, plus the payment's status).
+/// The answer to a request that changed a payment: `201` for a new one (the original demo's
+/// body, plus the payment's status), `200` for a capture or cancel.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CreatedResponse {
+pub struct PaymentChanged {
     #[serde(rename = "StatusCode")]
     #[schema(example = 201)]
     pub status_code: u16,
@@ -24,19 +25,19 @@ pub struct CreatedResponse {
     pub payment_status: PaymentStatus,
 }
 
-/// `200` for a capture or cancel.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TransitionResponse {
-    #[serde(rename = "StatusCode")]
-    #[schema(example = 200)]
-    pub status_code: u16,
-    #[serde(rename = "Status")]
-    #[schema(example = "Success")]
-    pub status: String,
-    #[serde(rename = "PaymentId")]
-    pub payment_id: Uuid,
-    #[serde(rename = "PaymentStatus")]
-    pub payment_status: PaymentStatus,
+impl PaymentChanged {
+    pub fn new(
+        code: axum::http::StatusCode,
+        payment_id: Uuid,
+        payment_status: PaymentStatus,
+    ) -> Self {
+        Self {
+            status_code: code.as_u16(),
+            status: "Success".into(),
+            payment_id,
+            payment_status,
+        }
+    }
 }
 
 /// A payment.

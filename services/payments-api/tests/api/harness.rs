@@ -231,10 +231,3 @@ impl Drop for TestApi {
         }
     }
 }
-
-/// host:port of a URL (`scheme://user@host:port/...`).
-pub fn host_port(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, rest)| rest);
-    rest.split(['/', '?']).next().unwrap().to_owned()
-}

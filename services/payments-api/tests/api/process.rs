@@ -62,17 +62,12 @@ async fn bad_configuration_fails_naming_the_variable() {
 async fn waits_for_a_database_that_starts_later_and_stops_cleanly_on_sigterm() {
     let db = TestDb::create().await;
     let broker = TestBroker::new();
-    let upstream = tokio::net::lookup_host(host_port(&db.url))
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let proxy = FaultProxy::start(upstream).await;
+    let (proxy, url) = FaultProxy::in_front_of(&db.url).await;
     proxy.cut().await;
     let port = free_port();
     let db_via_proxy = TestDb {
         name: db.name.clone(),
-        url: proxy.rewrite_url(&db.url, &host_port(&db.url)),
+        url,
     };
     let mut child = tokio::process::Command::from(base_command(&db_via_proxy, &broker, port))
         .kill_on_drop(true)

@@ -1,5 +1,4 @@
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
@@ -35,21 +34,12 @@ async fn drain_queue(api: &TestApi, channel: &lapin::Channel, expected: usize) -
     ids
 }
 
-async fn proxy_for(url: &str) -> FaultProxy {
-    let upstream: SocketAddr = tokio::net::lookup_host(host_port(url))
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    FaultProxy::start(upstream).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_down_at_request_time_still_201_and_published_once_back() {
     let broker = TestBroker::new();
-    let proxy = proxy_for(&broker.url).await;
+    let (proxy, amqp_url) = FaultProxy::in_front_of(&broker.url).await;
     proxy.cut().await;
-    let amqp_url = proxy.rewrite_url(&broker.url, &host_port(&broker.url));
+
     let api = TestApi::start_on(TestDb::create().await, broker, &[("AMQP_URL", &amqp_url)]).await;
 
     let mut ids = HashSet::new();
@@ -81,8 +71,8 @@ async fn broker_down_at_request_time_still_201_and_published_once_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_cut_mid_stream_loses_nothing() {
     let broker = TestBroker::new();
-    let proxy = proxy_for(&broker.url).await;
-    let amqp_url = proxy.rewrite_url(&broker.url, &host_port(&broker.url));
+    let (proxy, amqp_url) = FaultProxy::in_front_of(&broker.url).await;
+
     let api = TestApi::start_on(TestDb::create().await, broker, &[("AMQP_URL", &amqp_url)]).await;
     let mut ids = HashSet::new();
     for round in 0..4 {
@@ -112,9 +102,9 @@ async fn broker_cut_mid_stream_loses_nothing() {
 async fn a_restarted_api_publishes_what_a_stopped_one_left() {
     let db = TestDb::create().await;
     let broker = TestBroker::new();
-    let proxy = proxy_for(&broker.url).await;
+    let (proxy, amqp_url) = FaultProxy::in_front_of(&broker.url).await;
     proxy.cut().await;
-    let amqp_url = proxy.rewrite_url(&broker.url, &host_port(&broker.url));
+
     let prefix = broker.prefix.clone();
     let first = TestApi::start_on(
         TestDb {
@@ -154,8 +144,7 @@ async fn a_restarted_api_publishes_what_a_stopped_one_left() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_down_answers_503_with_retry_after_quickly() {
     let db = TestDb::create().await;
-    let proxy = proxy_for(&db.url).await;
-    let url = proxy.rewrite_url(&db.url, &host_port(&db.url));
+    let (proxy, url) = FaultProxy::in_front_of(&db.url).await;
     let api = TestApi::start_on(
         db,
         TestBroker::new(),
@@ -203,8 +192,8 @@ async fn decisions_resume_after_a_broker_cut_mid_stream() {
     use payments_api::validation::parse_new_payment;
 
     let broker = TestBroker::new();
-    let proxy = proxy_for(&broker.url).await;
-    let amqp_url = proxy.rewrite_url(&broker.url, &host_port(&broker.url));
+    let (proxy, amqp_url) = FaultProxy::in_front_of(&broker.url).await;
+
     let api = TestApi::start_on(TestDb::create().await, broker, &[("AMQP_URL", &amqp_url)]).await;
 
     // Many pending payments, then a decision for each straight onto the decisions queue.

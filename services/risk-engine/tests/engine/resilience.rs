@@ -2,7 +2,6 @@
 //! is lost, and a payment decided twice gets an identical decision.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -12,25 +11,6 @@ use risk_engine::decide::Decider;
 use uuid::Uuid;
 
 use crate::harness::{Engine, WAIT, essence, payment};
-
-/// `host:port` of an AMQP URL.
-fn host_port(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-    rest.split('/').next().unwrap().to_owned()
-}
-
-async fn proxy_to_broker(url: &str) -> (FaultProxy, String) {
-    let upstream = host_port(url);
-    let addr: SocketAddr = tokio::net::lookup_host(&upstream)
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let proxy = FaultProxy::start(addr).await;
-    let proxied = proxy.rewrite_url(url, &upstream);
-    (proxy, proxied)
-}
 
 /// A mix of approvals and declines (payer = payee on every seventh).
 fn payments(n: usize) -> Vec<PaymentMessage> {
@@ -50,7 +30,7 @@ async fn a_broker_cut_mid_stream_loses_nothing() {
     let mut engine = Engine::prepare().await;
     let all = payments(3000);
     engine.publish_all(&all).await;
-    let (proxy, url) = proxy_to_broker(&engine.broker.url).await;
+    let (proxy, url) = FaultProxy::in_front_of(&engine.broker.url).await;
     engine.run(Decider::Rules(Box::default()), &url, 200).await;
 
     for (cut_at, outage) in [(300, 200), (1200, 1500)] {
@@ -111,7 +91,7 @@ async fn a_broker_cut_mid_stream_loses_nothing() {
 #[tokio::test]
 async fn starts_without_the_broker_and_becomes_ready_when_it_appears() {
     let engine = Engine::prepare().await;
-    let (proxy, url) = proxy_to_broker(&engine.broker.url).await;
+    let (proxy, url) = FaultProxy::in_front_of(&engine.broker.url).await;
     proxy.cut().await;
     let p = payment();
     engine.publish(&p).await;
