@@ -107,9 +107,9 @@ clean_test_leftovers() {
       while read -r db; do psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null 2>&1 || true; done
   fi
   if command -v rabbitmqctl >/dev/null 2>&1 && [[ $(url_host "$AMQP_URL") =~ ^(127.0.0.1|localhost)$ ]]; then
-    timeout 60 rabbitmqctl list_queues -q name 2>/dev/null | grep '^paysys-test_' |
+    timeout 60 rabbitmqctl list_queues -q name 2>/dev/null | { grep '^paysys-test_' || true; } |
       while read -r q; do timeout 10 rabbitmqctl delete_queue "$q" >/dev/null 2>&1 || true; done
-    timeout 60 rabbitmqctl list_exchanges -q name 2>/dev/null | grep '^paysys-test_' |
+    timeout 60 rabbitmqctl list_exchanges -q name 2>/dev/null | { grep '^paysys-test_' || true; } |
       while read -r x; do timeout 10 rabbitmqctl eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$x\">>), false, <<\"paysys\">>)." >/dev/null 2>&1 || true; done
   fi
   return 0

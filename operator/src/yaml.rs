@@ -1,9 +1,9 @@
-//! YAML rendering that survives the workspace's `serde_json/arbitrary_precision` feature.
+//! YAML rendering with a stable layout: the value passes through `serde_json::Value` (keys
+//! sorted) and then becomes a YAML value, each number an integer where it is one.
 //!
-//! With that feature a `serde_json::Number` serialises as a private map, which a YAML
-//! serialiser prints verbatim (`$serde_json::private::Number: '1'`). Anything that passed
-//! through `serde_json::Value` (the CRD schema, k8s-openapi objects) is therefore converted to
-//! a YAML value first, turning each number back into a YAML integer or float.
+//! It was written when serde_json's `arbitrary_precision` made numbers serialise as private
+//! maps; that feature is gone from the workspace, and this stays because the committed CRD
+//! YAML (`crds/`, the chart) is rendered in this layout.
 
 use serde::Serialize;
 use serde_json::Value as Json;

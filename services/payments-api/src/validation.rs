@@ -1,15 +1,17 @@
 //! Turning a `POST /payments` body into a valid payment, or into the list of everything wrong
 //! with it.
 //!
-//! The body is read as a JSON value (numbers keep their literal text, see serde_json's
-//! `arbitrary_precision`) and each field is checked on its own, so one response lists every
-//! bad field instead of stopping at the first.
+//! The body is read as a map of raw JSON values (so the amount keeps its literal text and
+//! never passes through a float) and each field is checked on its own, so one response lists
+//! every bad field instead of stopping at the first.
 
 use paysys_core::Currency;
 use paysys_core::money::Money;
 use rust_decimal::Decimal;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -46,7 +48,7 @@ const FIELDS: [&str; 5] = ["amount", "currency", "userId", "payeeId", "paymentMe
 
 /// Parses and validates a create-payment body against `max_amount` (major units).
 pub fn parse_new_payment(body: &[u8], max_amount: Decimal) -> Result<NewPayment, Vec<FieldError>> {
-    let object = parse_object(body)?;
+    let object: RawObject = parse_object(body)?;
     let mut errors: Vec<FieldError> = object
         .keys()
         .filter(|key| !FIELDS.contains(&key.as_str()))
@@ -54,12 +56,15 @@ pub fn parse_new_payment(body: &[u8], max_amount: Decimal) -> Result<NewPayment,
         .collect();
 
     let currency = field(&object, "currency", &mut errors, |value| {
-        let code = value.as_str().ok_or("must be a string")?;
+        let code = string(value).ok_or("must be a string")?;
         code.parse::<Currency>().map_err(|e| e.to_string())
     });
-    let amount_text = field(&object, "amount", &mut errors, |value| match value {
-        Value::Number(number) => Ok(number.to_string()),
-        _ => Err("must be a number".into()),
+    let amount_text = field(&object, "amount", &mut errors, |value| {
+        if paysys_core::money::is_json_number(value.get()) {
+            Ok(value.get().to_owned())
+        } else {
+            Err("must be a number".into())
+        }
     });
     let user_id = field(&object, "userId", &mut errors, uuid_field);
     let payee_id = field(&object, "payeeId", &mut errors, uuid_field);
@@ -109,7 +114,7 @@ pub fn parse_optional_object(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
-    let object = parse_object(body)?;
+    let object: Map<String, Value> = parse_object(body)?;
     let errors: Vec<FieldError> = object
         .keys()
         .filter(|key| !allowed.contains(&key.as_str()))
@@ -122,26 +127,35 @@ pub fn parse_optional_object(
     }
 }
 
-fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Vec<FieldError>> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(object)) => Ok(object),
-        Ok(_) => Err(vec![FieldError::new("body", "must be a JSON object")]),
-        Err(error) => Err(vec![FieldError::new(
-            "body",
-            format!("malformed JSON: {error}"),
-        )]),
-    }
+/// A JSON object whose values are kept as their literal text.
+type RawObject = BTreeMap<String, Box<RawValue>>;
+
+/// Parses a body that must be a JSON object into `T` (a map), telling malformed JSON apart
+/// from well-formed JSON of the wrong shape.
+fn parse_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Vec<FieldError>> {
+    serde_json::from_slice::<T>(body).map_err(|error| {
+        let message = match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Ok(_) => "must be a JSON object".to_owned(),
+            Err(_) => format!("malformed JSON: {error}"),
+        };
+        vec![FieldError::new("body", message)]
+    })
+}
+
+/// The string a raw JSON value holds, if it is a string.
+fn string(value: &RawValue) -> Option<String> {
+    serde_json::from_str::<String>(value.get()).ok()
 }
 
 /// Checks one required field with `check`, recording an error if it is missing or bad.
 fn field<T>(
-    object: &Map<String, Value>,
+    object: &RawObject,
     name: &str,
     errors: &mut Vec<FieldError>,
-    check: impl FnOnce(&Value) -> Result<T, String>,
+    check: impl FnOnce(&RawValue) -> Result<T, String>,
 ) -> Option<T> {
-    match object.get(name) {
-        None | Some(Value::Null) => {
+    match object.get(name).filter(|value| value.get() != "null") {
+        None => {
             errors.push(FieldError::new(name, "is required"));
             None
         }
@@ -155,9 +169,9 @@ fn field<T>(
     }
 }
 
-fn uuid_field(value: &Value) -> Result<Uuid, String> {
-    let text = value.as_str().ok_or("must be a string holding a UUID")?;
-    Uuid::parse_str(text).map_err(|_| "must be a UUID".to_owned())
+fn uuid_field(value: &RawValue) -> Result<Uuid, String> {
+    let text = string(value).ok_or("must be a string holding a UUID")?;
+    Uuid::parse_str(&text).map_err(|_| "must be a UUID".to_owned())
 }
 
 #[cfg(test)]

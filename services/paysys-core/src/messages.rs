@@ -23,6 +23,7 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// A payment to decide, as published by the payments API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PaymentMessage {
+    #[serde(default = "schema_version_of_the_original_demo")]
     pub schema_version: u32,
     pub payment_id: Uuid,
     pub payment_data: PaymentData,
@@ -37,7 +38,7 @@ pub struct PaymentMessage {
 #[serde(rename_all = "camelCase")]
 pub struct PaymentData {
     /// Major units as an exact decimal (`70.5`), written as a JSON number.
-    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    #[serde(with = "crate::money::json_number")]
     pub amount: Decimal,
     pub currency: Currency,
     pub user_id: Uuid,
@@ -67,6 +68,7 @@ pub struct Velocity {
 /// The risk engine's verdict on one payment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DecisionMessage {
+    #[serde(default = "schema_version_of_the_original_demo")]
     pub schema_version: u32,
     pub payment_id: Uuid,
     pub outcome: Outcome,
@@ -116,24 +118,30 @@ pub enum DecodeError {
 
 /// Decodes a JSON message after checking its size and schema version.
 ///
-/// A missing `schema_version` means version 1, the original demo's format.
+/// A missing `schema_version` means version 1, the original demo's format. The body is
+/// parsed straight into `T` (never through a `Value`), so an amount keeps its literal text.
 fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, DecodeError> {
     if body.len() > MAX_MESSAGE_BYTES {
         return Err(DecodeError::TooLarge(body.len()));
     }
-    let mut value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    let object = value
-        .as_object_mut()
-        .ok_or_else(|| DecodeError::Malformed("expected a JSON object".into()))?;
-    match object.get("schema_version") {
-        None => {
-            object.insert("schema_version".into(), SCHEMA_VERSION.into());
-        }
+    /// Only the version, read first so a message of another version is refused as such
+    /// rather than as whatever field it happens to break.
+    #[derive(Deserialize)]
+    struct Version {
+        schema_version: Option<serde_json::Value>,
+    }
+    let malformed = |e: serde_json::Error| DecodeError::Malformed(e.to_string());
+    let version: Version = serde_json::from_slice(body).map_err(malformed)?;
+    match version.schema_version {
+        None => {}
         Some(v) if v.as_u64() == Some(u64::from(SCHEMA_VERSION)) => {}
         Some(v) => return Err(DecodeError::UnsupportedVersion(v.to_string())),
     }
-    serde_json::from_value(value).map_err(|e| DecodeError::Malformed(e.to_string()))
+    serde_json::from_slice(body).map_err(malformed)
+}
+
+fn schema_version_of_the_original_demo() -> u32 {
+    SCHEMA_VERSION
 }
 
 impl PaymentMessage {

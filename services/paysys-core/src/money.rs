@@ -1,8 +1,9 @@
 //! Exact money: amounts parsed from decimal text, held as integer minor units.
 //!
 //! An amount never exists as a float. The API hands over the JSON number's literal text
-//! (serde_json's `arbitrary_precision`), it is parsed into a `Decimal`, checked against the
-//! currency's exponent and converted to an `i64` count of minor units (cents, yen, fils).
+//! (serde_json's `RawValue`, see [`json_number`]), it is parsed into a `Decimal`, checked
+//! against the currency's exponent and converted to an `i64` count of minor units (cents,
+//! yen, fils).
 
 use std::str::FromStr;
 
@@ -85,6 +86,43 @@ fn parse_decimal(text: &str) -> Result<Decimal, AmountError> {
     Ok(value)
 }
 
+/// Whether `text` is the literal of a JSON number (not a string, bool, null, array or object).
+pub fn is_json_number(text: &str) -> bool {
+    text.trim_start()
+        .starts_with(|c: char| c == '-' || c.is_ascii_digit())
+}
+
+/// Serde support for a `Decimal` written as a JSON *number* whose literal text is kept
+/// exactly (`70.5`, never `70.499999...`), without serde_json's workspace-wide
+/// `arbitrary_precision` feature: the field alone is read as a `RawValue`.
+///
+/// Use as `#[serde(with = "paysys_core::money::json_number")]`. The containing type must be
+/// deserialised straight from JSON text, not through a buffered `Value`/`Content` (no
+/// `flatten` or `untagged` around it), because only then does serde_json hand over raw text.
+pub mod json_number {
+    use rust_decimal::Decimal;
+    use serde::de::Error as _;
+    use serde::ser::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::value::RawValue;
+
+    pub fn serialize<S: Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw = RawValue::from_string(value.normalize().to_string()).map_err(S::Error::custom)?;
+        raw.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        let text = raw.get();
+        if !super::is_json_number(text) {
+            return Err(D::Error::custom(format!(
+                "expected a JSON number, found {text}"
+            )));
+        }
+        super::parse_decimal(text).map_err(D::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +191,30 @@ mod tests {
         assert_eq!(m.to_decimal().to_string(), "70.5");
         let m = Money::parse("5", cur("KWD"), max()).unwrap();
         assert_eq!(m.to_decimal().to_string(), "5");
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Amount {
+        #[serde(with = "json_number")]
+        amount: Decimal,
+    }
+
+    #[test]
+    fn json_number_keeps_the_literal_exactly() {
+        let parsed: Amount = serde_json::from_str(r#"{"amount": 0.30000000000000004}"#).unwrap();
+        assert_eq!(parsed.amount.to_string(), "0.30000000000000004");
+        let parsed: Amount = serde_json::from_str(r#"{"amount": 70.50}"#).unwrap();
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), r#"{"amount":70.5}"#);
+        let big = "12345678901234567890.12";
+        let parsed: Amount = serde_json::from_str(&format!(r#"{{"amount": {big}}}"#)).unwrap();
+        assert_eq!(parsed.amount.to_string(), big);
+    }
+
+    #[test]
+    fn json_number_refuses_strings_and_other_types() {
+        for body in [r#"{"amount": "70.5"}"#, r#"{"amount": null}"#, r#"{"amount": [1]}"#] {
+            assert!(serde_json::from_str::<Amount>(body).is_err(), "{body}");
+        }
     }
 
     proptest! {

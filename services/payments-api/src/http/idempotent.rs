@@ -48,9 +48,7 @@ impl Reply {
 /// Identifies a request for comparison under one key: method, path and the body's canonical
 /// JSON (key order and whitespace do not matter; values do).
 pub fn request_hash(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
-    let canonical = serde_json::from_slice::<serde_json::Value>(body)
-        .map(|value| value.to_string().into_bytes())
-        .unwrap_or_else(|_| body.to_vec());
+    let canonical = canonical_json(body).unwrap_or_else(|| body.to_vec());
     let mut hasher = Sha256::new();
     hasher.update(method.as_bytes());
     hasher.update([0]);
@@ -58,6 +56,28 @@ pub fn request_hash(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
     hasher.update([0]);
     hasher.update(&canonical);
     hasher.finalize().to_vec()
+}
+
+/// A JSON object body with its keys sorted and whitespace removed. A top-level number keeps
+/// its literal text (`70.50` is not `70.5`, and no two amounts collapse into one float);
+/// nested values are compared as parsed JSON. `None` for anything but an object.
+fn canonical_json(body: &[u8]) -> Option<Vec<u8>> {
+    use serde_json::value::RawValue;
+    let object: std::collections::BTreeMap<String, Box<RawValue>> =
+        serde_json::from_slice(body).ok()?;
+    let canonical: std::collections::BTreeMap<String, Box<RawValue>> = object
+        .into_iter()
+        .map(|(key, raw)| {
+            let value = if paysys_core::money::is_json_number(raw.get()) {
+                raw
+            } else {
+                let parsed: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
+                serde_json::value::to_raw_value(&parsed).ok()?
+            };
+            Some((key, value))
+        })
+        .collect::<Option<_>>()?;
+    serde_json::to_vec(&canonical).ok()
 }
 
 /// Runs `operation` under the key, if any. The closure gets the connection to do its work on;
@@ -129,5 +149,15 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);
+    }
+
+    #[test]
+    fn amounts_that_one_float_would_hold_are_still_different_requests() {
+        let a = request_hash("POST", "/payments", br#"{"amount": 0.1}"#);
+        let b = request_hash("POST", "/payments", br#"{"amount": 0.10000000000000000001}"#);
+        assert_ne!(a, b);
+        let nested = request_hash("POST", "/payments", br#"{"x": {"b": 1,  "a": 2}}"#);
+        let reordered = request_hash("POST", "/payments", br#"{"x":{"a":2,"b":1}}"#);
+        assert_eq!(nested, reordered);
     }
 }

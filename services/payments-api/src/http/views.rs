@@ -47,7 +47,7 @@ pub struct PaymentView {
     pub id: Uuid,
     pub status: PaymentStatus,
     /// Major units, an exact decimal JSON number (`70.5`).
-    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    #[serde(with = "paysys_core::money::json_number")]
     #[schema(value_type = f64, example = 70.5)]
     pub amount: Decimal,
     /// Integer minor units of the currency (`7050` cents).
