@@ -4,6 +4,8 @@
 # locally when absent and installed). Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# No step fails silently: name the command that stopped the run.
+trap 'echo "error: scripts/test.sh stopped at line $LINENO: $BASH_COMMAND (exit $?)" >&2' ERR
 source scripts/services.sh
 
 ensure_postgres
@@ -14,6 +16,16 @@ clean_test_leftovers
 if [[ -x scripts/ensure-helm.sh ]]; then
   HELM="$(scripts/ensure-helm.sh)"
   export HELM
+fi
+
+# A real Kubernetes control plane for the operator's tests (envtest convention).
+if KUBEBUILDER_ASSETS="$(scripts/ensure-envtest.sh)" && [[ -n "$KUBEBUILDER_ASSETS" ]]; then
+  export KUBEBUILDER_ASSETS
+  echo "envtest: KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
+elif [[ "${CI:-}" == true ]]; then
+  exit 1 # ensure-envtest.sh said why
+else
+  unset KUBEBUILDER_ASSETS
 fi
 
 cargo build --locked --workspace --all-targets
