@@ -87,6 +87,7 @@ pub async fn run(
     );
     let reaper = tokio::spawn(housekeeping(
         pool.clone(),
+        config.velocity_window,
         state.rate_limits.clone(),
         workers.clone(),
     ));
@@ -103,9 +104,11 @@ pub async fn run(
     Ok(())
 }
 
-/// Periodic clean-ups: expired idempotency keys, idle rate-limit buckets.
+/// Periodic clean-ups: expired idempotency keys, payers idle beyond the velocity window, idle
+/// rate-limit buckets.
 async fn housekeeping(
     pool: sqlx::PgPool,
+    velocity_window: Duration,
     rate_limits: Arc<protection::RateLimits>,
     stop: CancellationToken,
 ) {
@@ -116,6 +119,11 @@ async fn housekeeping(
                 Ok(0) => {}
                 Ok(deleted) => tracing::info!(deleted, "expired idempotency keys deleted"),
                 Err(error) => tracing::warn!(%error, "cannot delete expired idempotency keys"),
+            }
+            match store::velocity::forget_idle(&mut conn, velocity_window).await {
+                Ok(0) => {}
+                Ok(forgotten) => tracing::info!(forgotten, "idle payers' velocity forgotten"),
+                Err(error) => tracing::warn!(%error, "cannot forget idle payers' velocity"),
             }
         }
         tokio::select! {
