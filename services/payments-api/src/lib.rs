@@ -6,6 +6,7 @@
 //! `relay` and `decisions` are the two background workers talking to RabbitMQ.
 
 pub mod auth;
+pub mod backlog;
 pub mod config;
 pub mod decisions;
 pub mod error;
@@ -61,6 +62,7 @@ pub async fn run(
         relay_wake: Arc::new(Notify::new()),
         relays_connected: Arc::new(AtomicUsize::new(0)),
         consuming_decisions: Arc::new(AtomicBool::new(false)),
+        backlog: Arc::new(backlog::Backlog::new(config.limits.max_undecided)),
     };
     let workers = CancellationToken::new();
     let relay = relay::Relay {
@@ -85,6 +87,11 @@ pub async fn run(
         }
         .run(workers.clone()),
     );
+    let backlog = tokio::spawn(state.backlog.clone().run(
+        pool.clone(),
+        metrics.clone(),
+        workers.clone(),
+    ));
     let reaper = tokio::spawn(housekeeping(
         pool.clone(),
         config.velocity_window,
@@ -99,7 +106,7 @@ pub async fn run(
     tracing::info!("HTTP server drained; stopping workers");
     workers.cancel();
     futures::future::join_all(relays).await;
-    let _ = tokio::join!(consumer, reaper);
+    let _ = tokio::join!(consumer, reaper, backlog);
     pool.close().await;
     Ok(())
 }

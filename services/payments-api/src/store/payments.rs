@@ -209,6 +209,27 @@ async fn insert_locked(
     Ok(created.into_iter().map(|(_, at)| at).collect())
 }
 
+/// Payments waiting for their risk decision.
+#[derive(Debug, Clone, Copy, PartialEq, FromRow)]
+pub struct Undecided {
+    pub count: i64,
+    /// Age of the oldest one; 0 when there is none.
+    pub oldest_age_seconds: f64,
+}
+
+/// The undecided backlog, from the partial index `payments_undecided` (cost proportional to
+/// the backlog, which admission bounds).
+pub async fn undecided(conn: &mut PgConnection) -> Result<Undecided, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*) AS count,
+                coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8
+                    AS oldest_age_seconds
+         FROM payments WHERE status = 'pending'",
+    )
+    .fetch_one(conn)
+    .await
+}
+
 /// The payment if it exists and belongs to `principal`.
 pub async fn find(
     conn: &mut PgConnection,
