@@ -25,3 +25,9 @@ if [[ $# -eq 0 ]]; then
 fi
 
 cargo test --locked --workspace "$@"
+
+# The images built from these binaries and run as the chart runs them (podman; see
+# scripts/test-containers.sh). Skipped when extra arguments select a subset of the tests.
+if [[ $# -eq 0 ]]; then
+  scripts/test-containers.sh
+fi

@@ -1,0 +1,122 @@
+# shellcheck shell=bash
+# Local stand-ins for base images that cannot be pulled (no registry reachable), assembled from
+# Debian packages with `apt-get download` + `dpkg -x` and imported as single-layer images.
+# Sourced by scripts/images.sh and the container tests; each function prints the image name
+# and builds the image only when the engine does not have it yet (the cache across runs).
+# Needs: $ENGINE (podman or docker), apt-get (Debian/Ubuntu; `apt-get update` done).
+
+STANDINS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+# Downloads PACKAGES... and unpacks them into ROOT (maintainer scripts are not run).
+unpack_debs() { # root packages...
+  local root=$1 debs
+  shift
+  debs=$(mktemp -d)
+  # apt's download sandbox user must be able to write there.
+  chmod 777 "$debs"
+  (cd "$debs" && apt-get download -qq "$@" >/dev/null 2>&1) \
+    || { echo "error: apt-get download $* failed (apt-get update first?)" >&2; return 1; }
+  local deb
+  for deb in "$debs"/*.deb; do dpkg -x "$deb" "$root"; done
+  rm -rf "$debs"
+}
+
+# Imports the directory ROOT as IMAGE, with Dockerfile instructions CHANGES... applied.
+import_root() { # root image changes...
+  local root=$1 image=$2 args=()
+  shift 2
+  local change
+  for change in "$@"; do args+=(--change "$change"); done
+  tar --sort=name --numeric-owner --mtime=@0 -C "$root" -c . \
+    | "$ENGINE" import "${args[@]}" - "$image" >/dev/null 2>&1
+  rm -rf "$root"
+}
+
+image_exists() { "$ENGINE" image inspect "$1" >/dev/null 2>&1; }
+
+# The runtime base: the layout of gcr.io/distroless/cc-debian12:nonroot. glibc, libgcc and CA
+# certificates, users root and nonroot (65532), /tmp; no shell, no package manager.
+runtime_base() {
+  local image=localhost/paysys-base/cc-debian12:nonroot
+  if ! image_exists "$image"; then
+    echo "assembling $image from Debian packages" >&2
+    local root
+    root=$(mktemp -d)
+    unpack_debs "$root" libc6 libgcc-s1 ca-certificates
+    # Only shared libraries and certificates: no gconv modules, scripts or manuals.
+    rm -rf "$root"/usr/lib/x86_64-linux-gnu/gconv "$root"/usr/sbin "$root"/usr/bin \
+      "$root"/sbin "$root"/usr/share/man "$root"/usr/share/lintian "$root"/usr/share/locale \
+      "$root"/usr/libexec "$root"/etc/ca-certificates "$root"/usr/share/doc/*/changelog*
+    mkdir -p "$root/etc/ssl/certs" "$root/tmp" "$root/home/nonroot"
+    # The bundle update-ca-certificates would make; the single certificates are not needed.
+    cat "$root"/usr/share/ca-certificates/mozilla/*.crt >"$root/etc/ssl/certs/ca-certificates.crt"
+    rm -rf "$root/usr/share/ca-certificates"
+    printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' \
+      >"$root/etc/passwd"
+    printf 'root:x:0:\nnonroot:x:65532:\n' >"$root/etc/group"
+    chmod 1777 "$root/tmp"
+    chown 65532:65532 "$root/home/nonroot"
+    import_root "$root" "$image" "USER 65532:65532" "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"
+  fi
+  echo "$image"
+}
+
+# Packages PACKAGES... with every dependency, unpacked into a fresh root (printed).
+debian_root() { # packages...
+  local root list
+  root=$(mktemp -d)
+  list=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
+    --no-replaces --no-enhances "$@" | grep '^[a-z0-9]' | sort -u)
+  # shellcheck disable=SC2086 # one word per package
+  unpack_debs "$root" $list
+  # Debian's usrmerge links, as a real installation has them.
+  local dir
+  for dir in bin sbin lib lib64; do
+    if [[ -d "$root/$dir" && ! -L "$root/$dir" ]]; then
+      mkdir -p "$root/usr/$dir"
+      cp -a "$root/$dir/." "$root/usr/$dir/"
+      rm -rf "${root:?}/$dir"
+    fi
+    ln -s "usr/$dir" "$root/$dir"
+  done
+  mkdir -p "$root/tmp" "$root/run" "$root/var/run"
+  chmod 1777 "$root/tmp"
+  echo "$root"
+}
+
+# PostgreSQL 15 from Debian, configured like the official postgres image (POSTGRES_USER,
+# POSTGRES_PASSWORD, POSTGRES_DB, PGDATA; pg_isready on PATH). Has a shell: only a stand-in.
+postgres_standin() {
+  local image=localhost/paysys-standin/postgres:15
+  if ! image_exists "$image"; then
+    echo "assembling $image from Debian packages" >&2
+    local root
+    root=$(debian_root postgresql-15 bash coreutils util-linux)
+    printf 'root:x:0:0:root:/root:/bin/bash\npostgres:x:999:999::/var/lib/postgresql:/bin/bash\n' >"$root/etc/passwd"
+    printf 'root:x:0:\npostgres:x:999:\n' >"$root/etc/group"
+    install -m 755 "$STANDINS_DIR/postgres-entrypoint.sh" "$root/usr/local/bin/docker-entrypoint.sh"
+    import_root "$root" "$image" \
+      "ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+      "ENV PGDATA=/var/lib/postgresql/data" \
+      'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]'
+  fi
+  echo "$image"
+}
+
+# RabbitMQ from Debian, configured like the official rabbitmq image (RABBITMQ_DEFAULT_USER,
+# RABBITMQ_DEFAULT_PASS, RABBITMQ_NODENAME, RABBITMQ_NODE_PORT; rabbitmq-diagnostics).
+rabbitmq_standin() {
+  local image=localhost/paysys-standin/rabbitmq:3
+  if ! image_exists "$image"; then
+    echo "assembling $image from Debian packages" >&2
+    local root
+    root=$(debian_root rabbitmq-server bash coreutils util-linux)
+    printf 'root:x:0:0:root:/root:/bin/bash\nrabbitmq:x:999:999::/var/lib/rabbitmq:/bin/bash\n' >"$root/etc/passwd"
+    printf 'root:x:0:\nrabbitmq:x:999:\n' >"$root/etc/group"
+    install -m 755 "$STANDINS_DIR/rabbitmq-entrypoint.sh" "$root/usr/local/bin/docker-entrypoint.sh"
+    import_root "$root" "$image" \
+      "ENV PATH=/usr/lib/rabbitmq/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+      'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]'
+  fi
+  echo "$image"
+}
