@@ -27,6 +27,18 @@ ensure_podman() {
   return 1
 }
 
+# For a test script: returns when podman is usable; otherwise exits, with success (a one-line
+# skip saying how to get podman) except under CI=true, where a skipped test is a failure.
+podman_or_skip() { # what
+  ensure_podman && return 0
+  if [[ "${CI:-}" == true ]]; then
+    echo "error: $1 cannot run without podman (CI=true)" >&2
+    exit 1
+  fi
+  echo "skipping $1: podman and runc missing (apt-get install -y podman runc)" >&2
+  exit 0
+}
+
 # Points podman at the private configuration and storage (created on first use).
 use_private_podman() {
   local conf="$PAYSYS_CONTAINERS_DIR/conf"

@@ -62,7 +62,8 @@ if [[ "$BASES" == local ]]; then
       "(cargo build) and pass --prebuilt debug or --prebuilt release" >&2
     exit 2
   fi
-  build_args+=(--build-arg "RUNTIME_IMAGE=$(runtime_base)")
+  base=$(runtime_base) || exit 1
+  build_args+=(--build-arg "RUNTIME_IMAGE=$base")
   [[ "$ENGINE" == podman ]] && build_args+=(--pull=never)
 fi
 

@@ -14,14 +14,7 @@ source scripts/services.sh
 source scripts/containers-env.sh
 source scripts/containers/demo.sh
 
-if ! ensure_podman; then
-  if [[ "${CI:-}" == true ]]; then
-    echo "error: container tests cannot run without podman (CI=true)" >&2
-    exit 1
-  fi
-  echo "skipping container tests: podman and runc missing (apt-get install -y podman runc)" >&2
-  exit 0
-fi
+podman_or_skip "container tests"
 use_private_podman
 ensure_postgres
 ensure_rabbitmq

@@ -1145,6 +1145,11 @@ mod packaging {
                 definition["depends_on"]["rabbitmq"]["condition"],
                 "service_healthy"
             );
+            // Distroless has no curl: the binary probes its own /readyz.
+            assert_eq!(
+                definition["healthcheck"]["test"],
+                serde_json::json!(["CMD", format!("/usr/local/bin/{service}"), "healthcheck"])
+            );
             assert_eq!(definition["env_file"][0]["path"], ".env");
             assert_eq!(definition["env_file"][0]["required"], false);
         }

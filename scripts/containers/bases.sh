@@ -7,11 +7,21 @@
 
 STANDINS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
+# Every function writing into a root directory checks it first: an empty or wrong path here
+# would write into the host's /etc.
+scratch_dir() { # dir
+  if [[ -z "$1" || "$1" == / || ! -d "$1" || "$1" != "${TMPDIR:-/tmp}"/* ]]; then
+    echo "error: refusing to assemble an image in '$1' (not a fresh temporary directory)" >&2
+    return 1
+  fi
+}
+
 # Downloads PACKAGES... and unpacks them into ROOT (maintainer scripts are not run).
 unpack_debs() { # root packages...
   local root=$1 debs
   shift
-  debs=$(mktemp -d)
+  scratch_dir "$root" || return 1
+  debs=$(mktemp -d) || return 1
   # apt's download sandbox user must be able to write there.
   chmod 777 "$debs"
   (cd "$debs" && apt-get download -qq "$@" >/dev/null 2>&1) \
@@ -25,11 +35,15 @@ unpack_debs() { # root packages...
 import_root() { # root image changes...
   local root=$1 image=$2 args=()
   shift 2
+  scratch_dir "$root" || return 1
   local change
   for change in "$@"; do args+=(--change "$change"); done
+  local status=0
   tar --sort=name --numeric-owner --mtime=@0 -C "$root" -c . \
-    | "$ENGINE" import "${args[@]}" - "$image" >/dev/null 2>&1
-  rm -rf "$root"
+    | "$ENGINE" import "${args[@]}" - "$image" >/dev/null 2>&1 || status=$?
+  rm -rf "${root:?}"
+  [[ $status == 0 ]] || echo "error: importing $image failed" >&2
+  return "$status"
 }
 
 image_exists() { "$ENGINE" image inspect "$1" >/dev/null 2>&1; }
@@ -41,8 +55,8 @@ runtime_base() {
   if ! image_exists "$image"; then
     echo "assembling $image from Debian packages" >&2
     local root
-    root=$(mktemp -d)
-    unpack_debs "$root" libc6 libgcc-s1 ca-certificates
+    root=$(mktemp -d) || return 1
+    unpack_debs "$root" libc6 libgcc-s1 ca-certificates || return 1
     # Only shared libraries and certificates: no gconv modules, scripts or manuals.
     rm -rf "$root"/usr/lib/x86_64-linux-gnu/gconv "$root"/usr/sbin "$root"/usr/bin \
       "$root"/sbin "$root"/usr/share/man "$root"/usr/share/lintian "$root"/usr/share/locale \
@@ -56,20 +70,22 @@ runtime_base() {
     printf 'root:x:0:\nnonroot:x:65532:\n' >"$root/etc/group"
     chmod 1777 "$root/tmp"
     chown 65532:65532 "$root/home/nonroot"
-    import_root "$root" "$image" "USER 65532:65532" "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"
+    import_root "$root" "$image" "USER 65532:65532" "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt" || return 1
   fi
   echo "$image"
 }
 
-# Packages PACKAGES... with every dependency, unpacked into a fresh root (printed).
-debian_root() { # packages...
-  local root list
-  root=$(mktemp -d)
+# Unpacks PACKAGES... with every dependency except those matching EXCLUDE (an extended
+# regular expression) into ROOT.
+debian_root() { # root exclude packages...
+  local root=$1 exclude=$2 list
+  shift 2
+  scratch_dir "$root" || return 1
   list=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
-    --no-replaces --no-enhances "$@" | grep '^[a-z0-9]' | sort -u)
+    --no-replaces --no-enhances "$@" | grep '^[a-z0-9]' | grep -Ev "^($exclude)\$" | sort -u) || return 1
   # shellcheck disable=SC2086 # one word per package
-  unpack_debs "$root" $list
-  # Debian's usrmerge links, as a real installation has them.
+  unpack_debs "$root" $list || return 1
+  # Debian's merged /usr, as an installed system has it.
   local dir
   for dir in bin sbin lib lib64; do
     if [[ -d "$root/$dir" && ! -L "$root/$dir" ]]; then
@@ -77,11 +93,11 @@ debian_root() { # packages...
       cp -a "$root/$dir/." "$root/usr/$dir/"
       rm -rf "${root:?}/$dir"
     fi
-    ln -s "usr/$dir" "$root/$dir"
+    ln -sfn "usr/$dir" "$root/$dir"
   done
-  mkdir -p "$root/tmp" "$root/run" "$root/var/run"
+  rm -rf "${root:?}"/usr/share/doc "${root:?}"/usr/share/man "${root:?}"/usr/share/locale
+  mkdir -p "$root/tmp" "$root/run" "$root/usr/local/bin"
   chmod 1777 "$root/tmp"
-  echo "$root"
 }
 
 # PostgreSQL 15 from Debian, configured like the official postgres image (POSTGRES_USER,
@@ -91,14 +107,19 @@ postgres_standin() {
   if ! image_exists "$image"; then
     echo "assembling $image from Debian packages" >&2
     local root
-    root=$(debian_root postgresql-15 bash coreutils util-linux)
+    root=$(mktemp -d) || return 1
+    # Not needed to serve: all locales (C is built in), LLVM for JIT (off without it),
+    # the perl of Debian's cluster wrappers (the entrypoint calls initdb and postgres).
+    debian_root "$root" 'locales-all|locales|libc-l10n|libllvm.*|libz3-.*|perl|perl-modules-.*|libperl.*|install-info' \
+      postgresql-15 bash dash coreutils util-linux || return 1
+    rm -f "$root"/usr/lib/postgresql/15/lib/llvmjit*
     printf 'root:x:0:0:root:/root:/bin/bash\npostgres:x:999:999::/var/lib/postgresql:/bin/bash\n' >"$root/etc/passwd"
     printf 'root:x:0:\npostgres:x:999:\n' >"$root/etc/group"
-    install -m 755 "$STANDINS_DIR/postgres-entrypoint.sh" "$root/usr/local/bin/docker-entrypoint.sh"
+    install -D -m 755 "$STANDINS_DIR/postgres-entrypoint.sh" "$root/usr/local/bin/docker-entrypoint.sh"
     import_root "$root" "$image" \
       "ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
       "ENV PGDATA=/var/lib/postgresql/data" \
-      'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]'
+      'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' || return 1
   fi
   echo "$image"
 }
@@ -110,13 +131,16 @@ rabbitmq_standin() {
   if ! image_exists "$image"; then
     echo "assembling $image from Debian packages" >&2
     local root
-    root=$(debian_root rabbitmq-server bash coreutils util-linux)
+    root=$(mktemp -d) || return 1
+    debian_root "$root" 'locales-all|locales|libc-l10n|install-info|erlang-dev|erlang-src|.*-doc' \
+      rabbitmq-server bash dash coreutils util-linux || return 1
     printf 'root:x:0:0:root:/root:/bin/bash\nrabbitmq:x:999:999::/var/lib/rabbitmq:/bin/bash\n' >"$root/etc/passwd"
     printf 'root:x:0:\nrabbitmq:x:999:\n' >"$root/etc/group"
-    install -m 755 "$STANDINS_DIR/rabbitmq-entrypoint.sh" "$root/usr/local/bin/docker-entrypoint.sh"
+    install -D -m 755 "$STANDINS_DIR/rabbitmq-entrypoint.sh" "$root/usr/local/bin/docker-entrypoint.sh"
     import_root "$root" "$image" \
       "ENV PATH=/usr/lib/rabbitmq/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-      'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]'
+      "ENV HOME=/var/lib/rabbitmq" \
+      'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' || return 1
   fi
   echo "$image"
 }
