@@ -3,8 +3,9 @@
 # Dockerfile with podman or docker, tagged ghcr.io/paysys/<service>:<workspace version>, then
 # prints their sizes and fails if a runtime image reaches SIZE_LIMIT_MB (40).
 #
-#   scripts/images.sh [--prebuilt PROFILE] [--local-bases] [SERVICE...]
+#   scripts/images.sh [--prebuilt PROFILE] [--local-bases] [--tag TAG] [SERVICE...]
 #
+#   --tag TAG           tag instead of the workspace version (the tests use a tag per run)
 #   --prebuilt PROFILE  copy target/PROFILE/<service> (stripped) into the image instead of
 #                       compiling in the Dockerfile's build stage (PROFILE: debug or release;
 #                       the binaries must be built already, e.g. by scripts/test.sh)
@@ -23,13 +24,15 @@ SERVICES=(payments-api risk-engine paysys-operator)
 SIZE_LIMIT_MB="${SIZE_LIMIT_MB:-40}"
 PROFILE=""
 BASES=""
+TAG=""
 selected=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --prebuilt) PROFILE="$2"; shift 2 ;;
     --local-bases) BASES=local; shift ;;
+    --tag) TAG="$2"; shift 2 ;;
     --real-bases) BASES=real; shift ;;
-    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
     -*) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) selected+=("$1"); shift ;;
   esac
@@ -48,6 +51,7 @@ if [[ -z "${CONTAINER_ENGINE:-}" ]]; then
 fi
 ENGINE="$CONTAINER_ENGINE"
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+TAG="${TAG:-$VERSION}"
 
 if [[ -z "$BASES" ]]; then
   # The registry of the default runtime image answers (even 401) when it can be reached.
@@ -84,7 +88,7 @@ fi
 failed=0
 printf '%-18s %8s\n' image "size MB" >&2
 for service in "${selected[@]}"; do
-  image="ghcr.io/paysys/$service:$VERSION"
+  image="ghcr.io/paysys/$service:$TAG"
   "$ENGINE" build --quiet "${build_args[@]}" --build-arg "VERSION=$VERSION" \
     -f Dockerfile --target "$service" -t "$image" "$context" >/dev/null
   bytes=$("$ENGINE" image inspect --format '{{.Size}}' "$image")

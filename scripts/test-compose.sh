@@ -5,8 +5,8 @@
 # including the services' own `healthcheck` subcommand. Then the README's verify steps: the
 # POST answers 201, the decision shows in the risk engine's log, and GET returns it.
 #
-# Uses the service images scripts/test-containers.sh built (built here when missing). Needs
-# podman + runc like that test: a skip is a failure under CI=true.
+# Builds the two service images from the debug binaries (as scripts/test-containers.sh does).
+# Needs podman + runc like that test: a skip is a failure under CI=true.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/containers-env.sh
@@ -22,20 +22,19 @@ ENGINE=podman
 source scripts/containers/bases.sh
 postgres_standin >/dev/null
 rabbitmq_standin >/dev/null
-VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-for service in payments-api risk-engine; do
-  if ! podman image exists "ghcr.io/paysys/$service:$VERSION"; then
-    scripts/images.sh --prebuilt debug payments-api risk-engine
-    break
-  fi
-done
+# Images of this run's own tag (docker-compose.yml names them by PAYSYS_VERSION).
+TAG="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)-compose-$$"
+cargo build --quiet --locked --workspace --all-targets
+scripts/images.sh --prebuilt debug --tag "$TAG" payments-api risk-engine
+podman image prune -f >/dev/null
 
 # docker-compose.yml's own variables, so each server gets a free port on the shared network.
 secret() { head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 PROJECT="paysys-test-compose-$$"
 KEY="compose-key-$(secret)"
-export POSTGRES_USER=paysys POSTGRES_DB=paysys POSTGRES_PASSWORD="pg-$(secret)"
-export RABBITMQ_USER=paysys RABBITMQ_PASSWORD="mq-$(secret)"
+POSTGRES_PASSWORD="pg-$(secret)"
+RABBITMQ_PASSWORD="mq-$(secret)"
+export POSTGRES_USER=paysys POSTGRES_DB=paysys POSTGRES_PASSWORD RABBITMQ_USER=paysys RABBITMQ_PASSWORD
 STANDIN_POSTGRES_PORT=$(free_port)
 STANDIN_RABBITMQ_PORT=$(free_port)
 STANDIN_RABBITMQ_DIST_PORT=$(free_port)
@@ -46,7 +45,7 @@ export STANDIN_POSTGRES_PORT STANDIN_RABBITMQ_PORT STANDIN_RABBITMQ_DIST_PORT ST
   API_PORT STANDIN_RABBITMQ_NODENAME
 export DATABASE_URL="postgres://paysys:$POSTGRES_PASSWORD@127.0.0.1:$STANDIN_POSTGRES_PORT/paysys"
 export AMQP_URL="amqp://paysys:$RABBITMQ_PASSWORD@127.0.0.1:$STANDIN_RABBITMQ_PORT/%2f"
-export API_KEYS="demo=$KEY" PAYSYS_VERSION="$VERSION"
+export API_KEYS="demo=$KEY" PAYSYS_VERSION="$TAG"
 compose=(podman-compose --project-name "$PROJECT" -f docker-compose.yml -f scripts/containers/compose.standins.yml)
 
 LOG=$(mktemp)
@@ -60,6 +59,7 @@ cleanup() {
     done
   fi
   "${compose[@]}" down -v -t 5 >/dev/null 2>&1 || true
+  podman rmi "ghcr.io/paysys/payments-api:$TAG" "ghcr.io/paysys/risk-engine:$TAG" >/dev/null 2>&1 || true
   [[ -n "${UP:-}" ]] && wait "$UP" 2>/dev/null
   rm -f "$LOG"
   exit "$status"

@@ -24,7 +24,9 @@ DB="paysys_test_$RUN"
 DB="${DB//-/_}"
 PREFIX="paysys-test_$RUN"
 KEY="container-key-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+# A tag of this run's own: another run on the same machine cannot swap the images under it.
+TAG="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)-test-$$"
+SERVICES=(payments-api risk-engine paysys-operator)
 containers=()
 cleanup() {
   local status=$?
@@ -32,6 +34,7 @@ cleanup() {
     for c in "${containers[@]}"; do echo "--- logs of $c" >&2; podman logs --tail 30 "$c" >&2 || true; done
   fi
   for c in "${containers[@]}"; do podman rm -f -t 2 "$c" >/dev/null 2>&1 || true; done
+  for service in "${SERVICES[@]}"; do podman rmi "ghcr.io/paysys/$service:$TAG" >/dev/null 2>&1 || true; done
   psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
   exit "$status"
 }
@@ -41,7 +44,7 @@ echo "== images (stripped debug binaries; see docs/development.md for why not re
 # The same build as scripts/test.sh's (a no-op after it): building a subset of the packages
 # would unify features differently and recompile.
 cargo build --quiet --locked --workspace --all-targets
-scripts/images.sh --prebuilt debug
+scripts/images.sh --prebuilt debug --tag "$TAG"
 # Builds leave their intermediate stage behind; vfs stores each as a full copy.
 podman image prune -f >/dev/null
 
@@ -52,8 +55,10 @@ check_image() { # image
   local user files
   user=$(podman image inspect --format '{{.Config.User}}' "$1")
   [[ "$user" == 65532:65532 ]] || fail "$1 runs as '$user', not 65532:65532"
-  files=$(podman export "$(podman create "$1")" | tar -t)
-  podman rm -f "$(podman ps -alq)" >/dev/null
+  local container
+  container=$(podman create "$1")
+  files=$(podman export "$container" | tar -t)
+  podman rm -f "$container" >/dev/null
   if grep -Eq '(^|/)(s?bin/)?(sh|bash|dash|ash|busybox)$' <<<"$files"; then
     fail "$1 contains a shell: $(grep -E '(^|/)(sh|bash|dash|ash|busybox)$' <<<"$files" | head -3)"
   fi
@@ -90,14 +95,14 @@ check_probes() { # name port binary
   echo "ok: $1 answers /healthz, /readyz and '$3 healthcheck'"
 }
 
-for service in payments-api risk-engine paysys-operator; do check_image "ghcr.io/paysys/$service:$VERSION"; done
+for service in "${SERVICES[@]}"; do check_image "ghcr.io/paysys/$service:$TAG"; done
 
 psql "$DATABASE_URL" -qc "CREATE DATABASE $DB"
 API_PORT=$(free_port)
 RISK_PORT=$(free_port)
-run_hardened risk-engine "ghcr.io/paysys/risk-engine:$VERSION" \
+run_hardened risk-engine "ghcr.io/paysys/risk-engine:$TAG" \
   "AMQP_URL=$AMQP_URL" "AMQP_PREFIX=$PREFIX" "PORT=$RISK_PORT"
-run_hardened payments-api "ghcr.io/paysys/payments-api:$VERSION" \
+run_hardened payments-api "ghcr.io/paysys/payments-api:$TAG" \
   "DATABASE_URL=${DATABASE_URL%/*}/$DB" "AMQP_URL=$AMQP_URL" "AMQP_PREFIX=$PREFIX" \
   "API_KEYS=demo=$KEY" "PORT=$API_PORT"
 check_probes "$RUN-risk-engine" "$RISK_PORT" risk-engine
@@ -120,7 +125,7 @@ KUBE
 chmod 644 "$KUBECONFIG_DIR/config"
 podman run -d --name "$RUN-operator" --read-only --cap-drop ALL --security-opt no-new-privileges \
   --user 65532:65532 -v "$KUBECONFIG_DIR/config:/kube/config:ro" -e KUBECONFIG=/kube/config \
-  -e LEADER_ELECTION=false -e "HTTP_PORT=$OPERATOR_PORT" "ghcr.io/paysys/paysys-operator:$VERSION" >/dev/null
+  -e LEADER_ELECTION=false -e "HTTP_PORT=$OPERATOR_PORT" "ghcr.io/paysys/paysys-operator:$TAG" >/dev/null
 containers+=("$RUN-operator")
 await_ok "http://127.0.0.1:$OPERATOR_PORT/readyz" 60 operator || fail "operator never became ready"
 curl -sf -o /dev/null "http://127.0.0.1:$OPERATOR_PORT/healthz" || fail "operator /healthz"

@@ -24,8 +24,12 @@ unpack_debs() { # root packages...
   debs=$(mktemp -d) || return 1
   # apt's download sandbox user must be able to write there.
   chmod 777 "$debs"
-  (cd "$debs" && apt-get download -qq "$@" >/dev/null 2>&1) \
-    || { echo "error: apt-get download $* failed (apt-get update first?)" >&2; return 1; }
+  # A machine whose package lists are missing or stale gets one `apt-get update`, then a retry.
+  if ! (cd "$debs" && apt-get download -qq "$@" >/dev/null 2>&1); then
+    apt-get update -qq >/dev/null 2>&1 || true
+    (cd "$debs" && apt-get download -qq "$@" >/dev/null) \
+      || { echo "error: apt-get download $* failed" >&2; rm -rf "$debs"; return 1; }
+  fi
   local deb
   for deb in "$debs"/*.deb; do dpkg -x "$deb" "$root"; done
   rm -rf "$debs"
@@ -58,9 +62,10 @@ runtime_base() {
     root=$(mktemp -d) || return 1
     unpack_debs "$root" libc6 libgcc-s1 ca-certificates || return 1
     # Only shared libraries and certificates: no gconv modules, scripts or manuals.
-    rm -rf "$root"/usr/lib/x86_64-linux-gnu/gconv "$root"/usr/sbin "$root"/usr/bin \
-      "$root"/sbin "$root"/usr/share/man "$root"/usr/share/lintian "$root"/usr/share/locale \
-      "$root"/usr/libexec "$root"/etc/ca-certificates "$root"/usr/share/doc/*/changelog*
+    rm -rf "${root:?}"/usr/lib/x86_64-linux-gnu/gconv "${root:?}"/usr/sbin "${root:?}"/usr/bin \
+      "${root:?}"/sbin "${root:?}"/usr/share/man "${root:?}"/usr/share/lintian \
+      "${root:?}"/usr/share/locale "${root:?}"/usr/libexec "${root:?}"/etc/ca-certificates \
+      "${root:?}"/usr/share/doc/*/changelog*
     mkdir -p "$root/etc/ssl/certs" "$root/tmp" "$root/home/nonroot"
     # The bundle update-ca-certificates would make; the single certificates are not needed.
     cat "$root"/usr/share/ca-certificates/mozilla/*.crt >"$root/etc/ssl/certs/ca-certificates.crt"
@@ -81,6 +86,8 @@ debian_root() { # root exclude packages...
   local root=$1 exclude=$2 list
   shift 2
   scratch_dir "$root" || return 1
+  # No package lists yet (a fresh machine): fetch them once.
+  apt-cache show "$1" >/dev/null 2>&1 || apt-get update -qq >/dev/null 2>&1 || true
   list=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
     --no-replaces --no-enhances "$@" | grep '^[a-z0-9]' | grep -Ev "^($exclude)\$" | sort -u) || return 1
   # shellcheck disable=SC2086 # one word per package
