@@ -2,7 +2,8 @@
 # Local stand-ins for base images that cannot be pulled (no registry reachable), assembled from
 # Debian packages with `apt-get download` + `dpkg -x` and imported as single-layer images.
 # Sourced by scripts/images.sh and the container tests; each function prints the image name
-# and builds the image only when the engine does not have it yet (the cache across runs).
+# (tagged with a hash of its recipe, and also with the plain tag) and builds the image only
+# when the engine does not have it yet: the cache across runs.
 # Needs: $ENGINE (podman or docker), apt-get (Debian/Ubuntu; `apt-get update` done).
 
 STANDINS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -52,10 +53,29 @@ import_root() { # root image changes...
 
 image_exists() { "$ENGINE" image inspect "$1" >/dev/null 2>&1; }
 
+# NAME:TAG-<hash of this file and FILES...>: a changed recipe builds a new image instead of
+# reusing the cached one. (Delete the engine's storage to pick up Debian updates as well.)
+recipe_image() { # name:tag files...
+  local image=$1 hash
+  shift
+  hash=$(cat "${BASH_SOURCE[0]}" "$@" | sha256sum | cut -c1-12)
+  echo "$image-$hash"
+}
+
+# After IMAGE (NAME:TAG-HASH) is built: NAME:TAG points at it and older recipes are removed.
+settle_image() { # image
+  local image=$1 old
+  "$ENGINE" tag "$image" "${image%-*}" || return 1
+  for old in $("$ENGINE" images --format '{{.Repository}}:{{.Tag}}' "${image%:*}"); do
+    [[ "$old" == "$image" || "$old" == "${image%-*}" ]] || "$ENGINE" rmi "$old" >/dev/null 2>&1 || true
+  done
+}
+
 # The runtime base: the layout of gcr.io/distroless/cc-debian12:nonroot. glibc, libgcc and CA
 # certificates, users root and nonroot (65532), /tmp; no shell, no package manager.
 runtime_base() {
-  local image=localhost/paysys-base/cc-debian12:nonroot
+  local image
+  image=$(recipe_image localhost/paysys-base/cc-debian12:nonroot)
   if ! image_exists "$image"; then
     echo "assembling $image from Debian packages" >&2
     local root
@@ -76,6 +96,7 @@ runtime_base() {
     chmod 1777 "$root/tmp"
     chown 65532:65532 "$root/home/nonroot"
     import_root "$root" "$image" "USER 65532:65532" "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt" || return 1
+    settle_image "$image" || return 1
   fi
   echo "$image"
 }
@@ -110,7 +131,8 @@ debian_root() { # root exclude packages...
 # PostgreSQL 15 from Debian, configured like the official postgres image (POSTGRES_USER,
 # POSTGRES_PASSWORD, POSTGRES_DB, PGDATA; pg_isready on PATH). Has a shell: only a stand-in.
 postgres_standin() {
-  local image=localhost/paysys-standin/postgres:15
+  local image
+  image=$(recipe_image localhost/paysys-standin/postgres:15 "$STANDINS_DIR/postgres-entrypoint.sh")
   if ! image_exists "$image"; then
     echo "assembling $image from Debian packages" >&2
     local root
@@ -127,6 +149,7 @@ postgres_standin() {
       "ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
       "ENV PGDATA=/var/lib/postgresql/data" \
       'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' || return 1
+    settle_image "$image" || return 1
   fi
   echo "$image"
 }
@@ -134,7 +157,8 @@ postgres_standin() {
 # RabbitMQ from Debian, configured like the official rabbitmq image (RABBITMQ_DEFAULT_USER,
 # RABBITMQ_DEFAULT_PASS, RABBITMQ_NODENAME, RABBITMQ_NODE_PORT; rabbitmq-diagnostics).
 rabbitmq_standin() {
-  local image=localhost/paysys-standin/rabbitmq:3
+  local image
+  image=$(recipe_image localhost/paysys-standin/rabbitmq:3 "$STANDINS_DIR/rabbitmq-entrypoint.sh")
   if ! image_exists "$image"; then
     echo "assembling $image from Debian packages" >&2
     local root
@@ -148,6 +172,7 @@ rabbitmq_standin() {
       "ENV PATH=/usr/lib/rabbitmq/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
       "ENV HOME=/var/lib/rabbitmq" \
       'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' || return 1
+    settle_image "$image" || return 1
   fi
   echo "$image"
 }
