@@ -37,3 +37,10 @@ if [[ $# -eq 0 ]]; then
 fi
 
 cargo test --locked --workspace "$@"
+
+# The images built from these binaries, run as the chart runs them, and the Compose stack
+# (podman; see the two scripts). Skipped when extra arguments select a subset of the tests.
+if [[ $# -eq 0 ]]; then
+  scripts/test-containers.sh
+  scripts/test-compose.sh
+fi
