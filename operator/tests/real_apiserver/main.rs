@@ -6,5 +6,6 @@
 
 mod crd;
 mod numbers;
+mod rbac;
 mod reconcile;
 mod support;
