@@ -111,6 +111,9 @@ clean_test_leftovers() {
       while read -r q; do timeout 10 rabbitmqctl delete_queue "$q" >/dev/null 2>&1 || true; done
     timeout 60 rabbitmqctl list_exchanges -q name 2>/dev/null | { grep '^paysys-test_' || true; } |
       while read -r x; do timeout 10 rabbitmqctl eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$x\">>), false, <<\"paysys\">>)." >/dev/null 2>&1 || true; done
+    # Virtual hosts of the operator's contract test (one per run).
+    timeout 60 rabbitmqctl list_vhosts -q name 2>/dev/null | { grep '^paysys-test_' || true; } |
+      while read -r v; do timeout 10 rabbitmqctl delete_vhost "$v" >/dev/null 2>&1 || true; done
   fi
   return 0
 }

@@ -115,8 +115,8 @@ fn build_step(systems: &[PaymentSystem]) {
 }
 
 /// Answers every request the way a healthy API server would: generated Secrets absent (so
-/// each reconcile creates them), applies echoed with ready Deployments, deletes of absent
-/// children 404, status and events accepted.
+/// each reconcile creates them), applies echoed with ready Deployments, no children to
+/// prune, status and events accepted.
 async fn mock_api(
     mut handle: tower_test::mock::Handle<HttpRequest<Body>, Response<Body>>,
     counter: Arc<Mutex<u64>>,
@@ -145,6 +145,11 @@ async fn mock_api(
                     )
                 }
             }
+            // Listing children to prune: none left over.
+            Method::GET => (
+                200,
+                json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []}),
+            ),
             Method::POST => (201, body),
             Method::PATCH if path.ends_with("/status") => {
                 let mut object = body;

@@ -3,7 +3,7 @@
 //! Everything is written with server-side apply under one field manager, forced (the operator
 //! owns these objects; a hand edit of a field it sets is reverted). Generated Secrets are the
 //! exception: created once when absent, never applied, so they are never rotated. Children no
-//! longer built are deleted by name.
+//! longer built are found by owner and label and deleted.
 
 use std::fmt::Debug;
 
@@ -11,14 +11,14 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::build::{Candidates, Children, secrets};
+use crate::build::{Children, meta, secrets};
 use crate::crd::PaymentSystem;
-use crate::validate::{self, SecretData};
+use crate::validate::{self, SecretData, Validated};
 
 /// The one field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "paysys-operator";
@@ -177,68 +177,54 @@ fn with_type_meta<K: Resource<DynamicType = ()> + Serialize>(object: &K) -> serd
     value
 }
 
-/// Deletes every candidate child that is not among `children`.
+/// Deletes every child of `system` that is no longer built: each object of a child kind in
+/// the namespace that carries the instance's labels and is controlled by this very
+/// `PaymentSystem` (owner uid), but is not among `children`. Generated Secrets are children
+/// too; those named in `keep_secrets` stay.
+///
+/// Found by ownership and label, never by a list of names, so a child an earlier version
+/// created under another name is pruned as well. Objects that only carry the labels (a
+/// user's copy) are not ours and are left alone.
 pub async fn prune(
     client: &Client,
-    namespace: &str,
-    candidates: &Candidates,
+    system: &Validated,
     children: &Children,
+    keep_secrets: &[String],
 ) -> Result<(), ApplyError> {
-    let Candidates {
-        secrets,
+    // No `..`: a new kind of child does not compile until it is pruned here.
+    let Children {
         config_maps,
         persistent_volume_claims,
         services,
         deployments,
         pod_disruption_budgets,
         network_policies,
-    } = candidates;
+    } = children;
     // Workloads first, so nothing is left running against a Service, claim or Secret that
     // is about to go.
-    delete_unwanted::<Deployment>(client, namespace, deployments, &children.deployments).await?;
-    delete_unwanted::<PodDisruptionBudget>(
-        client,
-        namespace,
-        pod_disruption_budgets,
-        &children.pod_disruption_budgets,
-    )
-    .await?;
-    delete_unwanted::<Service>(client, namespace, services, &children.services).await?;
-    delete_unwanted::<NetworkPolicy>(
-        client,
-        namespace,
-        network_policies,
-        &children.network_policies,
-    )
-    .await?;
-    delete_unwanted::<PersistentVolumeClaim>(
-        client,
-        namespace,
-        persistent_volume_claims,
-        &children.persistent_volume_claims,
-    )
-    .await?;
-    delete_unwanted::<ConfigMap>(client, namespace, config_maps, &children.config_maps).await?;
-    // Credentials of a managed server are wanted exactly while its Deployment is.
-    let wanted_credentials: Vec<String> = children
-        .deployments
-        .iter()
-        .map(|deployment| format!("{}-credentials", deployment.name_any()))
-        .collect();
-    for name in secrets
-        .iter()
-        .filter(|name| !wanted_credentials.contains(name))
-    {
-        delete::<Secret>(client, namespace, name).await?;
-    }
-    Ok(())
+    prune_kind::<Deployment>(client, system, &names_of(deployments)).await?;
+    prune_kind::<PodDisruptionBudget>(client, system, &names_of(pod_disruption_budgets)).await?;
+    prune_kind::<Service>(client, system, &names_of(services)).await?;
+    prune_kind::<NetworkPolicy>(client, system, &names_of(network_policies)).await?;
+    prune_kind::<PersistentVolumeClaim>(client, system, &names_of(persistent_volume_claims))
+        .await?;
+    prune_kind::<ConfigMap>(client, system, &names_of(config_maps)).await?;
+    prune_kind::<Secret>(client, system, keep_secrets).await
 }
 
-async fn delete_unwanted<K>(
+fn names_of<K: Resource>(objects: &[K]) -> Vec<String> {
+    objects
+        .iter()
+        .filter_map(|object| object.meta().name.clone())
+        .collect()
+}
+
+/// Deletes the objects of kind `K` controlled by `system` and labelled as its children whose
+/// names are not in `wanted`.
+async fn prune_kind<K>(
     client: &Client,
-    namespace: &str,
-    candidates: &[String],
-    wanted: &[K],
+    system: &Validated,
+    wanted: &[String],
 ) -> Result<(), ApplyError>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -246,12 +232,20 @@ where
         + Debug
         + DeserializeOwned,
 {
-    for name in candidates {
-        if !wanted
+    let api: Api<K> = Api::namespaced(client.clone(), &system.namespace);
+    let selector = meta::children_selector(&system.names);
+    let existing = api
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await
+        .map_err(failed::<K>("list", &selector))?;
+    for object in existing {
+        let controlled = object
+            .owner_references()
             .iter()
-            .any(|object| object.meta().name.as_ref() == Some(name))
-        {
-            delete::<K>(client, namespace, name).await?;
+            .any(|owner| owner.uid == system.owner.uid && owner.controller == Some(true));
+        let name = object.name_any();
+        if controlled && !wanted.contains(&name) && object.metadata.deletion_timestamp.is_none() {
+            delete::<K>(client, &system.namespace, &name).await?;
         }
     }
     Ok(())

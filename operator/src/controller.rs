@@ -25,7 +25,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::apply::{self, ApplyError, FIELD_MANAGER};
-use crate::build::{self, Candidates, payments_api};
+use crate::build::{self, payments_api};
 use crate::crd::{PaymentSystem, PaymentSystemStatus};
 use crate::metrics::Metrics;
 use crate::status::{self, Outcome};
@@ -167,13 +167,14 @@ async fn pipeline(ps: &PaymentSystem, ctx: &Context) -> Result<(), Error> {
     let system = validate::validate(ps, &secrets)?;
     let children = build::build(&system);
     let deployments = apply::apply(client, &system.namespace, &children).await?;
-    apply::prune(
-        client,
-        &system.namespace,
-        &Candidates::new(&system.names),
-        &children,
-    )
-    .await?;
+    // The generated Secrets still wanted, and the API key always: it lives as long as the
+    // `PaymentSystem`, so switching auth back and forth never changes the key clients hold.
+    let keep_secrets: Vec<String> = validate::generated_secrets(ps)
+        .into_iter()
+        .map(|(_, name)| name)
+        .chain([system.names.api_key()])
+        .collect();
+    apply::prune(client, &system, &children, &keep_secrets).await?;
     let api_key_secret = match &system.auth {
         Auth::Generated { secret_name } => Some(secret_name.clone()),
         Auth::User { .. } => None,

@@ -35,6 +35,15 @@ pub fn selector_labels(names: &Names, component: Component) -> BTreeMap<String, 
     ])
 }
 
+/// Label selector matching every child of the instance (with the owner reference, how the
+/// operator finds what to prune).
+pub fn children_selector(names: &Names) -> String {
+    format!(
+        "app.kubernetes.io/instance={},app.kubernetes.io/managed-by={MANAGED_BY}",
+        names.instance
+    )
+}
+
 pub fn selector(names: &Names, component: Component) -> LabelSelector {
     LabelSelector {
         match_labels: Some(selector_labels(names, component)),

@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
-use crate::names::{Component, Names};
+use crate::names::Component;
 use crate::validate::Validated;
 
 /// Every object the operator applies for one `PaymentSystem` (generated Secrets are created
@@ -59,50 +59,4 @@ pub fn build(system: &Validated) -> Children {
         children.network_policies = network_policy::build(system);
     }
     children
-}
-
-/// Names of every child the operator may ever create for an instance, per kind; those not in
-/// the current [`Children`] are deleted (e.g. a dependency switched from managed to external).
-///
-/// The generated API key Secret is deliberately absent: it lives as long as the
-/// `PaymentSystem` (owner reference), so switching auth back and forth never changes the key
-/// clients were given.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Candidates {
-    pub secrets: Vec<String>,
-    pub config_maps: Vec<String>,
-    pub persistent_volume_claims: Vec<String>,
-    pub services: Vec<String>,
-    pub deployments: Vec<String>,
-    pub pod_disruption_budgets: Vec<String>,
-    pub network_policies: Vec<String>,
-}
-
-impl Candidates {
-    pub fn new(names: &Names) -> Self {
-        let managed = [Component::RabbitMq, Component::Postgres];
-        let all = [
-            Component::RabbitMq,
-            Component::Postgres,
-            Component::PaymentsApi,
-            Component::RiskEngine,
-        ];
-        Self {
-            secrets: managed.map(|c| names.credentials(c)).to_vec(),
-            config_maps: vec![names.rules()],
-            persistent_volume_claims: managed.map(|c| names.data(c)).to_vec(),
-            services: [
-                Component::RabbitMq,
-                Component::Postgres,
-                Component::PaymentsApi,
-            ]
-            .map(|c| names.workload(c))
-            .to_vec(),
-            deployments: all.map(|c| names.workload(c)).to_vec(),
-            pod_disruption_budgets: [Component::PaymentsApi, Component::RiskEngine]
-                .map(|c| names.workload(c))
-                .to_vec(),
-            network_policies: all.map(|c| names.workload(c)).to_vec(),
-        }
-    }
 }

@@ -4,7 +4,9 @@
 //! Every real-API-server test lives in this one test binary, so they share one control
 //! plane; each test has its own namespace and its own in-process operator watching only it.
 
+mod contract;
 mod crd;
 mod numbers;
+mod rbac;
 mod reconcile;
 mod support;

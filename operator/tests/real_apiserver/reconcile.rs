@@ -540,3 +540,85 @@ async fn deleting_the_system_collects_every_child_and_leaves_user_secrets_alone(
         assert_eq!(now.resource_version(), before.resource_version());
     }
 }
+#[tokio::test]
+async fn children_no_longer_wanted_are_pruned_by_ownership_and_label() {
+    let Some(env) = env("prune").await else {
+        return;
+    };
+    let _operator = Operator::start(env.client.clone(), &env.namespace);
+    create_secret(
+        &env,
+        "shop-broker",
+        &[(
+            "url",
+            "amqp://paysys:secret@rabbitmq.example.com:5672/paysys",
+        )],
+    )
+    .await;
+    apply_system(&env, MINIMAL).await;
+    wait_condition(&env, "shop", "Degraded", "False", TIMEOUT).await;
+    // A child the operator made in an earlier version under a name this version never
+    // builds: found by owner and label, so it is pruned too.
+    let ps = Api::<PaymentSystem>::namespaced(env.client.clone(), &env.namespace)
+        .get("shop")
+        .await
+        .unwrap();
+    let mut stray: ConfigMap = serde_json::from_value(json!({
+        "metadata": {
+            "name": "shop-legacy-settings",
+            "labels": {
+                "app.kubernetes.io/instance": "shop",
+                "app.kubernetes.io/managed-by": "paysys-operator",
+                "app.kubernetes.io/name": "risk-engine",
+            },
+        },
+    }))
+    .unwrap();
+    stray.metadata.owner_references = Some(vec![ps.controller_owner_ref(&()).unwrap()]);
+    let config_maps: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.namespace);
+    config_maps
+        .create(&PostParams::default(), &stray)
+        .await
+        .unwrap();
+    // Someone else's ConfigMap with the same labels but no owner reference stays.
+    let mut foreign = stray.clone();
+    foreign.metadata.name = Some("shop-not-ours".into());
+    foreign.metadata.owner_references = None;
+    config_maps
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+
+    // The broker becomes external: its Deployment, Service, claim, NetworkPolicy and
+    // credentials are no longer wanted.
+    // (`managed: null`: the server defaulted `managed: {}` in, and the rule wants one of the
+    // two, so the switch has to remove it; a server-side apply of `external` alone cannot.)
+    Api::<PaymentSystem>::namespaced(env.client.clone(), &env.namespace)
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"rabbitmq": {
+                "managed": null,
+                "external": {"secretName": "shop-broker"},
+            }}})),
+        )
+        .await
+        .unwrap();
+    wait_condition(&env, "shop", "Degraded", "False", TIMEOUT).await;
+    let found = eventually("the broker's children pruned", TIMEOUT, || async {
+        let found = by_kind(&children(&env, "shop").await);
+        let any_broker = found
+            .values()
+            .flatten()
+            .any(|name| name.contains("rabbitmq") || name == "shop-legacy-settings");
+        (!any_broker).then_some(found)
+    })
+    .await;
+    assert!(found["Deployment"].contains(&"shop-postgresql".to_owned()));
+    assert!(found["Secret"].contains(&"shop-api-key".to_owned()));
+    config_maps.get("shop-not-ours").await.unwrap();
+    let user = Api::<Secret>::namespaced(env.client.clone(), &env.namespace)
+        .get("shop-broker")
+        .await;
+    assert!(user.is_ok(), "the user's Secret was deleted");
+}

@@ -194,3 +194,74 @@ pub fn condition<'a>(
         .iter()
         .find(|condition| condition.type_ == kind)
 }
+
+/// The helm 4 binary: `HELM` (scripts/test.sh exports it), else what scripts/ensure-helm.sh
+/// finds or fetches; panics with its reason when there is none.
+pub fn helm() -> std::path::PathBuf {
+    if let Some(helm) = std::env::var_os("HELM").filter(|helm| !helm.is_empty()) {
+        return helm.into();
+    }
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let output = std::process::Command::new(format!("{root}/scripts/ensure-helm.sh"))
+        .current_dir(root)
+        .output()
+        .expect("run scripts/ensure-helm.sh");
+    assert!(
+        output.status.success(),
+        "scripts/ensure-helm.sh found no helm 4:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().into()
+}
+
+/// `helm template <release> charts/paysys -n <namespace> <extra...>` as JSON documents.
+pub fn helm_template(release: &str, namespace: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+    use serde::Deserialize as _;
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let output = std::process::Command::new(helm())
+        .current_dir(root)
+        .args(["template", release, "charts/paysys", "-n", namespace])
+        .args(extra)
+        .output()
+        .expect("run helm template");
+    assert!(
+        output.status.success(),
+        "helm template failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    serde_norway::Deserializer::from_str(&text)
+        .map(|document| serde_json::Value::deserialize(document).expect("valid YAML"))
+        .filter(|document| !document.is_null())
+        .collect()
+}
+
+/// Server-side applies arbitrary objects (as the admin), like `kubectl apply --server-side`.
+pub async fn apply_objects(client: &Client, objects: &[serde_json::Value]) {
+    use kube::api::{DynamicObject, GroupVersionKind};
+    for object in objects {
+        let (group, version) = match object["apiVersion"].as_str().unwrap().split_once('/') {
+            Some((group, version)) => (group, version),
+            None => ("", object["apiVersion"].as_str().unwrap()),
+        };
+        let kind = object["kind"].as_str().unwrap();
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (resource, capabilities) = kube::discovery::pinned_kind(client, &gvk)
+            .await
+            .unwrap_or_else(|e| panic!("discover {kind}: {e}"));
+        let name = object["metadata"]["name"].as_str().unwrap();
+        let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
+            Some(namespace) if capabilities.scope == kube::discovery::Scope::Namespaced => {
+                Api::namespaced_with(client.clone(), namespace, &resource)
+            }
+            _ => Api::all_with(client.clone(), &resource),
+        };
+        api.patch(
+            name,
+            &PatchParams::apply(TEST_MANAGER).force(),
+            &Patch::Apply(object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+    }
+}

@@ -6,6 +6,7 @@
 //! Kubernetes control plane from [`envtest`].
 
 pub mod envtest;
+pub mod pod_template;
 mod proxy;
 
 use std::time::Duration;
