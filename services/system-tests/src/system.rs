@@ -36,6 +36,16 @@ impl System {
 
     /// Like [`System::start`], with extra risk-engine environment (`RISK_MODE`, ...).
     pub async fn start_with(apis: usize, risks: usize, risk_env: &[(&str, &str)]) -> System {
+        Self::start_configured(apis, risks, &[], risk_env).await
+    }
+
+    /// Like [`System::start`], with extra environment for the APIs and the risk engines.
+    pub async fn start_configured(
+        apis: usize,
+        risks: usize,
+        api_env: &[(&str, &str)],
+        risk_env: &[(&str, &str)],
+    ) -> System {
         let db = TestDb::create().await;
         let broker = TestBroker::new();
         let pool = db.pool().await;
@@ -67,6 +77,9 @@ impl System {
                 env.insert("DB_MAX_CONNECTIONS".into(), "6".into());
                 env.insert("OUTBOX_POLL_INTERVAL_MS".into(), "100".into());
                 env.insert("REQUEST_TIMEOUT_MS".into(), "3000".into());
+                for (key, value) in api_env {
+                    env.insert((*key).to_owned(), (*value).to_owned());
+                }
                 Service::new(
                     &format!("payments-api-{i}"),
                     binary("payments-api"),

@@ -8,7 +8,8 @@
 //! payment inside the window: one index probe per currency of the payer, exact.
 //!
 //! Exact under concurrency because writers of the same payer are serialized by the payer's
-//! row lock, taken by [`lock_payers`] in its own statement before the insert: under READ
+//! row lock, taken in its own statement before the insert (SQL function
+//! `paysys_insert_payments`, migration 0004, called by `payments::insert_many`): under READ
 //! COMMITTED the insert's snapshot starts after the lock was granted, so it sees every earlier
 //! payment of the payer (from any group, any API replica), and no later one can commit before
 //! it. Creation times are taken after the lock and never go below the payer's last one, so
@@ -17,26 +18,9 @@
 use std::time::Duration;
 
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 /// Idle payers removed per statement by [`forget_idle`] (bounded transactions).
 const FORGET_BATCH: i64 = 10_000;
-
-/// Locks the payers' rows (creating missing ones) until the end of the transaction. Rows are
-/// locked in `user_id` order, so two groups sharing payers never deadlock.
-pub async fn lock_payers(conn: &mut PgConnection, users: &[Uuid]) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO velocity_payers AS v (user_id, payments, since, last_at)
-         SELECT user_id, 0, clock_timestamp(), '-infinity'
-         FROM (SELECT DISTINCT user_id FROM unnest($1::uuid[]) AS t(user_id)) AS u
-         ORDER BY user_id
-         ON CONFLICT (user_id) DO UPDATE SET payments = v.payments",
-    )
-    .bind(users)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
 
 /// Removes payers without a payment for longer than `window` (nothing of theirs is inside
 /// anyone's window any more), by range on `last_at`: no scan of the whole table. Rows locked

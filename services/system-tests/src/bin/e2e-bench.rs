@@ -30,7 +30,9 @@ async fn main() {
     let rate = env_or("BENCH_RATE", 1000) as u32;
     let seconds = env_or("BENCH_SECONDS", 10);
     let risks = env_or("BENCH_RISK_REPLICAS", 1) as usize;
-    let system = System::start(1, risks).await;
+    // The fault tests run many systems at once and keep each API's pool small; a benchmark
+    // runs alone and gives the API its default pool.
+    let system = System::start_configured(1, risks, &[("DB_MAX_CONNECTIONS", "16")], &[]).await;
     println!(
         "end-to-end benchmark: {rate} payments/s offered for {seconds}s, 1 API, {risks} risk engine(s)"
     );

@@ -1,0 +1,111 @@
+-- Inserting a group of payments as one call (one round trip, one commit in autocommit mode):
+-- the payments with their first audit events, outbox rows and the payers' running totals.
+--
+-- Two statements, because exactness needs the second to start after the first: the first
+-- locks the payers' `velocity_payers` rows (creating missing ones, in user_id order so that
+-- groups sharing payers never deadlock) until the end of the transaction. A VOLATILE function
+-- takes a fresh snapshot for each statement under READ COMMITTED, so the second statement sees
+-- every earlier payment of these payers, committed by any group of any replica before the
+-- locks were granted, and no later one can commit before this transaction does. Creation times
+-- are taken after the locks and never go below the payer's last one: monotone per payer.
+--
+-- Arguments, one array element per payment in group order: ids, principals, amounts (minor
+-- units), currencies, payers (user ids), payees, payment methods; then the velocity window in
+-- seconds. Returns each payment's position in the group (1-based) and creation time.
+CREATE FUNCTION paysys_insert_payments(uuid[], text[], bigint[], text[], uuid[], uuid[],
+                                       uuid[], integer)
+RETURNS TABLE (group_position bigint, created timestamptz)
+LANGUAGE plpgsql VOLATILE AS $function$
+BEGIN
+    INSERT INTO velocity_payers AS v (user_id, payments, since, last_at)
+    SELECT user_id, 0, clock_timestamp(), '-infinity'
+    FROM (SELECT DISTINCT user_id FROM unnest($5) AS t(user_id)) AS u
+    ORDER BY user_id
+    ON CONFLICT (user_id) DO UPDATE SET payments = v.payments;
+
+    RETURN QUERY
+    WITH input AS (
+        SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::uuid[],
+                             $6::uuid[], $7::uuid[])
+            WITH ORDINALITY AS t(id, principal, amount_minor, currency, user_id, payee_id,
+                                 payment_method_id, ord)
+    ), clock AS MATERIALIZED (
+        -- After the payers' locks were granted: creation times follow the lock order.
+        SELECT clock_timestamp() AS now
+    ), payer AS (
+        SELECT v.user_id, v.payments, v.since, greatest(clock.now, v.last_at) AS at
+        FROM velocity_payers v CROSS JOIN clock
+        WHERE v.user_id IN (SELECT user_id FROM input)
+    ), seq_before_window AS (
+        -- The payer's running count before its first payment inside the window (any
+        -- currency: the earliest of each currency's first), or before this group.
+        SELECT p.user_id, coalesce(min(f.velocity_seq), p.payments) AS seq
+        FROM payer p
+        LEFT JOIN velocity_totals t ON t.user_id = p.user_id
+        LEFT JOIN LATERAL (
+            SELECT q.velocity_seq FROM payments q
+            WHERE q.user_id = t.user_id AND q.currency = t.currency
+              AND q.created_at > p.at - make_interval(secs => $8)
+              AND q.created_at >= p.since
+            ORDER BY q.created_at, q.velocity_seq LIMIT 1
+        ) f ON true
+        GROUP BY p.user_id, p.payments
+    ), total_before_window AS (
+        -- The same for the total in each currency of this group.
+        SELECT c.user_id, c.currency, coalesce(t.total, 0) AS total,
+               coalesce(f.velocity_running_total, t.total, 0) AS before_window
+        FROM (SELECT DISTINCT user_id, currency FROM input) c
+        JOIN payer p USING (user_id)
+        LEFT JOIN velocity_totals t ON t.user_id = c.user_id AND t.currency = c.currency
+        LEFT JOIN LATERAL (
+            SELECT q.velocity_running_total FROM payments q
+            WHERE q.user_id = c.user_id AND q.currency = c.currency
+              AND q.created_at > p.at - make_interval(secs => $8)
+              AND q.created_at >= p.since
+            ORDER BY q.created_at, q.velocity_seq LIMIT 1
+        ) f ON true
+    ), ranked AS (
+        SELECT i.*, p.at, s.seq AS seq_before_window, t.before_window AS total_before_window,
+               p.payments + count(*) OVER (PARTITION BY i.user_id ORDER BY i.ord
+                              ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS seq,
+               t.total + coalesce(sum(i.amount_minor) OVER (PARTITION BY i.user_id, i.currency
+                              ORDER BY i.ord
+                              ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
+                   AS running_total
+        FROM input i
+        JOIN payer p USING (user_id)
+        JOIN seq_before_window s USING (user_id)
+        JOIN total_before_window t USING (user_id, currency)
+    ), payment AS (
+        INSERT INTO payments (id, principal, amount_minor, currency, user_id, payee_id,
+            payment_method_id, status, velocity_window_seconds, velocity_count,
+            velocity_total_minor, velocity_seq, velocity_running_total, created_at,
+            updated_at)
+        SELECT id, principal, amount_minor, currency, user_id, payee_id, payment_method_id,
+               'pending', $8, seq - seq_before_window,
+               (running_total - total_before_window)::bigint, seq, running_total::bigint,
+               at, at
+        FROM ranked
+        ORDER BY ord
+        RETURNING id, created_at
+    ), event AS (
+        INSERT INTO payment_events (payment_id, from_status, to_status, cause)
+        SELECT id, NULL, 'pending', 'created' FROM payment
+    ), queued AS (
+        INSERT INTO outbox (payment_id)
+        SELECT i.id FROM input i JOIN payment USING (id) ORDER BY i.ord
+    ), payer_counted AS (
+        UPDATE velocity_payers v SET payments = v.payments + g.n, last_at = g.at
+        FROM (SELECT user_id, count(*) AS n, max(at) AS at FROM ranked GROUP BY user_id) g
+        WHERE v.user_id = g.user_id
+    ), total_counted AS (
+        INSERT INTO velocity_totals (user_id, currency, total)
+        SELECT user_id, currency, sum(amount_minor)::bigint FROM input
+        GROUP BY user_id, currency
+        ORDER BY user_id, currency
+        ON CONFLICT (user_id, currency)
+            DO UPDATE SET total = velocity_totals.total + excluded.total
+    )
+    SELECT i.ord, p.created_at FROM payment p JOIN input i USING (id) ORDER BY i.ord;
+END
+$function$;
