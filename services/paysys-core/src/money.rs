@@ -204,7 +204,10 @@ mod tests {
         let parsed: Amount = serde_json::from_str(r#"{"amount": 0.30000000000000004}"#).unwrap();
         assert_eq!(parsed.amount.to_string(), "0.30000000000000004");
         let parsed: Amount = serde_json::from_str(r#"{"amount": 70.50}"#).unwrap();
-        assert_eq!(serde_json::to_string(&parsed).unwrap(), r#"{"amount":70.5}"#);
+        assert_eq!(
+            serde_json::to_string(&parsed).unwrap(),
+            r#"{"amount":70.5}"#
+        );
         let big = "12345678901234567890.12";
         let parsed: Amount = serde_json::from_str(&format!(r#"{{"amount": {big}}}"#)).unwrap();
         assert_eq!(parsed.amount.to_string(), big);
@@ -212,7 +215,11 @@ mod tests {
 
     #[test]
     fn json_number_refuses_strings_and_other_types() {
-        for body in [r#"{"amount": "70.5"}"#, r#"{"amount": null}"#, r#"{"amount": [1]}"#] {
+        for body in [
+            r#"{"amount": "70.5"}"#,
+            r#"{"amount": null}"#,
+            r#"{"amount": [1]}"#,
+        ] {
             assert!(serde_json::from_str::<Amount>(body).is_err(), "{body}");
         }
     }

@@ -154,7 +154,11 @@ mod tests {
     #[test]
     fn amounts_that_one_float_would_hold_are_still_different_requests() {
         let a = request_hash("POST", "/payments", br#"{"amount": 0.1}"#);
-        let b = request_hash("POST", "/payments", br#"{"amount": 0.10000000000000000001}"#);
+        let b = request_hash(
+            "POST",
+            "/payments",
+            br#"{"amount": 0.10000000000000000001}"#,
+        );
         assert_ne!(a, b);
         let nested = request_hash("POST", "/payments", br#"{"x": {"b": 1,  "a": 2}}"#);
         let reordered = request_hash("POST", "/payments", br#"{"x":{"a":2,"b":1}}"#);
