@@ -255,7 +255,7 @@ def run(args):
         columns.append(F.udf(decrypt_function(key), StringType())("encoded_user_id").alias("user_id"))
     out = args.out.rstrip("/")
     write(priced.select(*columns), f"{out}/payments", args.format)
-    write(totals_frame(spark, totals, summary), f"{out}/totals", args.format, single=True)
+    write(totals_frame(spark, summary), f"{out}/totals", args.format, single=True)
 
     summary["payments"] = sum(t["payments"] for t in summary["totals"])
     if key is not None:
@@ -318,7 +318,7 @@ def summarize(rows, to, to_exp):
     }
 
 
-def totals_frame(spark, totals, summary):
+def totals_frame(spark, summary):
     from pyspark.sql.types import DecimalType, LongType, StringType, StructField, StructType
 
     schema = StructType([
@@ -337,7 +337,7 @@ def totals_frame(spark, totals, summary):
          t["converted"],
          None if t["converted_minor"] is None else Decimal(t["converted_minor"]),
          note if summary["reporting_currency"] and t["converted_minor"] is None else None)
-        for t in totals
+        for t in summary["totals"]
     ]
     return spark.createDataFrame(rows, schema)
 
