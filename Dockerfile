@@ -10,19 +10,29 @@
 # second and third image builds only copy a binary. Tag with the workspace version (Cargo.toml
 # [workspace.package] version): the operator's default service images use that same tag.
 #
+# The base images are build arguments (defaults: the real public images) so a machine without
+# registry access can substitute local stand-ins, and BINARIES=prebuilt takes binaries built on
+# the host instead of compiling them here; scripts/images.sh does both (docs/development.md,
+# "Running the containers without a registry").
+#
 # Stages:
 #   chef     Rust toolchain + cargo-chef
 #   planner  reduces the workspace to a dependency "recipe" (manifests + Cargo.lock only)
 #   builder  compiles the dependencies from the recipe (a layer that changes only when
 #            Cargo.toml/Cargo.lock change), then the workspace's own code
+#   prebuilt the binaries in the build context's bin/ (only with BINARIES=prebuilt)
 #   runtime  distroless cc (glibc, libgcc, CA certificates; no shell, no package manager),
 #            user nonroot (65532), one binary each
 
 ARG RUST_VERSION=1.95
 ARG CARGO_CHEF_VERSION=0.1.78
+# Build image: Rust toolchain on Debian bookworm (the runtime image's glibc must be as new).
+ARG RUST_IMAGE=rust:${RUST_VERSION}-slim-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+# Where the runtime stages take the binaries from: `builder` (compile here) or `prebuilt`.
+ARG BINARIES=builder
 
-FROM rust:${RUST_VERSION}-slim-bookworm AS chef
+FROM ${RUST_IMAGE} AS chef
 ARG CARGO_CHEF_VERSION
 RUN cargo install cargo-chef --locked --version "${CARGO_CHEF_VERSION}"
 WORKDIR /src
@@ -42,6 +52,14 @@ RUN cargo build --release --locked \
     && mkdir -p /out \
     && cp target/release/payments-api target/release/risk-engine target/release/paysys-operator /out/
 
+# Binaries compiled on the host (scripts/images.sh --prebuilt): a context holding only bin/.
+FROM scratch AS prebuilt
+COPY bin/ /out/
+
+# BuildKit and buildah build only the stages a target needs: with BINARIES=prebuilt the
+# Rust stages (and their base image) are never touched.
+FROM ${BINARIES} AS binaries
+
 FROM ${RUNTIME_IMAGE} AS runtime-base
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.source="https://github.com/paysys/paysys" \
@@ -51,19 +69,19 @@ LABEL org.opencontainers.image.source="https://github.com/paysys/paysys" \
 USER 65532:65532
 
 FROM runtime-base AS payments-api
-COPY --from=builder /out/payments-api /usr/local/bin/payments-api
+COPY --from=binaries /out/payments-api /usr/local/bin/payments-api
 ENV PORT=5000
 EXPOSE 5000
 ENTRYPOINT ["/usr/local/bin/payments-api"]
 
 FROM runtime-base AS risk-engine
-COPY --from=builder /out/risk-engine /usr/local/bin/risk-engine
+COPY --from=binaries /out/risk-engine /usr/local/bin/risk-engine
 ENV PORT=8080
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/risk-engine"]
 
 FROM runtime-base AS paysys-operator
-COPY --from=builder /out/paysys-operator /usr/local/bin/paysys-operator
+COPY --from=binaries /out/paysys-operator /usr/local/bin/paysys-operator
 # Metrics and health of the operator; the chart's metrics Service points here.
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/paysys-operator"]

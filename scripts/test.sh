@@ -4,6 +4,8 @@
 # locally when absent and installed). Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# No step fails silently: name the command that stopped the run.
+trap 'echo "error: scripts/test.sh stopped at line $LINENO: $BASH_COMMAND (exit $?)" >&2' ERR
 source scripts/services.sh
 
 ensure_postgres
@@ -14,6 +16,16 @@ clean_test_leftovers
 if [[ -x scripts/ensure-helm.sh ]]; then
   HELM="$(scripts/ensure-helm.sh)"
   export HELM
+fi
+
+# A real Kubernetes control plane for the operator's tests (envtest convention).
+if KUBEBUILDER_ASSETS="$(scripts/ensure-envtest.sh)" && [[ -n "$KUBEBUILDER_ASSETS" ]]; then
+  export KUBEBUILDER_ASSETS
+  echo "envtest: KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
+elif [[ "${CI:-}" == true ]]; then
+  exit 1 # ensure-envtest.sh said why
+else
+  unset KUBEBUILDER_ASSETS
 fi
 
 # The data feed's interop and Spark tests need Python with pinned pyspark/pyarrow/cryptography
@@ -34,3 +46,10 @@ if [[ $# -eq 0 ]]; then
 fi
 
 cargo test --locked --workspace "$@"
+
+# The images built from these binaries, run as the chart runs them, and the Compose stack
+# (podman; see the two scripts). Skipped when extra arguments select a subset of the tests.
+if [[ $# -eq 0 ]]; then
+  scripts/test-containers.sh
+  scripts/test-compose.sh
+fi

@@ -1036,6 +1036,9 @@ mod packaging {
                 .nth(1)
                 .is_some_and(|id| !id.starts_with("0") && !id.starts_with("root"))
         );
+        // Compiled in the builder stage unless BINARIES=prebuilt (scripts/images.sh).
+        assert_eq!(stages["binaries"].0, "${BINARIES}");
+        assert!(read("Dockerfile").contains("ARG BINARIES=builder"));
         let (_, builder) = &stages["builder"];
         assert!(
             builder
@@ -1063,7 +1066,7 @@ mod packaging {
             assert_eq!(base, "runtime-base");
             let has = |line: String| lines.contains(&line);
             assert!(has(format!(
-                "COPY --from=builder /out/{binary} /usr/local/bin/{binary}"
+                "COPY --from=binaries /out/{binary} /usr/local/bin/{binary}"
             )));
             // Exec form: no shell needed (there is none in distroless).
             assert!(
@@ -1141,6 +1144,11 @@ mod packaging {
             assert_eq!(
                 definition["depends_on"]["rabbitmq"]["condition"],
                 "service_healthy"
+            );
+            // Distroless has no curl: the binary probes its own /readyz.
+            assert_eq!(
+                definition["healthcheck"]["test"],
+                serde_json::json!(["CMD", format!("/usr/local/bin/{service}"), "healthcheck"])
             );
             assert_eq!(definition["env_file"][0]["path"], ".env");
             assert_eq!(definition["env_file"][0]["required"], false);

@@ -56,6 +56,8 @@ fn start_api(db: &TestDb, broker: &TestBroker, port: u16) -> Api {
         .env("RUST_LOG", "warn")
         // One principal drives the whole load: lift its rate limit.
         .env("RATE_LIMIT_PER_SECOND", "0")
+        // No risk engine here (admission alone is measured): every payment stays undecided.
+        .env("MAX_UNDECIDED", "0")
         .stdout(Stdio::null())
         .spawn()
         .expect("start payments-api");

@@ -36,6 +36,8 @@ pub struct Limits {
     pub rate_burst: u32,
     /// Requests processed at once; more answer 503 immediately.
     pub max_in_flight: usize,
+    /// New payments answer 503 while more than this many wait for a decision (0: never).
+    pub max_undecided: u64,
 }
 
 /// How the outbox relay batches and polls.
@@ -112,6 +114,7 @@ impl Config {
                     rate_per_second.saturating_mul(2),
                 )?,
                 max_in_flight: positive(source, "MAX_IN_FLIGHT", 512)?,
+                max_undecided: config::parse_or(source, "MAX_UNDECIDED", 10_000)?,
             },
             db_max_connections: positive(source, "DB_MAX_CONNECTIONS", 16)?,
             velocity_window: Duration::from_secs(positive(

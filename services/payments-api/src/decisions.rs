@@ -4,7 +4,12 @@
 //! and applying it again is a no-op. Malformed decisions and decisions for payments this API
 //! does not know go to the dead-letter queue with their reason; a database outage requeues
 //! the message and backs off.
+//!
+//! Decisions are applied in batches, like payments are written: whatever deliveries are
+//! ready (up to `BATCH`) are applied in one statement and one commit, so under load a commit
+//! carries many decisions instead of one; an idle consumer applies batches of one.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -23,8 +28,12 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::{Metrics, OutcomeLabels, ReasonLabels};
 use crate::store::decisions::{self, Applied};
 
-/// Decisions handled at once (and the prefetch): enough to keep the database busy.
-const CONCURRENCY: u16 = 64;
+/// Largest batch applied in one statement.
+const BATCH: usize = 128;
+/// Batches in progress at once: one commits while the next is applied.
+const BATCHES: usize = 4;
+/// Unacknowledged deliveries the broker sends ahead: enough to fill every batch.
+const PREFETCH: u16 = (BATCH * BATCHES) as u16;
 /// How long decisions in hand may take to finish once consuming stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -42,6 +51,22 @@ enum Settle {
     Ack,
     /// Put it back for a later attempt (the database is unreachable).
     Requeue,
+}
+
+async fn settle_one(delivery: &Delivery, settle: Settle) -> lapin::Result<()> {
+    match settle {
+        Settle::Ack => delivery.acker.ack(BasicAckOptions::default()).await?,
+        Settle::Requeue => {
+            delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await?
+        }
+    };
+    Ok(())
 }
 
 impl DecisionConsumer {
@@ -72,7 +97,7 @@ impl DecisionConsumer {
     ) -> anyhow::Result<()> {
         let channel = amqp::open_confirm_channel(connection, &self.topology).await?;
         channel
-            .basic_qos(CONCURRENCY, BasicQosOptions::default())
+            .basic_qos(PREFETCH, BasicQosOptions::default())
             .await?;
         let consumer = channel
             .basic_consume(
@@ -101,13 +126,14 @@ impl DecisionConsumer {
                 }
             }
         };
-        let work = consumer.take_until(ending()).for_each_concurrent(
-            usize::from(CONCURRENCY),
-            |delivery| {
+        let work = consumer
+            .take_until(ending())
+            .ready_chunks(BATCH)
+            .for_each_concurrent(BATCHES, |deliveries| {
                 let (this, channel, broken) = (self.clone(), channel.clone(), broken.clone());
                 async move {
-                    let result = match delivery {
-                        Ok(delivery) => this.handle(&channel, delivery).await,
+                    let result = match deliveries.into_iter().collect() {
+                        Ok(deliveries) => this.handle(&channel, deliveries).await,
                         Err(error) => Err(error),
                     };
                     if let Err(error) = result {
@@ -115,8 +141,7 @@ impl DecisionConsumer {
                         broken.cancel();
                     }
                 }
-            },
-        );
+            });
         let drain_deadline = async {
             ending().await;
             tokio::time::sleep(DRAIN_TIMEOUT).await;
@@ -135,65 +160,81 @@ impl DecisionConsumer {
         anyhow::bail!("the decisions consumer stopped")
     }
 
-    async fn handle(&self, channel: &Channel, delivery: Delivery) -> lapin::Result<()> {
-        let settle = match DecisionMessage::decode(&delivery.data) {
-            Err(error) => {
-                self.dead_letter(channel, &delivery, &error.to_string(), "malformed")
-                    .await?
+    /// Handles a batch of deliveries to their acks (or requeues).
+    async fn handle(&self, channel: &Channel, deliveries: Vec<Delivery>) -> lapin::Result<()> {
+        let mut decoded = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            match DecisionMessage::decode(&delivery.data) {
+                Ok(decision) => decoded.push((delivery, decision)),
+                Err(error) => {
+                    let settle = self
+                        .dead_letter(channel, &delivery, &error.to_string(), "malformed")
+                        .await?;
+                    settle_one(&delivery, settle).await?;
+                }
             }
-            Ok(decision) => self.apply(channel, &delivery, &decision).await?,
-        };
-        match settle {
-            Settle::Ack => delivery.acker.ack(BasicAckOptions::default()).await?,
-            Settle::Requeue => {
-                delivery
-                    .acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await?
-            }
-        };
+        }
+        // A redelivered decision may share a batch with its first delivery: such repeats go
+        // in a later round, so each statement touches a payment at most once.
+        while !decoded.is_empty() {
+            let mut seen = HashSet::new();
+            let (round, later): (Vec<_>, Vec<_>) = decoded
+                .into_iter()
+                .partition(|(_, decision)| seen.insert(decision.payment_id));
+            self.apply(channel, round).await?;
+            decoded = later;
+        }
         Ok(())
     }
 
     async fn apply(
         &self,
         channel: &Channel,
-        delivery: &Delivery,
-        decision: &DecisionMessage,
-    ) -> lapin::Result<Settle> {
+        round: Vec<(Delivery, DecisionMessage)>,
+    ) -> lapin::Result<()> {
+        let decisions: Vec<DecisionMessage> =
+            round.iter().map(|(_, decision)| decision.clone()).collect();
         let applied = match self.pool.acquire().await {
-            Ok(mut conn) => decisions::apply(&mut conn, decision).await,
+            Ok(mut conn) => decisions::apply_many(&mut conn, &decisions).await,
             Err(error) => Err(error),
         };
-        let label = match applied {
-            Ok(Applied::Decided) => decision.outcome.as_str(),
-            Ok(Applied::Duplicate) => "duplicate",
-            Ok(Applied::Ignored { current }) => {
-                tracing::info!(payment_id = %decision.payment_id, %current, "decision for a payment no longer pending recorded and ignored");
-                "ignored"
-            }
-            Ok(Applied::UnknownPayment) => {
-                return self
-                    .dead_letter(channel, delivery, "unknown payment", "unknown_payment")
-                    .await;
-            }
+        let applied = match applied {
+            Ok(applied) => applied,
             Err(error) => {
-                tracing::warn!(%error, payment_id = %decision.payment_id, "cannot apply decision; requeueing");
+                tracing::warn!(%error, decisions = round.len(), "cannot apply decisions; requeueing");
                 // Back off so an outage does not turn into a hot redelivery loop.
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                return Ok(Settle::Requeue);
+                for (delivery, _) in &round {
+                    settle_one(delivery, Settle::Requeue).await?;
+                }
+                return Ok(());
             }
         };
-        self.metrics
-            .decisions_applied
-            .get_or_create(&OutcomeLabels {
-                outcome: label.to_owned(),
-            })
-            .inc();
-        Ok(Settle::Ack)
+        for ((delivery, decision), applied) in round.iter().zip(applied) {
+            let label = match applied {
+                Applied::Decided => decision.outcome.as_str(),
+                Applied::Duplicate => "duplicate",
+                Applied::Ignored { current } => {
+                    tracing::info!(payment_id = %decision.payment_id, %current, "decision for a payment no longer pending recorded and ignored");
+                    "ignored"
+                }
+                Applied::UnknownPayment => {
+                    let settle = self
+                        .dead_letter(channel, delivery, "unknown payment", "unknown_payment")
+                        .await?;
+                    settle_one(delivery, settle).await?;
+                    continue;
+                }
+            };
+            self.metrics
+                .decisions_applied
+                .get_or_create(&OutcomeLabels {
+                    outcome: label.to_owned(),
+                })
+                .inc();
+            settle_one(delivery, Settle::Ack).await?;
+        }
+        Ok(())
     }
 
     async fn dead_letter(

@@ -6,6 +6,7 @@
 //! `relay` and `decisions` are the two background workers talking to RabbitMQ.
 
 pub mod auth;
+pub mod backlog;
 pub mod config;
 pub mod decisions;
 pub mod error;
@@ -61,6 +62,7 @@ pub async fn run(
         relay_wake: Arc::new(Notify::new()),
         relays_connected: Arc::new(AtomicUsize::new(0)),
         consuming_decisions: Arc::new(AtomicBool::new(false)),
+        backlog: Arc::new(backlog::Backlog::new(config.limits.max_undecided)),
     };
     let workers = CancellationToken::new();
     let relay = relay::Relay {
@@ -85,8 +87,14 @@ pub async fn run(
         }
         .run(workers.clone()),
     );
+    let backlog = tokio::spawn(state.backlog.clone().run(
+        pool.clone(),
+        metrics.clone(),
+        workers.clone(),
+    ));
     let reaper = tokio::spawn(housekeeping(
         pool.clone(),
+        config.velocity_window,
         state.rate_limits.clone(),
         workers.clone(),
     ));
@@ -98,14 +106,16 @@ pub async fn run(
     tracing::info!("HTTP server drained; stopping workers");
     workers.cancel();
     futures::future::join_all(relays).await;
-    let _ = tokio::join!(consumer, reaper);
+    let _ = tokio::join!(consumer, reaper, backlog);
     pool.close().await;
     Ok(())
 }
 
-/// Periodic clean-ups: expired idempotency keys, idle rate-limit buckets.
+/// Periodic clean-ups: expired idempotency keys, payers idle beyond the velocity window, idle
+/// rate-limit buckets.
 async fn housekeeping(
     pool: sqlx::PgPool,
+    velocity_window: Duration,
     rate_limits: Arc<protection::RateLimits>,
     stop: CancellationToken,
 ) {
@@ -116,6 +126,11 @@ async fn housekeeping(
                 Ok(0) => {}
                 Ok(deleted) => tracing::info!(deleted, "expired idempotency keys deleted"),
                 Err(error) => tracing::warn!(%error, "cannot delete expired idempotency keys"),
+            }
+            match store::velocity::forget_idle(&mut conn, velocity_window).await {
+                Ok(0) => {}
+                Ok(forgotten) => tracing::info!(forgotten, "idle payers' velocity forgotten"),
+                Err(error) => tracing::warn!(%error, "cannot forget idle payers' velocity"),
             }
         }
         tokio::select! {

@@ -1,5 +1,7 @@
 //! Prometheus metrics of the payments API, served at `/metrics`.
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -44,6 +46,8 @@ pub struct Metrics {
     pub payments_created: Counter,
     pub outbox_backlog: Gauge,
     pub outbox_published: Counter,
+    pub undecided: Gauge,
+    pub undecided_oldest_seconds: Gauge<f64, AtomicU64>,
     pub auth_failures: Family<ReasonLabels, Counter>,
     pub decisions_applied: Family<OutcomeLabels, Counter>,
     pub dead_lettered: Family<ReasonLabels, Counter>,
@@ -89,6 +93,18 @@ impl Metrics {
             "Payment messages confirmed by RabbitMQ",
             outbox_published.clone(),
         );
+        let undecided = Gauge::default();
+        registry.register(
+            "undecided_payments",
+            "Payments accepted (201) and still waiting for their risk decision, all replicas",
+            undecided.clone(),
+        );
+        let undecided_oldest_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "undecided_oldest_age_seconds",
+            "Age of the oldest payment still waiting for its risk decision (0 when none)",
+            undecided_oldest_seconds.clone(),
+        );
         let auth_failures = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "auth_failures",
@@ -114,6 +130,8 @@ impl Metrics {
             payments_created,
             outbox_backlog,
             outbox_published,
+            undecided,
+            undecided_oldest_seconds,
             auth_failures,
             decisions_applied,
             dead_lettered,

@@ -1,10 +1,11 @@
 //! The outbox relay: publishes committed payments to RabbitMQ.
 //!
-//! Each round claims a batch of outbox rows (row locks, `SKIP LOCKED`), publishes every
-//! message with the mandatory flag and pipelined publisher confirms, and deletes the rows in
-//! the same transaction only after the broker acknowledged every one. A crash or outage at
-//! any point leaves the rows in place to be published again: delivery is at-least-once and
-//! consumers are idempotent. The request path wakes the relay after each commit; a poll
+//! Each round takes a batch of outbox rows in a transaction (deleted and locked in one
+//! statement, `SKIP LOCKED`), publishes every message with the mandatory flag and pipelined
+//! publisher confirms, and commits only after the broker acknowledged every one. A crash or
+//! outage at any point rolls the deletion back and leaves the rows to be published again:
+//! delivery is at-least-once and consumers are idempotent. Three database round trips a
+//! batch (begin, take, commit). The request path wakes the relay after each commit; a poll
 //! interval picks up rows committed by other replicas or left by a crashed one. Each API runs
 //! `RELAY_WORKERS` relays, so one batch's broker and database round trips overlap the next's.
 
@@ -152,7 +153,7 @@ impl Relay {
 
     async fn publish_batch(&self, channel: &Channel) -> Result<usize, RelayError> {
         let mut tx = self.pool.begin().await?;
-        let rows = outbox::claim(&mut tx, self.settings.batch_size).await?;
+        let rows = outbox::take(&mut tx, self.settings.batch_size).await?;
         if rows.is_empty() {
             return Ok(0);
         }
@@ -177,8 +178,6 @@ impl Relay {
         for confirm in confirms {
             amqp::check_confirmation(confirm.await?)?;
         }
-        let ids: Vec<i64> = rows.iter().map(|row| row.outbox_id).collect();
-        outbox::delete(&mut tx, &ids).await?;
         tx.commit().await?;
         self.metrics.outbox_published.inc_by(rows.len() as u64);
         Ok(rows.len())

@@ -5,23 +5,28 @@
 //! writer tasks each take whatever has queued up (at least one payment, at most
 //! `MAX_GROUP`), insert the group in one statement and commit once, then answer every
 //! request of the group. An idle system writes groups of one, so nothing waits for company.
+//!
+//! Each payer's payments always go to the same writer (by `userId`), so a payer who pays very
+//! often fills one writer's groups instead of making several writers queue on the payer's
+//! row lock (`store::velocity`): its payments wait in the queue and are written together.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
 use crate::store::payments::{self, Insert};
 
-/// Writer tasks: enough to overlap one group's commit with the next group's insert.
+/// Writer tasks, each with its own queue: enough to overlap one group's commit with the next
+/// group's insert.
 const WRITERS: usize = 4;
 /// Largest group written in one statement.
 const MAX_GROUP: usize = 256;
-/// Payments waiting for a writer; a full queue makes requests wait (bounded memory).
-const QUEUE: usize = 4096;
+/// Payments waiting for each writer; a full queue makes requests wait (bounded memory).
+const QUEUE: usize = 1024;
 
 struct Job {
     insert: Insert,
@@ -31,24 +36,27 @@ struct Job {
 /// Hands payments to the writer tasks. Cloning shares the same writers.
 #[derive(Clone)]
 pub struct PaymentWriter {
-    queue: mpsc::Sender<Job>,
+    queues: Arc<[mpsc::Sender<Job>]>,
 }
 
 impl PaymentWriter {
     /// Starts the writers; they stop when the last `PaymentWriter` is dropped.
     pub fn start(pool: PgPool, velocity_window: Duration) -> Self {
-        let (queue, jobs) = mpsc::channel(QUEUE);
-        let jobs = Arc::new(Mutex::new(jobs));
-        for _ in 0..WRITERS {
-            tokio::spawn(write_groups(pool.clone(), velocity_window, jobs.clone()));
-        }
-        Self { queue }
+        let queues = (0..WRITERS)
+            .map(|_| {
+                let (queue, jobs) = mpsc::channel(QUEUE);
+                tokio::spawn(write_groups(pool.clone(), velocity_window, jobs));
+                queue
+            })
+            .collect();
+        Self { queues }
     }
 
     /// Inserts one payment; returns once it is committed.
     pub async fn insert(&self, insert: Insert) -> Result<DateTime<Utc>, ApiError> {
         let (done, committed) = oneshot::channel();
-        self.queue
+        let writer = insert.payment.user_id.as_u128() as usize % self.queues.len();
+        self.queues[writer]
             .send(Job { insert, done })
             .await
             .map_err(|_| ApiError::Internal)?;
@@ -56,24 +64,14 @@ impl PaymentWriter {
     }
 }
 
-async fn write_groups(pool: PgPool, window: Duration, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
+async fn write_groups(pool: PgPool, window: Duration, mut jobs: mpsc::Receiver<Job>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
     loop {
-        let group = {
-            let mut jobs = jobs.lock().await;
-            let Some(first) = jobs.recv().await else {
-                return;
-            };
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
-                match jobs.try_recv() {
-                    Ok(job) => group.push(job),
-                    Err(_) => break,
-                }
-            }
-            group
-        };
+        if jobs.recv_many(&mut group, MAX_GROUP).await == 0 {
+            return;
+        }
         let (inserts, replies): (Vec<Insert>, Vec<_>) =
-            group.into_iter().map(|job| (job.insert, job.done)).unzip();
+            group.drain(..).map(|job| (job.insert, job.done)).unzip();
         let written = match pool.acquire().await {
             Ok(mut conn) => payments::insert_many(&mut conn, &inserts, window).await,
             Err(error) => Err(error),

@@ -9,6 +9,7 @@
 pub mod amqp;
 pub mod config;
 pub mod currency;
+pub mod healthcheck;
 pub mod messages;
 pub mod money;
 pub mod risk_rules;

@@ -11,6 +11,9 @@ use crate::config::ConfigError;
 /// Runs a service: installs logging, takes its configuration (a bad one exits with code 2 and
 /// the message naming the variable), listens on `port` on all interfaces (exit 2 if it
 /// cannot), then runs it until SIGTERM or Ctrl-C (exit 1 if it fails).
+///
+/// Started as `<binary> healthcheck`, it instead asks the instance already running with the
+/// same configuration whether it is ready (see [`crate::healthcheck`]).
 pub async fn main<C, F, Fut, E>(
     name: &str,
     config: impl FnOnce() -> Result<C, ConfigError>,
@@ -23,7 +26,10 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
-    crate::telemetry::init_logging();
+    let healthcheck = crate::healthcheck::requested();
+    if !healthcheck {
+        crate::telemetry::init_logging();
+    }
     let config = match config() {
         Ok(config) => config,
         Err(error) => {
@@ -31,8 +37,11 @@ where
             return ExitCode::from(2);
         }
     };
-    tracing::info!(?config, "starting {name}");
     let port = port(&config);
+    if healthcheck {
+        return crate::healthcheck::run(name, port).await;
+    }
+    tracing::info!(?config, "starting {name}");
     let listener = match TcpListener::bind(("0.0.0.0", port)).await {
         Ok(listener) => listener,
         Err(error) => {

@@ -2,8 +2,10 @@
 //!
 //! Tests run against the real PostgreSQL and RabbitMQ (see `scripts/test.sh`, which finds or
 //! starts them). Each test gets its own database and its own queue-name prefix, so tests run
-//! in parallel and leftovers of earlier runs never interfere.
+//! in parallel and leftovers of earlier runs never interfere. Operator tests get a real
+//! Kubernetes control plane from [`envtest`].
 
+pub mod envtest;
 mod proxy;
 
 use std::time::Duration;

@@ -43,6 +43,8 @@ pub struct AppState {
     pub relays_connected: Arc<AtomicUsize>,
     /// The decision consumer is consuming.
     pub consuming_decisions: Arc<AtomicBool>,
+    /// Payments waiting for a decision; new ones are refused above `MAX_UNDECIDED`.
+    pub backlog: Arc<crate::backlog::Backlog>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -37,7 +37,7 @@ const MAX_CANCEL_REASON: usize = 500;
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
         (status = 422, description = "The Idempotency-Key was used with a different request", body = ErrorBody),
-        (status = 503, description = "Database unavailable; retry after the Retry-After delay", body = ErrorBody),
+        (status = 503, description = "Database unavailable, or too many payments waiting for a risk decision (MAX_UNDECIDED); retry after the Retry-After delay", body = ErrorBody),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -48,6 +48,9 @@ pub async fn create(
     JsonBody(body): JsonBody<true>,
 ) -> Result<Response, ApiError> {
     let payment = parse_new_payment(&body, app.limits.max_amount).map_err(ApiError::Validation)?;
+    // Bounded time to a decision: refuse rather than queue behind a decision path that
+    // cannot keep up (a keyed retry refused here runs afresh later, nothing is stored).
+    app.backlog.admit()?;
     let id = Uuid::now_v7();
     let created = Reply::json(
         StatusCode::CREATED,

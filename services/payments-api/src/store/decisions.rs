@@ -3,6 +3,7 @@
 use paysys_core::{DecisionMessage, Outcome, PaymentStatus};
 use sqlx::PgConnection;
 use sqlx::types::Json;
+use uuid::Uuid;
 
 /// What a decision did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,44 +26,76 @@ fn status_for(outcome: Outcome) -> PaymentStatus {
     }
 }
 
-/// Applies `decision` in one statement: the status change, the stored decision and the audit
-/// event commit together, and the row lock serializes concurrent deliveries of decisions for
-/// the same payment.
+/// Applies `decision` in one statement (see [`apply_many`]).
 pub async fn apply(
     conn: &mut PgConnection,
     decision: &DecisionMessage,
 ) -> Result<Applied, sqlx::Error> {
-    let new_status = status_for(decision.outcome);
-    let row: Option<(String, bool, i64)> = sqlx::query_as(
-        "WITH current AS (
-            SELECT id, status, decision FROM payments WHERE id = $1 FOR UPDATE
+    let mut applied = apply_many(conn, std::slice::from_ref(decision)).await?;
+    Ok(applied.pop().expect("one result per decision"))
+}
+
+/// Applies decisions for distinct payments in one statement and one commit: each status
+/// change, stored decision and audit event commit together, and the row locks (taken in
+/// payment id order, so concurrent batches never deadlock) serialize concurrent deliveries
+/// of decisions for the same payment. Returns what each decision did, in order.
+///
+/// # Panics
+/// If two decisions are for the same payment (the caller splits such batches).
+pub async fn apply_many(
+    conn: &mut PgConnection,
+    decisions: &[DecisionMessage],
+) -> Result<Vec<Applied>, sqlx::Error> {
+    let ids: Vec<Uuid> = decisions.iter().map(|d| d.payment_id).collect();
+    assert!(
+        ids.iter().collect::<std::collections::HashSet<_>>().len() == ids.len(),
+        "one decision per payment in a batch"
+    );
+    let statuses: Vec<&str> = decisions
+        .iter()
+        .map(|d| status_for(d.outcome).as_str())
+        .collect();
+    let bodies: Vec<Json<&DecisionMessage>> = decisions.iter().map(Json).collect();
+    let rows: Vec<(Option<String>, bool, bool)> = sqlx::query_as(
+        "WITH input AS (
+            SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[])
+                WITH ORDINALITY AS t(id, status, decision, ord)
+        ), current AS (
+            SELECT id, status, decision FROM payments WHERE id IN (SELECT id FROM input)
+            ORDER BY id FOR UPDATE
         ), changed AS (
-            UPDATE payments p SET status = $2, decision = $3, updated_at = now()
-            FROM current c WHERE p.id = c.id AND c.status = 'pending'
+            UPDATE payments p SET status = i.status, decision = i.decision, updated_at = now()
+            FROM current c JOIN input i USING (id)
+            WHERE p.id = c.id AND c.status = 'pending'
             RETURNING p.id
         ), event AS (
             INSERT INTO payment_events (payment_id, from_status, to_status, cause, detail)
             SELECT c.id, c.status,
-                   CASE WHEN changed.id IS NULL THEN c.status ELSE $2 END,
+                   CASE WHEN changed.id IS NULL THEN c.status ELSE i.status END,
                    CASE WHEN changed.id IS NULL THEN 'risk_decision_ignored' ELSE 'risk_decision' END,
-                   $3
-            FROM current c LEFT JOIN changed ON changed.id = c.id
-            WHERE changed.id IS NOT NULL OR c.decision IS DISTINCT FROM $3
+                   i.decision
+            FROM current c JOIN input i USING (id) LEFT JOIN changed ON changed.id = c.id
+            WHERE changed.id IS NOT NULL OR c.decision IS DISTINCT FROM i.decision
+            ORDER BY i.ord
         )
-        SELECT c.status, coalesce(c.decision = $3, false), (SELECT count(*) FROM changed)
-        FROM current c",
+        SELECT c.status, coalesce(c.decision = i.decision, false), changed.id IS NOT NULL
+        FROM input i LEFT JOIN current c USING (id) LEFT JOIN changed ON changed.id = i.id
+        ORDER BY i.ord",
     )
-    .bind(decision.payment_id)
-    .bind(new_status.as_str())
-    .bind(Json(decision))
-    .fetch_optional(conn)
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&bodies)
+    .fetch_all(conn)
     .await?;
-    Ok(match row {
-        None => Applied::UnknownPayment,
-        Some((_, _, 1)) => Applied::Decided,
-        Some((_, true, _)) => Applied::Duplicate,
-        Some((current, false, _)) => Applied::Ignored {
-            current: current.parse().expect("constrained status"),
-        },
-    })
+    Ok(rows
+        .into_iter()
+        .map(|row| match row {
+            (None, _, _) => Applied::UnknownPayment,
+            (Some(_), _, true) => Applied::Decided,
+            (Some(_), true, _) => Applied::Duplicate,
+            (Some(current), false, false) => Applied::Ignored {
+                current: current.parse().expect("constrained status"),
+            },
+        })
+        .collect())
 }

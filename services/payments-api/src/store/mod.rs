@@ -5,6 +5,7 @@ pub mod decisions;
 pub mod idempotency;
 pub mod outbox;
 pub mod payments;
+pub mod velocity;
 
 use std::time::Duration;
 

@@ -12,31 +12,28 @@ pub struct Pending {
     pub payment: PaymentRecord,
 }
 
-/// Claims up to `limit` rows, oldest first, locking them for the rest of the transaction.
-/// `SKIP LOCKED` lets several API replicas relay at once without ever publishing the same
-/// row concurrently: each takes rows the others do not hold.
-pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<Pending>, sqlx::Error> {
+/// Takes up to `limit` rows, oldest first: deletes them and returns them with their payments,
+/// in one statement. The deletion only becomes final if the caller commits (after the broker
+/// confirmed every message); a rollback, a crash or a lost connection puts them back. The row
+/// locks last until then, and `SKIP LOCKED` lets several API replicas relay at once without
+/// ever publishing the same row concurrently: each takes rows the others do not hold.
+pub async fn take(conn: &mut PgConnection, limit: i64) -> Result<Vec<Pending>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT o.id AS outbox_id, p.id, p.principal, p.amount_minor, p.currency,
-                p.user_id, p.payee_id, p.payment_method_id, p.status, p.velocity_window_seconds,
-                p.velocity_count, p.velocity_total_minor, p.decision, p.created_at, p.updated_at
-         FROM outbox o JOIN payments p ON p.id = o.payment_id
-         ORDER BY o.id
-         LIMIT $1
-         FOR UPDATE OF o SKIP LOCKED",
+        "WITH taken AS (
+            DELETE FROM outbox WHERE id IN (
+                SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+            )
+            RETURNING id, payment_id
+        )
+        SELECT t.id AS outbox_id, p.id, p.principal, p.amount_minor, p.currency,
+               p.user_id, p.payee_id, p.payment_method_id, p.status, p.velocity_window_seconds,
+               p.velocity_count, p.velocity_total_minor, p.decision, p.created_at, p.updated_at
+        FROM taken t JOIN payments p ON p.id = t.payment_id
+        ORDER BY t.id",
     )
     .bind(limit)
     .fetch_all(conn)
     .await
-}
-
-/// Removes rows whose messages the broker confirmed.
-pub async fn delete(conn: &mut PgConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 /// Rows waiting to be published (the backlog metric).

@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use paysys_core::{Currency, DecisionMessage, Money, PaymentStatus};
-use sqlx::{FromRow, PgConnection};
+use sqlx::{Acquire, FromRow, PgConnection};
 use uuid::Uuid;
 
+use super::velocity;
 use crate::validation::NewPayment;
 
 /// A payment row.
@@ -60,11 +61,6 @@ const COLUMNS: &str = "id, principal, amount_minor, currency, user_id, payee_id,
     payment_method_id, status, velocity_window_seconds, velocity_count, velocity_total_minor, \
     decision, created_at, updated_at";
 
-/// Most recent payments read to compute velocity. Bounds the cost of accepting a payment from
-/// a user who makes very many (exactly the user velocity rules exist for): the count
-/// saturates here, far above any sensible `maxCount`, and the total covers these payments.
-pub const VELOCITY_SCAN_LIMIT: i64 = 1000;
-
 /// A validated payment ready to be inserted under its id and owner.
 #[derive(Debug, Clone)]
 pub struct Insert {
@@ -73,50 +69,100 @@ pub struct Insert {
     pub payment: NewPayment,
 }
 
-/// Inserts payments with their first audit events and outbox rows in one statement (one
-/// round trip, one transaction, one commit for the whole group), computing each payer's
-/// velocity over `window`: the payer's committed payments plus those earlier in `rows`.
-/// Returns each payment's creation time, in the order of `rows`.
+/// Inserts payments with their first audit events and outbox rows, and adds them to their
+/// payers' running totals, in one transaction (a savepoint inside the caller's, if any):
+/// one statement locks the payers (see [`super::velocity`]), one writes everything. Each
+/// payment's velocity over `window` counts the payer's earlier payments, committed or earlier
+/// in `rows`, exactly, at a cost independent of the payer's history. Returns each payment's
+/// creation time, in the order of `rows`.
 pub async fn insert_many(
     conn: &mut PgConnection,
     rows: &[Insert],
     window: Duration,
 ) -> Result<Vec<DateTime<Utc>>, sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    let users = column(rows, |r| r.payment.user_id);
+    velocity::lock_payers(&mut tx, &users).await?;
+    let created = insert_locked(&mut tx, rows, window).await?;
+    tx.commit().await?;
+    Ok(created)
+}
+
+fn column(rows: &[Insert], f: fn(&Insert) -> Uuid) -> Vec<Uuid> {
+    rows.iter().map(f).collect()
+}
+
+/// The insert proper; the payers of `rows` must be locked by this transaction.
+async fn insert_locked(
+    conn: &mut PgConnection,
+    rows: &[Insert],
+    window: Duration,
+) -> Result<Vec<DateTime<Utc>>, sqlx::Error> {
     let window_seconds = i32::try_from(window.as_secs()).unwrap_or(i32::MAX);
-    let column = |f: fn(&Insert) -> Uuid| rows.iter().map(f).collect::<Vec<Uuid>>();
     let created: Vec<(i64, DateTime<Utc>)> = sqlx::query_as(
         "WITH input AS (
             SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::uuid[],
                                  $6::uuid[], $7::uuid[])
                 WITH ORDINALITY AS t(id, principal, amount_minor, currency, user_id, payee_id,
                                      payment_method_id, ord)
-        ), earlier_in_group AS (
-            SELECT id,
-                   count(*) OVER (PARTITION BY user_id ORDER BY ord
-                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS count,
-                   coalesce(sum(amount_minor) OVER (PARTITION BY user_id, currency ORDER BY ord
-                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS total
-            FROM input
-        ), committed AS (
-            SELECT i.id, v.count, v.total
-            FROM input i CROSS JOIN LATERAL (
-                SELECT count(*) AS count,
-                       coalesce(sum(r.amount_minor) FILTER (WHERE r.currency = i.currency), 0) AS total
-                FROM (SELECT amount_minor, currency FROM payments p
-                      WHERE p.user_id = i.user_id
-                        AND p.created_at > now() - make_interval(secs => $8)
-                      ORDER BY p.created_at DESC
-                      LIMIT $9) r
-            ) v
+        ), clock AS MATERIALIZED (
+            -- After the payers' locks were granted: creation times follow the lock order.
+            SELECT clock_timestamp() AS now
+        ), payer AS (
+            SELECT v.user_id, v.payments, v.since, greatest(clock.now, v.last_at) AS at
+            FROM velocity_payers v CROSS JOIN clock
+            WHERE v.user_id IN (SELECT user_id FROM input)
+        ), seq_before_window AS (
+            -- The payer's running count before its first payment inside the window (any
+            -- currency: the earliest of each currency's first), or before this group.
+            SELECT p.user_id, coalesce(min(f.velocity_seq), p.payments) AS seq
+            FROM payer p
+            LEFT JOIN velocity_totals t ON t.user_id = p.user_id
+            LEFT JOIN LATERAL (
+                SELECT q.velocity_seq FROM payments q
+                WHERE q.user_id = t.user_id AND q.currency = t.currency
+                  AND q.created_at > p.at - make_interval(secs => $8)
+                  AND q.created_at >= p.since
+                ORDER BY q.created_at, q.velocity_seq LIMIT 1
+            ) f ON true
+            GROUP BY p.user_id, p.payments
+        ), total_before_window AS (
+            -- The same for the total in each currency of this group.
+            SELECT c.user_id, c.currency, coalesce(t.total, 0) AS total,
+                   coalesce(f.velocity_running_total, t.total, 0) AS before_window
+            FROM (SELECT DISTINCT user_id, currency FROM input) c
+            JOIN payer p USING (user_id)
+            LEFT JOIN velocity_totals t ON t.user_id = c.user_id AND t.currency = c.currency
+            LEFT JOIN LATERAL (
+                SELECT q.velocity_running_total FROM payments q
+                WHERE q.user_id = c.user_id AND q.currency = c.currency
+                  AND q.created_at > p.at - make_interval(secs => $8)
+                  AND q.created_at >= p.since
+                ORDER BY q.created_at, q.velocity_seq LIMIT 1
+            ) f ON true
+        ), ranked AS (
+            SELECT i.*, p.at, s.seq AS seq_before_window, t.before_window AS total_before_window,
+                   p.payments + count(*) OVER (PARTITION BY i.user_id ORDER BY i.ord
+                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS seq,
+                   t.total + coalesce(sum(i.amount_minor) OVER (PARTITION BY i.user_id, i.currency
+                                  ORDER BY i.ord
+                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
+                       AS running_total
+            FROM input i
+            JOIN payer p USING (user_id)
+            JOIN seq_before_window s USING (user_id)
+            JOIN total_before_window t USING (user_id, currency)
         ), payment AS (
             INSERT INTO payments (id, principal, amount_minor, currency, user_id, payee_id,
                 payment_method_id, status, velocity_window_seconds, velocity_count,
-                velocity_total_minor)
-            SELECT i.id, i.principal, i.amount_minor, i.currency, i.user_id, i.payee_id,
-                   i.payment_method_id, 'pending', $8, c.count + g.count,
-                   (c.total + g.total)::bigint
-            FROM input i JOIN committed c USING (id) JOIN earlier_in_group g USING (id)
-            ORDER BY i.ord
+                velocity_total_minor, velocity_seq, velocity_running_total, created_at,
+                updated_at)
+            SELECT id, principal, amount_minor, currency, user_id, payee_id, payment_method_id,
+                   'pending', $8, seq - seq_before_window,
+                   (running_total - total_before_window)::bigint, seq, running_total::bigint,
+                   at, at
+            FROM ranked
+            ORDER BY ord
             RETURNING id, created_at
         ), event AS (
             INSERT INTO payment_events (payment_id, from_status, to_status, cause)
@@ -124,21 +170,64 @@ pub async fn insert_many(
         ), queued AS (
             INSERT INTO outbox (payment_id)
             SELECT i.id FROM input i JOIN payment USING (id) ORDER BY i.ord
+        ), payer_counted AS (
+            UPDATE velocity_payers v SET payments = v.payments + g.n, last_at = g.at
+            FROM (SELECT user_id, count(*) AS n, max(at) AS at FROM ranked GROUP BY user_id) g
+            WHERE v.user_id = g.user_id
+        ), total_counted AS (
+            INSERT INTO velocity_totals (user_id, currency, total)
+            SELECT user_id, currency, sum(amount_minor)::bigint FROM input
+            GROUP BY user_id, currency
+            ORDER BY user_id, currency
+            ON CONFLICT (user_id, currency)
+                DO UPDATE SET total = velocity_totals.total + excluded.total
         )
         SELECT i.ord, p.created_at FROM payment p JOIN input i USING (id) ORDER BY i.ord",
     )
-    .bind(column(|r| r.id))
-    .bind(rows.iter().map(|r| r.principal.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.payment.money.minor).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.payment.money.currency.code()).collect::<Vec<_>>())
-    .bind(column(|r| r.payment.user_id))
-    .bind(column(|r| r.payment.payee_id))
-    .bind(column(|r| r.payment.payment_method_id))
+    .bind(column(rows, |r| r.id))
+    .bind(
+        rows.iter()
+            .map(|r| r.principal.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.payment.money.minor)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.payment.money.currency.code())
+            .collect::<Vec<_>>(),
+    )
+    .bind(column(rows, |r| r.payment.user_id))
+    .bind(column(rows, |r| r.payment.payee_id))
+    .bind(column(rows, |r| r.payment.payment_method_id))
     .bind(window_seconds)
-    .bind(VELOCITY_SCAN_LIMIT)
     .fetch_all(conn)
     .await?;
     Ok(created.into_iter().map(|(_, at)| at).collect())
+}
+
+/// Payments waiting for their risk decision.
+#[derive(Debug, Clone, Copy, PartialEq, FromRow)]
+pub struct Undecided {
+    pub count: i64,
+    /// Age of the oldest one; 0 when there is none.
+    pub oldest_age_seconds: f64,
+}
+
+/// The undecided backlog, from the partial index `payments_undecided` (cost proportional to
+/// the backlog, which admission bounds).
+pub async fn undecided(conn: &mut PgConnection) -> Result<Undecided, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*) AS count,
+                coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8
+                    AS oldest_age_seconds
+         FROM payments WHERE status = 'pending'",
+    )
+    .fetch_one(conn)
+    .await
 }
 
 /// The payment if it exists and belongs to `principal`.

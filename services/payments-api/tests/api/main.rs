@@ -14,3 +14,4 @@ mod protection;
 mod resilience;
 mod store;
 mod validation;
+mod velocity;

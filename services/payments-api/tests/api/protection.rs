@@ -83,3 +83,71 @@ async fn work_beyond_max_in_flight_is_shed_at_once_but_probes_answer() {
     );
     api.stop().await;
 }
+
+/// With no risk engine, decisions never come: past `MAX_UNDECIDED` undecided payments new
+/// ones get `503` + `Retry-After` (the backlog and its age are in the metrics), and admission
+/// reopens once decisions bring the backlog back under the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_are_refused_while_too_many_wait_for_a_decision() {
+    let api = TestApi::start_with(&[("MAX_UNDECIDED", "2")]).await;
+    // Admission closes within the backlog's refresh delay: keep every payment accepted.
+    let mut ids = Vec::new();
+    let mut refused = None;
+    for _ in 0..250 {
+        let reply = api.post("/payments", Some(ALICE), &demo_payment()).await;
+        if reply.status != StatusCode::CREATED {
+            refused = Some(reply);
+            break;
+        }
+        ids.push(reply.body["PaymentId"].as_str().unwrap().to_owned());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = refused.expect("admission never closed");
+    assert!(ids.len() >= 3, "closed before the bound: {}", ids.len());
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        refused.body
+    );
+    assert_eq!(refused.body["StatusCode"], 503);
+    assert!(refused.headers.contains_key("retry-after"));
+    let metrics = api
+        .get("/metrics", None)
+        .await
+        .body
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let gauge = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing from {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(gauge("paysys_api_undecided_payments") >= 3.0, "{metrics}");
+    assert!(
+        gauge("paysys_api_undecided_oldest_age_seconds") > 0.0,
+        "{metrics}"
+    );
+    // Other requests are still served.
+    assert_eq!(
+        api.get("/payments", Some(ALICE)).await.status,
+        StatusCode::OK
+    );
+
+    let (_conn, channel) = api.broker.channel().await;
+    for id in &ids {
+        api.publish_decision(&channel, id, "approved").await;
+    }
+    let reopened = paysys_testkit::eventually(Duration::from_secs(10), || async {
+        let reply = api.post("/payments", Some(ALICE), &demo_payment()).await;
+        (reply.status == StatusCode::CREATED).then_some(())
+    })
+    .await;
+    assert!(reopened.is_some(), "admission never reopened");
+    api.broker.delete(&channel).await;
+    api.stop().await;
+}

@@ -61,3 +61,67 @@ async fn a_group_counts_its_own_earlier_payments_in_velocity() {
     drop(conn);
     api.stop().await;
 }
+
+fn decision(payment_id: uuid::Uuid, outcome: &str) -> paysys_core::DecisionMessage {
+    serde_json::from_value(json!({
+        "schema_version": 1, "payment_id": payment_id, "outcome": outcome, "score": 0,
+        "reasons": [], "rules_version": "test", "decided_at": "2026-01-01T00:00:00Z"
+    }))
+    .unwrap()
+}
+
+/// One statement applies a batch of decisions, each with its own outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_decisions_is_applied_each_on_its_own_terms() {
+    use payments_api::store::decisions::{Applied, apply, apply_many};
+    let api = TestApi::start().await;
+    let group: Vec<Insert> = (0..3).map(|_| insert("alice", "2", "USD", USER)).collect();
+    let mut conn = api.pool.acquire().await.unwrap();
+    insert_many(&mut conn, &group, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let (fresh, decided, again) = (group[0].id, group[1].id, group[2].id);
+    let before = [decision(decided, "approved"), decision(again, "declined")];
+    for earlier in &before {
+        assert_eq!(apply(&mut conn, earlier).await.unwrap(), Applied::Decided);
+    }
+    let unknown = uuid::Uuid::now_v7();
+    let batch = [
+        decision(fresh, "declined"),
+        decision(unknown, "approved"),
+        decision(decided, "declined"),
+        before[1].clone(),
+    ];
+    let applied = apply_many(&mut conn, &batch).await.unwrap();
+    assert_eq!(
+        applied,
+        vec![
+            Applied::Decided,
+            Applied::UnknownPayment,
+            Applied::Ignored {
+                current: paysys_core::PaymentStatus::Approved
+            },
+            Applied::Duplicate,
+        ]
+    );
+    let events: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+        "SELECT payment_id, cause FROM payment_events
+         WHERE cause <> 'created' AND payment_id = ANY($1) ORDER BY id",
+    )
+    .bind([fresh, decided, again])
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        events,
+        vec![
+            (decided, "risk_decision".into()),
+            (again, "risk_decision".into()),
+            (fresh, "risk_decision".into()),
+            (decided, "risk_decision_ignored".into()),
+        ],
+        "a duplicate adds nothing to the trail"
+    );
+    drop(conn);
+    api.stop().await;
+}

@@ -52,11 +52,31 @@ async fn main() {
         })
     };
 
+    // The undecided backlog once a second: bounded if the decision path keeps up.
+    let backlog_samples = {
+        let pool = system.pool.clone();
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            for _ in 0..seconds {
+                tick.tick().await;
+                let undecided: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM payments WHERE status = 'pending'")
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap_or(-1);
+                samples.push(undecided);
+            }
+            samples
+        })
+    };
     let started = Instant::now();
     let stats = Driver::new(system.api_urls())
         .run(rate, Duration::from_secs(seconds))
         .await;
     let driven = started.elapsed();
+    let backlog_samples = backlog_samples.await.expect("backlog sampling");
     let settled = system.settle(Duration::from_secs(120)).await;
     sampling.abort();
 
@@ -98,6 +118,7 @@ async fn main() {
         "201 -> decided max {:>10.2} ms",
         histogram.max() as f64 / 1000.0
     );
+    print_backlog(&backlog_samples);
     println!(
         "settled after load {:>10}",
         settled.map_or("NO".into(), |d| format!("{:.2} s", d.as_secs_f64()))
@@ -111,4 +132,27 @@ async fn main() {
         peak_risk.load(Ordering::Relaxed) as f64 / 1024.0
     );
     system.shutdown().await;
+}
+
+/// The undecided backlog over the run: its maximum, and the mean of the last third against
+/// the first third (about 1 when it does not grow; the first second is left out, it ramps up).
+fn print_backlog(samples: &[i64]) {
+    let steady = samples.get(1..).unwrap_or_default();
+    let third = (steady.len() / 3).max(1);
+    let mean = |part: &[i64]| part.iter().sum::<i64>() as f64 / part.len().max(1) as f64;
+    let (first, last) = (
+        mean(&steady[..third.min(steady.len())]),
+        mean(&steady[steady.len().saturating_sub(third)..]),
+    );
+    println!(
+        "undecided backlog  {:>10} max, {:.0} -> {:.0} mean (first -> last third of the run)",
+        samples.iter().max().unwrap_or(&0),
+        first,
+        last
+    );
+    println!(
+        "backlog growth     {:>10.2} (last third / first third; 1 = flat)",
+        last / first.max(1.0)
+    );
+    println!("backlog per second {samples:?}");
 }

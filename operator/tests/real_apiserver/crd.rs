@@ -1,0 +1,202 @@
+//! `crds/paymentsystems.yaml` on a real API server: accepted (the test harness installs it),
+//! its defaults applied, and every CEL rule rejecting its own bad case with its own message.
+
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use paysys_operator::crd::{PaymentSystem, PaymentSystemSpec};
+use serde_json::{Value, json};
+
+use crate::support::{TEST_MANAGER, env, shipped_crd};
+
+/// `(schema path of the rule, a spec that breaks it)`; for a transition rule, the spec it
+/// is updated to from [`starting_spec`].
+fn bad_cases() -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            ".spec.database",
+            json!({"database": {"managed": {}, "external": {"secretName": "db"}}}),
+        ),
+        (
+            ".spec.database.external.secretName",
+            json!({"database": {"external": {"secretName": ""}}}),
+        ),
+        (
+            ".spec.database.managed.storage.size",
+            json!({"database": {"managed": {"storage": {"size": "lots"}}}}),
+        ),
+        (
+            ".spec.database.managed.storage.storageClassName",
+            json!({"database": {"managed": {"storage": {"storageClassName": "slow"}}}}),
+        ),
+        (
+            ".spec.image.repository",
+            json!({"image": {"repository": ""}}),
+        ),
+        (".spec.image.tag", json!({"image": {"tag": ""}})),
+        (
+            ".spec.paymentsApi.auth",
+            json!({"paymentsApi": {"auth": {"jwt": {"algorithm": "HS256"}}}}),
+        ),
+        (
+            ".spec.paymentsApi.dbMaxConnections",
+            json!({"paymentsApi": {"dbMaxConnections": 0}}),
+        ),
+        (
+            ".spec.paymentsApi.maxAmount",
+            json!({"paymentsApi": {"maxAmount": "0.00"}}),
+        ),
+        (
+            ".spec.paymentsApi.replicas",
+            json!({"paymentsApi": {"replicas": -1}}),
+        ),
+        (
+            ".spec.paymentsApi.service.port",
+            json!({"paymentsApi": {"service": {"port": 70000}}}),
+        ),
+        (
+            ".spec.rabbitmq",
+            json!({"rabbitmq": {"managed": {}, "external": {"secretName": "mq"}}}),
+        ),
+        (
+            ".spec.rabbitmq.external.secretName",
+            json!({"rabbitmq": {"external": {"secretName": ""}}}),
+        ),
+        (
+            ".spec.rabbitmq.managed.storage.size",
+            json!({"rabbitmq": {"managed": {"storage": {"size": "1 GB"}}}}),
+        ),
+        (
+            ".spec.rabbitmq.managed.storage.storageClassName",
+            json!({"rabbitmq": {"managed": {"storage": {"storageClassName": "slow"}}}}),
+        ),
+        (
+            ".spec.riskEngine.approvalProbability",
+            json!({"riskEngine": {"approvalProbability": 1.5}}),
+        ),
+        (
+            ".spec.riskEngine.prefetch",
+            json!({"riskEngine": {"prefetch": 0}}),
+        ),
+        (
+            ".spec.riskEngine.replicas",
+            json!({"riskEngine": {"replicas": -2}}),
+        ),
+    ]
+}
+
+/// The valid spec a transition rule's (`oldSelf`) case is an update of.
+fn starting_spec(path: &str) -> Option<Value> {
+    let dependency = path.split('.').nth(2)?;
+    path.ends_with("storageClassName")
+        .then(|| json!({dependency: {"managed": {"storage": {"storageClassName": "fast"}}}}))
+}
+
+/// Every rule of the schema: `(path, message)`.
+fn rules() -> Vec<(String, String)> {
+    fn walk(node: &Value, path: &str, out: &mut Vec<(String, String)>) {
+        for rule in node["x-kubernetes-validations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            out.push((
+                path.to_owned(),
+                rule["message"].as_str().unwrap().to_owned(),
+            ));
+        }
+        for (key, child) in node["properties"].as_object().into_iter().flatten() {
+            walk(child, &format!("{path}.{key}"), out);
+        }
+        walk_if_object(&node["items"], &format!("{path}[]"), out);
+        walk_if_object(&node["additionalProperties"], &format!("{path}{{}}"), out);
+    }
+    fn walk_if_object(node: &Value, path: &str, out: &mut Vec<(String, String)>) {
+        if node.is_object() {
+            walk(node, path, out);
+        }
+    }
+    let crd = serde_json::to_value(shipped_crd()).unwrap();
+    let mut out = Vec::new();
+    walk(
+        &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+        "",
+        &mut out,
+    );
+    out
+}
+
+fn resource(name: &str, spec: &Value) -> Value {
+    json!({
+        "apiVersion": "paysys.io/v1alpha1",
+        "kind": "PaymentSystem",
+        "metadata": {"name": name},
+        "spec": spec,
+    })
+}
+
+#[tokio::test]
+async fn every_cel_rule_rejects_its_bad_case_with_its_own_message() {
+    let Some(env) = env("crd-cel").await else {
+        return;
+    };
+    let api: Api<PaymentSystem> = Api::namespaced(env.client.clone(), &env.namespace);
+    let cases = bad_cases();
+    let rules = rules();
+    for (path, _) in &rules {
+        assert!(
+            cases.iter().any(|(case, _)| case == path),
+            "rule at {path} has no bad case in this test"
+        );
+    }
+    for (index, (path, spec)) in cases.iter().enumerate() {
+        let message = &rules
+            .iter()
+            .find(|(rule, _)| rule == path)
+            .unwrap_or_else(|| panic!("no rule at {path} any more"))
+            .1;
+        let name = format!("bad-{index}");
+        let params = PatchParams::apply(TEST_MANAGER);
+        if let Some(old) = starting_spec(path) {
+            api.patch(&name, &params, &Patch::Apply(resource(&name, &old)))
+                .await
+                .unwrap_or_else(|e| panic!("{path}: the starting spec is valid: {e}"));
+        }
+        let error = api
+            .patch(&name, &params, &Patch::Apply(resource(&name, spec)))
+            .await
+            .expect_err(&format!("{path}: {spec} must be rejected"));
+        let kube::Error::Api(status) = &error else {
+            panic!("{path}: not an API answer: {error}");
+        };
+        assert_eq!(status.code, 422, "{path}: {status:?}");
+        assert!(
+            status.message.contains(message.as_str()),
+            "{path}: expected {message:?} in {:?}",
+            status.message
+        );
+        // The message names the field, so a user can find it.
+        let field = path.trim_start_matches('.');
+        assert!(
+            status.message.contains(field),
+            "{path}: the field is not named in {:?}",
+            status.message
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_server_fills_the_same_defaults_the_operator_assumes() {
+    let Some(env) = env("crd-defaults").await else {
+        return;
+    };
+    let api: Api<PaymentSystem> = Api::namespaced(env.client.clone(), &env.namespace);
+    let created = api
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(resource("shop", &json!({}))).unwrap(),
+        )
+        .await
+        .expect("spec: {} is valid");
+    let operator_defaults: PaymentSystemSpec = serde_json::from_value(json!({})).unwrap();
+    assert_eq!(created.spec, operator_defaults);
+}

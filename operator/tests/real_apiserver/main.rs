@@ -1,0 +1,10 @@
+//! The operator against a real Kubernetes control plane (etcd, kube-apiserver,
+//! kube-controller-manager from `KUBEBUILDER_ASSETS`; see `paysys_testkit::envtest`).
+//!
+//! Every real-API-server test lives in this one test binary, so they share one control
+//! plane; each test has its own namespace and its own in-process operator watching only it.
+
+mod crd;
+mod numbers;
+mod reconcile;
+mod support;
