@@ -28,6 +28,15 @@ else
   unset KUBEBUILDER_ASSETS
 fi
 
+# The data feed's interop and Spark tests need Python with pinned pyspark/pyarrow/cryptography
+# (and Java). Outside CI a failure here only makes those tests skip with a line saying why.
+if PAYSYS_PYTHON="$(scripts/ensure-python.sh)"; then
+  export PAYSYS_PYTHON
+elif [[ "${CI:-}" == "true" ]]; then
+  echo "test.sh: scripts/ensure-python.sh failed (see above)" >&2
+  exit 1
+fi
+
 cargo build --locked --workspace --all-targets
 
 # The API fuzzed from its own OpenAPI document (schemathesis, bounded). Skipped when extra

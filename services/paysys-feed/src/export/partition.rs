@@ -1,0 +1,123 @@
+//! Day partitions: `<out>/day=YYYY-MM-DD/payments.parquet`, one file per day, replaced whole.
+//!
+//! A day is written to a hidden temporary file beside its final name and renamed over it once
+//! complete and synced, so a reader sees either the old file or the new one, never a part.
+//! Readers skip the temporary files: Spark ignores names starting with `.`, DataFusion lists
+//! only names ending in `.parquet`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use chrono::NaiveDate;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+
+use super::columns::SCHEMA;
+
+/// Name of each day's file.
+pub const FILE_NAME: &str = "payments.parquet";
+const TEMP_PREFIX: &str = ".payments.parquet.tmp-";
+/// Rows per Parquet row group: bounds the writer's buffer (a few tens of MB at most).
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// The folder of one day.
+pub fn day_dir(out: &Path, day: NaiveDate) -> PathBuf {
+    out.join(format!("day={}", day.format("%Y-%m-%d")))
+}
+
+/// A day's file being written.
+pub struct DayWriter {
+    day: NaiveDate,
+    temp: PathBuf,
+    target: PathBuf,
+    writer: ArrowWriter<File>,
+    rows: u64,
+}
+
+impl DayWriter {
+    pub fn create(out: &Path, day: NaiveDate) -> anyhow::Result<Self> {
+        let dir = day_dir(out, day);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let temp = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
+        let file =
+            File::create(&temp).with_context(|| format!("cannot create {}", temp.display()))?;
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build();
+        let writer = ArrowWriter::try_new(file, SCHEMA.clone(), Some(properties))?;
+        Ok(Self {
+            day,
+            temp,
+            target: dir.join(FILE_NAME),
+            writer,
+            rows: 0,
+        })
+    }
+
+    pub fn day(&self) -> NaiveDate {
+        self.day
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
+        self.rows += batch.num_rows() as u64;
+        self.writer
+            .write(batch)
+            .with_context(|| format!("writing {}", self.temp.display()))
+    }
+
+    /// Completes the file and puts it in place of the day's previous one; returns its rows.
+    pub fn commit(self) -> anyhow::Result<u64> {
+        let file = self
+            .writer
+            .into_inner()
+            .with_context(|| format!("finishing {}", self.temp.display()))?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&self.temp, &self.target)
+            .with_context(|| format!("cannot replace {}", self.target.display()))?;
+        sync_dir(self.target.parent().expect("a day folder"))?;
+        Ok(self.rows)
+    }
+}
+
+/// Removes a day's file: the day has no payments (any more) in the exported range.
+pub fn remove_day(out: &Path, day: NaiveDate) -> anyhow::Result<()> {
+    let dir = day_dir(out, day);
+    match std::fs::remove_file(dir.join(FILE_NAME)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot remove {}", dir.display())),
+    }
+    let _ = std::fs::remove_dir(&dir);
+    Ok(())
+}
+
+/// Deletes temporary files an interrupted export left behind.
+pub fn remove_leftovers(out: &Path) -> anyhow::Result<()> {
+    let Ok(days) = std::fs::read_dir(out) else {
+        return Ok(());
+    };
+    for day in days.flatten() {
+        if !day.file_name().to_string_lossy().starts_with("day=") {
+            continue;
+        }
+        for file in std::fs::read_dir(day.path())?.flatten() {
+            if file.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                std::fs::remove_file(file.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makes a rename durable: the directory entry itself must reach the disk.
+pub fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", dir.display()))
+}
