@@ -24,8 +24,10 @@ BEGIN
     ON CONFLICT (user_id) DO UPDATE SET payments = v.payments;
 
     RETURN QUERY
+    -- Currencies as char(3), the column's type, so that the lookups below use the
+    -- payments_velocity index on (user_id, currency, created_at).
     WITH input AS (
-        SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::uuid[],
+        SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::char(3)[], $5::uuid[],
                              $6::uuid[], $7::uuid[])
             WITH ORDINALITY AS t(id, principal, amount_minor, currency, user_id, payee_id,
                                  payment_method_id, ord)
@@ -50,11 +52,14 @@ BEGIN
             ORDER BY q.created_at, q.velocity_seq LIMIT 1
         ) f ON true
         GROUP BY p.user_id, p.payments
+    ), payer_currency AS MATERIALIZED (
+        -- One velocity lookup per payer and currency, however many payments of theirs.
+        SELECT DISTINCT user_id, currency FROM input
     ), total_before_window AS (
         -- The same for the total in each currency of this group.
         SELECT c.user_id, c.currency, coalesce(t.total, 0) AS total,
                coalesce(f.velocity_running_total, t.total, 0) AS before_window
-        FROM (SELECT DISTINCT user_id, currency FROM input) c
+        FROM payer_currency c
         JOIN payer p USING (user_id)
         LEFT JOIN velocity_totals t ON t.user_id = c.user_id AND t.currency = c.currency
         LEFT JOIN LATERAL (
