@@ -5,6 +5,7 @@
 //! plane; each test has its own namespace and its own in-process operator watching only it.
 
 mod crd;
+mod kube_play;
 mod numbers;
 mod reconcile;
 mod support;
