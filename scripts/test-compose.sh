@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/containers-env.sh
 source scripts/containers/demo.sh
+source scripts/containers/checks.sh
 
 podman_or_skip "the compose test"
 use_private_podman
@@ -65,7 +66,6 @@ cleanup() {
   exit "$status"
 }
 trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 
 echo "== podman-compose up (project $PROJECT)"
 "${compose[@]}" up -d --no-build >"$LOG" 2>&1 &

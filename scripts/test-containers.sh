@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 source scripts/services.sh
 source scripts/containers-env.sh
 source scripts/containers/demo.sh
+source scripts/containers/checks.sh
 
 podman_or_skip "container tests"
 use_private_podman
@@ -48,7 +49,6 @@ scripts/images.sh --prebuilt debug --tag "$TAG"
 # Builds leave their intermediate stage behind; vfs stores each as a full copy.
 podman image prune -f >/dev/null
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
 
 # The image runs no shell and its configuration names a non-root numeric user.
 check_image() { # image
@@ -76,16 +76,6 @@ run_hardened() { # name image env...
   containers+=("$name")
 }
 
-# What the kernel says about the container's main process: its user, capabilities, root mount.
-check_process() { # name
-  local pid
-  pid=$(podman inspect --format '{{.State.Pid}}' "$1")
-  grep -Eq '^Uid:\s+65532\s+65532\s+65532\s+65532$' "/proc/$pid/status" || fail "$1 is not running as 65532"
-  grep -Eq '^CapEff:\s+0+$' "/proc/$pid/status" || fail "$1 has capabilities: $(grep CapEff "/proc/$pid/status")"
-  grep -Eq '^NoNewPrivs:\s+1$' "/proc/$pid/status" || fail "$1 may gain privileges"
-  awk '$5 == "/" { print $6 }' "/proc/$pid/mountinfo" | grep -Eq '(^|,)ro(,|$)' || fail "$1: root filesystem is writable"
-  echo "ok: $1 runs as 65532, no capabilities, no new privileges, read-only /"
-}
 
 # /healthz and /readyz answer 200 and the binary's healthcheck subcommand agrees.
 check_probes() { # name port binary

@@ -6,6 +6,7 @@
 
 mod contract;
 mod crd;
+mod kube_play;
 mod numbers;
 mod rbac;
 mod reconcile;
