@@ -7,6 +7,7 @@
 mod contract;
 mod crd;
 mod numbers;
+mod processes;
 mod rbac;
 mod reconcile;
 mod support;
