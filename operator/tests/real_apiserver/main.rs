@@ -6,6 +6,7 @@
 
 mod contract;
 mod crd;
+mod helm;
 mod numbers;
 mod processes;
 mod rbac;
