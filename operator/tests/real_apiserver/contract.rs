@@ -82,7 +82,7 @@ fn skip(why: &str) {
     if std::env::var("CI").is_ok_and(|ci| ci == "true") {
         panic!("{why} (CI=true: a skipped test is a failure)");
     }
-    eprintln!("skipped: {why}");
+    paysys_testkit::envtest::skip_line(why);
 }
 
 /// The first container of Deployment `name`, resolved into `dir`.
