@@ -17,11 +17,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use paysys_testkit::pod_template::{self, LocalContainer};
 use paysys_testkit::{TestDb, free_port, unique_name};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 use crate::reconcile::create_secret;
-use crate::support::{Env, Operator, apply_system, env, eventually, wait_condition};
+use crate::support::{Env, Operator, apply_system, env, eventually, http, wait_condition};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -83,7 +82,7 @@ fn skip(why: &str) {
     if std::env::var("CI").is_ok_and(|ci| ci == "true") {
         panic!("{why} (CI=true: a skipped test is a failure)");
     }
-    eprintln!("skipped: {why}");
+    paysys_testkit::envtest::skip_line(why);
 }
 
 /// The first container of Deployment `name`, resolved into `dir`.
@@ -118,58 +117,6 @@ fn start(container: &LocalContainer, port: u16, log: &std::path::Path) -> Child 
         .stderr(out)
         .kill_on_drop(true);
     command.spawn().expect("start the service")
-}
-
-/// A minimal HTTP/1.1 exchange with 127.0.0.1:`port`: `(status, body)`.
-async fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Option<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.ok()?;
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer.split(' ').nth(1)?.parse().ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Some((status, body))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 #[tokio::test]

@@ -6,8 +6,10 @@
 
 mod contract;
 mod crd;
+mod helm;
 mod kube_play;
 mod numbers;
+mod processes;
 mod rbac;
 mod reconcile;
 mod support;

@@ -18,8 +18,13 @@ use tokio::task::JoinHandle;
 /// Field manager of the tests' own writes (as a user's `kubectl apply --server-side`).
 pub const TEST_MANAGER: &str = "paysys-test";
 
+/// Tests share the control plane; one that disrupts it (restarting the API server) takes
+/// this for writing, every other test holds it for reading while it runs.
+pub static DISRUPTION: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// One test's view of the cluster: its own namespace and an admin client.
 pub struct Env {
+    _shared: Option<tokio::sync::RwLockReadGuard<'static, ()>>,
     pub namespace: String,
     pub client: Client,
 }
@@ -27,11 +32,23 @@ pub struct Env {
 /// The control plane with `crds/paymentsystems.yaml` installed and a fresh namespace named
 /// after the test; `None` when the test is skipped (see [`ControlPlane::get`]).
 pub async fn env(test: &str) -> Option<Env> {
+    let shared = DISRUPTION.read().await;
+    let mut env = exclusive_env(test).await?;
+    env._shared = Some(shared);
+    Some(env)
+}
+
+/// [`env`] without the shared hold, for a test that takes [`DISRUPTION`] for writing.
+pub async fn exclusive_env(test: &str) -> Option<Env> {
     let cluster = ControlPlane::get()?;
     let client = cluster.admin();
     install_crd(cluster).await;
     let namespace = cluster.namespace(test).await;
-    Some(Env { namespace, client })
+    Some(Env {
+        _shared: None,
+        namespace,
+        client,
+    })
 }
 
 /// The CRD file as shipped, parsed.
@@ -264,4 +281,57 @@ pub async fn apply_objects(client: &Client, objects: &[serde_json::Value]) {
         .await
         .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
     }
+}
+
+/// A minimal HTTP/1.1 exchange with 127.0.0.1:`port`: `(status, body)`.
+pub async fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.ok()?;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer.split(' ').nth(1)?.parse().ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Some((status, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
 }

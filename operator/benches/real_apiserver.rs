@@ -1,0 +1,203 @@
+//! The operator binary against a real control plane (`paysys_testkit::envtest`, binaries from
+//! `KUBEBUILDER_ASSETS`), for issue 9's targets. Prints numbers; asserts nothing:
+//!
+//! 1. how long a new `PaymentSystem` waits for all of its children (target: 2 s), over
+//!    `SAMPLES` systems created one after another;
+//! 2. the operator's resident memory idling with `SYSTEMS` reconciled systems (target: 30 MiB).
+//!
+//! `cargo bench -p paysys-operator --bench real_apiserver` (a release build of the operator);
+//! `PAYSYS_OPERATOR_BIN` runs another build of the binary (e.g. `target/release/...` while
+//! the bench itself runs with `cargo test --bench real_apiserver`).
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client, Resource};
+use paysys_operator::crd::PaymentSystem;
+use paysys_testkit::envtest::ControlPlane;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+const SAMPLES: usize = 10;
+const SYSTEMS: usize = 100;
+const CHILDREN_TARGET: Duration = Duration::from_secs(2);
+const RSS_TARGET_KIB: u64 = 30 * 1024;
+/// Children of `spec: {}`: 4 Deployments, 3 Services, 1 ConfigMap, 3 Secrets, 4
+/// NetworkPolicies, 1 PodDisruptionBudget.
+const CHILDREN_OF_MINIMAL: usize = 16;
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let Some(cluster) = ControlPlane::get() else {
+        return;
+    };
+    let client = cluster.admin();
+    install_crd(&client).await;
+    let namespace = cluster.namespace("bench").await;
+    let log = cluster.dir().join("operator.log");
+    let binary = std::env::var("PAYSYS_OPERATOR_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_paysys-operator").to_owned());
+    println!("operator binary: {binary}");
+    let mut operator = tokio::process::Command::new(binary)
+        .env_clear()
+        .env("KUBECONFIG", cluster.admin_kubeconfig())
+        .env("HTTP_PORT", paysys_testkit::free_port().to_string())
+        .env("WATCH_NAMESPACE", &namespace)
+        .env("LEADER_ELECTION", "false")
+        .env("RUST_LOG", "warn")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the operator");
+
+    let mut waits = Vec::new();
+    for i in 0..SAMPLES {
+        let name = format!("sample-{i}");
+        let started = Instant::now();
+        create(&client, &namespace, &name).await;
+        while children(&client, &namespace, &name).await < CHILDREN_OF_MINIMAL {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no children for {name}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        waits.push(started.elapsed());
+    }
+    waits.sort();
+    let p50 = waits[waits.len() / 2];
+    let max = waits[waits.len() - 1];
+    println!(
+        "children of a new PaymentSystem: p50 {:.0} ms, max {:.0} ms over {SAMPLES} (target {} ms: max is {:.2}x of it)",
+        p50.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3,
+        CHILDREN_TARGET.as_millis(),
+        max.as_secs_f64() / CHILDREN_TARGET.as_secs_f64()
+    );
+
+    let started = Instant::now();
+    for i in SAMPLES..SYSTEMS {
+        create(&client, &namespace, &format!("system-{i}")).await;
+    }
+    let systems: Api<PaymentSystem> = Api::namespaced(client.clone(), &namespace);
+    loop {
+        let reconciled = systems
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|ps| {
+                ps.status.as_ref().and_then(|s| s.observed_generation) == ps.metadata.generation
+            })
+            .count();
+        if reconciled == SYSTEMS {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "{reconciled} of {SYSTEMS} reconciled"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all = started.elapsed();
+    // Idle: the Deployments' pods stay Pending, so nothing changes any more.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let pid = operator.id().expect("running");
+    let rss = rss_kib(pid).expect("VmRSS");
+    println!(
+        "{SYSTEMS} PaymentSystems reconciled in {:.1} s; operator idle RSS {:.1} MiB (target 30 MiB: {:.2}x of it)",
+        all.as_secs_f64(),
+        rss as f64 / 1024.0,
+        rss as f64 / RSS_TARGET_KIB as f64
+    );
+    let _ = operator.start_kill();
+}
+
+async fn install_crd(client: &Client) {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crds/paymentsystems.yaml"
+    ))
+    .unwrap();
+    let crd: CustomResourceDefinition = serde_norway::from_str(&text).unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = crd.metadata.name.clone().unwrap();
+    crds.patch(
+        &name,
+        &PatchParams::apply("bench").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    loop {
+        let established = crds
+            .get(&name)
+            .await
+            .ok()
+            .and_then(|crd| crd.status?.conditions)
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+        if established {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn create(client: &Client, namespace: &str, name: &str) {
+    let api: Api<PaymentSystem> = Api::namespaced(client.clone(), namespace);
+    let body = json!({
+        "apiVersion": "paysys.io/v1alpha1", "kind": "PaymentSystem",
+        "metadata": {"name": name}, "spec": {},
+    });
+    api.patch(name, &PatchParams::apply("bench"), &Patch::Apply(body))
+        .await
+        .unwrap();
+}
+
+async fn count<K>(client: &Client, namespace: &str, selector: &str) -> usize
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned,
+{
+    Api::<K>::namespaced(client.clone(), namespace)
+        .list_metadata(&ListParams::default().labels(selector))
+        .await
+        .map(|list| list.items.len())
+        .unwrap_or(0)
+}
+
+async fn children(client: &Client, namespace: &str, instance: &str) -> usize {
+    let selector = format!("app.kubernetes.io/instance={instance}");
+    count::<Deployment>(client, namespace, &selector).await
+        + count::<Service>(client, namespace, &selector).await
+        + count::<ConfigMap>(client, namespace, &selector).await
+        + count::<Secret>(client, namespace, &selector).await
+        + count::<NetworkPolicy>(client, namespace, &selector).await
+        + count::<PodDisruptionBudget>(client, namespace, &selector).await
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
