@@ -30,6 +30,7 @@ use crate::crd::{PaymentSystem, PaymentSystemStatus};
 use crate::metrics::Metrics;
 use crate::status::{self, Outcome};
 use crate::validate::{self, Auth, ValidationError};
+use crate::watch;
 
 /// How often a healthy system is reconciled anyway, to undo drift nobody was told about.
 pub const RESYNC: Duration = Duration::from_secs(600);
@@ -327,16 +328,21 @@ pub async fn run(
 ) {
     let client = ctx.client.clone();
     let (reader, writer) = reflector::store::<DeserializeGuard<PaymentSystem>>();
+    // Every watch goes through `watch::resilient`: its own short backoff, so they all resume
+    // within seconds of an API server restart (see the module).
     // Only spec changes (generation) trigger: the operator's own status writes do not.
-    let systems = watcher(
-        scope.api(&client),
-        watcher::Config::default().any_semantic(),
+    let systems = watch::resilient(
+        "PaymentSystem",
+        watcher(
+            scope.api(&client),
+            watcher::Config::default().any_semantic(),
+        ),
     )
-    .default_backoff()
     .reflect(writer)
     .applied_objects()
     .predicate_filter(predicates::generation, Default::default());
-    // Children carry this label; watching only them keeps the operator's memory flat.
+    // Children carry this label; watching only them, and only their metadata, keeps the
+    // operator's memory flat.
     let owned = watcher::Config::default()
         .labels("app.kubernetes.io/managed-by=paysys-operator")
         .any_semantic();
@@ -344,19 +350,39 @@ pub async fn run(
     let store = controller.store();
     // Secrets: metadata only (no data in memory), mapped to the systems that use them, so
     // editing a referenced Secret rolls the pods that read it.
-    let secrets = watcher(
-        scope.api::<PartialObjectMeta<Secret>>(&client),
-        watcher::Config::default().any_semantic(),
+    let secrets = watch::resilient(
+        "Secret",
+        watcher(
+            scope.api::<PartialObjectMeta<Secret>>(&client),
+            watcher::Config::default().any_semantic(),
+        ),
     )
-    .default_backoff()
     .touched_objects();
     controller
-        .owns(scope.api::<Deployment>(&client), owned.clone())
-        .owns(scope.api::<Service>(&client), owned.clone())
-        .owns(scope.api::<ConfigMap>(&client), owned.clone())
-        .owns(scope.api::<PersistentVolumeClaim>(&client), owned.clone())
-        .owns(scope.api::<PodDisruptionBudget>(&client), owned.clone())
-        .owns(scope.api::<NetworkPolicy>(&client), owned)
+        .owns_stream(watch::children(
+            scope.api::<PartialObjectMeta<Deployment>>(&client),
+            &owned,
+        ))
+        .owns_stream(watch::children(
+            scope.api::<PartialObjectMeta<Service>>(&client),
+            &owned,
+        ))
+        .owns_stream(watch::children(
+            scope.api::<PartialObjectMeta<ConfigMap>>(&client),
+            &owned,
+        ))
+        .owns_stream(watch::children(
+            scope.api::<PartialObjectMeta<PersistentVolumeClaim>>(&client),
+            &owned,
+        ))
+        .owns_stream(watch::children(
+            scope.api::<PartialObjectMeta<PodDisruptionBudget>>(&client),
+            &owned,
+        ))
+        .owns_stream(watch::children(
+            scope.api::<PartialObjectMeta<NetworkPolicy>>(&client),
+            &owned,
+        ))
         .watches_stream(secrets, move |secret: PartialObjectMeta<Secret>| {
             systems_using(&store.state(), &secret)
         })

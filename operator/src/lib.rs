@@ -15,6 +15,7 @@ pub mod names;
 pub mod rbac;
 pub mod status;
 pub mod validate;
+pub mod watch;
 pub mod yaml;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
