@@ -40,14 +40,20 @@ const RELIST_PAUSE: Duration = Duration::from_millis(500);
 /// The retry policy of one watch: exponential from 250 ms to 5 s with jitter, reset by every
 /// event received.
 pub fn backoff() -> impl Backoff {
-    ExponentialBackoff::from(
-        backon::ExponentialBuilder::default()
-            .with_min_delay(MIN_DELAY)
-            .with_max_delay(MAX_DELAY)
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times(),
-    )
+    exponential(true)
+}
+
+fn exponential(jitter: bool) -> ExponentialBackoff {
+    let builder = backon::ExponentialBuilder::default()
+        .with_min_delay(MIN_DELAY)
+        .with_max_delay(MAX_DELAY)
+        .with_factor(2.0)
+        .without_max_times();
+    ExponentialBackoff::from(if jitter {
+        builder.with_jitter()
+    } else {
+        builder
+    })
 }
 
 /// `stream` (a [`watcher`] of `kind`) with its own [`backoff`], 410s relisted at once and
@@ -59,6 +65,19 @@ pub fn resilient<K, S>(
 where
     K: Resource + Debug + Send + 'static,
     S: Stream<Item = watcher::Result<Event<K>>> + Send + 'static,
+{
+    resilient_with(kind, stream, backoff())
+}
+
+fn resilient_with<K, S, B>(
+    kind: &'static str,
+    stream: S,
+    backoff: B,
+) -> impl Stream<Item = watcher::Result<Event<K>>> + Send + 'static
+where
+    K: Resource + Debug + Send + 'static,
+    S: Stream<Item = watcher::Result<Event<K>>> + Send + 'static,
+    B: Backoff + 'static,
 {
     stream
         .filter_map(move |item| async move {
@@ -72,7 +91,7 @@ where
                 other => Some(other),
             }
         })
-        .backoff(backoff())
+        .backoff(backoff)
         .filter_map(move |item| async move {
             match item {
                 Ok(event) => Some(Ok(event)),
@@ -99,4 +118,61 @@ where
         Cow::Owned(_) => "child",
     };
     resilient(kind, watcher(api, config.clone())).touched_objects()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::{StreamExt, stream};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::core::Status;
+    use kube::runtime::watcher::{self, Event};
+    use tokio::time::Instant;
+
+    use super::{exponential, resilient_with};
+
+    fn failed() -> watcher::Result<Event<ConfigMap>> {
+        let status = Status::failure("connection refused", "ServiceUnavailable").with_code(503);
+        Err(watcher::Error::WatchStartFailed(kube::Error::Api(
+            Box::new(status),
+        )))
+    }
+
+    fn gone() -> watcher::Result<Event<ConfigMap>> {
+        let status = Status::failure("too old resource version: 1 (2)", "Expired").with_code(410);
+        Err(watcher::Error::WatchError(Box::new(status)))
+    }
+
+    /// The items `events` becomes, each with the time it came out at (the clock is paused,
+    /// so only the sleeps count). No jitter, so the delays are exact.
+    async fn run(
+        events: Vec<watcher::Result<Event<ConfigMap>>>,
+    ) -> (Vec<(String, Duration)>, Duration) {
+        let started = Instant::now();
+        let out = resilient_with("ConfigMap", stream::iter(events), exponential(false))
+            .map(|item| (format!("{item:?}"), started.elapsed()))
+            .collect()
+            .await;
+        (out, started.elapsed())
+    }
+
+    /// What the watcher yields across an API server restart: failed reconnects, then 410 Gone
+    /// once the server is back, then the events of the new list.
+    #[tokio::test(start_paused = true)]
+    async fn failures_are_retried_and_dropped_and_a_410_costs_no_backoff_step() {
+        let (out, _) = run(vec![failed(), failed(), gone(), Ok(Event::Init)]).await;
+        // 250 ms and 500 ms for the failures, then the 500 ms relist pause; a 410 counted as
+        // a failure would cost the next step, 1 s.
+        assert_eq!(out, [("Ok(Init)".to_owned(), Duration::from_millis(1250))]);
+    }
+
+    /// Every event resets the backoff: a watch that worked for a while starts again from
+    /// 250 ms on its next failure.
+    #[tokio::test(start_paused = true)]
+    async fn events_reset_the_backoff() {
+        let (out, end) = run(vec![failed(), failed(), Ok(Event::Init), failed()]).await;
+        assert_eq!(out, [("Ok(Init)".to_owned(), Duration::from_millis(750))]);
+        assert_eq!(end, Duration::from_millis(1000));
+    }
 }
