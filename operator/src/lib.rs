@@ -7,8 +7,10 @@
 
 pub mod apply;
 pub mod build;
+pub mod children;
 pub mod controller;
 pub mod crd;
+pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod names;
