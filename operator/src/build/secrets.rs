@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
-use super::meta;
+use super::{managed, meta};
 use crate::crd::PaymentSystem;
 use crate::names::{GeneratedSecret, Names, Server};
 use crate::validate::{CREDENTIALS_URL, GENERATED_API_KEY, GENERATED_API_KEYS_FILE};
@@ -43,13 +43,13 @@ pub fn template(ps: &PaymentSystem, secret: GeneratedSecret, token: &str) -> Sec
     let data = match secret {
         GeneratedSecret::ApiKey => api_key_data(token),
         GeneratedSecret::Credentials(server @ Server::Postgres) => {
-            let host = service_host(&names, server, &namespace);
-            let url = format!("postgres://{MANAGED_USER}:{token}@{host}:5432/{MANAGED_DATABASE}");
+            let address = service_address(&names, server, &namespace);
+            let url = format!("postgres://{MANAGED_USER}:{token}@{address}/{MANAGED_DATABASE}");
             credentials_data(token, url)
         }
         GeneratedSecret::Credentials(server @ Server::RabbitMq) => {
-            let host = service_host(&names, server, &namespace);
-            let url = format!("amqp://{MANAGED_USER}:{token}@{host}:5672/%2f");
+            let address = service_address(&names, server, &namespace);
+            let url = format!("amqp://{MANAGED_USER}:{token}@{address}/%2f");
             let mut data = credentials_data(token, url);
             data.insert(RABBITMQ_CONF.into(), rabbitmq_conf(token));
             data
@@ -73,8 +73,10 @@ pub fn template(ps: &PaymentSystem, secret: GeneratedSecret, token: &str) -> Sec
     }
 }
 
-fn service_host(names: &Names, server: Server, namespace: &str) -> String {
-    format!("{}.{namespace}.svc", names.workload(server))
+/// `host:port` of a managed server's Service.
+fn service_address(names: &Names, server: Server, namespace: &str) -> String {
+    let (_, port) = managed::port_of(server);
+    format!("{}.{namespace}.svc:{port}", names.workload(server))
 }
 
 fn api_key_data(key: &str) -> BTreeMap<String, String> {
