@@ -300,3 +300,44 @@ async fn the_controller_watches_every_child_kind_and_nothing_else() {
     let _ = stop.send(());
     run.abort();
 }
+
+/// What a reconcile logs is inside a span naming the resource, without each line passing it.
+#[tokio::test]
+async fn a_reconcile_logs_inside_a_span_naming_its_resource() {
+    let logs = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || Capture(writer.clone()))
+        .finish();
+    // The test runtime is single-threaded: the reconcile task runs under this subscriber.
+    let _subscriber = tracing::subscriber::set_default(subscriber);
+    let (mut server, _ctx, task) = start(system("paused: true"));
+    expect_status(&mut server).await;
+    finish(task).await.unwrap();
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|line| line.contains("paused; nothing changed"))
+        .unwrap_or_else(|| panic!("no paused line in {text}"));
+    let line: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(line["span"]["name"], "reconcile", "{line}");
+    let object = line["span"]["object"].as_str().unwrap_or_default();
+    assert!(
+        object.starts_with("PaymentSystem.") && object.ends_with("/shop.payments"),
+        "{line}"
+    );
+}
+
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
