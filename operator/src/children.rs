@@ -42,11 +42,13 @@ use crate::error::Error;
 use crate::validate::Validated;
 
 /// What a type must be to serve as a child kind: a namespaced object with static type
-/// information that serialises for server-side apply and can be watched.
+/// information that serialises for server-side apply, can be watched, and compares (the
+/// builders' tests compare children).
 pub trait ChildKind:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
     + Clone
     + Debug
+    + PartialEq
     + Serialize
     + DeserializeOwned
     + Send
@@ -59,6 +61,7 @@ impl<K> ChildKind for K where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
         + Debug
+        + PartialEq
         + Serialize
         + DeserializeOwned
         + Send
