@@ -29,7 +29,7 @@ pub async fn healthz() -> impl IntoResponse {
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     let database = tokio::time::timeout(
         Duration::from_secs(1),
-        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&app.pool),
+        crate::store::ping(&app.pool),
     )
     .await
     .is_ok_and(|result| result.is_ok());
