@@ -50,7 +50,11 @@ pub struct NewPayment {
 impl CreatePaymentRequest {
     /// Checks every field against `max_amount` (major units), adding to `errors` (which holds
     /// the unknown fields already).
-    pub fn validate(self, max_amount: Decimal, mut errors: Vec<FieldError>) -> Validated<NewPayment> {
+    pub fn validate(
+        self,
+        max_amount: Decimal,
+        mut errors: Vec<FieldError>,
+    ) -> Validated<NewPayment> {
         // Destructured, so a field added to the struct but not checked here does not compile.
         let Self {
             amount,
@@ -128,7 +132,11 @@ pub struct CaptureRequest {}
 
 impl CaptureRequest {
     pub fn validate(self, errors: Vec<FieldError>) -> Validated<()> {
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 }
 
@@ -435,14 +443,9 @@ mod tests {
         assert_eq!(errors[0].field, "amount");
         assert!(errors[0].message.contains("decimal places"));
         // And the largest exact amounts are kept to the last digit.
-        let body = valid()
-            .to_string()
-            .replace("70.5", "9007199254740993.01");
-        let payment = parse_new_payment(
-            body.as_bytes(),
-            Decimal::from(10_000_000_000_000_000_i64),
-        )
-        .unwrap();
+        let body = valid().to_string().replace("70.5", "9007199254740993.01");
+        let payment =
+            parse_new_payment(body.as_bytes(), Decimal::from(10_000_000_000_000_000_i64)).unwrap();
         assert_eq!(payment.money.minor, 900_719_925_474_099_301);
     }
 

@@ -167,11 +167,7 @@ mod tests {
     #[test]
     fn final_states_have_no_exit() {
         for from in [Declined, Captured, Canceled] {
-            assert!(
-                PaymentStatus::ALL
-                    .iter()
-                    .all(|&to| !from.can_become(to))
-            );
+            assert!(PaymentStatus::ALL.iter().all(|&to| !from.can_become(to)));
         }
     }
 

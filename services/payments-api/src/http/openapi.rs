@@ -54,5 +54,10 @@ impl Modify for Security {
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "The OpenAPI document", body = Object)))]
 pub async fn serve(Extension(document): Extension<Document>) -> Json<utoipa::openapi::OpenApi> {
-    Json(document.get().expect("set when the router was built").clone())
+    Json(
+        document
+            .get()
+            .expect("set when the router was built")
+            .clone(),
+    )
 }

@@ -125,7 +125,7 @@ pub async fn undecided(conn: &mut PgConnection) -> Result<Undecided, sqlx::Error
     sqlx::query_as(UNDECIDED)
         .bind(PaymentStatus::Pending)
         .fetch_one(conn)
-    .await
+        .await
 }
 
 /// The payment if it exists and belongs to `principal`.

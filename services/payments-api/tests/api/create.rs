@@ -162,7 +162,10 @@ async fn service_endpoints_answer() {
             operations += 1;
         }
     }
-    assert!(paths.contains_key("/payments") && operations >= 10, "{paths:?}");
+    assert!(
+        paths.contains_key("/payments") && operations >= 10,
+        "{paths:?}"
+    );
     assert!(openapi["components"]["schemas"]["ErrorBody"].is_object());
     assert!(openapi["components"]["securitySchemes"]["api_key"].is_object());
     api.stop().await;

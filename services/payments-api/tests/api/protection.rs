@@ -101,10 +101,18 @@ async fn a_request_past_the_timeout_gets_503_with_retry_after() {
     let reply = api.post("/payments", Some(ALICE), &demo_payment()).await;
     let took = started.elapsed();
     lock.rollback().await.unwrap();
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.body);
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.body
+    );
     assert_eq!(reply.headers["retry-after"], "1");
     assert_eq!(reply.body["StatusCode"], 503);
-    assert_eq!(reply.body["Message"], "the request timed out; retry shortly");
+    assert_eq!(
+        reply.body["Message"],
+        "the request timed out; retry shortly"
+    );
     assert!(
         took >= Duration::from_millis(300) && took < Duration::from_secs(2),
         "answered at the deadline: {took:?}"

@@ -5,10 +5,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use paysys_core::PaymentStatus;
-use payments_api::store::payments::{Insert, UNDECIDED, insert_many};
 use payments_api::store::MIGRATOR;
+use payments_api::store::payments::{Insert, UNDECIDED, insert_many};
 use payments_api::validation::parse_new_payment;
+use paysys_core::PaymentStatus;
 use paysys_testkit::TestDb;
 use rust_decimal::Decimal;
 use sqlx::PgPool;
@@ -96,10 +96,12 @@ async fn undecided_uses_the_partial_index() {
         .execute(&mut *conn)
         .await
         .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("PREPARE undecided(text) AS {UNDECIDED}")))
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "PREPARE undecided(text) AS {UNDECIDED}"
+    )))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
     for _ in 0..10 {
         let (count, _): (i64, f64) = sqlx::query_as("EXECUTE undecided('pending')")
             .fetch_one(&mut *conn)
