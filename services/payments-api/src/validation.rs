@@ -182,11 +182,12 @@ pub fn read<T: DeserializeOwned>(body: &[u8]) -> Result<(T, Vec<FieldError>), Ve
     Ok((value, unknown))
 }
 
-/// [`read`] for the endpoints whose body is optional: an empty body means `{}`.
+/// [`read`] for the endpoints whose body is optional: an empty body, or JSON `null` (the
+/// OpenAPI document's way of saying optional), means `{}`.
 pub fn read_optional<T: DeserializeOwned>(
     body: &[u8],
 ) -> Result<(T, Vec<FieldError>), Vec<FieldError>> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if body.trim_ascii().is_empty() || body.trim_ascii() == b"null" {
         read(b"{}")
     } else {
         read(body)
@@ -456,6 +457,7 @@ mod tests {
             request.validate(errors)
         };
         assert_eq!(cancel(b""), Ok(None));
+        assert_eq!(cancel(b" null "), Ok(None));
         assert_eq!(cancel(b"{\"reason\": null}"), Ok(None));
         assert_eq!(cancel(b"{\"reason\": \"x\"}"), Ok(Some("x".into())));
         let long = format!("{{\"reason\": \"{}\"}}", "é".repeat(251));

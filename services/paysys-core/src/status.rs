@@ -10,11 +10,12 @@
 use serde::{Deserialize, Serialize};
 use strum::VariantArray;
 
-/// One list of states: the variants below are the API's strings (serde, strum), the database
-/// column's values (the `sqlx` feature binds and decodes them as text) and the OpenAPI enum.
-/// Adding a state is this enum plus its edges in [`PaymentStatus::can_become`], and a
-/// migration extending the `payments.status` CHECK (docs/architecture.md, "How to add a
-/// payment state"); a payments-api test fails when the CHECK and this list disagree.
+// One list of states: the variants below are the API's strings (serde, strum), the database
+// column's values (the `sqlx` feature binds and decodes them as text) and the OpenAPI enum.
+// Adding a state is this enum plus its edges in `can_become`, and a migration extending the
+// `payments.status` CHECK (docs/architecture.md, "How to add a payment state"); a
+// payments-api test fails when the CHECK and this list disagree.
+/// Where a payment is in its lifecycle.
 #[derive(
     Debug,
     Clone,

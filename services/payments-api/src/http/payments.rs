@@ -231,7 +231,7 @@ pub async fn capture_put(
         ("id" = Uuid, Path, description = "Payment id"),
         ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retries with the same key replay the first response"),
     ),
-    request_body(content = Option<CancelRequest>, description = "Optional"),
+    request_body(content = Option<CancelRequest>, description = "Optional: no body, `null`, or this object"),
     responses(
         (status = 200, description = "Canceled", body = PaymentChanged),
         (status = 400, description = "Bad id or body", body = ErrorBody),
