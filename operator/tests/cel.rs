@@ -196,7 +196,11 @@ fn storage_class_cannot_change_after_creation() {
 /// The files under `examples/` pass the CRD's rules and the operator's own checks.
 #[test]
 fn committed_examples_are_valid() {
-    for file in ["paymentsystem-minimal.yaml", "paymentsystem-full.yaml"] {
+    for file in [
+        "paymentsystem-minimal.yaml",
+        "paymentsystem-full.yaml",
+        "paymentsystem-dev.yaml",
+    ] {
         let path = format!("{}/../examples/{file}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap();
         let mut object: Value = serde_norway::from_str(&text).unwrap();

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -109,6 +110,7 @@ async fn children(env: &Env, instance: &str) -> Vec<(String, ObjectMeta)> {
     all.extend(labelled::<PersistentVolumeClaim>(env, instance).await);
     all.extend(labelled::<PodDisruptionBudget>(env, instance).await);
     all.extend(labelled::<NetworkPolicy>(env, instance).await);
+    all.extend(labelled::<HorizontalPodAutoscaler>(env, instance).await);
     all
 }
 
@@ -152,6 +154,7 @@ async fn each_example_reconciles_to_all_its_children_with_owner_references_and_s
                 "ConfigMap": ["shop-risk-rules"],
                 "Deployment": ["shop-payments-api", "shop-postgresql", "shop-rabbitmq", "shop-risk-engine"],
                 "NetworkPolicy": ["shop-payments-api", "shop-postgresql", "shop-rabbitmq", "shop-risk-engine"],
+                "PersistentVolumeClaim": ["shop-postgresql-data", "shop-rabbitmq-data"],
                 "PodDisruptionBudget": ["shop-payments-api"],
                 "Secret": ["shop-api-key", "shop-postgresql-credentials", "shop-rabbitmq-credentials"],
                 "Service": ["shop-payments-api", "shop-postgresql", "shop-rabbitmq"],
@@ -162,6 +165,7 @@ async fn each_example_reconciles_to_all_its_children_with_owner_references_and_s
             json!({
                 "ConfigMap": ["shop-risk-rules"],
                 "Deployment": ["shop-payments-api", "shop-postgresql", "shop-risk-engine"],
+                "HorizontalPodAutoscaler": ["shop-payments-api", "shop-risk-engine"],
                 "NetworkPolicy": ["shop-payments-api", "shop-postgresql", "shop-risk-engine"],
                 "PersistentVolumeClaim": ["shop-postgresql-data"],
                 "PodDisruptionBudget": ["shop-payments-api", "shop-risk-engine"],
