@@ -732,14 +732,14 @@ fn autoscaling_builds_an_hpa_and_leaves_replicas_to_it() {
 #[test]
 fn disruption_budgets_follow_min_replicas() {
     // minReplicas 1: the autoscaler may run one pod, which a budget would pin during drains.
-    let children =
+    let budgets =
         children("paymentsApi:\n  replicas: 4\n  autoscaling: {minReplicas: 1, maxReplicas: 4}\n");
-    assert!(children.pod_disruption_budgets.is_empty());
+    assert!(budgets.pod_disruption_budgets.is_empty());
     // minReplicas 2 on a service whose `replicas` alone would get none.
-    let children =
+    let budgets =
         children("riskEngine:\n  replicas: 1\n  autoscaling: {minReplicas: 2, maxReplicas: 4}\n");
     assert_eq!(
-        names(&children.pod_disruption_budgets),
+        names(&budgets.pod_disruption_budgets),
         ["shop-payments-api", "shop-risk-engine"]
     );
 }

@@ -167,9 +167,37 @@ fn field_rules_refuse_bad_values() {
             json!({"database": {"managed": {"storage": {"size": "ten gigs"}}}}),
             "storage.size must be a quantity such as 10Gi",
         ),
+        (
+            json!({"rabbitmq": {"managed": {"storage": {"ephemeral": true, "storageClassName": "fast"}}}}),
+            "storage.ephemeral keeps no volume: remove storage.storageClassName",
+        ),
+        (
+            json!({"paymentsApi": {"autoscaling": {"minReplicas": 4, "maxReplicas": 3}}}),
+            "autoscaling.minReplicas must be <= autoscaling.maxReplicas",
+        ),
+        (
+            json!({"riskEngine": {"autoscaling": {"minReplicas": 0, "maxReplicas": 3}}}),
+            "autoscaling.minReplicas must be >= 1",
+        ),
+        (
+            json!({"paymentsApi": {"autoscaling": {"maxReplicas": 3, "targetCPUUtilizationPercentage": 120}}}),
+            "autoscaling.targetCPUUtilizationPercentage must be between 1 and 100",
+        ),
     ];
     for (spec, message) in cases {
         assert_eq!(violations(spec.clone()), [message], "{spec}");
+    }
+}
+
+#[test]
+fn ephemeral_storage_and_autoscaling_with_defaults_are_valid() {
+    for spec in [
+        json!({"rabbitmq": {"managed": {"storage": {"ephemeral": true}}}}),
+        json!({"database": {"managed": {"storage": {"ephemeral": false, "storageClassName": "fast"}}}}),
+        json!({"paymentsApi": {"autoscaling": {"maxReplicas": 2}}}),
+        json!({"riskEngine": {"autoscaling": {"minReplicas": 1, "maxReplicas": 1, "targetCPUUtilizationPercentage": 100}}}),
+    ] {
+        assert_eq!(violations(spec.clone()), Vec::<String>::new(), "{spec}");
     }
 }
 
