@@ -396,9 +396,9 @@ fn managed_storage_uses_a_claim_and_recreate() {
         children("database:\n  managed:\n    storage: {size: 20Gi, storageClassName: fast}");
     assert_eq!(
         names(&children.persistent_volume_claims),
-        ["shop-postgresql-data"]
+        ["shop-rabbitmq-data", "shop-postgresql-data"]
     );
-    let claim = children.persistent_volume_claims[0].spec.as_ref().unwrap();
+    let claim = children.persistent_volume_claims[1].spec.as_ref().unwrap();
     assert_eq!(claim.storage_class_name.as_deref(), Some("fast"));
     assert_eq!(
         claim.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
