@@ -475,13 +475,14 @@ fn is_positive_decimal(amount: &str) -> bool {
     well_formed && amount.bytes().any(|b| (b'1'..=b'9').contains(&b))
 }
 
-/// `resources` requests some CPU (what an autoscaler's utilisation is relative to).
+/// `resources` requests some CPU (what an autoscaler's utilisation is relative to); `0`,
+/// `0m` or `0.0` is no request.
 fn requests_cpu(resources: &ResourceRequirements) -> bool {
     resources
         .requests
         .as_ref()
         .and_then(|requests| requests.get("cpu"))
-        .is_some_and(|cpu| !cpu.0.is_empty() && cpu.0.trim_start_matches(['0', '.', 'm']) != "")
+        .is_some_and(|cpu| !cpu.0.trim_start_matches(['0', '.', 'm']).is_empty())
 }
 
 fn service_image(spec: &PaymentSystemSpec, workload: Workload) -> String {
