@@ -22,6 +22,7 @@ use crate::support::{Env, Operator, apply_system, condition, env, eventually, wa
 const TIMEOUT: Duration = Duration::from_secs(30);
 const MINIMAL: &str = include_str!("../../../examples/paymentsystem-minimal.yaml");
 const FULL: &str = include_str!("../../../examples/paymentsystem-full.yaml");
+const DEV: &str = include_str!("../../../examples/paymentsystem-dev.yaml");
 
 const JWT_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----
 MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEArQAhP5mKh8ZfP5cqtwiI
@@ -147,7 +148,18 @@ async fn printer_columns(env: &Env, name: &str) -> BTreeMap<String, serde_json::
 
 #[tokio::test]
 async fn each_example_reconciles_to_all_its_children_with_owner_references_and_status() {
-    for (example, expected) in [
+    for (example, expected, durable) in [
+        (
+            DEV,
+            json!({
+                "ConfigMap": ["shop-risk-rules"],
+                "Deployment": ["shop-payments-api", "shop-postgresql", "shop-rabbitmq", "shop-risk-engine"],
+                "NetworkPolicy": ["shop-payments-api", "shop-postgresql", "shop-rabbitmq", "shop-risk-engine"],
+                "Secret": ["shop-api-key", "shop-postgresql-credentials", "shop-rabbitmq-credentials"],
+                "Service": ["shop-payments-api", "shop-postgresql", "shop-rabbitmq"],
+            }),
+            ("False", "EphemeralStorage"),
+        ),
         (
             MINIMAL,
             json!({
@@ -159,6 +171,7 @@ async fn each_example_reconciles_to_all_its_children_with_owner_references_and_s
                 "Secret": ["shop-api-key", "shop-postgresql-credentials", "shop-rabbitmq-credentials"],
                 "Service": ["shop-payments-api", "shop-postgresql", "shop-rabbitmq"],
             }),
+            ("True", "PersistentStorage"),
         ),
         (
             FULL,
@@ -172,6 +185,7 @@ async fn each_example_reconciles_to_all_its_children_with_owner_references_and_s
                 "Secret": ["shop-postgresql-credentials"],
                 "Service": ["shop-payments-api", "shop-postgresql"],
             }),
+            ("True", "PersistentStorage"),
         ),
     ] {
         // Each in a namespace of its own: both are named `shop`, and applying the full one
@@ -226,11 +240,17 @@ async fn each_example_reconciles_to_all_its_children_with_owner_references_and_s
 
         let status = ps.status.clone().unwrap();
         assert_eq!(status.observed_generation, ps.metadata.generation);
-        for kind in ["Ready", "Progressing", "Degraded"] {
+        for kind in ["Ready", "Progressing", "Degraded", "Durable"] {
             let condition = condition(&ps, kind).unwrap_or_else(|| panic!("no {kind}"));
             assert_eq!(condition.observed_generation, ps.metadata.generation);
         }
         assert_eq!(condition(&ps, "Ready").unwrap().status, "False");
+        let data = condition(&ps, "Durable").expect("a Durable condition");
+        assert_eq!(
+            (data.status.as_str(), data.reason.as_str()),
+            durable,
+            "{data:?}"
+        );
         assert!(status.api_url.is_some());
         let columns = printer_columns(&env, "shop").await;
         assert_eq!(columns["Ready"], "False", "{columns:?}");
