@@ -135,3 +135,57 @@ pub fn warning(ephemeral: &[(String, Ephemeral)]) -> Option<(Ephemeral, String)>
         ),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(ephemeral: bool) -> StorageSpec {
+        StorageSpec {
+            size: "5Gi".into(),
+            storage_class_name: Some("fast".into()),
+            ephemeral,
+        }
+    }
+
+    #[test]
+    fn an_explicit_choice_wins_over_what_runs_today() {
+        let claim = Storage::Claim {
+            size: "5Gi".into(),
+            class: Some("fast".into()),
+        };
+        for on_empty_dir in [false, true] {
+            assert_eq!(resolve(Some(&spec(false)), on_empty_dir), claim);
+            assert_eq!(
+                resolve(Some(&spec(true)), on_empty_dir),
+                Storage::Ephemeral(Ephemeral::OptedIn)
+            );
+        }
+        assert_eq!(
+            resolve(None, false),
+            Storage::Claim {
+                size: DEFAULT_SIZE.into(),
+                class: None
+            }
+        );
+        assert_eq!(resolve(None, true), Storage::Ephemeral(Ephemeral::Legacy));
+    }
+
+    #[test]
+    fn the_warning_names_every_ephemeral_server_and_the_first_reason() {
+        assert_eq!(warning(&[]), None);
+        let (why, message) = warning(&[
+            ("shop-rabbitmq".into(), Ephemeral::Legacy),
+            ("shop-postgresql".into(), Ephemeral::OptedIn),
+        ])
+        .unwrap();
+        assert_eq!(why.reason(), "LegacyEphemeralStorage");
+        assert!(
+            message.starts_with("shop-rabbitmq, shop-postgresql keep their data in an emptyDir")
+        );
+        assert!(message.contains("docs/production.md"), "{message}");
+        let (why, message) = warning(&[("shop-rabbitmq".into(), Ephemeral::OptedIn)]).unwrap();
+        assert_eq!(why.reason(), "EphemeralStorage");
+        assert!(message.contains("storage.ephemeral is true"), "{message}");
+    }
+}
