@@ -15,10 +15,14 @@ use kube::ResourceExt;
 use crate::crd::{ComponentStatus, PaymentSystem, PaymentSystemStatus};
 use crate::error::Error;
 use crate::names::{Component, Names};
+use crate::storage::{self, Ephemeral};
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+/// Whether every managed server keeps its data on a volume (`False`: an emptyDir, whose data
+/// is lost with the pod). Set after each successful apply; kept as it was otherwise.
+pub const DURABLE: &str = "Durable";
 
 /// A condition's `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,23 +161,35 @@ impl Conditions {
             (DEGRADED, &self.degraded),
         ]
         .into_iter()
-        .map(|(type_, state)| {
-            let status = state.status.as_str();
-            let since = previous
-                .iter()
-                .find(|old| old.type_ == type_ && old.status == status)
-                .map(|old| old.last_transition_time.clone())
-                .unwrap_or_else(|| now.clone());
-            Condition {
-                type_: type_.into(),
-                status: status.into(),
-                reason: state.reason.to_string(),
-                message: truncate(&state.message, MAX_MESSAGE),
-                observed_generation: generation,
-                last_transition_time: since,
-            }
-        })
+        .map(|(type_, state)| state.to_api(type_, previous, generation, now))
         .collect()
+    }
+}
+
+impl State {
+    /// As API condition `type_` for `generation`; keeps the transition time of `previous`'s
+    /// condition of that type while its status is the same, else `now`.
+    fn to_api(
+        &self,
+        type_: &str,
+        previous: &[Condition],
+        generation: Option<i64>,
+        now: &Time,
+    ) -> Condition {
+        let status = self.status.as_str();
+        let since = previous
+            .iter()
+            .find(|old| old.type_ == type_ && old.status == status)
+            .map(|old| old.last_transition_time.clone())
+            .unwrap_or_else(|| now.clone());
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: self.reason.to_string(),
+            message: truncate(&self.message, MAX_MESSAGE),
+            observed_generation: generation,
+            last_transition_time: since,
+        }
     }
 }
 
@@ -224,6 +240,8 @@ pub enum Outcome<'a> {
     /// Children applied; here are the Deployments the API server returned.
     Applied {
         deployments: &'a [Deployment],
+        /// The managed servers keeping their data in an emptyDir, and why.
+        ephemeral: &'a [(String, Ephemeral)],
         api_url: String,
         api_key_secret: Option<String>,
     },
@@ -243,6 +261,7 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
     let conditions = match outcome {
         Outcome::Applied {
             deployments,
+            ephemeral: _,
             api_url,
             api_key_secret,
         } => {
@@ -270,7 +289,33 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
         Outcome::Failed(error) => Conditions::failed(error),
     };
     status.conditions = conditions.to_api(&previous.conditions, ps.metadata.generation, now);
+    let durable = match outcome {
+        Outcome::Applied { ephemeral, .. } => Some(durable(ephemeral).to_api(
+            DURABLE,
+            &previous.conditions,
+            ps.metadata.generation,
+            now,
+        )),
+        _ => previous
+            .conditions
+            .iter()
+            .find(|condition| condition.type_ == DURABLE)
+            .cloned(),
+    };
+    status.conditions.extend(durable);
     status
+}
+
+/// The `Durable` condition of a system whose `ephemeral` servers keep data in an emptyDir.
+pub fn durable(ephemeral: &[(String, Ephemeral)]) -> State {
+    match storage::warning(ephemeral) {
+        Some((why, message)) => State::new(Truth::False, why.reason(), message),
+        None => State::new(
+            Truth::True,
+            "PersistentStorage",
+            "every managed server keeps its data on a PersistentVolumeClaim (or none is managed)",
+        ),
+    }
 }
 
 /// The conditions after a successful apply: rolled out, or still waiting for some.
