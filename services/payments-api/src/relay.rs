@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use lapin::Channel;
 use lapin::types::FieldTable;
-use paysys_core::amqp::{self, PublishError};
+use paysys_amqp::{self as amqp, PublishError};
 use paysys_core::messages::SCHEMA_VERSION;
 use paysys_core::topology::{PAYMENT_ROUTING_KEY, Topology};
 use paysys_core::{PaymentData, PaymentMessage, Velocity};

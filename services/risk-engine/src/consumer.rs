@@ -24,8 +24,8 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
+use paysys_amqp::{self as amqp, PublishError};
 use paysys_core::PaymentMessage;
-use paysys_core::amqp::{self, PublishError};
 use paysys_core::messages::DecodeError;
 use paysys_core::topology::{DEAD_PAYMENTS_ROUTING_KEY, DECISION_ROUTING_KEY, Topology};
 use tokio_util::sync::CancellationToken;
@@ -103,8 +103,7 @@ impl Consumer {
         };
         // Separate channels: acks flow on the consuming one, confirms on the publishing one.
         let consume_channel = connection.create_channel().await.map_err(not_consumed)?;
-        self.topology
-            .declare(&consume_channel)
+        amqp::declare_topology(&consume_channel, &self.topology)
             .await
             .map_err(not_consumed)?;
         consume_channel

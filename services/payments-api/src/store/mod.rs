@@ -28,7 +28,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         match options.clone().connect(url).await {
             Ok(pool) => break pool,
             Err(error) if is_transient(&error) => {
-                tracing::warn!(url = %paysys_core::amqp::redact_url(url), %error, retry_in_ms = delay.as_millis() as u64, "PostgreSQL unreachable");
+                tracing::warn!(url = %paysys_runtime::config::redact_url(url), %error, retry_in_ms = delay.as_millis() as u64, "PostgreSQL unreachable");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
