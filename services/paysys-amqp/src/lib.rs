@@ -2,8 +2,6 @@
 //! (its names are `paysys_core::topology`), publishing persistent messages under publisher
 //! confirms, and dead-lettering with a reason.
 
-use std::time::Duration;
-
 use lapin::Confirmation;
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
@@ -15,6 +13,7 @@ use paysys_core::topology::{
     DEAD_DECISIONS_ROUTING_KEY, DEAD_PAYMENTS_ROUTING_KEY, DECISION_ROUTING_KEY,
     PAYMENT_ROUTING_KEY, Topology,
 };
+use paysys_runtime::backoff::{self, Retryable};
 use paysys_runtime::config::redact_url;
 
 /// Header carrying why a message was dead-lettered.
@@ -41,20 +40,17 @@ pub async fn connect(url: &str, name: &str) -> lapin::Result<Connection> {
     Connection::connect(url, properties).await
 }
 
-/// Connects, retrying with exponential backoff (100 ms doubling to 5 s) until it succeeds.
+/// Connects, retrying with [`backoff::policy`] (100 ms doubling to 5 s) until it succeeds.
 /// Services start in any order in a cluster, so an absent broker is a wait, not a crash.
 pub async fn connect_with_backoff(url: &str, name: &str) -> Connection {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match connect(url, name).await {
-            Ok(connection) => return connection,
-            Err(error) => {
-                tracing::warn!(url = %redact_url(url), %error, retry_in_ms = delay.as_millis() as u64, "RabbitMQ unreachable");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    (|| connect(url, name))
+        .retry(backoff::policy())
+        .sleep(tokio::time::sleep)
+        .notify(|error, wait| {
+            tracing::warn!(url = %redact_url(url), %error, retry_in_ms = wait.as_millis() as u64, "RabbitMQ unreachable");
+        })
+        .await
+        .expect("backoff::policy() never gives up")
 }
 
 /// Opens a channel with publisher confirms on and declares the topology.
