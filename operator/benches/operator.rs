@@ -63,10 +63,10 @@ fn resource(i: usize) -> PaymentSystem {
 
 fn cluster_secrets(ps: &PaymentSystem) -> SecretData {
     let mut data = SecretData::new();
-    for (component, name) in validate::generated_secrets(ps) {
+    for (secret, name) in validate::generated_secrets(ps) {
         data.insert(
             name,
-            secrets::template(ps, component, "0123456789abcdef0123456789abcdef")
+            secrets::template(ps, secret, "0123456789abcdef0123456789abcdef")
                 .data
                 .unwrap(),
         );

@@ -5,52 +5,32 @@
 //! exception: created once when absent, never applied, so they are never rotated. Children no
 //! longer built are found by owner and label and deleted.
 
-use std::fmt::Debug;
-
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
-use crate::build::{Children, meta, secrets};
+use crate::build::{meta, secrets};
+use crate::children::{ChildKind, Children};
 use crate::crd::PaymentSystem;
+use crate::error::Error;
 use crate::validate::{self, SecretData, Validated};
 
 /// The one field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "paysys-operator";
 
-/// A failed API call, with what it was doing.
-#[derive(Debug, thiserror::Error)]
-#[error("{action} {kind} {name}: {source}")]
-pub struct ApplyError {
-    pub action: &'static str,
-    pub kind: &'static str,
-    pub name: String,
-    #[source]
-    pub source: kube::Error,
-}
-
-fn failed<'a, K: Resource<DynamicType = ()>>(
-    action: &'static str,
-    name: &'a str,
-) -> impl FnOnce(kube::Error) -> ApplyError + 'a {
-    move |source| ApplyError {
-        action,
-        kind: kind_of::<K>(),
-        name: name.to_owned(),
-        source,
-    }
-}
-
 fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
-    // `kind` of the k8s-openapi types is a `&'static str` constant.
+    // `kind` of the k8s-openapi and kube-derived types is a `&'static str` constant.
     match K::kind(&()) {
         std::borrow::Cow::Borrowed(kind) => kind,
         std::borrow::Cow::Owned(_) => "object",
+    }
+}
+
+fn read_failed(name: &str) -> impl FnOnce(kube::Error) -> Error + '_ {
+    move |source| Error::SecretReadFailed {
+        name: name.to_owned(),
+        source,
     }
 }
 
@@ -67,18 +47,14 @@ fn is_conflict(error: &kube::Error) -> bool {
 pub async fn ensure_generated_secrets(
     client: &Client,
     ps: &PaymentSystem,
-) -> Result<SecretData, ApplyError> {
+) -> Result<SecretData, Error> {
     let namespace = ps.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let mut data = SecretData::new();
-    for (component, name) in validate::generated_secrets(ps) {
-        let secret = match api
-            .get_opt(&name)
-            .await
-            .map_err(failed::<Secret>("get", &name))?
-        {
+    for (generated, name) in validate::generated_secrets(ps) {
+        let secret = match api.get_opt(&name).await.map_err(read_failed(&name))? {
             Some(existing) => existing,
-            None => create_once(&api, &secrets::generate(ps, component), &name).await?,
+            None => create_once(&api, &secrets::generate(ps, generated), &name).await?,
         };
         data.insert(name, secret.data.unwrap_or_default());
     }
@@ -86,13 +62,14 @@ pub async fn ensure_generated_secrets(
 }
 
 /// Creates `secret`; if another writer created it meanwhile, keeps theirs.
-async fn create_once(api: &Api<Secret>, secret: &Secret, name: &str) -> Result<Secret, ApplyError> {
+async fn create_once(api: &Api<Secret>, secret: &Secret, name: &str) -> Result<Secret, Error> {
     match api.create(&PostParams::default(), secret).await {
         Ok(created) => Ok(created),
-        Err(error) if is_conflict(&error) => {
-            api.get(name).await.map_err(failed::<Secret>("get", name))
-        }
-        Err(error) => Err(failed::<Secret>("create", name)(error)),
+        Err(error) if is_conflict(&error) => api.get(name).await.map_err(read_failed(name)),
+        Err(source) => Err(Error::SecretCreateFailed {
+            name: name.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -100,58 +77,24 @@ async fn create_once(api: &Api<Secret>, secret: &Secret, name: &str) -> Result<S
 pub async fn read_referenced_secrets(
     client: &Client,
     ps: &PaymentSystem,
-) -> Result<SecretData, ApplyError> {
+) -> Result<SecretData, Error> {
     let namespace = ps.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let mut data = SecretData::new();
     for name in validate::referenced_secrets(&ps.spec) {
-        if let Some(secret) = api
-            .get_opt(&name)
-            .await
-            .map_err(failed::<Secret>("get", &name))?
-        {
+        if let Some(secret) = api.get_opt(&name).await.map_err(read_failed(&name))? {
             data.insert(name, secret.data.unwrap_or_default());
         }
     }
     Ok(data)
 }
 
-/// Server-side applies every child, in dependency order, and returns the Deployments as the
-/// API server answered (their status is the input of the status step).
-pub async fn apply(
+/// Server-side applies `objects` (one kind), and returns them as the API server answered.
+pub(crate) async fn apply_all<K: ChildKind>(
     client: &Client,
     namespace: &str,
-    children: &Children,
-) -> Result<Vec<Deployment>, ApplyError> {
-    // No `..`: a new kind of child does not compile until it is applied here.
-    let Children {
-        config_maps,
-        persistent_volume_claims,
-        services,
-        deployments,
-        pod_disruption_budgets,
-        network_policies,
-    } = children;
-    // Configuration and storage before the workloads that mount them (a pod started without
-    // its ConfigMap or claim would sit in ContainerCreating); NetworkPolicies before the
-    // workloads so no pod ever runs unprotected; budgets last, once there are pods to guard.
-    apply_all(client, namespace, config_maps).await?;
-    apply_all(client, namespace, persistent_volume_claims).await?;
-    apply_all(client, namespace, network_policies).await?;
-    apply_all(client, namespace, services).await?;
-    let applied = apply_all(client, namespace, deployments).await?;
-    apply_all(client, namespace, pod_disruption_budgets).await?;
-    Ok(applied)
-}
-
-async fn apply_all<K>(client: &Client, namespace: &str, objects: &[K]) -> Result<Vec<K>, ApplyError>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
-{
+    objects: &[K],
+) -> Result<Vec<K>, Error> {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut applied = Vec::with_capacity(objects.len());
@@ -160,7 +103,11 @@ where
         let result = api
             .patch(&name, &params, &Patch::Apply(with_type_meta(object)))
             .await
-            .map_err(failed::<K>("apply", &name))?;
+            .map_err(|source| Error::ApplyFailed {
+                kind: kind_of::<K>(),
+                name: name.clone(),
+                source,
+            })?;
         applied.push(result);
     }
     Ok(applied)
@@ -190,54 +137,30 @@ pub async fn prune(
     system: &Validated,
     children: &Children,
     keep_secrets: &[String],
-) -> Result<(), ApplyError> {
-    // No `..`: a new kind of child does not compile until it is pruned here.
-    let Children {
-        config_maps,
-        persistent_volume_claims,
-        services,
-        deployments,
-        pod_disruption_budgets,
-        network_policies,
-    } = children;
-    // Workloads first, so nothing is left running against a Service, claim or Secret that
-    // is about to go.
-    prune_kind::<Deployment>(client, system, &names_of(deployments)).await?;
-    prune_kind::<PodDisruptionBudget>(client, system, &names_of(pod_disruption_budgets)).await?;
-    prune_kind::<Service>(client, system, &names_of(services)).await?;
-    prune_kind::<NetworkPolicy>(client, system, &names_of(network_policies)).await?;
-    prune_kind::<PersistentVolumeClaim>(client, system, &names_of(persistent_volume_claims))
-        .await?;
-    prune_kind::<ConfigMap>(client, system, &names_of(config_maps)).await?;
-    prune_kind::<Secret>(client, system, keep_secrets).await
-}
-
-fn names_of<K: Resource>(objects: &[K]) -> Vec<String> {
-    objects
-        .iter()
-        .filter_map(|object| object.meta().name.clone())
-        .collect()
+) -> Result<(), Error> {
+    // Workloads first (reverse apply order), so nothing is left running against a Service,
+    // claim or Secret that is about to go; Secrets last.
+    children.prune(client, system).await?;
+    prune_kind::<Secret>(client, system, keep_secrets.to_vec()).await
 }
 
 /// Deletes the objects of kind `K` controlled by `system` and labelled as its children whose
 /// names are not in `wanted`.
-async fn prune_kind<K>(
+pub(crate) async fn prune_kind<K: ChildKind>(
     client: &Client,
     system: &Validated,
-    wanted: &[String],
-) -> Result<(), ApplyError>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned,
-{
+    wanted: Vec<String>,
+) -> Result<(), Error> {
     let api: Api<K> = Api::namespaced(client.clone(), &system.namespace);
     let selector = meta::children_selector(&system.names);
     let existing = api
         .list_metadata(&ListParams::default().labels(&selector))
         .await
-        .map_err(failed::<K>("list", &selector))?;
+        .map_err(|source| Error::PruneFailed {
+            kind: kind_of::<K>(),
+            name: selector.clone(),
+            source,
+        })?;
     for object in existing {
         let controlled = object
             .owner_references()
@@ -252,17 +175,15 @@ where
 }
 
 /// Deletes `name`; an object already gone is fine.
-async fn delete<K>(client: &Client, namespace: &str, name: &str) -> Result<(), ApplyError>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned,
-{
+async fn delete<K: ChildKind>(client: &Client, namespace: &str, name: &str) -> Result<(), Error> {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(()),
         Err(error) if is_not_found(&error) => Ok(()),
-        Err(error) => Err(failed::<K>("delete", name)(error)),
+        Err(source) => Err(Error::PruneFailed {
+            kind: kind_of::<K>(),
+            name: name.to_owned(),
+            source,
+        }),
     }
 }

@@ -9,10 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ApiResource, DynamicObject, PartialObjectMeta, Patch, PatchParams};
 use kube::core::error_boundary::{DeserializeGuard, InvalidObject};
@@ -22,14 +19,15 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{info, instrument, warn};
 
-use crate::apply::{self, ApplyError, FIELD_MANAGER};
-use crate::build::{self, payments_api};
+use crate::apply::{self, FIELD_MANAGER};
+use crate::build::{self, Children, payments_api};
 use crate::crd::{PaymentSystem, PaymentSystemStatus};
+pub use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::status::{self, Outcome};
-use crate::validate::{self, Auth, ValidationError};
+use crate::status::{self, Conditions, Outcome};
+use crate::validate::{self, Auth};
 
 /// How often a healthy system is reconciled anyway, to undo drift nobody was told about.
 pub const RESYNC: Duration = Duration::from_secs(600);
@@ -73,31 +71,6 @@ impl Context {
     }
 }
 
-/// Why a reconcile failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Invalid(#[from] ValidationError),
-    #[error(transparent)]
-    Api(#[from] ApplyError),
-    #[error("writing the status: {0}")]
-    Status(#[source] kube::Error),
-    #[error("the resource cannot be read: {0}")]
-    Unparsable(String),
-}
-
-impl Error {
-    /// CamelCase reason for conditions, Events and the failure metric.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::Invalid(error) => error.reason(),
-            Self::Api(_) => "ApiError",
-            Self::Status(_) => "StatusWriteFailed",
-            Self::Unparsable(_) => "InvalidResource",
-        }
-    }
-}
-
 fn key_of(meta: &kube::api::ObjectMeta) -> String {
     format!(
         "{}/{}",
@@ -106,7 +79,9 @@ fn key_of(meta: &kube::api::ObjectMeta) -> String {
     )
 }
 
-/// Reconciles one resource (the entry point the controller calls).
+/// Reconciles one resource (the entry point the controller calls), in a span naming it, so
+/// every log line of the reconcile says which resource it is about.
+#[instrument(skip_all, fields(object = %ObjectRef::from_obj(guard.as_ref())))]
 pub async fn reconcile(
     guard: Arc<DeserializeGuard<PaymentSystem>>,
     ctx: Arc<Context>,
@@ -133,7 +108,7 @@ pub fn error_policy(
     ctx: Arc<Context>,
 ) -> Action {
     let delay = ctx.next_backoff(&key_of(guard.meta()));
-    warn!(resource = %key_of(guard.meta()), reason = error.reason(), error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
+    warn!(object = %ObjectRef::from_obj(guard.as_ref()), reason = error.reason(), error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
     Action::requeue(delay)
 }
 
@@ -141,7 +116,7 @@ async fn reconcile_system(ps: &PaymentSystem, ctx: &Context) -> Result<Action, E
     let key = key_of(&ps.metadata);
     if ps.spec.paused {
         write_status(ctx, ps, &Outcome::Paused).await?;
-        info!(resource = %key, "paused; nothing changed");
+        info!("paused; nothing changed");
         ctx.succeeded(&key);
         return Ok(Action::await_change());
     }
@@ -166,7 +141,7 @@ async fn pipeline(ps: &PaymentSystem, ctx: &Context) -> Result<(), Error> {
     secrets.extend(apply::read_referenced_secrets(client, ps).await?);
     let system = validate::validate(ps, &secrets)?;
     let children = build::build(&system);
-    let deployments = apply::apply(client, &system.namespace, &children).await?;
+    let applied = children.apply(client, &system.namespace).await?;
     // The generated Secrets still wanted, and the API key always: it lives as long as the
     // `PaymentSystem`, so switching auth back and forth never changes the key clients hold.
     let keep_secrets: Vec<String> = validate::generated_secrets(ps)
@@ -180,7 +155,7 @@ async fn pipeline(ps: &PaymentSystem, ctx: &Context) -> Result<(), Error> {
         Auth::User { .. } => None,
     };
     let outcome = Outcome::Applied {
-        deployments: &deployments,
+        deployments: &applied.deployments,
         api_url: payments_api::in_cluster_url(&system),
         api_key_secret,
     };
@@ -199,7 +174,9 @@ async fn write_status(
     if ps.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    patch_status(ctx, ps, &status).await.map_err(Error::Status)
+    patch_status(ctx, ps, &status)
+        .await
+        .map_err(Error::StatusWriteFailed)
 }
 
 async fn patch_status(
@@ -223,12 +200,8 @@ async fn patch_status(
 /// Best effort: the failure is also returned to the controller, which retries; a status or
 /// event that cannot be written is only logged.
 async fn report_failure(ps: &PaymentSystem, error: &Error, ctx: &Context) {
-    let outcome = Outcome::Failed {
-        reason: error.reason(),
-        message: error.to_string(),
-    };
-    if let Err(status_error) = write_status(ctx, ps, &outcome).await {
-        warn!(resource = %key_of(&ps.metadata), error = %status_error, "cannot record the failure in the status");
+    if let Err(status_error) = write_status(ctx, ps, &Outcome::Failed(error)).await {
+        warn!(error = %status_error, "cannot record the failure in the status");
     }
     publish(ctx, &ps.object_ref(&()), error).await;
 }
@@ -241,7 +214,7 @@ async fn publish(
     let event = Event {
         type_: EventType::Warning,
         reason: error.reason().into(),
-        note: Some(truncate(&error.to_string(), 1000)),
+        note: Some(status::truncate(&error.to_string(), status::MAX_MESSAGE)),
         action: "Reconcile".into(),
         secondary: None,
     };
@@ -250,42 +223,28 @@ async fn publish(
     }
 }
 
-fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
-}
-
 /// A resource the operator cannot parse (e.g. written before a CRD change): a `Degraded`
 /// condition through a schema-less merge patch, and an Event. Not retried: only a change to
 /// the resource can fix it, and that change triggers a new reconcile.
 async fn report_unparsable(invalid: &InvalidObject, ctx: &Context) -> Result<Action, Error> {
-    let error = Error::Unparsable(invalid.error.clone());
+    let error = Error::InvalidResource(invalid.error.clone());
     let namespace = invalid.metadata.namespace.clone().unwrap_or_default();
     let name = invalid.metadata.name.clone().unwrap_or_default();
     let resource = ApiResource::erase::<PaymentSystem>(&());
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &namespace, &resource);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let condition = |kind: &str, value: &str| {
-        json!({
-            "type": kind,
-            "status": value,
-            "reason": error.reason(),
-            "message": truncate(&error.to_string(), 1000),
-            "observedGeneration": invalid.metadata.generation,
-            "lastTransitionTime": now,
-        })
-    };
+    let generation = invalid.metadata.generation;
+    // The previous status cannot be read either: every transition time is now.
+    let conditions = Conditions::unparsable(&error).to_api(&[], generation, &now);
     let patch = json!({"status": {
-        "observedGeneration": invalid.metadata.generation,
-        "conditions": [condition("Ready", "False"), condition("Progressing", "False"), condition("Degraded", "True")],
+        "observedGeneration": generation,
+        "conditions": conditions,
     }});
     if let Err(status_error) = api
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
         .await
     {
-        warn!(resource = %key_of(&invalid.metadata), error = %status_error, "cannot record the parse failure in the status");
+        warn!(error = %status_error, "cannot record the parse failure in the status");
     }
     let reference = k8s_openapi::api::core::v1::ObjectReference {
         api_version: Some(PaymentSystem::api_version(&()).into()),
@@ -308,7 +267,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    fn api<K>(&self, client: &Client) -> Api<K>
+    pub(crate) fn api<K>(&self, client: &Client) -> Api<K>
     where
         K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
     {
@@ -350,13 +309,7 @@ pub async fn run(
     )
     .default_backoff()
     .touched_objects();
-    controller
-        .owns(scope.api::<Deployment>(&client), owned.clone())
-        .owns(scope.api::<Service>(&client), owned.clone())
-        .owns(scope.api::<ConfigMap>(&client), owned.clone())
-        .owns(scope.api::<PersistentVolumeClaim>(&client), owned.clone())
-        .owns(scope.api::<PodDisruptionBudget>(&client), owned.clone())
-        .owns(scope.api::<NetworkPolicy>(&client), owned)
+    Children::owns(controller, &scope, &client, owned)
         .watches_stream(secrets, move |secret: PartialObjectMeta<Secret>| {
             systems_using(&store.state(), &secret)
         })

@@ -399,7 +399,7 @@ impl DependencySpec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ManagedSpec {
-    /// Image override (defaults: `postgres:16.6-alpine`, `rabbitmq:3.13.7-alpine`).
+    /// Image override (defaults: `postgres:16.6-alpine`, `rabbitmq:3.13.7`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// CPU and memory; defaults to requests 100m/256Mi and a 1Gi memory limit.

@@ -4,11 +4,16 @@
 //! the Secrets it references into a checked value, [`build`] derives every child object from
 //! it without touching the cluster, [`apply`] writes them with server-side apply and removes
 //! the ones no longer wanted, and [`status`] reports what the cluster made of them.
+//!
+//! The kinds of child objects are one list, [`children`]; a step that fails is one variant of
+//! [`error::Error`], whose name is the reason users see.
 
 pub mod apply;
 pub mod build;
+pub mod children;
 pub mod controller;
 pub mod crd;
+pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod names;

@@ -7,13 +7,59 @@
 /// (a DNS label of at most 63 characters).
 pub const MAX_INSTANCE_NAME: usize = 63 - "-payments-api".len();
 
-/// The parts of the system, each with its own workload.
+/// The parts of the system, each with its own Deployment: what its objects are named and
+/// labelled after. What a part *is* is told by [`Workload`] and [`Server`], which split
+/// these in two so every match over either is exhaustive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Component {
     PaymentsApi,
     RiskEngine,
     RabbitMq,
     Postgres,
+}
+
+/// The paysys services, built from the paysys images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Workload {
+    PaymentsApi,
+    RiskEngine,
+}
+
+impl Workload {
+    pub fn component(self) -> Component {
+        match self {
+            Self::PaymentsApi => Component::PaymentsApi,
+            Self::RiskEngine => Component::RiskEngine,
+        }
+    }
+}
+
+/// The single-instance servers the operator runs when a dependency is `managed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Server {
+    RabbitMq,
+    Postgres,
+}
+
+impl Server {
+    pub fn component(self) -> Component {
+        match self {
+            Self::RabbitMq => Component::RabbitMq,
+            Self::Postgres => Component::Postgres,
+        }
+    }
+}
+
+impl From<Workload> for Component {
+    fn from(workload: Workload) -> Self {
+        workload.component()
+    }
+}
+
+impl From<Server> for Component {
+    fn from(server: Server) -> Self {
+        server.component()
+    }
 }
 
 impl Component {
@@ -38,6 +84,25 @@ impl Component {
     }
 }
 
+/// A Secret the operator generates (once) for an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GeneratedSecret {
+    /// The API key callers use when the spec names no auth Secret.
+    ApiKey,
+    /// The user and password of a managed server.
+    Credentials(Server),
+}
+
+impl GeneratedSecret {
+    /// The component whose labels the Secret carries.
+    pub fn component(self) -> Component {
+        match self {
+            Self::ApiKey => Component::PaymentsApi,
+            Self::Credentials(server) => server.component(),
+        }
+    }
+}
+
 /// Every child name of one instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
@@ -52,18 +117,22 @@ impl Names {
     }
 
     /// Deployment, Service, PodDisruptionBudget and NetworkPolicy of a component.
-    pub fn workload(&self, component: Component) -> String {
-        format!("{}-{}", self.instance, component.name())
+    pub fn workload(&self, component: impl Into<Component>) -> String {
+        format!("{}-{}", self.instance, component.into().name())
     }
 
-    /// Generated credentials of a managed dependency.
-    pub fn credentials(&self, component: Component) -> String {
-        format!("{}-{}-credentials", self.instance, component.name())
+    /// Generated credentials of a managed server.
+    pub fn credentials(&self, server: Server) -> String {
+        format!(
+            "{}-{}-credentials",
+            self.instance,
+            server.component().name()
+        )
     }
 
-    /// PersistentVolumeClaim of a managed dependency.
-    pub fn data(&self, component: Component) -> String {
-        format!("{}-{}-data", self.instance, component.name())
+    /// PersistentVolumeClaim of a managed server.
+    pub fn data(&self, server: Server) -> String {
+        format!("{}-{}-data", self.instance, server.component().name())
     }
 
     /// The risk rules ConfigMap.
@@ -74,5 +143,13 @@ impl Names {
     /// The generated API key Secret.
     pub fn api_key(&self) -> String {
         format!("{}-api-key", self.instance)
+    }
+
+    /// The name of a generated Secret.
+    pub fn generated(&self, secret: GeneratedSecret) -> String {
+        match secret {
+            GeneratedSecret::ApiKey => self.api_key(),
+            GeneratedSecret::Credentials(server) => self.credentials(server),
+        }
     }
 }

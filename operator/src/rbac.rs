@@ -1,7 +1,7 @@
-//! Every Kubernetes permission the operator needs, in one place.
+//! Every Kubernetes permission the operator needs, in one place: [`required`].
 //!
 //! This list is the contract with the Helm chart (its ClusterRole is compared against
-//! [`REQUIRED`] by a test on the chart side), and the operator's own mock-API-server tests check
+//! [`required`] by a test on the chart side), and the operator's own mock-API-server tests check
 //! every request it sends against it with [`allows`], so an API call added without its
 //! permission fails a test here rather than with a 403 in a cluster.
 //!
@@ -15,35 +15,71 @@
 //! - Leases implement leader election (in the operator's own namespace); Events report
 //!   failures on the `PaymentSystem` they concern.
 //!
+//! The child kinds' rows come from the one list of kinds ([`Children::kinds`]); only what is
+//! not a child kind is written here.
+//!
 //! The operator watches every namespace, so the chart grants these through a ClusterRole.
+
+use std::borrow::Cow;
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
 
-/// `(api_group, resource, verbs)`; `""` is the core group.
-pub type Permission = (&'static str, &'static str, &'static [&'static str]);
+use crate::children::Children;
+
+/// One resource's grant; `group` `""` is the core group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permission {
+    pub group: Cow<'static, str>,
+    pub resource: Cow<'static, str>,
+    pub verbs: &'static [&'static str],
+}
 
 const READ: &[&str] = &["get", "list", "watch"];
-const MANAGE: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
+/// What the operator does with each child kind: watch, apply (`create` + `patch`), prune.
+pub const MANAGE: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
 
-/// The permissions the operator uses, one row per resource.
-pub const REQUIRED: &[Permission] = &[
-    ("paysys.io", "paymentsystems", READ),
-    ("paysys.io", "paymentsystems/status", &["get", "patch"]),
-    ("", "secrets", MANAGE),
-    ("", "configmaps", MANAGE),
-    ("", "services", MANAGE),
-    ("", "persistentvolumeclaims", MANAGE),
-    ("apps", "deployments", MANAGE),
-    ("policy", "poddisruptionbudgets", MANAGE),
-    ("networking.k8s.io", "networkpolicies", MANAGE),
-    ("events.k8s.io", "events", &["create", "patch"]),
-    ("coordination.k8s.io", "leases", &["get", "create", "patch"]),
+const fn row(
+    group: &'static str,
+    resource: &'static str,
+    verbs: &'static [&'static str],
+) -> Permission {
+    Permission {
+        group: Cow::Borrowed(group),
+        resource: Cow::Borrowed(resource),
+        verbs,
+    }
+}
+
+/// The permissions that are not about a child kind.
+const OWN: &[Permission] = &[
+    row("paysys.io", "paymentsystems", READ),
+    row("paysys.io", "paymentsystems/status", &["get", "patch"]),
+    // Generated Secrets are created once and pruned; referenced ones are read; all are
+    // watched (metadata only).
+    row("", "secrets", MANAGE),
+    row("events.k8s.io", "events", &["create", "patch"]),
+    row("coordination.k8s.io", "leases", &["get", "create", "patch"]),
 ];
 
-/// [`REQUIRED`] as RBAC rules, one per API group and identical verb set.
+/// The permissions the operator uses, one row per resource.
+pub fn required() -> Vec<Permission> {
+    let children = Children::kinds().into_iter().map(|kind| Permission {
+        group: Cow::Owned(kind.group),
+        resource: Cow::Owned(kind.plural),
+        verbs: MANAGE,
+    });
+    OWN.iter().cloned().chain(children).collect()
+}
+
+/// [`required`] as RBAC rules, one per API group and identical verb set.
 pub fn required_rules() -> Vec<PolicyRule> {
     let mut rules: Vec<PolicyRule> = Vec::new();
-    for (group, resource, verbs) in REQUIRED {
+    for Permission {
+        group,
+        resource,
+        verbs,
+    } in required()
+    {
         let verbs: Vec<String> = verbs.iter().map(|verb| verb.to_string()).collect();
         let same = rules.iter_mut().find(|rule| {
             rule.api_groups.as_deref() == Some(&[group.to_string()][..]) && rule.verbs == verbs
@@ -64,11 +100,13 @@ pub fn required_rules() -> Vec<PolicyRule> {
     rules
 }
 
-/// Whether [`REQUIRED`] grants `verb` on `resource` (with subresource, e.g.
+/// Whether [`required`] grants `verb` on `resource` (with subresource, e.g.
 /// `paymentsystems/status`) in `api_group`.
 pub fn allows(api_group: &str, resource: &str, verb: &str) -> bool {
-    REQUIRED.iter().any(|(group, granted, verbs)| {
-        *group == api_group && *granted == resource && verbs.contains(&verb)
+    required().iter().any(|permission| {
+        permission.group == api_group
+            && permission.resource == resource
+            && permission.verbs.contains(&verb)
     })
 }
 
@@ -89,7 +127,10 @@ mod tests {
                 }
             }
         }
-        let expected: usize = REQUIRED.iter().map(|(_, _, verbs)| verbs.len()).sum();
+        let expected: usize = required()
+            .iter()
+            .map(|permission| permission.verbs.len())
+            .sum();
         assert_eq!(granted.len(), expected);
         for (group, resource, verb) in granted {
             assert!(
@@ -98,7 +139,7 @@ mod tests {
             );
         }
         assert!(
-            rules.len() < REQUIRED.len(),
+            rules.len() < required().len(),
             "rows sharing group and verbs merge"
         );
     }
@@ -110,5 +151,23 @@ mod tests {
         assert!(!allows("", "pods", "get"));
         assert!(!allows("paysys.io", "paymentsystems", "patch"));
         assert!(allows("paysys.io", "paymentsystems/status", "patch"));
+    }
+
+    #[test]
+    fn every_child_kind_is_managed_once() {
+        let required = required();
+        for kind in Children::kinds() {
+            for verb in MANAGE {
+                assert!(allows(&kind.group, &kind.plural, verb), "{kind:?} {verb}");
+            }
+        }
+        let mut resources: Vec<_> = required
+            .iter()
+            .map(|permission| (&permission.group, &permission.resource))
+            .collect();
+        let rows = resources.len();
+        resources.sort();
+        resources.dedup();
+        assert_eq!(resources.len(), rows, "one row per resource");
     }
 }

@@ -1,20 +1,200 @@
 //! Last step of the pipeline: what the cluster made of the children, as the resource's
 //! status.
 //!
-//! The status is a pure function of its inputs (and of the previous status, whose transition
-//! times are kept while a condition's status holds), so reconciling an unchanged system yields
-//! an identical status and no write at all.
+//! Every outcome sets the same three conditions ([`Conditions`]), each outcome through one
+//! small constructor. The status is a pure function of its inputs (and of the previous
+//! status, whose transition times are kept while a condition's status holds), so reconciling
+//! an unchanged system yields an identical status and no write at all.
+
+use std::borrow::Cow;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
 use crate::crd::{ComponentStatus, PaymentSystem, PaymentSystemStatus};
+use crate::error::Error;
 use crate::names::{Component, Names};
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+
+/// A condition's `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Truth {
+    True,
+    False,
+    Unknown,
+}
+
+impl Truth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::True => "True",
+            Self::False => "False",
+            Self::Unknown => "Unknown",
+        }
+    }
+}
+
+/// One condition, without its type and times.
+#[derive(Debug, Clone, PartialEq)]
+pub struct State {
+    pub status: Truth,
+    pub reason: Cow<'static, str>,
+    pub message: String,
+}
+
+impl State {
+    fn new(
+        status: Truth,
+        reason: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The conditions every `PaymentSystem` carries: is it serving (`Ready`), is a rollout under
+/// way (`Progressing`), did the last reconcile fail (`Degraded`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conditions {
+    pub ready: State,
+    pub progressing: State,
+    pub degraded: State,
+}
+
+const SUCCEEDED: &str = "the last reconcile succeeded";
+
+impl Conditions {
+    /// Applied, and every Deployment runs the current spec and is ready.
+    pub fn rolled_out() -> Self {
+        Self {
+            ready: State::new(
+                Truth::True,
+                "AllComponentsReady",
+                "every component is ready",
+            ),
+            progressing: State::new(
+                Truth::False,
+                "RolloutComplete",
+                "every Deployment runs the current spec",
+            ),
+            degraded: State::new(Truth::False, "ReconcileSucceeded", SUCCEEDED),
+        }
+    }
+
+    /// Applied; `waiting` (e.g. `shop-payments-api 1/2 ready`) are still rolling out.
+    pub fn rolling_out(waiting: &[String]) -> Self {
+        let message = format!("waiting for {}", waiting.join(", "));
+        Self {
+            ready: State::new(Truth::False, "ComponentsNotReady", message.clone()),
+            progressing: State::new(Truth::True, "RollingOut", message),
+            degraded: State::new(Truth::False, "ReconcileSucceeded", SUCCEEDED),
+        }
+    }
+
+    /// `paused: true`: nothing is touched, so whether the system is ready stays as last seen
+    /// (`previous_ready`), or unknown.
+    pub fn paused(previous_ready: Option<&Condition>) -> Self {
+        let message = "spec.paused is true: the operator changes nothing";
+        let ready = match previous_ready {
+            Some(ready) => State::new(
+                truth(&ready.status),
+                ready.reason.clone(),
+                ready.message.clone(),
+            ),
+            None => State::new(Truth::Unknown, "Paused", message),
+        };
+        Self {
+            ready,
+            progressing: State::new(Truth::False, "Paused", message),
+            degraded: State::new(Truth::False, "Paused", message),
+        }
+    }
+
+    /// The reconcile failed with `error` and is retried with backoff.
+    pub fn failed(error: &Error) -> Self {
+        let message = error.to_string();
+        Self {
+            ready: State::new(Truth::False, error.reason(), message.clone()),
+            progressing: State::new(
+                Truth::False,
+                error.reason(),
+                "the last reconcile failed; retrying with backoff",
+            ),
+            degraded: State::new(Truth::True, error.reason(), message),
+        }
+    }
+
+    /// The resource cannot be parsed (`error`); only a change to it can help, so it is not
+    /// retried.
+    pub fn unparsable(error: &Error) -> Self {
+        let message = error.to_string();
+        Self {
+            ready: State::new(Truth::False, error.reason(), message.clone()),
+            progressing: State::new(Truth::False, error.reason(), message.clone()),
+            degraded: State::new(Truth::True, error.reason(), message),
+        }
+    }
+
+    /// As API conditions for `generation`; a condition whose status is the same as in
+    /// `previous` keeps its transition time, the others get `now`.
+    pub fn to_api(
+        &self,
+        previous: &[Condition],
+        generation: Option<i64>,
+        now: &Time,
+    ) -> Vec<Condition> {
+        [
+            (READY, &self.ready),
+            (PROGRESSING, &self.progressing),
+            (DEGRADED, &self.degraded),
+        ]
+        .into_iter()
+        .map(|(type_, state)| {
+            let status = state.status.as_str();
+            let since = previous
+                .iter()
+                .find(|old| old.type_ == type_ && old.status == status)
+                .map(|old| old.last_transition_time.clone())
+                .unwrap_or_else(|| now.clone());
+            Condition {
+                type_: type_.into(),
+                status: status.into(),
+                reason: state.reason.to_string(),
+                message: truncate(&state.message, MAX_MESSAGE),
+                observed_generation: generation,
+                last_transition_time: since,
+            }
+        })
+        .collect()
+    }
+}
+
+fn truth(status: &str) -> Truth {
+    match status {
+        "True" => Truth::True,
+        "False" => Truth::False,
+        _ => Truth::Unknown,
+    }
+}
+
+/// Longest condition message (the API server's limit is 32768 bytes; a long one is noise).
+pub const MAX_MESSAGE: usize = 1000;
+
+/// `text` cut to `max` characters, with an ellipsis when cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
 
 /// Replicas of a component's Deployment as the API server reports them.
 fn component_status(deployment: &Deployment) -> ComponentStatus {
@@ -49,19 +229,18 @@ pub enum Outcome<'a> {
     },
     /// `paused: true`: nothing was touched.
     Paused,
-    /// The reconcile failed with this reason (a CamelCase word) and message.
-    Failed { reason: &'a str, message: String },
+    /// The reconcile failed.
+    Failed(&'a Error),
 }
 
 /// The status `ps` should have after `outcome`, at time `now`.
 pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> PaymentSystemStatus {
     let previous = ps.status.clone().unwrap_or_default();
-    let generation = ps.metadata.generation;
     let mut status = PaymentSystemStatus {
-        observed_generation: generation,
+        observed_generation: ps.metadata.generation,
         ..previous.clone()
     };
-    let (ready, progressing, degraded) = match outcome {
+    let conditions = match outcome {
         Outcome::Applied {
             deployments,
             api_url,
@@ -72,129 +251,102 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
                 deployments
                     .iter()
                     .find(|deployment| deployment.name_any() == names.workload(component))
+                    .map(component_status)
             };
-            status.payments_api = find(Component::PaymentsApi).map(component_status);
-            status.risk_engine = find(Component::RiskEngine).map(component_status);
-            status.rabbitmq = find(Component::RabbitMq).map(component_status);
-            status.database = find(Component::Postgres).map(component_status);
+            status.payments_api = find(Component::PaymentsApi);
+            status.risk_engine = find(Component::RiskEngine);
+            status.rabbitmq = find(Component::RabbitMq);
+            status.database = find(Component::Postgres);
             status.api_url = Some(api_url.clone());
             status.api_key_secret = api_key_secret.clone();
-            let waiting: Vec<String> = deployments
+            applied(deployments)
+        }
+        Outcome::Paused => Conditions::paused(
+            previous
+                .conditions
                 .iter()
-                .filter(|deployment| !rolled_out(deployment))
-                .map(|deployment| {
-                    let replicas = component_status(deployment);
-                    format!(
-                        "{} {}/{} ready",
-                        deployment.name_any(),
-                        replicas.ready_replicas,
-                        replicas.desired_replicas
-                    )
-                })
-                .collect();
-            if waiting.is_empty() {
-                (
-                    (
-                        "True",
-                        "AllComponentsReady",
-                        "every component is ready".to_string(),
-                    ),
-                    (
-                        "False",
-                        "RolloutComplete",
-                        "every Deployment runs the current spec".to_string(),
-                    ),
-                    (
-                        "False",
-                        "ReconcileSucceeded",
-                        "the last reconcile succeeded".to_string(),
-                    ),
-                )
-            } else {
-                let message = format!("waiting for {}", waiting.join(", "));
-                (
-                    ("False", "ComponentsNotReady", message.clone()),
-                    ("True", "RollingOut", message),
-                    (
-                        "False",
-                        "ReconcileSucceeded",
-                        "the last reconcile succeeded".to_string(),
-                    ),
-                )
-            }
-        }
-        Outcome::Paused => {
-            let message = "spec.paused is true: the operator changes nothing".to_string();
-            let ready = previous_condition(&previous, READY)
-                .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
-            let (ready_status, ready_reason, ready_message) =
-                ready.unwrap_or(("Unknown".into(), "Paused".into(), message.clone()));
-            return finish(
-                status,
-                &previous,
-                generation,
-                now,
-                [
-                    (READY, &ready_status, &ready_reason, ready_message),
-                    (PROGRESSING, "False", "Paused", message.clone()),
-                    (DEGRADED, "False", "Paused", message),
-                ],
-            );
-        }
-        Outcome::Failed { reason, message } => (
-            ("False", *reason, message.clone()),
-            (
-                "False",
-                *reason,
-                "the last reconcile failed; retrying with backoff".to_string(),
-            ),
-            ("True", *reason, message.clone()),
+                .find(|condition| condition.type_ == READY),
         ),
+        Outcome::Failed(error) => Conditions::failed(error),
     };
-    finish(
-        status,
-        &previous,
-        generation,
-        now,
-        [
-            (READY, ready.0, ready.1, ready.2),
-            (PROGRESSING, progressing.0, progressing.1, progressing.2),
-            (DEGRADED, degraded.0, degraded.1, degraded.2),
-        ],
-    )
-}
-
-fn previous_condition<'a>(status: &'a PaymentSystemStatus, kind: &str) -> Option<&'a Condition> {
+    status.conditions = conditions.to_api(&previous.conditions, ps.metadata.generation, now);
     status
-        .conditions
-        .iter()
-        .find(|condition| condition.type_ == kind)
 }
 
-fn finish(
-    mut status: PaymentSystemStatus,
-    previous: &PaymentSystemStatus,
-    generation: Option<i64>,
-    now: &Time,
-    conditions: [(&str, &str, &str, String); 3],
-) -> PaymentSystemStatus {
-    status.conditions = conditions
-        .into_iter()
-        .map(|(kind, value, reason, message)| {
-            // The transition time moves only when the condition's status does.
-            let since = previous_condition(previous, kind)
-                .filter(|old| old.status == value)
-                .map(|old| old.last_transition_time.clone())
-                .unwrap_or_else(|| now.clone());
-            Condition {
-                type_: kind.into(),
-                status: value.into(),
-                reason: reason.into(),
-                message,
-                observed_generation: generation,
-                last_transition_time: since,
-            }
+/// The conditions after a successful apply: rolled out, or still waiting for some.
+fn applied(deployments: &[Deployment]) -> Conditions {
+    let waiting: Vec<String> = deployments
+        .iter()
+        .filter(|deployment| !rolled_out(deployment))
+        .map(|deployment| {
+            let replicas = component_status(deployment);
+            format!(
+                "{} {}/{} ready",
+                deployment.name_any(),
+                replicas.ready_replicas,
+                replicas.desired_replicas
+            )
         })
         .collect();
-    status
+    if waiting.is_empty() {
+        Conditions::rolled_out()
+    } else {
+        Conditions::rolling_out(&waiting)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn time(seconds: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
+    fn find<'a>(conditions: &'a [Condition], type_: &str) -> &'a Condition {
+        conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn transition_time_moves_only_with_the_status() {
+        let first = Conditions::rolling_out(&["shop-payments-api 0/2 ready".into()]).to_api(
+            &[],
+            Some(1),
+            &time(10),
+        );
+        let second = Conditions::rolled_out().to_api(&first, Some(2), &time(20));
+        // Ready: False -> True moves; Degraded stays False and keeps its time.
+        assert_eq!(find(&second, READY).last_transition_time, time(20));
+        assert_eq!(find(&second, DEGRADED).last_transition_time, time(10));
+        assert_eq!(find(&second, PROGRESSING).last_transition_time, time(20));
+        assert!(second.iter().all(|c| c.observed_generation == Some(2)));
+    }
+
+    #[test]
+    fn paused_keeps_ready_as_it_was_or_unknown() {
+        let ready = Conditions::rolled_out().to_api(&[], Some(1), &time(10));
+        let paused = Conditions::paused(Some(find(&ready, READY)));
+        assert_eq!(paused.ready.status, Truth::True);
+        assert_eq!(paused.ready.reason, "AllComponentsReady");
+        assert_eq!(paused.progressing.reason, "Paused");
+        let unknown = Conditions::paused(None);
+        assert_eq!(unknown.ready.status, Truth::Unknown);
+        assert_eq!(unknown.ready.reason, "Paused");
+    }
+
+    #[test]
+    fn a_failure_is_degraded_with_its_reason_everywhere() {
+        let error = Error::InvalidResource("x".repeat(2 * MAX_MESSAGE));
+        for conditions in [Conditions::failed(&error), Conditions::unparsable(&error)] {
+            let api = conditions.to_api(&[], Some(3), &time(10));
+            assert_eq!(find(&api, DEGRADED).status, "True");
+            assert_eq!(find(&api, READY).status, "False");
+            assert_eq!(find(&api, PROGRESSING).status, "False");
+            assert!(api.iter().all(|c| c.reason == "InvalidResource"));
+            assert!(
+                api.iter()
+                    .all(|c| c.message.chars().count() <= MAX_MESSAGE + 1)
+            );
+        }
+    }
 }

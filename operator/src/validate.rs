@@ -15,9 +15,9 @@ use kube::ResourceExt;
 
 use crate::crd::{
     DependencySpec, JwtAlgorithm, JwtSpec, ManagedSpec, PaymentSystem, PaymentSystemSpec,
-    StorageSpec,
+    PullPolicy, RiskMode, ServiceType, StorageSpec,
 };
-use crate::names::{Component, MAX_INSTANCE_NAME, Names};
+use crate::names::{GeneratedSecret, MAX_INSTANCE_NAME, Names, Server, Workload};
 
 /// Default images of the managed dependencies, pinned so an operator upgrade is the only thing
 /// that changes them.
@@ -40,8 +40,8 @@ pub const CREDENTIALS_URL: &str = "url";
 /// Data of the Secrets the system references, by name, as read from the cluster.
 pub type SecretData = BTreeMap<String, BTreeMap<String, ByteString>>;
 
-/// Why a resource cannot be reconciled; each variant is a condition reason.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a resource cannot be reconciled; each variant's name is a condition reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, strum::IntoStaticStr)]
 pub enum ValidationError {
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
@@ -54,11 +54,7 @@ pub enum ValidationError {
 impl ValidationError {
     /// CamelCase reason for conditions, Events and the failure metric.
     pub fn reason(&self) -> &'static str {
-        match self {
-            Self::InvalidSpec(_) => "InvalidSpec",
-            Self::SecretNotFound(_) => "SecretNotFound",
-            Self::SecretKeyMissing { .. } => "SecretKeyMissing",
-        }
+        self.into()
     }
 }
 
@@ -91,6 +87,7 @@ impl Connection {
 /// A single-instance server the operator runs, with defaults resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ManagedServer {
+    pub server: Server,
     pub image: String,
     pub resources: ResourceRequirements,
     pub storage: Option<StorageSpec>,
@@ -135,42 +132,91 @@ impl Auth {
     }
 }
 
-/// A `PaymentSystem` that passed every check, with defaults resolved.
+/// A `PaymentSystem` that passed every check, with every default resolved: all the builders
+/// read (they never see the raw spec).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Validated {
     pub names: Names,
     pub namespace: String,
     pub owner: OwnerReference,
-    pub spec: PaymentSystemSpec,
-    pub api_image: String,
-    pub risk_image: String,
-    pub api_resources: ResourceRequirements,
-    pub risk_resources: ResourceRequirements,
-    /// The risk rules as rendered into the ConfigMap.
-    pub rules_yaml: String,
-    /// `velocity.windowSeconds` of the rules, passed to the API as `VELOCITY_WINDOW_SECONDS`.
-    pub velocity_window_seconds: Option<u64>,
+    /// `image.tag`: the paysys version, the pods' `app.kubernetes.io/version` label.
+    pub version: String,
+    pub pull_policy: PullPolicy,
+    pub pull_secrets: Vec<String>,
+    pub payments_api: PaymentsApi,
+    pub risk_engine: RiskEngine,
     pub auth: Auth,
     pub rabbitmq: Connection,
     pub database: Connection,
+    /// Whether NetworkPolicies are built.
+    pub network_policies: bool,
     /// The referenced Secrets' data, hashed into the pod templates that use them.
     pub secrets: SecretData,
 }
 
+impl Validated {
+    /// The servers the operator runs, RabbitMQ first.
+    pub fn managed_servers(&self) -> impl Iterator<Item = &ManagedServer> {
+        [&self.rabbitmq, &self.database]
+            .into_iter()
+            .filter_map(Connection::managed)
+    }
+
+    /// The pods of a paysys service.
+    pub fn replicas(&self, workload: Workload) -> i32 {
+        match workload {
+            Workload::PaymentsApi => self.payments_api.replicas,
+            Workload::RiskEngine => self.risk_engine.replicas,
+        }
+    }
+}
+
+/// The payments API, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentsApi {
+    pub image: String,
+    pub resources: ResourceRequirements,
+    pub replicas: i32,
+    pub service_type: ServiceType,
+    pub service_port: i32,
+    pub max_amount: Option<String>,
+    pub db_max_connections: Option<i32>,
+    /// `velocity.windowSeconds` of the risk rules (`VELOCITY_WINDOW_SECONDS`).
+    pub velocity_window_seconds: Option<u64>,
+    pub log_level: Option<String>,
+}
+
+/// The risk engine, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RiskEngine {
+    pub image: String,
+    pub resources: ResourceRequirements,
+    pub replicas: i32,
+    pub mode: RiskMode,
+    pub approval_probability: f64,
+    pub prefetch: Option<i32>,
+    pub log_level: Option<String>,
+    /// The risk rules as rendered into the ConfigMap.
+    pub rules_yaml: String,
+}
+
 /// Secrets the operator generates for this resource (created once if absent).
-pub fn generated_secrets(ps: &PaymentSystem) -> Vec<(Component, String)> {
+pub fn generated_secrets(ps: &PaymentSystem) -> Vec<(GeneratedSecret, String)> {
     let names = Names::new(&ps.name_any());
     let mut generated = Vec::new();
     if ps.spec.payments_api.auth.secret_name.is_none() {
-        generated.push((Component::PaymentsApi, names.api_key()));
+        generated.push(GeneratedSecret::ApiKey);
     }
     if ps.spec.rabbitmq.managed.is_some() {
-        generated.push((Component::RabbitMq, names.credentials(Component::RabbitMq)));
+        generated.push(GeneratedSecret::Credentials(Server::RabbitMq));
     }
     if ps.spec.database.managed.is_some() {
-        generated.push((Component::Postgres, names.credentials(Component::Postgres)));
+        generated.push(GeneratedSecret::Credentials(Server::Postgres));
     }
     generated
+        .into_iter()
+        .map(|secret| (secret, names.generated(secret)))
+        .collect()
 }
 
 /// User Secrets the resource references (read, never written).
@@ -200,8 +246,8 @@ pub fn validate(ps: &PaymentSystem, secrets: &SecretData) -> Result<Validated, V
     let spec = &ps.spec;
     let rules_yaml = serde_norway::to_string(&spec.risk_engine.rules)
         .map_err(|e| invalid(format!("riskEngine.rules cannot be rendered: {e}")))?;
-    let rabbitmq = connection(&names, Component::RabbitMq, &spec.rabbitmq, secrets)?;
-    let database = connection(&names, Component::Postgres, &spec.database, secrets)?;
+    let rabbitmq = connection(&names, Server::RabbitMq, &spec.rabbitmq, secrets)?;
+    let database = connection(&names, Server::Postgres, &spec.database, secrets)?;
     let auth = auth(&names, spec, secrets)?;
     let used: SecretData = secrets
         .iter()
@@ -215,38 +261,53 @@ pub fn validate(ps: &PaymentSystem, secrets: &SecretData) -> Result<Validated, V
         })
         .map(|(name, data)| (name.clone(), data.clone()))
         .collect();
+    let api = &spec.payments_api;
+    let risk = &spec.risk_engine;
     Ok(Validated {
-        api_image: spec
-            .payments_api
-            .image
-            .clone()
-            .unwrap_or_else(|| service_image(spec, Component::PaymentsApi)),
-        risk_image: spec
-            .risk_engine
-            .image
-            .clone()
-            .unwrap_or_else(|| service_image(spec, Component::RiskEngine)),
-        api_resources: spec
-            .payments_api
-            .resources
-            .clone()
-            .unwrap_or_else(|| resources("100m", "128Mi", "512Mi")),
-        risk_resources: spec
-            .risk_engine
-            .resources
-            .clone()
-            .unwrap_or_else(|| resources("100m", "64Mi", "256Mi")),
-        velocity_window_seconds: spec
-            .risk_engine
-            .rules
-            .velocity
-            .as_ref()
-            .map(|velocity| velocity.window_seconds),
-        rules_yaml,
+        payments_api: PaymentsApi {
+            image: api
+                .image
+                .clone()
+                .unwrap_or_else(|| service_image(spec, Workload::PaymentsApi)),
+            resources: api
+                .resources
+                .clone()
+                .unwrap_or_else(|| resources("100m", "128Mi", "512Mi")),
+            replicas: api.replicas,
+            service_type: api.service.type_,
+            service_port: api.service.port,
+            max_amount: api.max_amount.clone(),
+            db_max_connections: api.db_max_connections,
+            velocity_window_seconds: risk
+                .rules
+                .velocity
+                .as_ref()
+                .map(|velocity| velocity.window_seconds),
+            log_level: api.log_level.clone(),
+        },
+        risk_engine: RiskEngine {
+            image: risk
+                .image
+                .clone()
+                .unwrap_or_else(|| service_image(spec, Workload::RiskEngine)),
+            resources: risk
+                .resources
+                .clone()
+                .unwrap_or_else(|| resources("100m", "64Mi", "256Mi")),
+            replicas: risk.replicas,
+            mode: risk.mode,
+            approval_probability: risk.approval_probability,
+            prefetch: risk.prefetch,
+            log_level: risk.log_level.clone(),
+            rules_yaml,
+        },
+        version: spec.image.tag.clone(),
+        pull_policy: spec.image.pull_policy,
+        pull_secrets: spec.image.pull_secrets.clone(),
+        network_policies: spec.network_policy.enabled,
         names,
         namespace,
         owner,
-        spec: spec.clone(),
         auth,
         rabbitmq,
         database,
@@ -319,9 +380,13 @@ fn is_positive_decimal(amount: &str) -> bool {
     well_formed && amount.bytes().any(|b| (b'1'..=b'9').contains(&b))
 }
 
-fn service_image(spec: &PaymentSystemSpec, component: Component) -> String {
+fn service_image(spec: &PaymentSystemSpec, workload: Workload) -> String {
     let repository = spec.image.repository.trim_end_matches('/');
-    format!("{repository}/{}:{}", component.name(), spec.image.tag)
+    format!(
+        "{repository}/{}:{}",
+        workload.component().name(),
+        spec.image.tag
+    )
 }
 
 /// Requests of `cpu` and `memory`, and a memory limit (no CPU limit: throttling a payment
@@ -343,14 +408,12 @@ pub fn resources(cpu: &str, memory: &str, memory_limit: &str) -> ResourceRequire
 
 fn connection(
     names: &Names,
-    component: Component,
+    server: Server,
     dependency: &DependencySpec,
     secrets: &SecretData,
 ) -> Result<Connection, ValidationError> {
     match (&dependency.managed, &dependency.external) {
-        (Some(managed), None) => Ok(Connection::Managed(managed_server(
-            names, component, managed,
-        ))),
+        (Some(managed), None) => Ok(Connection::Managed(managed_server(names, server, managed))),
         (None, Some(external)) => {
             require_key(secrets, &external.secret_name, &external.key)?;
             Ok(Connection::External {
@@ -360,17 +423,18 @@ fn connection(
         }
         _ => Err(invalid(format!(
             "{}: set exactly one of managed or external",
-            component.name()
+            server.component().name()
         ))),
     }
 }
 
-fn managed_server(names: &Names, component: Component, managed: &ManagedSpec) -> ManagedServer {
-    let default_image = match component {
-        Component::RabbitMq => RABBITMQ_IMAGE,
-        _ => POSTGRES_IMAGE,
+fn managed_server(names: &Names, server: Server, managed: &ManagedSpec) -> ManagedServer {
+    let default_image = match server {
+        Server::RabbitMq => RABBITMQ_IMAGE,
+        Server::Postgres => POSTGRES_IMAGE,
     };
     ManagedServer {
+        server,
         image: managed
             .image
             .clone()
@@ -380,7 +444,7 @@ fn managed_server(names: &Names, component: Component, managed: &ManagedSpec) ->
             .clone()
             .unwrap_or_else(|| resources("100m", "256Mi", "1Gi")),
         storage: managed.storage.clone(),
-        credentials_secret: names.credentials(component),
+        credentials_secret: names.credentials(server),
     }
 }
 

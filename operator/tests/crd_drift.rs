@@ -52,3 +52,31 @@ fn crd_yaml_has_no_private_number_encoding() {
     );
     assert!(!yaml.contains(": null"), "null defaults are stripped");
 }
+
+/// The default images are written out for users in the CRD's field description and in
+/// docs/operator.md; both must name the images the operator actually runs.
+#[test]
+fn documented_default_images_are_the_ones_used() {
+    use paysys_operator::validate::{POSTGRES_IMAGE, RABBITMQ_IMAGE};
+    let yaml = paysys_operator::crd_yaml();
+    let descriptions: Vec<&str> = yaml
+        .lines()
+        .filter(|line| line.contains("Image override (defaults:"))
+        .collect();
+    assert_eq!(
+        descriptions.len(),
+        2,
+        "rabbitmq.managed and database.managed"
+    );
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/operator.md"))
+        .expect("docs/operator.md exists");
+    let table_row = docs
+        .lines()
+        .find(|line| line.starts_with("| `….managed.image`"))
+        .expect("docs/operator.md documents managed.image");
+    for text in descriptions.into_iter().chain([table_row]) {
+        for image in [POSTGRES_IMAGE, RABBITMQ_IMAGE] {
+            assert!(text.contains(&format!("`{image}`")), "{image} in {text}");
+        }
+    }
+}

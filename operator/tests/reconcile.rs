@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use common::system;
 use http::Method;
 use kube::core::error_boundary::{DeserializeGuard, InvalidObject};
 use kube::runtime::controller::Action;
+use paysys_operator::build::Children;
 use paysys_operator::controller::{self, Context, Error};
 use paysys_operator::crd::PaymentSystem;
 use paysys_operator::metrics::Metrics;
@@ -114,7 +116,7 @@ fn assert_condition(status: &Value, kind: &str, value: &str, reason: &str) {
 }
 
 #[tokio::test]
-async fn api_error_requeues_with_backoff_and_reports_degraded() {
+async fn failed_apply_requeues_with_backoff_and_reports_degraded() {
     let (mut server, ctx, task) = start(system(""));
     expect_generated_secrets(&mut server, true).await;
     server
@@ -125,8 +127,8 @@ async fn api_error_requeues_with_backoff_and_reports_degraded() {
         )
         .await;
     let status = expect_status(&mut server).await;
-    assert_condition(&status, "Degraded", "True", "ApiError");
-    assert_condition(&status, "Ready", "False", "ApiError");
+    assert_condition(&status, "Degraded", "True", "ApplyFailed");
+    assert_condition(&status, "Ready", "False", "ApplyFailed");
     assert!(
         condition(&status, "Degraded")["message"]
             .as_str()
@@ -137,12 +139,12 @@ async fn api_error_requeues_with_backoff_and_reports_degraded() {
         .expect(Method::POST, EVENTS, |seen| (201, seen.body.clone()))
         .await;
     assert_eq!(event.body["type"], "Warning");
-    assert_eq!(event.body["reason"], "ApiError");
+    assert_eq!(event.body["reason"], "ApplyFailed");
     assert_eq!(event.body["regarding"]["name"], "shop");
     assert_eq!(event.body["regarding"]["kind"], "PaymentSystem");
     server.expect_silence().await;
     let error = finish(task).await.unwrap_err();
-    assert_eq!(error.reason(), "ApiError");
+    assert_eq!(error.reason(), "ApplyFailed");
     // The error policy backs off exponentially per resource.
     let guard = Arc::new(DeserializeGuard(Ok(system(""))));
     let first = controller::error_policy(guard.clone(), &error, ctx.clone());
@@ -151,7 +153,7 @@ async fn api_error_requeues_with_backoff_and_reports_degraded() {
     assert_eq!(second, Action::requeue(Duration::from_secs(10)));
     let metrics = ctx.metrics.encode();
     assert!(
-        metrics.contains("paysys_operator_reconcile_failures_total{reason=\"ApiError\"} 1"),
+        metrics.contains("paysys_operator_reconcile_failures_total{reason=\"ApplyFailed\"} 1"),
         "{metrics}"
     );
 }
@@ -246,4 +248,96 @@ async fn unparsable_resource_gets_a_status_and_an_event_not_a_crash_loop() {
     assert_eq!(event.body["reason"], "InvalidResource");
     server.expect_silence().await;
     assert_eq!(finish(task).await.unwrap(), Action::await_change());
+}
+
+/// The controller watches its own resource, Secrets (metadata), and exactly the kinds in the
+/// list of child kinds, each by the managed-by label; every watch is allowed by rbac.rs.
+#[tokio::test]
+async fn the_controller_watches_every_child_kind_and_nothing_else() {
+    let (client, mut server) = api_server::client();
+    let ctx = Arc::new(Context::new(client, Arc::new(Metrics::default()), None));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(controller::run(
+        ctx,
+        controller::Scope::Namespace("payments".into()),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let requests = server.serve_watches(Duration::from_secs(2)).await;
+    let resource = |path: &str| path.rsplit('/').next().unwrap().to_owned();
+    let watched: BTreeSet<String> = requests
+        .iter()
+        .filter(|seen| seen.is_watch())
+        .map(|seen| resource(&seen.path))
+        .collect();
+    let children: BTreeSet<String> = Children::kinds()
+        .into_iter()
+        .map(|kind| kind.plural)
+        .collect();
+    let expected: BTreeSet<String> = children
+        .iter()
+        .cloned()
+        .chain(["paymentsystems".into(), "secrets".into()])
+        .collect();
+    assert_eq!(watched, expected);
+    for seen in &requests {
+        assert!(
+            seen.path.starts_with("/api/v1/namespaces/payments/")
+                || seen.path.starts_with("/apis/") && seen.path.contains("/namespaces/payments/"),
+            "watches only its namespace: {}",
+            seen.path
+        );
+        if children.contains(&resource(&seen.path)) {
+            assert!(
+                seen.query["labelSelector"].contains("managed-by%3Dpaysys-operator"),
+                "{}: {:?}",
+                seen.path,
+                seen.query
+            );
+        }
+    }
+    let _ = stop.send(());
+    run.abort();
+}
+
+/// What a reconcile logs is inside a span naming the resource, without each line passing it.
+#[tokio::test]
+async fn a_reconcile_logs_inside_a_span_naming_its_resource() {
+    let logs = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || Capture(writer.clone()))
+        .finish();
+    // The test runtime is single-threaded: the reconcile task runs under this subscriber.
+    let _subscriber = tracing::subscriber::set_default(subscriber);
+    let (mut server, _ctx, task) = start(system("paused: true"));
+    expect_status(&mut server).await;
+    finish(task).await.unwrap();
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|line| line.contains("paused; nothing changed"))
+        .unwrap_or_else(|| panic!("no paused line in {text}"));
+    let line: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(line["span"]["name"], "reconcile", "{line}");
+    let object = line["span"]["object"].as_str().unwrap_or_default();
+    assert!(
+        object.starts_with("PaymentSystem.") && object.ends_with("/shop.payments"),
+        "{line}"
+    );
+}
+
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -16,7 +16,7 @@ pub fn risk_rules(system: &Validated) -> ConfigMap {
         metadata: meta::object_meta(system, Component::RiskEngine, system.names.rules()),
         data: Some(BTreeMap::from([(
             RULES_KEY.into(),
-            system.rules_yaml.clone(),
+            system.risk_engine.rules_yaml.clone(),
         )])),
         ..ConfigMap::default()
     }

@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::meta;
 use super::pod::{self, Rollout};
 use super::secrets::{MANAGED_DATABASE, RABBITMQ_CONF};
-use crate::names::Component;
+use crate::names::Server;
 use crate::validate::{ManagedServer, Validated};
 
 /// Users the official images run their servers as (postgres alpine: 70, rabbitmq: 999).
@@ -25,6 +25,14 @@ pub const RABBITMQ_UID: i64 = 999;
 pub const POSTGRES_PORT: i32 = 5432;
 pub const AMQP_PORT: i32 = 5672;
 
+/// The port clients connect to, and its name on the container and the Service.
+pub fn port_of(server: Server) -> (&'static str, i32) {
+    match server {
+        Server::RabbitMq => ("amqp", AMQP_PORT),
+        Server::Postgres => ("postgresql", POSTGRES_PORT),
+    }
+}
+
 /// The objects of one managed server.
 pub struct Managed {
     pub deployment: Deployment,
@@ -32,20 +40,21 @@ pub struct Managed {
     pub claim: Option<PersistentVolumeClaim>,
 }
 
-pub fn build(system: &Validated, component: Component, server: &ManagedServer) -> Managed {
-    let (container, volumes, uid, port) = match component {
-        Component::RabbitMq => rabbitmq(system, server),
-        _ => postgres(system, server),
+pub fn build(system: &Validated, server: &ManagedServer) -> Managed {
+    let (container, volumes, uid) = match server.server {
+        Server::RabbitMq => rabbitmq(system, server),
+        Server::Postgres => postgres(system, server),
     };
     let hash = meta::config_hash(system, &[&server.credentials_secret], &[]);
     let pod = pod::pod_spec(system, uid, vec![container], volumes);
+    let component = server.server.component();
     Managed {
         deployment: pod::deployment(system, component, 1, Rollout::Recreate, hash, pod),
-        service: service(system, component, port),
+        service: service(system, server.server),
         claim: server.storage.as_ref().map(|storage| {
             claim(
                 system,
-                component,
+                server.server,
                 &storage.size,
                 &storage.storage_class_name,
             )
@@ -54,12 +63,12 @@ pub fn build(system: &Validated, component: Component, server: &ManagedServer) -
 }
 
 /// Where the server keeps its data: the PVC when storage is requested, else an emptyDir.
-fn data_volume(system: &Validated, component: Component, server: &ManagedServer) -> Volume {
+fn data_volume(system: &Validated, server: &ManagedServer) -> Volume {
     match &server.storage {
         Some(_) => Volume {
             name: "data".into(),
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: system.names.data(component),
+                claim_name: system.names.data(server.server),
                 read_only: Some(false),
             }),
             ..Volume::default()
@@ -102,10 +111,14 @@ fn port(name: &str, number: i32) -> ContainerPort {
     }
 }
 
-fn postgres(system: &Validated, server: &ManagedServer) -> (Container, Vec<Volume>, i64, i32) {
+/// The server's container, volumes and user.
+type Pod = (Container, Vec<Volume>, i64);
+
+fn postgres(system: &Validated, server: &ManagedServer) -> Pod {
     let secret = &server.credentials_secret;
+    let (port_name, port_number) = port_of(Server::Postgres);
     let mut container = pod::container(system, "postgresql", &server.image);
-    container.ports = Some(vec![port("postgresql", POSTGRES_PORT)]);
+    container.ports = Some(vec![port(port_name, port_number)]);
     container.env = Some(vec![
         pod::env_from_secret("POSTGRES_USER", secret, "username"),
         pod::env_from_secret("POSTGRES_PASSWORD", secret, "password"),
@@ -125,16 +138,17 @@ fn postgres(system: &Validated, server: &ManagedServer) -> (Container, Vec<Volum
     container.liveness_probe = Some(exec_probe(ready, 10, 5, 6));
     container.readiness_probe = Some(exec_probe(ready, 5, 2, 2));
     let volumes = vec![
-        data_volume(system, Component::Postgres, server),
+        data_volume(system, server),
         pod::empty_dir("run"),
         pod::empty_dir("tmp"),
     ];
-    (container, volumes, POSTGRES_UID, POSTGRES_PORT)
+    (container, volumes, POSTGRES_UID)
 }
 
-fn rabbitmq(system: &Validated, server: &ManagedServer) -> (Container, Vec<Volume>, i64, i32) {
+fn rabbitmq(system: &Validated, server: &ManagedServer) -> Pod {
+    let (port_name, port_number) = port_of(Server::RabbitMq);
     let mut container = pod::container(system, "rabbitmq", &server.image);
-    container.ports = Some(vec![port("amqp", AMQP_PORT)]);
+    container.ports = Some(vec![port(port_name, port_number)]);
     container.env = Some(vec![
         // A fixed node name: the data directory is named after it, and a pod's hostname
         // changes with every replacement.
@@ -166,19 +180,13 @@ fn rabbitmq(system: &Validated, server: &ManagedServer) -> (Container, Vec<Volum
         }),
         ..Volume::default()
     };
-    let volumes = vec![
-        data_volume(system, Component::RabbitMq, server),
-        config,
-        pod::empty_dir("tmp"),
-    ];
-    (container, volumes, RABBITMQ_UID, AMQP_PORT)
+    let volumes = vec![data_volume(system, server), config, pod::empty_dir("tmp")];
+    (container, volumes, RABBITMQ_UID)
 }
 
-fn service(system: &Validated, component: Component, port: i32) -> Service {
-    let port_name = match component {
-        Component::RabbitMq => "amqp",
-        _ => "postgresql",
-    };
+fn service(system: &Validated, server: Server) -> Service {
+    let component = server.component();
+    let (port_name, port) = port_of(server);
     Service {
         metadata: meta::object_meta(system, component, system.names.workload(component)),
         spec: Some(ServiceSpec {
@@ -199,12 +207,12 @@ fn service(system: &Validated, component: Component, port: i32) -> Service {
 
 fn claim(
     system: &Validated,
-    component: Component,
+    server: Server,
     size: &str,
     storage_class: &Option<String>,
 ) -> PersistentVolumeClaim {
     PersistentVolumeClaim {
-        metadata: meta::object_meta(system, component, system.names.data(component)),
+        metadata: meta::object_meta(system, server.component(), system.names.data(server)),
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
             storage_class_name: storage_class.clone(),

@@ -9,32 +9,25 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::managed;
 use super::meta;
 use super::payments_api::API_PORT;
 use super::risk_engine::RISK_PORT;
-use crate::names::Component;
+use crate::names::{Component, Server};
 use crate::validate::Validated;
 
-use super::managed::{AMQP_PORT, POSTGRES_PORT};
-
 pub fn build(system: &Validated) -> Vec<NetworkPolicy> {
-    let mut policies = Vec::new();
-    if system.rabbitmq.managed().is_some() {
-        policies.push(policy(
-            system,
-            Component::RabbitMq,
-            AMQP_PORT,
-            Some(&[Component::PaymentsApi, Component::RiskEngine]),
-        ));
-    }
-    if system.database.managed().is_some() {
-        policies.push(policy(
-            system,
-            Component::Postgres,
-            POSTGRES_PORT,
-            Some(&[Component::PaymentsApi]),
-        ));
-    }
+    let mut policies: Vec<NetworkPolicy> = system
+        .managed_servers()
+        .map(|managed| {
+            let clients: &[Component] = match managed.server {
+                Server::RabbitMq => &[Component::PaymentsApi, Component::RiskEngine],
+                Server::Postgres => &[Component::PaymentsApi],
+            };
+            let (_, port) = managed::port_of(managed.server);
+            policy(system, managed.server.component(), port, Some(clients))
+        })
+        .collect();
     policies.push(policy(system, Component::PaymentsApi, API_PORT, None));
     policies.push(policy(system, Component::RiskEngine, RISK_PORT, None));
     policies

@@ -20,7 +20,8 @@ pub const AUTH_DIR: &str = "/etc/paysys/auth";
 
 pub fn deployment(system: &Validated) -> Deployment {
     let component = Component::PaymentsApi;
-    let mut container = pod::container(system, component.name(), &system.api_image);
+    let api = &system.payments_api;
+    let mut container = pod::container(system, component.name(), &api.image);
     container.ports = Some(vec![ContainerPort {
         name: Some("http".into()),
         container_port: API_PORT,
@@ -28,7 +29,7 @@ pub fn deployment(system: &Validated) -> Deployment {
         ..ContainerPort::default()
     }]);
     container.env = Some(environment(system));
-    container.resources = Some(system.api_resources.clone());
+    container.resources = Some(api.resources.clone());
     container.volume_mounts = Some(vec![pod::mount("auth", AUTH_DIR, true)]);
     pod::service_probes(&mut container);
     let volumes = vec![auth_volume(&system.auth)];
@@ -44,7 +45,7 @@ pub fn deployment(system: &Validated) -> Deployment {
     pod::deployment(
         system,
         component,
-        system.spec.payments_api.replicas,
+        api.replicas,
         Rollout::Surge,
         hash,
         pod::pod_spec(system, SERVICE_UID, vec![container], volumes),
@@ -53,7 +54,7 @@ pub fn deployment(system: &Validated) -> Deployment {
 
 /// The API's environment contract (see the payments API's configuration).
 fn environment(system: &Validated) -> Vec<EnvVar> {
-    let spec = &system.spec.payments_api;
+    let spec = &system.payments_api;
     let (db_secret, db_key) = system.database.url_source();
     let (amqp_secret, amqp_key) = system.rabbitmq.url_source();
     let mut env = vec![
@@ -95,7 +96,7 @@ fn environment(system: &Validated) -> Vec<EnvVar> {
     if let Some(connections) = spec.db_max_connections {
         env.push(pod::env("DB_MAX_CONNECTIONS", connections.to_string()));
     }
-    if let Some(window) = system.velocity_window_seconds {
+    if let Some(window) = spec.velocity_window_seconds {
         env.push(pod::env("VELOCITY_WINDOW_SECONDS", window.to_string()));
     }
     if let Some(level) = &spec.log_level {
@@ -132,15 +133,15 @@ fn auth_volume(auth: &Auth) -> Volume {
 
 pub fn service(system: &Validated) -> Service {
     let component = Component::PaymentsApi;
-    let spec = &system.spec.payments_api.service;
+    let api = &system.payments_api;
     Service {
         metadata: meta::object_meta(system, component, system.names.workload(component)),
         spec: Some(ServiceSpec {
-            type_: Some(spec.type_.as_str().into()),
+            type_: Some(api.service_type.as_str().into()),
             selector: Some(meta::selector_labels(&system.names, component)),
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
-                port: spec.port,
+                port: api.service_port,
                 target_port: Some(IntOrString::String("http".into())),
                 protocol: Some("TCP".into()),
                 app_protocol: Some("http".into()),
@@ -154,7 +155,7 @@ pub fn service(system: &Validated) -> Service {
 
 /// The URL other workloads in the cluster reach the API at.
 pub fn in_cluster_url(system: &Validated) -> String {
-    let port = system.spec.payments_api.service.port;
+    let port = system.payments_api.service_port;
     let host = format!(
         "{}.{}.svc",
         system.names.workload(Component::PaymentsApi),

@@ -6,21 +6,19 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::meta;
-use crate::names::Component;
+use crate::names::Workload;
 use crate::validate::Validated;
 
 pub fn build(system: &Validated) -> Vec<PodDisruptionBudget> {
-    [
-        (Component::PaymentsApi, system.spec.payments_api.replicas),
-        (Component::RiskEngine, system.spec.risk_engine.replicas),
-    ]
-    .into_iter()
-    .filter(|(_, replicas)| *replicas > 1)
-    .map(|(component, _)| budget(system, component))
-    .collect()
+    [Workload::PaymentsApi, Workload::RiskEngine]
+        .into_iter()
+        .filter(|workload| system.replicas(*workload) > 1)
+        .map(|workload| budget(system, workload))
+        .collect()
 }
 
-fn budget(system: &Validated, component: Component) -> PodDisruptionBudget {
+fn budget(system: &Validated, workload: Workload) -> PodDisruptionBudget {
+    let component = workload.component();
     PodDisruptionBudget {
         metadata: meta::object_meta(system, component, system.names.workload(component)),
         spec: Some(PodDisruptionBudgetSpec {

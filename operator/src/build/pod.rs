@@ -147,10 +147,7 @@ pub fn deployment(
         },
     };
     let mut pod_labels = meta::labels(&system.names, component);
-    pod_labels.insert(
-        "app.kubernetes.io/version".into(),
-        system.spec.image.tag.clone(),
-    );
+    pod_labels.insert("app.kubernetes.io/version".into(), system.version.clone());
     Deployment {
         metadata: meta::object_meta(system, component, system.names.workload(component)),
         spec: DeploymentSpec {
@@ -179,7 +176,7 @@ pub fn pod_spec(
     containers: Vec<Container>,
     volumes: Vec<Volume>,
 ) -> PodSpec {
-    let pull_secrets = &system.spec.image.pull_secrets;
+    let pull_secrets = &system.pull_secrets;
     PodSpec {
         containers,
         volumes: Some(volumes),
@@ -204,7 +201,7 @@ pub fn container(system: &Validated, name: &str, image: &str) -> Container {
     Container {
         name: name.into(),
         image: Some(image.into()),
-        image_pull_policy: Some(system.spec.image.pull_policy.as_str().into()),
+        image_pull_policy: Some(system.pull_policy.as_str().into()),
         security_context: Some(container_security()),
         ..Container::default()
     }

@@ -16,7 +16,8 @@ pub const RULES_DIR: &str = "/etc/paysys/risk";
 
 pub fn deployment(system: &Validated) -> Deployment {
     let component = Component::RiskEngine;
-    let mut container = pod::container(system, component.name(), &system.risk_image);
+    let risk = &system.risk_engine;
+    let mut container = pod::container(system, component.name(), &risk.image);
     container.ports = Some(vec![ContainerPort {
         name: Some("http".into()),
         container_port: RISK_PORT,
@@ -24,7 +25,7 @@ pub fn deployment(system: &Validated) -> Deployment {
         ..ContainerPort::default()
     }]);
     container.env = Some(environment(system));
-    container.resources = Some(system.risk_resources.clone());
+    container.resources = Some(risk.resources.clone());
     container.volume_mounts = Some(vec![pod::mount("rules", RULES_DIR, true)]);
     pod::service_probes(&mut container);
     let volumes = vec![Volume {
@@ -39,12 +40,12 @@ pub fn deployment(system: &Validated) -> Deployment {
     let hash = meta::config_hash(
         system,
         &[system.rabbitmq.url_source().0],
-        &[&system.rules_yaml],
+        &[&risk.rules_yaml],
     );
     pod::deployment(
         system,
         component,
-        system.spec.risk_engine.replicas,
+        risk.replicas,
         Rollout::Surge,
         hash,
         pod::pod_spec(system, SERVICE_UID, vec![container], volumes),
@@ -53,7 +54,7 @@ pub fn deployment(system: &Validated) -> Deployment {
 
 /// The risk engine's environment contract.
 fn environment(system: &Validated) -> Vec<EnvVar> {
-    let spec = &system.spec.risk_engine;
+    let spec = &system.risk_engine;
     let (amqp_secret, amqp_key) = system.rabbitmq.url_source();
     let mut env = vec![
         pod::env("PORT", RISK_PORT.to_string()),

@@ -11,9 +11,9 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
-use super::meta;
+use super::{managed, meta};
 use crate::crd::PaymentSystem;
-use crate::names::{Component, Names};
+use crate::names::{GeneratedSecret, Names, Server};
 use crate::validate::{CREDENTIALS_URL, GENERATED_API_KEY, GENERATED_API_KEYS_FILE};
 
 /// Principal of the generated API key (`API_KEYS_FILE` entry `default=<key>`).
@@ -24,9 +24,9 @@ pub const MANAGED_DATABASE: &str = "paysys";
 /// Key of the RabbitMQ configuration file in its credentials Secret.
 pub const RABBITMQ_CONF: &str = "paysys.conf";
 
-/// The template of the generated Secret of `component` for `ps`, with fresh random values.
-pub fn generate(ps: &PaymentSystem, component: Component) -> Secret {
-    template(ps, component, &random_token())
+/// The template of the generated Secret `secret` for `ps`, with fresh random values.
+pub fn generate(ps: &PaymentSystem, secret: GeneratedSecret) -> Secret {
+    template(ps, secret, &random_token())
 }
 
 /// 32 random bytes from the thread's CSPRNG, hex-encoded: URL-safe, so it can sit in a
@@ -36,30 +36,30 @@ fn random_token() -> String {
     hex::encode(bytes)
 }
 
-/// The Secret of `component` holding `token` (an API key or a password).
-pub fn template(ps: &PaymentSystem, component: Component, token: &str) -> Secret {
+/// The generated Secret `secret` holding `token` (an API key or a password).
+pub fn template(ps: &PaymentSystem, secret: GeneratedSecret, token: &str) -> Secret {
     let names = Names::new(&ps.name_any());
     let namespace = ps.namespace().unwrap_or_default();
-    let (name, data) = match component {
-        Component::PaymentsApi => (names.api_key(), api_key_data(token)),
-        Component::Postgres => {
-            let host = service_host(&names, component, &namespace);
-            let url = format!("postgres://{MANAGED_USER}:{token}@{host}:5432/{MANAGED_DATABASE}");
-            (names.credentials(component), credentials_data(token, url))
+    let data = match secret {
+        GeneratedSecret::ApiKey => api_key_data(token),
+        GeneratedSecret::Credentials(server @ Server::Postgres) => {
+            let address = service_address(&names, server, &namespace);
+            let url = format!("postgres://{MANAGED_USER}:{token}@{address}/{MANAGED_DATABASE}");
+            credentials_data(token, url)
         }
-        Component::RabbitMq | Component::RiskEngine => {
-            let host = service_host(&names, Component::RabbitMq, &namespace);
-            let url = format!("amqp://{MANAGED_USER}:{token}@{host}:5672/%2f");
+        GeneratedSecret::Credentials(server @ Server::RabbitMq) => {
+            let address = service_address(&names, server, &namespace);
+            let url = format!("amqp://{MANAGED_USER}:{token}@{address}/%2f");
             let mut data = credentials_data(token, url);
             data.insert(RABBITMQ_CONF.into(), rabbitmq_conf(token));
-            (names.credentials(Component::RabbitMq), data)
+            data
         }
     };
     Secret {
         metadata: ObjectMeta {
-            name: Some(name),
+            name: Some(names.generated(secret)),
             namespace: Some(namespace),
-            labels: Some(meta::labels(&names, component)),
+            labels: Some(meta::labels(&names, secret.component())),
             owner_references: ps.controller_owner_ref(&()).map(|owner| vec![owner]),
             ..ObjectMeta::default()
         },
@@ -73,8 +73,10 @@ pub fn template(ps: &PaymentSystem, component: Component, token: &str) -> Secret
     }
 }
 
-fn service_host(names: &Names, component: Component, namespace: &str) -> String {
-    format!("{}.{namespace}.svc", names.workload(component))
+/// `host:port` of a managed server's Service.
+fn service_address(names: &Names, server: Server, namespace: &str) -> String {
+    let (_, port) = managed::port_of(server);
+    format!("{}.{namespace}.svc:{port}", names.workload(server))
 }
 
 fn api_key_data(key: &str) -> BTreeMap<String, String> {

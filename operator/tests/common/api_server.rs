@@ -30,14 +30,9 @@ pub struct Seen {
     pub body: Value,
 }
 
-impl ApiServer {
-    /// The next request, checked against the operator's RBAC list, answered by `respond`.
-    pub async fn next(&mut self, respond: impl FnOnce(&Seen) -> (u16, Value)) -> Seen {
-        let (request, send) =
-            tokio::time::timeout(Duration::from_secs(5), self.handle.next_request())
-                .await
-                .expect("the operator sent no further request")
-                .expect("the mock service is gone");
+impl Seen {
+    /// Reads `request`, and asserts the operator's RBAC list permits it.
+    async fn of(request: Request<Body>) -> Seen {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let query = request
@@ -64,6 +59,23 @@ impl ApiServer {
             body,
         };
         assert_permitted(&seen);
+        seen
+    }
+
+    pub fn is_watch(&self) -> bool {
+        self.query.get("watch").is_some_and(|watch| watch == "true")
+    }
+}
+
+impl ApiServer {
+    /// The next request, checked against the operator's RBAC list, answered by `respond`.
+    pub async fn next(&mut self, respond: impl FnOnce(&Seen) -> (u16, Value)) -> Seen {
+        let (request, send) =
+            tokio::time::timeout(Duration::from_secs(5), self.handle.next_request())
+                .await
+                .expect("the operator sent no further request")
+                .expect("the mock service is gone");
+        let seen = Seen::of(request).await;
         let (code, response) = respond(&seen);
         send.send_response(
             Response::builder()
@@ -72,6 +84,33 @@ impl ApiServer {
                 .unwrap(),
         );
         seen
+    }
+
+    /// Serves a starting controller for `period`: every list is answered with an empty
+    /// list, every watch is held open (nothing happens). Returns the requests seen.
+    pub async fn serve_watches(&mut self, period: Duration) -> Vec<Seen> {
+        let deadline = tokio::time::Instant::now() + period;
+        let mut open = Vec::new();
+        let mut requests = Vec::new();
+        while let Ok(Some((request, send))) =
+            tokio::time::timeout_at(deadline, self.handle.next_request()).await
+        {
+            let seen = Seen::of(request).await;
+            assert_eq!(seen.method, Method::GET, "{} {}", seen.method, seen.path);
+            if seen.is_watch() {
+                open.push(send);
+            } else {
+                let list = json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []});
+                send.send_response(
+                    Response::builder()
+                        .status(200)
+                        .body(Body::from(serde_json::to_vec(&list).unwrap()))
+                        .unwrap(),
+                );
+            }
+            requests.push(seen);
+        }
+        requests
     }
 
     /// Expects `method` on `path`, answering `respond`.
@@ -203,7 +242,7 @@ fn assert_permitted(seen: &Seen) {
     };
     let verb = match (&seen.method, named) {
         (&Method::GET, true) => "get",
-        (&Method::GET, false) if seen.query.get("watch").is_some_and(|w| w == "true") => "watch",
+        (&Method::GET, false) if seen.is_watch() => "watch",
         (&Method::GET, false) => "list",
         (&Method::POST, _) => "create",
         (&Method::PATCH, _) => "patch",

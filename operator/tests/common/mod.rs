@@ -30,8 +30,8 @@ fn textwrap(spec: &str) -> String {
 /// the user Secrets given as `(name, [(key, value)])`.
 pub fn secrets_for(ps: &PaymentSystem, user: &[(&str, &[(&str, &str)])]) -> SecretData {
     let mut data = SecretData::new();
-    for (component, name) in validate::generated_secrets(ps) {
-        let secret = secrets::template(ps, component, "0123456789abcdef0123456789abcdef");
+    for (secret, name) in validate::generated_secrets(ps) {
+        let secret = secrets::template(ps, secret, "0123456789abcdef0123456789abcdef");
         data.insert(name, secret.data.unwrap_or_default());
     }
     for (name, entries) in user {
