@@ -8,12 +8,9 @@
 //! ```
 //!
 //! Everything is durable. Both services declare the whole topology at start-up with the same
-//! arguments (declarations are idempotent), so they can start in any order. The prefix lets
-//! tests, or several installations on one broker, keep to their own names.
-
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, ExchangeKind};
+//! arguments (declarations are idempotent, see `paysys_amqp::declare_topology`), so they can
+//! start in any order. The prefix lets tests, or several installations on one broker, keep to
+//! their own names.
 
 pub const PAYMENT_ROUTING_KEY: &str = "payment.created";
 pub const DECISION_ROUTING_KEY: &str = "payment.decided";
@@ -52,90 +49,6 @@ impl Topology {
             payments_dead_queue: format!("{prefix}.payments.dead"),
             decisions_dead_queue: format!("{prefix}.decisions.dead"),
         }
-    }
-
-    /// Declares every exchange, queue and binding. Safe to call repeatedly and concurrently.
-    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
-        let durable_exchange = ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        for exchange in [
-            &self.payments_exchange,
-            &self.decisions_exchange,
-            &self.dead_letter_exchange,
-        ] {
-            channel
-                .exchange_declare(
-                    exchange.as_str().into(),
-                    ExchangeKind::Direct,
-                    durable_exchange,
-                    FieldTable::default(),
-                )
-                .await?;
-        }
-        let queues = [
-            (
-                &self.payments_queue,
-                &self.payments_exchange,
-                PAYMENT_ROUTING_KEY,
-                Some(DEAD_PAYMENTS_ROUTING_KEY),
-            ),
-            (
-                &self.decisions_queue,
-                &self.decisions_exchange,
-                DECISION_ROUTING_KEY,
-                Some(DEAD_DECISIONS_ROUTING_KEY),
-            ),
-            (
-                &self.payments_dead_queue,
-                &self.dead_letter_exchange,
-                DEAD_PAYMENTS_ROUTING_KEY,
-                None,
-            ),
-            (
-                &self.decisions_dead_queue,
-                &self.dead_letter_exchange,
-                DEAD_DECISIONS_ROUTING_KEY,
-                None,
-            ),
-        ];
-        for (queue, exchange, routing_key, dead_letter_key) in queues {
-            let mut arguments = FieldTable::default();
-            if let Some(dead_letter_key) = dead_letter_key {
-                // A rejected message goes to the dead-letter exchange instead of vanishing;
-                // consumers normally dead-letter explicitly (with a reason header) and this is
-                // the safety net for anything rejected without one.
-                arguments.insert(
-                    "x-dead-letter-exchange".into(),
-                    AMQPValue::LongString(self.dead_letter_exchange.as_str().into()),
-                );
-                arguments.insert(
-                    "x-dead-letter-routing-key".into(),
-                    AMQPValue::LongString(dead_letter_key.into()),
-                );
-            }
-            channel
-                .queue_declare(
-                    queue.as_str().into(),
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    arguments,
-                )
-                .await?;
-            channel
-                .queue_bind(
-                    queue.as_str().into(),
-                    exchange.as_str().into(),
-                    routing_key.into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-        }
-        Ok(())
     }
 }
 

@@ -109,10 +109,10 @@ impl TestBroker {
 
     /// A connection and channel with the test's topology declared.
     pub async fn channel(&self) -> (lapin::Connection, lapin::Channel) {
-        let connection = paysys_core::amqp::connect(&self.url, "paysys-test")
+        let connection = paysys_amqp::connect(&self.url, "paysys-test")
             .await
             .unwrap_or_else(|e| panic!("cannot reach RabbitMQ at {}: {e}", self.url));
-        let channel = paysys_core::amqp::open_confirm_channel(&connection, &self.topology)
+        let channel = paysys_amqp::open_confirm_channel(&connection, &self.topology)
             .await
             .expect("declare topology");
         (connection, channel)

@@ -24,10 +24,11 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
+use paysys_amqp::{self as amqp, PublishError};
 use paysys_core::PaymentMessage;
-use paysys_core::amqp::{self, PublishError};
 use paysys_core::messages::DecodeError;
 use paysys_core::topology::{DEAD_PAYMENTS_ROUTING_KEY, DECISION_ROUTING_KEY, Topology};
+use paysys_runtime::backoff::{self, Backoff};
 use tokio_util::sync::CancellationToken;
 
 use crate::decide::Decider;
@@ -38,9 +39,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// Pause before requeueing a payment whose decision the broker refused, so a persistent
 /// refusal (a deleted queue) does not become a hot loop.
 const REFUSED_BACKOFF: Duration = Duration::from_secs(1);
-/// Pause between broker sessions; doubles while sessions fail before consuming.
+/// First pause between broker sessions; it doubles (to backoff::LONGEST) while sessions fail
+/// before consuming.
 const MIN_PAUSE: Duration = Duration::from_millis(200);
-const MAX_PAUSE: Duration = Duration::from_secs(5);
 /// Longest body quoted in the log line of a message that cannot be decoded.
 const MAX_LOGGED_POISON: usize = 2048;
 
@@ -64,7 +65,7 @@ impl Consumer {
     /// Consumes until `stop` is cancelled, then finishes and acks what is in hand.
     pub async fn run(self, stop: CancellationToken) {
         let this = Arc::new(self);
-        let mut pause = MIN_PAUSE;
+        let mut pauses = Backoff::new(backoff::policy().with_min_delay(MIN_PAUSE));
         while !stop.is_cancelled() {
             let connection = tokio::select! {
                 _ = stop.cancelled() => break,
@@ -79,14 +80,14 @@ impl Consumer {
             let Err(broken) = ended else { break };
             this.metrics.reconnects.inc();
             if broken.consumed {
-                pause = MIN_PAUSE;
+                pauses.reset();
             }
+            let pause = pauses.next_wait();
             tracing::warn!(error = %broken.error, retry_in_ms = pause.as_millis() as u64, "lost the broker; payments in hand will be redelivered; reconnecting");
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(pause) => {}
             }
-            pause = (pause * 2).min(MAX_PAUSE);
         }
         tracing::info!("risk engine consumer stopped");
     }
@@ -103,8 +104,7 @@ impl Consumer {
         };
         // Separate channels: acks flow on the consuming one, confirms on the publishing one.
         let consume_channel = connection.create_channel().await.map_err(not_consumed)?;
-        self.topology
-            .declare(&consume_channel)
+        amqp::declare_topology(&consume_channel, &self.topology)
             .await
             .map_err(not_consumed)?;
         consume_channel

@@ -1,14 +1,20 @@
-//! RabbitMQ plumbing shared by the services: connecting with backoff, publishing persistent
-//! messages under publisher confirms, and dead-lettering with a reason.
-
-use std::time::Duration;
+//! RabbitMQ plumbing shared by the services: connecting with backoff, declaring the topology
+//! (its names are `paysys_core::topology`), publishing persistent messages under publisher
+//! confirms, and dead-lettering with a reason.
 
 use lapin::Confirmation;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-
-use crate::topology::Topology;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use paysys_core::topology::{
+    DEAD_DECISIONS_ROUTING_KEY, DEAD_PAYMENTS_ROUTING_KEY, DECISION_ROUTING_KEY,
+    PAYMENT_ROUTING_KEY, Topology,
+};
+use paysys_runtime::backoff::{self, Retryable};
+use paysys_runtime::config::redact_url;
 
 /// Header carrying why a message was dead-lettered.
 pub const DEAD_LETTER_REASON_HEADER: &str = "x-paysys-reason";
@@ -28,40 +34,23 @@ pub enum PublishError {
     ConfirmsNotEnabled,
 }
 
-/// The URL with any password replaced, for logs and errors.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "<unparseable url>".into();
-    };
-    match rest.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_owned(),
-    }
-}
-
 /// Opens one connection; `name` shows in the RabbitMQ management UI.
 pub async fn connect(url: &str, name: &str) -> lapin::Result<Connection> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
     Connection::connect(url, properties).await
 }
 
-/// Connects, retrying with exponential backoff (100 ms doubling to 5 s) until it succeeds.
+/// Connects, retrying with [`backoff::policy`] (100 ms doubling to 5 s) until it succeeds.
 /// Services start in any order in a cluster, so an absent broker is a wait, not a crash.
 pub async fn connect_with_backoff(url: &str, name: &str) -> Connection {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match connect(url, name).await {
-            Ok(connection) => return connection,
-            Err(error) => {
-                tracing::warn!(url = %redact_url(url), %error, retry_in_ms = delay.as_millis() as u64, "RabbitMQ unreachable");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    (|| connect(url, name))
+        .retry(backoff::policy())
+        .sleep(tokio::time::sleep)
+        .notify(|error, wait| {
+            tracing::warn!(url = %redact_url(url), %error, retry_in_ms = wait.as_millis() as u64, "RabbitMQ unreachable");
+        })
+        .await
+        .expect("backoff::policy() never gives up")
 }
 
 /// Opens a channel with publisher confirms on and declares the topology.
@@ -73,8 +62,92 @@ pub async fn open_confirm_channel(
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    topology.declare(&channel).await?;
+    declare_topology(&channel, topology).await?;
     Ok(channel)
+}
+
+/// Declares every exchange, queue and binding. Safe to call repeatedly and concurrently.
+pub async fn declare_topology(channel: &Channel, topology: &Topology) -> lapin::Result<()> {
+    let durable_exchange = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    for exchange in [
+        &topology.payments_exchange,
+        &topology.decisions_exchange,
+        &topology.dead_letter_exchange,
+    ] {
+        channel
+            .exchange_declare(
+                exchange.as_str().into(),
+                ExchangeKind::Direct,
+                durable_exchange,
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    let queues = [
+        (
+            &topology.payments_queue,
+            &topology.payments_exchange,
+            PAYMENT_ROUTING_KEY,
+            Some(DEAD_PAYMENTS_ROUTING_KEY),
+        ),
+        (
+            &topology.decisions_queue,
+            &topology.decisions_exchange,
+            DECISION_ROUTING_KEY,
+            Some(DEAD_DECISIONS_ROUTING_KEY),
+        ),
+        (
+            &topology.payments_dead_queue,
+            &topology.dead_letter_exchange,
+            DEAD_PAYMENTS_ROUTING_KEY,
+            None,
+        ),
+        (
+            &topology.decisions_dead_queue,
+            &topology.dead_letter_exchange,
+            DEAD_DECISIONS_ROUTING_KEY,
+            None,
+        ),
+    ];
+    for (queue, exchange, routing_key, dead_letter_key) in queues {
+        let mut arguments = FieldTable::default();
+        if let Some(dead_letter_key) = dead_letter_key {
+            // A rejected message goes to the dead-letter exchange instead of vanishing;
+            // consumers normally dead-letter explicitly (with a reason header) and this is
+            // the safety net for anything rejected without one.
+            arguments.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(topology.dead_letter_exchange.as_str().into()),
+            );
+            arguments.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(dead_letter_key.into()),
+            );
+        }
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                arguments,
+            )
+            .await?;
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.as_str().into(),
+                routing_key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// Properties of every message paysys publishes: persistent JSON.
@@ -171,20 +244,5 @@ pub fn header_str(properties: &BasicProperties, name: &str) -> Option<String> {
         AMQPValue::LongString(s) => Some(s.to_string()),
         AMQPValue::ShortString(s) => Some(s.to_string()),
         _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact_url("amqp://guest:secret@rabbit:5672/%2f"),
-            "amqp://guest:***@rabbit:5672/%2f"
-        );
-        assert_eq!(redact_url("amqp://rabbit:5672"), "amqp://rabbit:5672");
-        assert_eq!(redact_url("nonsense"), "<unparseable url>");
     }
 }
