@@ -7,6 +7,7 @@
 
 pub mod envtest;
 pub mod pod_template;
+pub mod private_broker;
 mod proxy;
 
 use std::time::Duration;
