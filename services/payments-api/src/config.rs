@@ -171,7 +171,7 @@ mod tests {
     fn defaults_apply() {
         let config = Config::from_source(&BASE).unwrap();
         assert_eq!(config.port, 5000);
-        assert_eq!(config.topology.payments_queue, "paysys.payments");
+        assert_eq!(config.topology.payments_queue, "paysys.payments.v2");
         assert_eq!(config.limits.max_body_bytes, 16 * 1024);
     }
 

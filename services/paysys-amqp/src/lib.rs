@@ -9,12 +9,11 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use paysys_core::topology::{
-    DEAD_DECISIONS_ROUTING_KEY, DEAD_PAYMENTS_ROUTING_KEY, DECISION_ROUTING_KEY,
-    PAYMENT_ROUTING_KEY, Topology,
-};
+use paysys_core::topology::Topology;
 use paysys_runtime::backoff::{self, Retryable};
 use paysys_runtime::config::redact_url;
+
+pub mod legacy_queues;
 
 /// Header carrying why a message was dead-lettered.
 pub const DEAD_LETTER_REASON_HEADER: &str = "x-paysys-reason";
@@ -86,68 +85,62 @@ pub async fn declare_topology(channel: &Channel, topology: &Topology) -> lapin::
             )
             .await?;
     }
-    let queues = [
-        (
-            &topology.payments_queue,
-            &topology.payments_exchange,
-            PAYMENT_ROUTING_KEY,
-            Some(DEAD_PAYMENTS_ROUTING_KEY),
-        ),
-        (
-            &topology.decisions_queue,
-            &topology.decisions_exchange,
-            DECISION_ROUTING_KEY,
-            Some(DEAD_DECISIONS_ROUTING_KEY),
-        ),
-        (
-            &topology.payments_dead_queue,
-            &topology.dead_letter_exchange,
-            DEAD_PAYMENTS_ROUTING_KEY,
-            None,
-        ),
-        (
-            &topology.decisions_dead_queue,
-            &topology.dead_letter_exchange,
-            DEAD_DECISIONS_ROUTING_KEY,
-            None,
-        ),
-    ];
-    for (queue, exchange, routing_key, dead_letter_key) in queues {
-        let mut arguments = FieldTable::default();
-        if let Some(dead_letter_key) = dead_letter_key {
-            // A rejected message goes to the dead-letter exchange instead of vanishing;
-            // consumers normally dead-letter explicitly (with a reason header) and this is
-            // the safety net for anything rejected without one.
-            arguments.insert(
-                "x-dead-letter-exchange".into(),
-                AMQPValue::LongString(topology.dead_letter_exchange.as_str().into()),
-            );
-            arguments.insert(
-                "x-dead-letter-routing-key".into(),
-                AMQPValue::LongString(dead_letter_key.into()),
-            );
-        }
+    for (binding, dead_letter_key) in topology.queues() {
         channel
             .queue_declare(
-                queue.as_str().into(),
+                binding.queue.as_str().into(),
                 QueueDeclareOptions {
                     durable: true,
                     ..Default::default()
                 },
-                arguments,
+                queue_arguments(topology, dead_letter_key),
             )
             .await?;
         channel
             .queue_bind(
-                queue.as_str().into(),
-                exchange.as_str().into(),
-                routing_key.into(),
+                binding.queue.as_str().into(),
+                binding.exchange.as_str().into(),
+                binding.routing_key.into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
             .await?;
     }
     Ok(())
+}
+
+/// Arguments of a quorum queue; work queues (those with a dead-letter key) also get the
+/// delivery limit and safe dead-lettering.
+fn queue_arguments(topology: &Topology, dead_letter_key: Option<&str>) -> FieldTable {
+    let mut arguments = FieldTable::default();
+    let mut set = |key: &str, value: AMQPValue| {
+        arguments.insert(key.into(), value);
+    };
+    set("x-queue-type", AMQPValue::LongString("quorum".into()));
+    if let Some(dead_letter_key) = dead_letter_key {
+        // A message rejected without requeue, or delivered more than the limit, goes to the
+        // dead-letter exchange instead of vanishing. Consumers normally dead-letter
+        // explicitly (with a reason header); this is the safety net.
+        set(
+            "x-dead-letter-exchange",
+            AMQPValue::LongString(topology.dead_letter_exchange.as_str().into()),
+        );
+        set(
+            "x-dead-letter-routing-key",
+            AMQPValue::LongString(dead_letter_key.into()),
+        );
+        let limit = i32::try_from(topology.delivery_limit).unwrap_or(i32::MAX);
+        set("x-delivery-limit", AMQPValue::LongInt(limit));
+        // At-least-once: the broker keeps a dead letter until the dead-letter queue has
+        // confirmed it (the default, at-most-once, can drop it). It requires reject-publish
+        // overflow; no length limit is set, so nothing is ever rejected for it.
+        set(
+            "x-dead-letter-strategy",
+            AMQPValue::LongString("at-least-once".into()),
+        );
+        set("x-overflow", AMQPValue::LongString("reject-publish".into()));
+    }
+    arguments
 }
 
 /// Properties of every message paysys publishes: persistent JSON.
@@ -244,5 +237,32 @@ pub fn header_str(properties: &BasicProperties, name: &str) -> Option<String> {
         AMQPValue::LongString(s) => Some(s.to_string()),
         AMQPValue::ShortString(s) => Some(s.to_string()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod queue_argument_tests {
+    use super::*;
+    use paysys_core::topology::DEAD_PAYMENTS_ROUTING_KEY;
+
+    #[test]
+    fn work_queues_are_quorum_queues_with_a_delivery_limit_and_safe_dead_letters() {
+        let topology = Topology::new("t1");
+        let work = queue_arguments(&topology, Some(DEAD_PAYMENTS_ROUTING_KEY));
+        let work = work.inner();
+        let text = |value: &str| Some(AMQPValue::LongString(value.into()));
+        assert_eq!(work.get("x-queue-type").cloned(), text("quorum"));
+        assert_eq!(work.get("x-delivery-limit"), Some(&AMQPValue::LongInt(50)));
+        assert_eq!(
+            work.get("x-dead-letter-strategy").cloned(),
+            text("at-least-once")
+        );
+        assert_eq!(
+            work.get("x-dead-letter-exchange").cloned(),
+            text("t1.dead-letter")
+        );
+        let dead = queue_arguments(&topology, None);
+        assert_eq!(dead.inner().get("x-queue-type").cloned(), text("quorum"));
+        assert!(!dead.inner().contains_key("x-delivery-limit"));
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod envtest;
 pub mod pod_template;
+pub mod private_broker;
 mod proxy;
 
 use std::time::Duration;
@@ -141,15 +142,19 @@ impl TestBroker {
         }
     }
 
-    /// Deletes the test's queues and exchanges.
+    /// Deletes the test's queues (of both topology versions) and exchanges.
     pub async fn delete(&self, channel: &lapin::Channel) {
         let t = &self.topology;
+        let legacy = t.legacy_queues().map(|binding| binding.queue);
         for queue in [
             &t.payments_queue,
             &t.decisions_queue,
             &t.payments_dead_queue,
             &t.decisions_dead_queue,
-        ] {
+        ]
+        .into_iter()
+        .chain(&legacy)
+        {
             let _ = channel
                 .queue_delete(queue.as_str().into(), Default::default())
                 .await;

@@ -110,7 +110,7 @@ mod tests {
         let config = Config::from_source(&env(&[URL])).unwrap();
         assert_eq!(config.port, 8080);
         assert_eq!(config.prefetch, 200);
-        assert_eq!(config.topology.payments_queue, "paysys.payments");
+        assert_eq!(config.topology.payments_queue, "paysys.payments.v2");
         assert_eq!(config.decider, Decider::Rules(Box::default()));
         let printed = format!("{config:?}");
         assert!(!printed.contains("secret"), "{printed}");
@@ -128,7 +128,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(config.decider.rules_version(), "random:p=0.25:seed=7");
-        assert_eq!(config.topology.payments_queue, "t1.payments");
+        assert_eq!(config.topology.payments_queue, "t1.payments.v2");
         assert_eq!(config.prefetch, 150);
     }
 

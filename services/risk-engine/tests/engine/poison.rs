@@ -133,7 +133,7 @@ async fn a_refused_decision_is_never_acked_and_is_retried() {
         0,
         "nothing decided without a confirm"
     );
-    // Put the queue back: the requeued payment is retried and its decision lands.
+    // Put the queue back: the held payment's decision is published again and lands.
     paysys_amqp::declare_topology(&engine.channel, &topology)
         .await
         .unwrap();
