@@ -39,6 +39,9 @@ use crate::apply;
 use crate::controller::Scope;
 use crate::crd::PaymentSystem;
 use crate::error::Error;
+use crate::foreign::cnpg::Cluster;
+use crate::foreign::rabbitmq::RabbitmqCluster;
+use crate::foreign::{self, ForeignCrd};
 use crate::validate::Validated;
 
 /// What a type must be to serve as a child kind: a namespaced object with static type
@@ -112,7 +115,7 @@ macro_rules! child_kinds {
                 client: &Client,
                 config: watcher::Config,
             ) -> Controller<DeserializeGuard<PaymentSystem>> {
-                $( let controller = controller.owns(scope.api::<$kind>(client), config.clone()); )+
+                $( let controller = watch::<$kind>(controller, scope, client, config.clone()); )+
                 controller
             }
 
@@ -145,10 +148,30 @@ child_kinds! {
     persistent_volume_claims: PersistentVolumeClaim,
     /// Before the workloads, so no pod ever runs unprotected.
     network_policies: NetworkPolicy,
+    /// Servers run by other operators, before the services that connect to them. Optional
+    /// kinds: their CRDs may be absent (see [`crate::foreign`]).
+    cnpg_clusters: Cluster,
+    rabbitmq_clusters: RabbitmqCluster,
     services: Service,
     deployments: Deployment,
     /// Last, once there are pods to guard.
     pod_disruption_budgets: PodDisruptionBudget,
+}
+
+/// A built-in kind is watched as owned (a change reconciles the controlling `PaymentSystem`);
+/// a foreign kind through [`foreign::watch`], which survives its CRD being absent.
+fn watch<K: ChildKind>(
+    controller: Controller<DeserializeGuard<PaymentSystem>>,
+    scope: &Scope,
+    client: &Client,
+    config: watcher::Config,
+) -> Controller<DeserializeGuard<PaymentSystem>> {
+    if ForeignCrd::of_kind::<K>().is_some() {
+        let (stream, owner) = foreign::watch::<K>(scope, client, config);
+        controller.watches_stream(stream, owner)
+    } else {
+        controller.owns(scope.api::<K>(client), config)
+    }
 }
 
 fn names_of<K: Resource>(objects: &[K]) -> Vec<String> {

@@ -25,6 +25,7 @@ use crate::apply::{self, FIELD_MANAGER};
 use crate::build::{self, Children, payments_api};
 use crate::crd::{PaymentSystem, PaymentSystemStatus};
 pub use crate::error::Error;
+use crate::foreign;
 use crate::metrics::Metrics;
 use crate::status::{self, Conditions, Outcome};
 use crate::validate::{self, Auth};
@@ -141,6 +142,7 @@ async fn pipeline(ps: &PaymentSystem, ctx: &Context) -> Result<(), Error> {
     secrets.extend(apply::read_referenced_secrets(client, ps).await?);
     let system = validate::validate(ps, &secrets)?;
     let children = build::build(&system);
+    foreign::require_crds(client, &system).await?;
     let applied = children.apply(client, &system.namespace).await?;
     // The generated Secrets still wanted, and the API key always: it lives as long as the
     // `PaymentSystem`, so switching auth back and forth never changes the key clients hold.
@@ -156,6 +158,7 @@ async fn pipeline(ps: &PaymentSystem, ctx: &Context) -> Result<(), Error> {
     };
     let outcome = Outcome::Applied {
         deployments: &applied.deployments,
+        operated: &foreign::readiness(&applied.cnpg_clusters, &applied.rabbitmq_clusters),
         api_url: payments_api::in_cluster_url(&system),
         api_key_secret,
     };
@@ -330,7 +333,7 @@ fn systems_using(
         .filter(|guard| guard.meta().namespace == secret.metadata.namespace)
         .filter(|guard| match &guard.0 {
             Ok(ps) => {
-                validate::referenced_secrets(&ps.spec).contains(&name)
+                validate::referenced_secrets(ps).contains(&name)
                     || validate::generated_secrets(ps)
                         .iter()
                         .any(|(_, generated)| *generated == name)

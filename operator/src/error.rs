@@ -45,6 +45,23 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// A dependency is to be run by another operator whose CRD the cluster does not serve.
+    /// Nothing is applied; retried with backoff, so installing the operator is enough.
+    #[error(
+        "the CustomResourceDefinition {crd} is not installed: install {operator} first: {install}"
+    )]
+    CrdMissing {
+        crd: &'static str,
+        operator: &'static str,
+        install: &'static str,
+    },
+    /// Asking the API server whether a needed CRD is served failed.
+    #[error("checking whether {crd} is installed: {source}")]
+    CrdCheckFailed {
+        crd: &'static str,
+        #[source]
+        source: kube::Error,
+    },
     /// Writing the `PaymentSystem`'s status failed.
     #[error("writing the status: {0}")]
     StatusWriteFailed(#[source] kube::Error),
@@ -109,6 +126,21 @@ mod tests {
                 "PruneFailed",
             ),
             (Error::StatusWriteFailed(api_error()), "StatusWriteFailed"),
+            (
+                Error::CrdMissing {
+                    crd: "clusters.postgresql.cnpg.io",
+                    operator: "CloudNativePG",
+                    install: "kubectl apply ...",
+                },
+                "CrdMissing",
+            ),
+            (
+                Error::CrdCheckFailed {
+                    crd: "clusters.postgresql.cnpg.io",
+                    source: api_error(),
+                },
+                "CrdCheckFailed",
+            ),
             (Error::InvalidResource("bad".into()), "InvalidResource"),
             (
                 Error::Invalid(ValidationError::SecretNotFound("db".into())),

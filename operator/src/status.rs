@@ -14,7 +14,8 @@ use kube::ResourceExt;
 
 use crate::crd::{ComponentStatus, PaymentSystem, PaymentSystemStatus};
 use crate::error::Error;
-use crate::names::{Component, Names};
+use crate::foreign::Readiness;
+use crate::names::{Component, Names, Server};
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
@@ -224,6 +225,8 @@ pub enum Outcome<'a> {
     /// Children applied; here are the Deployments the API server returned.
     Applied {
         deployments: &'a [Deployment],
+        /// Servers run by other operators, as their status says.
+        operated: &'a [Readiness],
         api_url: String,
         api_key_secret: Option<String>,
     },
@@ -243,6 +246,7 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
     let conditions = match outcome {
         Outcome::Applied {
             deployments,
+            operated,
             api_url,
             api_key_secret,
         } => {
@@ -255,11 +259,22 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
             };
             status.payments_api = find(Component::PaymentsApi);
             status.risk_engine = find(Component::RiskEngine);
-            status.rabbitmq = find(Component::RabbitMq);
-            status.database = find(Component::Postgres);
+            let operated_status = |server: Server| {
+                operated
+                    .iter()
+                    .find(|readiness| readiness.server == server)
+                    .map(|readiness| ComponentStatus {
+                        desired_replicas: readiness.desired,
+                        ready_replicas: readiness.ready_replicas,
+                    })
+            };
+            status.rabbitmq =
+                find(Component::RabbitMq).or_else(|| operated_status(Server::RabbitMq));
+            status.database =
+                find(Component::Postgres).or_else(|| operated_status(Server::Postgres));
             status.api_url = Some(api_url.clone());
             status.api_key_secret = api_key_secret.clone();
-            applied(deployments)
+            applied(deployments, operated)
         }
         Outcome::Paused => Conditions::paused(
             previous
@@ -274,7 +289,7 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
 }
 
 /// The conditions after a successful apply: rolled out, or still waiting for some.
-fn applied(deployments: &[Deployment]) -> Conditions {
+fn applied(deployments: &[Deployment], operated: &[Readiness]) -> Conditions {
     let waiting: Vec<String> = deployments
         .iter()
         .filter(|deployment| !rolled_out(deployment))
@@ -287,6 +302,12 @@ fn applied(deployments: &[Deployment]) -> Conditions {
                 replicas.desired_replicas
             )
         })
+        .chain(
+            operated
+                .iter()
+                .filter(|readiness| !readiness.ready)
+                .map(|readiness| format!("{} ({})", readiness.object, readiness.detail)),
+        )
         .collect();
     if waiting.is_empty() {
         Conditions::rolled_out()
