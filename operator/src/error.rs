@@ -47,13 +47,10 @@ pub enum Error {
     },
     /// A dependency is to be run by another operator whose CRD the cluster does not serve.
     /// Nothing is applied; retried with backoff, so installing the operator is enough.
-    #[error(
-        "the CustomResourceDefinition {crd} is not installed: install {operator} first: {install}"
-    )]
+    #[error("not installed: {missing}")]
     CrdMissing {
-        crd: &'static str,
-        operator: &'static str,
-        install: &'static str,
+        /// Each missing CRD, the operator serving it and how to install that operator.
+        missing: String,
     },
     /// Asking the API server whether a needed CRD is served failed.
     #[error("checking whether {crd} is installed: {source}")]
@@ -128,9 +125,7 @@ mod tests {
             (Error::StatusWriteFailed(api_error()), "StatusWriteFailed"),
             (
                 Error::CrdMissing {
-                    crd: "clusters.postgresql.cnpg.io",
-                    operator: "CloudNativePG",
-                    install: "kubectl apply ...",
+                    missing: "clusters.postgresql.cnpg.io".into(),
                 },
                 "CrdMissing",
             ),

@@ -108,8 +108,10 @@ fn condition<'a>(conditions: &'a [ForeignCondition], type_: &str) -> Option<&'a 
     conditions.iter().find(|condition| condition.type_ == type_)
 }
 
-/// Checks that every CRD `system` needs is served, before anything is applied.
+/// Checks that every CRD `system` needs is served, before anything is applied; names every
+/// one that is not.
 pub async fn require_crds(client: &Client, system: &Validated) -> Result<(), Error> {
+    let mut missing = Vec::new();
     for server in system.operated_servers() {
         let crd = ForeignCrd::of(server.server);
         let group_version = format!("{}/{}", crd.group, crd.version);
@@ -127,14 +129,19 @@ pub async fn require_crds(client: &Client, system: &Validated) -> Result<(), Err
             }
         };
         if !served {
-            return Err(Error::CrdMissing {
-                crd: crd.name,
-                operator: crd.operator,
-                install: crd.install,
-            });
+            missing.push(format!(
+                "CustomResourceDefinition {} ({}); install it with: {}",
+                crd.name, crd.operator, crd.install
+            ));
         }
     }
-    Ok(())
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::CrdMissing {
+            missing: missing.join("; "),
+        })
+    }
 }
 
 /// A watch of the foreign kind `K` that survives its CRD being absent (it retries with
