@@ -167,8 +167,7 @@ fn watch<K: ChildKind>(
     config: watcher::Config,
 ) -> Controller<DeserializeGuard<PaymentSystem>> {
     if ForeignCrd::of_kind::<K>().is_some() {
-        let (stream, owner) = foreign::watch::<K>(scope, client, config);
-        controller.watches_stream(stream, owner)
+        foreign::watch::<K>(controller, scope, client, config)
     } else {
         controller.owns(scope.api::<K>(client), config)
     }

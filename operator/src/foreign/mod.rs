@@ -19,10 +19,9 @@ pub mod cnpg;
 pub mod rabbitmq;
 pub mod spec;
 
-use futures::{Stream, StreamExt};
 use kube::api::ApiResource;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 
@@ -144,27 +143,23 @@ pub async fn require_crds(client: &Client, system: &Validated) -> Result<(), Err
     }
 }
 
-/// A watch of the foreign kind `K` that survives its CRD being absent (it retries with
-/// backoff until the CRD is installed) and maps each object to the `PaymentSystem` named by
-/// its instance label, owned or not.
+/// Adds to `controller` a watch of the foreign kind `K` that survives its CRD being absent
+/// (it retries with backoff until the CRD is installed) and maps each object to the
+/// `PaymentSystem` named by its instance label, owned or not.
 pub fn watch<K: ChildKind>(
+    controller: Controller<DeserializeGuard<PaymentSystem>>,
     scope: &Scope,
     client: &Client,
     config: watcher::Config,
-) -> (
-    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-    impl Fn(K) -> Option<ObjectRef<DeserializeGuard<PaymentSystem>>> + Send + Sync + 'static,
-) {
+) -> Controller<DeserializeGuard<PaymentSystem>> {
     let stream = watcher(scope.api::<K>(client), config)
         .default_backoff()
-        .touched_objects()
-        .boxed();
-    let owner = |object: K| {
+        .touched_objects();
+    controller.watches_stream(stream, |object: K| {
         let instance = object.labels().get("app.kubernetes.io/instance")?.clone();
         let namespace = object.namespace()?;
         Some(ObjectRef::new(&instance).within(&namespace))
-    };
-    (stream, owner)
+    })
 }
 
 /// How ready an operated cluster is, from the status its operator wrote.
