@@ -186,3 +186,27 @@ fn exactly_one_way_per_dependency() {
         );
     }
 }
+
+#[test]
+fn the_production_example_uses_both_operators() {
+    let text = include_str!("../../examples/paymentsystem-production.yaml");
+    let mut ps: paysys_operator::crd::PaymentSystem =
+        serde_norway::from_str(text).expect("the example parses");
+    ps.metadata.namespace = Some("payments".into());
+    ps.metadata.uid = Some("0b7a3f4e-1111-2222-3333-444455556666".into());
+    let children = build(&validated(&ps, &[]));
+    assert_eq!(children.cnpg_clusters[0].spec.instances, 3);
+    assert_eq!(children.rabbitmq_clusters[0].spec.replicas, 3);
+    assert!(
+        children.cnpg_clusters[0]
+            .metadata
+            .owner_references
+            .is_none()
+    );
+    assert!(
+        children.rabbitmq_clusters[0]
+            .metadata
+            .owner_references
+            .is_none()
+    );
+}

@@ -290,6 +290,37 @@ async fn operated_clusters_are_created_wired_watched_and_kept_by_default() {
     );
 }
 
+#[tokio::test]
+async fn the_production_example_is_admitted_and_creates_both_clusters() {
+    let Some(env) = env("operated-example").await else {
+        return;
+    };
+    install_foreign_crds(&env.client).await;
+    let _operator = Operator::start(env.client.clone(), &env.namespace);
+    apply_system(
+        &env,
+        include_str!("../../../examples/paymentsystem-production.yaml"),
+    )
+    .await;
+    wait_condition(&env, "shop", "Degraded", "False", TIMEOUT).await;
+    let clusters: Api<Cluster> = Api::namespaced(env.client.clone(), &env.namespace);
+    let rabbits: Api<RabbitmqCluster> = Api::namespaced(env.client.clone(), &env.namespace);
+    assert_eq!(
+        clusters.get("shop-pg").await.unwrap().spec.storage.size,
+        "50Gi"
+    );
+    assert_eq!(
+        rabbits
+            .get("shop-mq")
+            .await
+            .unwrap()
+            .spec
+            .persistence
+            .storage,
+        "20Gi"
+    );
+}
+
 /// Runs alone (it removes CRDs every other test could use).
 #[tokio::test]
 async fn a_missing_crd_degrades_only_its_system_until_it_is_installed() {
