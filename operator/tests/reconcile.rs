@@ -186,6 +186,44 @@ async fn missing_user_secret_is_reported_not_retried_silently() {
     assert_eq!(finish(task).await.unwrap_err().reason(), "SecretNotFound");
 }
 
+/// The API server failing to answer discovery is its own reason, and nothing is applied.
+#[tokio::test]
+async fn a_failed_crd_check_is_reported_and_applies_nothing() {
+    let (mut server, _ctx, task) = start(system("database: {cloudNativePG: {}}"));
+    for name in ["shop-api-key", "shop-rabbitmq-credentials"] {
+        server
+            .expect(Method::GET, &format!("{CORE}/secrets/{name}"), |_| {
+                (200, existing_secret(name))
+            })
+            .await;
+    }
+    // CloudNativePG's Secret does not exist yet: read, absent, and no error.
+    server
+        .expect(Method::GET, &format!("{CORE}/secrets/shop-pg-app"), |_| {
+            not_found()
+        })
+        .await;
+    server
+        .expect(Method::GET, "/apis/postgresql.cnpg.io/v1", |_| {
+            server_error()
+        })
+        .await;
+    let status = expect_status(&mut server).await;
+    assert_condition(&status, "Degraded", "True", "CrdCheckFailed");
+    assert!(
+        condition(&status, "Degraded")["message"]
+            .as_str()
+            .unwrap()
+            .contains("clusters.postgresql.cnpg.io")
+    );
+    let event = server
+        .expect(Method::POST, EVENTS, |seen| (201, seen.body.clone()))
+        .await;
+    assert_eq!(event.body["reason"], "CrdCheckFailed");
+    server.expect_silence().await;
+    assert_eq!(finish(task).await.unwrap_err().reason(), "CrdCheckFailed");
+}
+
 #[tokio::test]
 async fn invalid_spec_creates_nothing() {
     let (mut server, _ctx, task) = start(system("paymentsApi: {replicas: -2}"));
