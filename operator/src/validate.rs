@@ -473,8 +473,9 @@ fn connection(
                 key: external.key.clone(),
             })
         }
+        // Unreachable after `check_spec`, which names the dependency's three ways.
         _ => Err(invalid(format!(
-            "{}: set exactly one of managed or external",
+            "{}: set exactly one way to provide it",
             server.component().name()
         ))),
     }

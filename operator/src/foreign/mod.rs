@@ -322,3 +322,88 @@ impl Operated {
         (&self.secret, self.key)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(instances: i32, status: serde_json::Value) -> cnpg::Cluster {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
+            "metadata": {"name": "shop-pg"},
+            "spec": {"instances": instances, "storage": {"size": "1Gi"}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn rabbit(conditions: serde_json::Value) -> rabbitmq::RabbitmqCluster {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "rabbitmq.com/v1beta1", "kind": "RabbitmqCluster",
+            "metadata": {"name": "shop-mq"},
+            "spec": {"replicas": 3, "persistence": {"storage": "10Gi"}},
+            "status": {"conditions": conditions},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_cnpg_cluster_is_ready_with_its_condition_and_every_instance() {
+        let ready = serde_json::json!([{"type": "Ready", "status": "True"}]);
+        let healthy = cluster(
+            3,
+            serde_json::json!({"readyInstances": 3, "conditions": ready}),
+        );
+        assert!(cnpg_readiness(&healthy).ready);
+        let short = cluster(
+            3,
+            serde_json::json!({"readyInstances": 2, "conditions": ready,
+            "phase": "Waiting for the instances to become active"}),
+        );
+        let short = cnpg_readiness(&short);
+        assert!(!short.ready);
+        assert_eq!(
+            short.detail,
+            "phase \"Waiting for the instances to become active\", 2/3 instances ready"
+        );
+        let silent = cnpg_readiness(&cluster(3, serde_json::json!({})));
+        assert!(!silent.ready);
+        assert_eq!(silent.detail, NO_STATUS);
+    }
+
+    #[test]
+    fn a_rabbitmq_cluster_is_ready_when_all_replicas_are_and_its_operator_succeeded() {
+        let ready = rabbit(serde_json::json!([
+            {"type": "AllReplicasReady", "status": "True"},
+            {"type": "ReconcileSuccess", "status": "True"},
+        ]));
+        assert_eq!(rabbitmq_readiness(&ready).ready_replicas, 3);
+        let failing = rabbitmq_readiness(&rabbit(serde_json::json!([
+            {"type": "AllReplicasReady", "status": "True"},
+            {"type": "ReconcileSuccess", "status": "False", "message": "quota"},
+        ])));
+        assert!(!failing.ready);
+        assert_eq!(failing.detail, "ReconcileSuccess is False: quota");
+        let starting = rabbitmq_readiness(&rabbit(serde_json::json!([
+            {"type": "AllReplicasReady", "status": "False"},
+        ])));
+        assert_eq!((starting.ready, starting.ready_replicas), (false, 0));
+        assert_eq!(
+            rabbitmq_readiness(&rabbit(serde_json::json!([]))).detail,
+            NO_STATUS
+        );
+    }
+
+    #[test]
+    fn only_the_foreign_kinds_are_foreign() {
+        assert_eq!(ForeignCrd::of_kind::<cnpg::Cluster>(), Some(CLOUDNATIVE_PG));
+        assert_eq!(
+            ForeignCrd::of_kind::<rabbitmq::RabbitmqCluster>(),
+            Some(RABBITMQ_CLUSTER_OPERATOR)
+        );
+        assert_eq!(
+            ForeignCrd::of_kind::<k8s_openapi::api::core::v1::Service>(),
+            None
+        );
+    }
+}
