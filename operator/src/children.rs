@@ -25,6 +25,7 @@ use std::fmt::Debug;
 use futures::future::BoxFuture;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -154,8 +155,10 @@ child_kinds! {
     rabbitmq_clusters: RabbitmqCluster,
     services: Service,
     deployments: Deployment,
-    /// Last, once there are pods to guard.
+    /// Once there are pods to guard.
     pod_disruption_budgets: PodDisruptionBudget,
+    /// After the Deployments they scale (an autoscaler of a missing target only complains).
+    horizontal_pod_autoscalers: HorizontalPodAutoscaler,
 }
 
 /// A built-in kind is watched as owned (a change reconciles the controlling `PaymentSystem`);

@@ -27,7 +27,9 @@ use crate::crd::{PaymentSystem, PaymentSystemStatus};
 pub use crate::error::Error;
 use crate::foreign;
 use crate::metrics::Metrics;
+use crate::replicas;
 use crate::status::{self, Conditions, Outcome};
+use crate::storage::{self, Ephemeral, Storage};
 use crate::validate::{self, Auth};
 
 /// How often a healthy system is reconciled anyway, to undo drift nobody was told about.
@@ -140,9 +142,12 @@ async fn pipeline(ps: &PaymentSystem, ctx: &Context) -> Result<(), Error> {
     validate::check(ps)?;
     let mut secrets = apply::ensure_generated_secrets(client, ps).await?;
     secrets.extend(apply::read_referenced_secrets(client, ps).await?);
-    let system = validate::validate(ps, &secrets)?;
+    let on_empty_dir = storage::servers_on_empty_dir(client, ps).await?;
+    let system = validate::validate_observed(ps, &secrets, &on_empty_dir)?;
     let children = build::build(&system);
+    // Before anything is written: a missing CRD leaves the system untouched (CrdMissing).
     foreign::require_crds(client, &system).await?;
+    replicas::hand_over(client, &system).await?;
     let applied = children.apply(client, &system.namespace).await?;
     // The generated Secrets still wanted, and the API key always: it lives as long as the
     // `PaymentSystem`, so switching auth back and forth never changes the key clients hold.
@@ -156,13 +161,50 @@ async fn pipeline(ps: &PaymentSystem, ctx: &Context) -> Result<(), Error> {
         Auth::Generated { secret_name } => Some(secret_name.clone()),
         Auth::User { .. } => None,
     };
+    let ephemeral: Vec<(String, Ephemeral)> = system
+        .managed_servers()
+        .filter_map(|server| match server.storage {
+            Storage::Ephemeral(why) => {
+                Some((system.names.workload(server.server.component()), why))
+            }
+            Storage::Claim { .. } => None,
+        })
+        .collect();
+    warn_if_newly_ephemeral(ctx, ps, &ephemeral).await;
     let outcome = Outcome::Applied {
         deployments: &applied.deployments,
         operated: &foreign::readiness(&applied.cnpg_clusters, &applied.rabbitmq_clusters),
+        ephemeral: &ephemeral,
         api_url: payments_api::in_cluster_url(&system),
         api_key_secret,
     };
     write_status(ctx, ps, &outcome).await
+}
+
+/// A Warning Event when a managed server starts keeping its data in an emptyDir, or says so
+/// for another reason (the `Durable` condition changes to `False` or changes its reason), so
+/// `kubectl get events` shows the risk once per change rather than at every reconcile.
+async fn warn_if_newly_ephemeral(
+    ctx: &Context,
+    ps: &PaymentSystem,
+    ephemeral: &[(String, Ephemeral)],
+) {
+    let Some((why, message)) = crate::storage::warning(ephemeral) else {
+        return;
+    };
+    let previous = ps
+        .status
+        .iter()
+        .flat_map(|status| &status.conditions)
+        .find(|condition| condition.type_ == status::DURABLE);
+    let told = previous.is_some_and(|condition| {
+        condition.status == "False"
+            && condition.reason == why.reason()
+            && condition.message == status::truncate(&message, status::MAX_MESSAGE)
+    });
+    if !told {
+        warn_event(ctx, &ps.object_ref(&()), why.reason(), &message).await;
+    }
 }
 
 /// Writes the status `outcome` implies, unless it is already there (no write, no event, no
@@ -214,10 +256,20 @@ async fn publish(
     reference: &k8s_openapi::api::core::v1::ObjectReference,
     error: &Error,
 ) {
+    warn_event(ctx, reference, error.reason(), &error.to_string()).await;
+}
+
+/// Best effort: a Warning Event `reason` on `reference`.
+async fn warn_event(
+    ctx: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    reason: &str,
+    note: &str,
+) {
     let event = Event {
         type_: EventType::Warning,
-        reason: error.reason().into(),
-        note: Some(status::truncate(&error.to_string(), status::MAX_MESSAGE)),
+        reason: reason.into(),
+        note: Some(status::truncate(note, status::MAX_MESSAGE)),
         action: "Reconcile".into(),
         secondary: None,
     };

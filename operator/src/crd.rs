@@ -155,11 +155,15 @@ impl PullPolicy {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PaymentsApiSpec {
-    /// Number of pods; more than one also gets a PodDisruptionBudget.
+    /// Number of pods; more than one also gets a PodDisruptionBudget. Ignored with
+    /// `autoscaling`.
     #[schemars(extend("x-kubernetes-validations" = [
         {"rule": "self >= 0", "message": "paymentsApi.replicas must be >= 0"}
     ]))]
     pub replicas: i32,
+    /// A HorizontalPodAutoscaler owns the number of pods instead of `replicas`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
     /// Full image reference overriding `<image.repository>/payments-api:<image.tag>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
@@ -191,6 +195,7 @@ impl Default for PaymentsApiSpec {
     fn default() -> Self {
         Self {
             replicas: 2,
+            autoscaling: None,
             image: None,
             resources: None,
             service: ServiceSpec::default(),
@@ -301,11 +306,15 @@ impl JwtAlgorithm {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct RiskEngineSpec {
-    /// Number of consumer pods; more than one also gets a PodDisruptionBudget.
+    /// Number of consumer pods; more than one also gets a PodDisruptionBudget. Ignored with
+    /// `autoscaling`.
     #[schemars(extend("x-kubernetes-validations" = [
         {"rule": "self >= 0", "message": "riskEngine.replicas must be >= 0"}
     ]))]
     pub replicas: i32,
+    /// A HorizontalPodAutoscaler owns the number of pods instead of `replicas`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
     /// Full image reference overriding `<image.repository>/risk-engine:<image.tag>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
@@ -336,6 +345,7 @@ impl Default for RiskEngineSpec {
     fn default() -> Self {
         Self {
             replicas: 1,
+            autoscaling: None,
             image: None,
             resources: None,
             mode: RiskMode::Rules,
@@ -449,17 +459,22 @@ pub struct ManagedSpec {
     /// CPU and memory; defaults to requests 100m/256Mi and a 1Gi memory limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// Keep the data on a PersistentVolumeClaim; without it data lives in an emptyDir and is
-    /// lost when the pod is replaced.
+    /// Where the data lives. Absent: a 1Gi PersistentVolumeClaim, except for a server that
+    /// already runs on an emptyDir (created before 0.2.0), which keeps it and is flagged
+    /// (see docs/production.md, "Upgrading from the emptyDir default").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageSpec>,
 }
 
-/// A PersistentVolumeClaim for a managed server's data.
+/// A managed server's data: a PersistentVolumeClaim, or with `ephemeral: true` an emptyDir
+/// that is lost whenever the pod is replaced (development only).
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!self.ephemeral || !has(self.storageClassName)", "message": "storage.ephemeral keeps no volume: remove storage.storageClassName"}
+]))]
 pub struct StorageSpec {
-    /// Requested size, e.g. `10Gi`.
+    /// Requested size, e.g. `10Gi` (ignored when `ephemeral`).
     #[serde(default = "default_storage_size")]
     #[schemars(extend("x-kubernetes-validations" = [
         {"rule": "self.matches('^[0-9]+(\\\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$')", "message": "storage.size must be a quantity such as 10Gi"}
@@ -471,6 +486,21 @@ pub struct StorageSpec {
         {"rule": "self == oldSelf", "message": "storage.storageClassName is immutable"}
     ]))]
     pub storage_class_name: Option<String>,
+    /// Keep the data in an emptyDir instead: every restart elsewhere, eviction or upgrade of
+    /// the pod loses every payment or queued message. For development; the status says so.
+    #[serde(default)]
+    pub ephemeral: bool,
+}
+
+impl StorageSpec {
+    /// `storage: {ephemeral: true}`.
+    pub fn ephemeral() -> Self {
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+            ephemeral: true,
+        }
+    }
 }
 
 fn default_storage_size() -> String {
@@ -493,6 +523,39 @@ pub struct ExternalSpec {
 
 fn default_url_key() -> String {
     "url".into()
+}
+
+/// A HorizontalPodAutoscaler (`autoscaling/v2`) on CPU: it owns the Deployment's replica
+/// count, which the operator then stops writing.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.minReplicas <= self.maxReplicas", "message": "autoscaling.minReplicas must be <= autoscaling.maxReplicas"}
+]))]
+pub struct AutoscalingSpec {
+    /// Fewest pods; more than one also gets a PodDisruptionBudget.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self >= 1", "message": "autoscaling.minReplicas must be >= 1"}
+    ]))]
+    pub min_replicas: i32,
+    /// Most pods.
+    pub max_replicas: i32,
+    /// Average CPU use, in percent of the pods' CPU request, the autoscaler keeps them at.
+    #[serde(default = "default_target_cpu")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self >= 1 && self <= 100", "message": "autoscaling.targetCPUUtilizationPercentage must be between 1 and 100"}
+    ]))]
+    #[serde(rename = "targetCPUUtilizationPercentage")]
+    pub target_cpu_utilization_percentage: i32,
+}
+
+fn default_min_replicas() -> i32 {
+    2
+}
+
+fn default_target_cpu() -> i32 {
+    70
 }
 
 /// NetworkPolicies: only the API and the risk engine reach RabbitMQ, only the API reaches

@@ -28,6 +28,21 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Reading a managed server's Deployment, to tell whether it still runs on the emptyDir
+    /// of releases before 0.2.0, failed.
+    #[error("reading Deployment {name} to find its storage: {source}")]
+    StorageReadFailed {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Handing a Deployment's replica count over to its HorizontalPodAutoscaler failed.
+    #[error("handing the replicas of Deployment {name} over to its autoscaler: {source}")]
+    ReplicasHandoverFailed {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     /// Server-side applying a child failed.
     #[error("applying {kind} {name}: {source}")]
     ApplyFailed {
@@ -121,6 +136,20 @@ mod tests {
                     source: api_error(),
                 },
                 "PruneFailed",
+            ),
+            (
+                Error::StorageReadFailed {
+                    name: "shop-postgresql".into(),
+                    source: api_error(),
+                },
+                "StorageReadFailed",
+            ),
+            (
+                Error::ReplicasHandoverFailed {
+                    name: "shop-payments-api".into(),
+                    source: api_error(),
+                },
+                "ReplicasHandoverFailed",
             ),
             (Error::StatusWriteFailed(api_error()), "StatusWriteFailed"),
             (

@@ -19,7 +19,9 @@ pub mod http;
 pub mod metrics;
 pub mod names;
 pub mod rbac;
+pub mod replicas;
 pub mod status;
+pub mod storage;
 pub mod validate;
 pub mod yaml;
 

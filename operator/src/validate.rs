@@ -14,11 +14,12 @@ use kube::Resource;
 use kube::ResourceExt;
 
 use crate::crd::{
-    ExternalSpec, JwtAlgorithm, JwtSpec, ManagedSpec, PaymentSystem, PaymentSystemSpec, PullPolicy,
-    RiskMode, ServiceType, StorageSpec,
+    AutoscalingSpec, ExternalSpec, JwtAlgorithm, JwtSpec, ManagedSpec, PaymentSystem,
+    PaymentSystemSpec, PullPolicy, RiskMode, ServiceType,
 };
 pub use crate::foreign::Operated;
 use crate::names::{GeneratedSecret, MAX_INSTANCE_NAME, Names, Server, Workload};
+use crate::storage::{self, Storage};
 
 /// Default images of the managed dependencies, pinned so an operator upgrade is the only thing
 /// that changes them.
@@ -102,7 +103,7 @@ pub struct ManagedServer {
     pub server: Server,
     pub image: String,
     pub resources: ResourceRequirements,
-    pub storage: Option<StorageSpec>,
+    pub storage: Storage,
     pub credentials_secret: String,
 }
 
@@ -181,11 +182,32 @@ impl Validated {
             .filter_map(Connection::operated)
     }
 
-    /// The pods of a paysys service.
-    pub fn replicas(&self, workload: Workload) -> i32 {
+    /// The autoscaler of a paysys service, if it has one.
+    pub fn autoscaling(&self, workload: Workload) -> Option<&AutoscalingSpec> {
         match workload {
+            Workload::PaymentsApi => self.payments_api.autoscaling.as_ref(),
+            Workload::RiskEngine => self.risk_engine.autoscaling.as_ref(),
+        }
+    }
+
+    /// The replica count the operator writes into a paysys service's Deployment: none when
+    /// its autoscaler owns it.
+    pub fn fixed_replicas(&self, workload: Workload) -> Option<i32> {
+        if self.autoscaling(workload).is_some() {
+            return None;
+        }
+        Some(match workload {
             Workload::PaymentsApi => self.payments_api.replicas,
             Workload::RiskEngine => self.risk_engine.replicas,
+        })
+    }
+
+    /// The fewest pods a paysys service runs (while it runs at all): what its disruption
+    /// budget protects.
+    pub fn min_replicas(&self, workload: Workload) -> i32 {
+        match self.autoscaling(workload) {
+            Some(autoscaling) => autoscaling.min_replicas,
+            None => self.fixed_replicas(workload).unwrap_or(0),
         }
     }
 }
@@ -196,6 +218,7 @@ pub struct PaymentsApi {
     pub image: String,
     pub resources: ResourceRequirements,
     pub replicas: i32,
+    pub autoscaling: Option<AutoscalingSpec>,
     pub service_type: ServiceType,
     pub service_port: i32,
     pub max_amount: Option<String>,
@@ -211,6 +234,7 @@ pub struct RiskEngine {
     pub image: String,
     pub resources: ResourceRequirements,
     pub replicas: i32,
+    pub autoscaling: Option<AutoscalingSpec>,
     pub mode: RiskMode,
     pub approval_probability: f64,
     pub prefetch: Option<i32>,
@@ -265,8 +289,19 @@ pub fn referenced_secrets(ps: &PaymentSystem) -> Vec<String> {
     names
 }
 
-/// Checks `ps` against itself and the Secrets read from the cluster.
+/// Checks `ps` against itself and the Secrets read from the cluster, for a system none of
+/// whose managed servers runs on the emptyDir of releases before 0.2.0.
 pub fn validate(ps: &PaymentSystem, secrets: &SecretData) -> Result<Validated, ValidationError> {
+    validate_observed(ps, secrets, &[])
+}
+
+/// [`validate`], where the managed servers `on_empty_dir` (see
+/// [`storage::servers_on_empty_dir`]) keep their emptyDir when the spec sets no storage.
+pub fn validate_observed(
+    ps: &PaymentSystem,
+    secrets: &SecretData,
+    on_empty_dir: &[Server],
+) -> Result<Validated, ValidationError> {
     let name = ps.name_any();
     check_spec(&name, &ps.spec)?;
     let namespace = ps
@@ -286,6 +321,7 @@ pub fn validate(ps: &PaymentSystem, secrets: &SecretData) -> Result<Validated, V
             Server::RabbitMq,
             (&spec.rabbitmq.managed, &spec.rabbitmq.external),
             secrets,
+            on_empty_dir,
         )?,
     };
     let database = match &spec.database.cloud_native_pg {
@@ -295,6 +331,7 @@ pub fn validate(ps: &PaymentSystem, secrets: &SecretData) -> Result<Validated, V
             Server::Postgres,
             (&spec.database.managed, &spec.database.external),
             secrets,
+            on_empty_dir,
         )?,
     };
     let auth = auth(&names, spec, secrets)?;
@@ -312,17 +349,34 @@ pub fn validate(ps: &PaymentSystem, secrets: &SecretData) -> Result<Validated, V
         .collect();
     let api = &spec.payments_api;
     let risk = &spec.risk_engine;
+    let api_resources = api
+        .resources
+        .clone()
+        .unwrap_or_else(|| resources("100m", "128Mi", "512Mi"));
+    let risk_resources = risk
+        .resources
+        .clone()
+        .unwrap_or_else(|| resources("100m", "64Mi", "256Mi"));
+    for (field, autoscaling, resources) in [
+        ("paymentsApi", &api.autoscaling, &api_resources),
+        ("riskEngine", &risk.autoscaling, &risk_resources),
+    ] {
+        if autoscaling.is_some() && !requests_cpu(resources) {
+            return Err(invalid(format!(
+                "{field}.autoscaling targets CPU use relative to the CPU request, but \
+                 {field}.resources requests no cpu"
+            )));
+        }
+    }
     Ok(Validated {
         payments_api: PaymentsApi {
             image: api
                 .image
                 .clone()
                 .unwrap_or_else(|| service_image(spec, Workload::PaymentsApi)),
-            resources: api
-                .resources
-                .clone()
-                .unwrap_or_else(|| resources("100m", "128Mi", "512Mi")),
+            resources: api_resources,
             replicas: api.replicas,
+            autoscaling: api.autoscaling.clone(),
             service_type: api.service.type_,
             service_port: api.service.port,
             max_amount: api.max_amount.clone(),
@@ -339,11 +393,9 @@ pub fn validate(ps: &PaymentSystem, secrets: &SecretData) -> Result<Validated, V
                 .image
                 .clone()
                 .unwrap_or_else(|| service_image(spec, Workload::RiskEngine)),
-            resources: risk
-                .resources
-                .clone()
-                .unwrap_or_else(|| resources("100m", "64Mi", "256Mi")),
+            resources: risk_resources,
             replicas: risk.replicas,
+            autoscaling: risk.autoscaling.clone(),
             mode: risk.mode,
             approval_probability: risk.approval_probability,
             prefetch: risk.prefetch,
@@ -386,6 +438,42 @@ fn check_spec(name: &str, spec: &PaymentSystemSpec) -> Result<(), ValidationErro
     ] {
         if replicas < 0 {
             return Err(invalid(format!("{field} must be >= 0")));
+        }
+    }
+    for (field, autoscaling) in [
+        ("paymentsApi", &spec.payments_api.autoscaling),
+        ("riskEngine", &spec.risk_engine.autoscaling),
+    ] {
+        let Some(autoscaling) = autoscaling else {
+            continue;
+        };
+        if autoscaling.min_replicas < 1 {
+            return Err(invalid(format!(
+                "{field}.autoscaling.minReplicas must be >= 1"
+            )));
+        }
+        if autoscaling.min_replicas > autoscaling.max_replicas {
+            return Err(invalid(format!(
+                "{field}.autoscaling.minReplicas must be <= {field}.autoscaling.maxReplicas"
+            )));
+        }
+        if !(1..=100).contains(&autoscaling.target_cpu_utilization_percentage) {
+            return Err(invalid(format!(
+                "{field}.autoscaling.targetCPUUtilizationPercentage must be between 1 and 100"
+            )));
+        }
+    }
+    for (field, managed) in [
+        ("rabbitmq", &spec.rabbitmq.managed),
+        ("database", &spec.database.managed),
+    ] {
+        if let Some(storage) = managed.as_ref().and_then(|m| m.storage.as_ref())
+            && storage.ephemeral
+            && storage.storage_class_name.is_some()
+        {
+            return Err(invalid(format!(
+                "{field}.managed.storage.ephemeral keeps no volume: remove storageClassName"
+            )));
         }
     }
     let probability = spec.risk_engine.approval_probability;
@@ -432,6 +520,16 @@ fn is_positive_decimal(amount: &str) -> bool {
     well_formed && amount.bytes().any(|b| (b'1'..=b'9').contains(&b))
 }
 
+/// `resources` requests some CPU (what an autoscaler's utilisation is relative to); `0`,
+/// `0m` or `0.0` is no request.
+fn requests_cpu(resources: &ResourceRequirements) -> bool {
+    resources
+        .requests
+        .as_ref()
+        .and_then(|requests| requests.get("cpu"))
+        .is_some_and(|cpu| !cpu.0.trim_start_matches(['0', '.', 'm']).is_empty())
+}
+
 fn service_image(spec: &PaymentSystemSpec, workload: Workload) -> String {
     let repository = spec.image.repository.trim_end_matches('/');
     format!(
@@ -463,9 +561,15 @@ fn connection(
     server: Server,
     dependency: (&Option<ManagedSpec>, &Option<ExternalSpec>),
     secrets: &SecretData,
+    on_empty_dir: &[Server],
 ) -> Result<Connection, ValidationError> {
     match dependency {
-        (Some(managed), None) => Ok(Connection::Managed(managed_server(names, server, managed))),
+        (Some(managed), None) => Ok(Connection::Managed(managed_server(
+            names,
+            server,
+            managed,
+            on_empty_dir.contains(&server),
+        ))),
         (None, Some(external)) => {
             require_key(secrets, &external.secret_name, &external.key)?;
             Ok(Connection::External {
@@ -481,7 +585,12 @@ fn connection(
     }
 }
 
-fn managed_server(names: &Names, server: Server, managed: &ManagedSpec) -> ManagedServer {
+fn managed_server(
+    names: &Names,
+    server: Server,
+    managed: &ManagedSpec,
+    on_empty_dir: bool,
+) -> ManagedServer {
     let default_image = match server {
         Server::RabbitMq => RABBITMQ_IMAGE,
         Server::Postgres => POSTGRES_IMAGE,
@@ -496,7 +605,7 @@ fn managed_server(names: &Names, server: Server, managed: &ManagedSpec) -> Manag
             .resources
             .clone()
             .unwrap_or_else(|| resources("100m", "256Mi", "1Gi")),
-        storage: managed.storage.clone(),
+        storage: storage::resolve(managed.storage.as_ref(), on_empty_dir),
         credentials_secret: names.credentials(server),
     }
 }

@@ -211,9 +211,37 @@ fn field_rules_refuse_bad_values() {
             json!({"database": {"managed": {"storage": {"size": "ten gigs"}}}}),
             "storage.size must be a quantity such as 10Gi",
         ),
+        (
+            json!({"rabbitmq": {"managed": {"storage": {"ephemeral": true, "storageClassName": "fast"}}}}),
+            "storage.ephemeral keeps no volume: remove storage.storageClassName",
+        ),
+        (
+            json!({"paymentsApi": {"autoscaling": {"minReplicas": 4, "maxReplicas": 3}}}),
+            "autoscaling.minReplicas must be <= autoscaling.maxReplicas",
+        ),
+        (
+            json!({"riskEngine": {"autoscaling": {"minReplicas": 0, "maxReplicas": 3}}}),
+            "autoscaling.minReplicas must be >= 1",
+        ),
+        (
+            json!({"paymentsApi": {"autoscaling": {"maxReplicas": 3, "targetCPUUtilizationPercentage": 120}}}),
+            "autoscaling.targetCPUUtilizationPercentage must be between 1 and 100",
+        ),
     ];
     for (spec, message) in cases {
         assert_eq!(violations(spec.clone()), [message], "{spec}");
+    }
+}
+
+#[test]
+fn ephemeral_storage_and_autoscaling_with_defaults_are_valid() {
+    for spec in [
+        json!({"rabbitmq": {"managed": {"storage": {"ephemeral": true}}}}),
+        json!({"database": {"managed": {"storage": {"ephemeral": false, "storageClassName": "fast"}}}}),
+        json!({"paymentsApi": {"autoscaling": {"maxReplicas": 2}}}),
+        json!({"riskEngine": {"autoscaling": {"minReplicas": 1, "maxReplicas": 1, "targetCPUUtilizationPercentage": 100}}}),
+    ] {
+        assert_eq!(violations(spec.clone()), Vec::<String>::new(), "{spec}");
     }
 }
 
@@ -240,7 +268,11 @@ fn storage_class_cannot_change_after_creation() {
 /// The files under `examples/` pass the CRD's rules and the operator's own checks.
 #[test]
 fn committed_examples_are_valid() {
-    for file in ["paymentsystem-minimal.yaml", "paymentsystem-full.yaml"] {
+    for file in [
+        "paymentsystem-minimal.yaml",
+        "paymentsystem-full.yaml",
+        "paymentsystem-dev.yaml",
+    ] {
         let path = format!("{}/../examples/{file}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap();
         let mut object: Value = serde_norway::from_str(&text).unwrap();

@@ -4,6 +4,7 @@
 //! the same objects (server-side apply then has nothing to change) and every builder can be
 //! tested from a small YAML resource. One module per kind of child.
 
+mod autoscaling;
 mod config_map;
 mod managed;
 pub mod meta;
@@ -40,6 +41,7 @@ pub fn build(system: &Validated) -> Children {
     children.deployments.push(payments_api::deployment(system));
     children.deployments.push(risk_engine::deployment(system));
     children.pod_disruption_budgets = pdb::build(system);
+    children.horizontal_pod_autoscalers = autoscaling::build(system);
     if system.network_policies {
         children.network_policies = network_policy::build(system);
     }

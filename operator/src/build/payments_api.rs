@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::meta;
 use super::pod::{self, Rollout, SERVICE_UID};
-use crate::names::Component;
+use crate::names::{Component, Workload};
 use crate::validate::{
     AUTH_API_KEYS, AUTH_JWT_PUBLIC_KEY, AUTH_JWT_SECRET, Auth, GENERATED_API_KEYS_FILE, Validated,
 };
@@ -45,7 +45,7 @@ pub fn deployment(system: &Validated) -> Deployment {
     pod::deployment(
         system,
         component,
-        api.replicas,
+        system.fixed_replicas(Workload::PaymentsApi),
         Rollout::Surge,
         hash,
         pod::pod_spec(system, SERVICE_UID, vec![container], volumes),

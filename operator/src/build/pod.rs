@@ -143,11 +143,13 @@ pub enum Rollout {
 }
 
 /// A Deployment of `replicas` pods running `pod`, with the configuration hash on the
-/// template so a change to the Secrets/ConfigMaps it reads rolls the pods.
+/// template so a change to the Secrets/ConfigMaps it reads rolls the pods. `replicas` is
+/// `None` when an autoscaler owns the count: the field is then left out of the apply, so the
+/// operator never owns it (see [`crate::replicas`]).
 pub fn deployment(
     system: &Validated,
     component: Component,
-    replicas: i32,
+    replicas: Option<i32>,
     rollout: Rollout,
     config_hash: String,
     pod: PodSpec,
@@ -170,7 +172,7 @@ pub fn deployment(
     Deployment {
         metadata: meta::object_meta(system, component, system.names.workload(component)),
         spec: DeploymentSpec {
-            replicas: Some(replicas),
+            replicas,
             revision_history_limit: Some(3),
             selector: meta::selector(&system.names, component),
             strategy: Some(strategy),

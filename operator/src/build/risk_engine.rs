@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, ContainerPort, EnvVar, V
 use super::config_map::RULES_KEY;
 use super::meta;
 use super::pod::{self, Rollout, SERVICE_UID};
-use crate::names::Component;
+use crate::names::{Component, Workload};
 use crate::validate::Validated;
 
 /// Port of the risk engine's health and metrics endpoints (`PORT`).
@@ -45,7 +45,7 @@ pub fn deployment(system: &Validated) -> Deployment {
     pod::deployment(
         system,
         component,
-        risk.replicas,
+        system.fixed_replicas(Workload::RiskEngine),
         Rollout::Surge,
         hash,
         pod::pod_spec(system, SERVICE_UID, vec![container], volumes),

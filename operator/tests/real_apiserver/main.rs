@@ -4,6 +4,7 @@
 //! Every real-API-server test lives in this one test binary, so they share one control
 //! plane; each test has its own namespace and its own in-process operator watching only it.
 
+mod autoscaling;
 mod contract;
 mod crd;
 mod helm;
@@ -14,3 +15,4 @@ mod processes;
 mod rbac;
 mod reconcile;
 mod support;
+mod upgrade;

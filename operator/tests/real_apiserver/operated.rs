@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{EnvVar, Secret};
+use k8s_openapi::api::core::v1::{EnvVar, PersistentVolumeClaim, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
@@ -174,6 +174,20 @@ async fn operated_clusters_are_created_wired_watched_and_kept_by_default() {
             .unwrap()
             .is_none()
     );
+    // Nor their claims: the managed-server storage default does not apply to operated
+    // clusters, whose operators claim their own volumes; `Durable` says so by name.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), &env.namespace);
+    for name in ["shop-postgresql-data", "shop-rabbitmq-data"] {
+        assert!(claims.get_opt(name).await.unwrap().is_none(), "{name}");
+    }
+    let durable = condition(&ps, "Durable").expect("Durable condition");
+    assert_eq!(
+        (durable.status.as_str(), durable.reason.as_str()),
+        ("True", "PersistentStorage")
+    );
+    for object in ["RabbitmqCluster shop-mq", "Cluster shop-pg"] {
+        assert!(durable.message.contains(object), "{}", durable.message);
+    }
 
     // Not ready while their operators have said nothing.
     let message = ready_message(&ps);

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -21,6 +22,7 @@ use crate::support::{Env, Operator, apply_system, condition, env, eventually, wa
 const TIMEOUT: Duration = Duration::from_secs(30);
 const MINIMAL: &str = include_str!("../../../examples/paymentsystem-minimal.yaml");
 const FULL: &str = include_str!("../../../examples/paymentsystem-full.yaml");
+const DEV: &str = include_str!("../../../examples/paymentsystem-dev.yaml");
 
 const JWT_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----
 MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEArQAhP5mKh8ZfP5cqtwiI
@@ -109,6 +111,7 @@ async fn children(env: &Env, instance: &str) -> Vec<(String, ObjectMeta)> {
     all.extend(labelled::<PersistentVolumeClaim>(env, instance).await);
     all.extend(labelled::<PodDisruptionBudget>(env, instance).await);
     all.extend(labelled::<NetworkPolicy>(env, instance).await);
+    all.extend(labelled::<HorizontalPodAutoscaler>(env, instance).await);
     all
 }
 
@@ -145,29 +148,44 @@ async fn printer_columns(env: &Env, name: &str) -> BTreeMap<String, serde_json::
 
 #[tokio::test]
 async fn each_example_reconciles_to_all_its_children_with_owner_references_and_status() {
-    for (example, expected) in [
+    for (example, expected, durable) in [
+        (
+            DEV,
+            json!({
+                "ConfigMap": ["shop-risk-rules"],
+                "Deployment": ["shop-payments-api", "shop-postgresql", "shop-rabbitmq", "shop-risk-engine"],
+                "NetworkPolicy": ["shop-payments-api", "shop-postgresql", "shop-rabbitmq", "shop-risk-engine"],
+                "Secret": ["shop-api-key", "shop-postgresql-credentials", "shop-rabbitmq-credentials"],
+                "Service": ["shop-payments-api", "shop-postgresql", "shop-rabbitmq"],
+            }),
+            ("False", "EphemeralStorage"),
+        ),
         (
             MINIMAL,
             json!({
                 "ConfigMap": ["shop-risk-rules"],
                 "Deployment": ["shop-payments-api", "shop-postgresql", "shop-rabbitmq", "shop-risk-engine"],
                 "NetworkPolicy": ["shop-payments-api", "shop-postgresql", "shop-rabbitmq", "shop-risk-engine"],
+                "PersistentVolumeClaim": ["shop-postgresql-data", "shop-rabbitmq-data"],
                 "PodDisruptionBudget": ["shop-payments-api"],
                 "Secret": ["shop-api-key", "shop-postgresql-credentials", "shop-rabbitmq-credentials"],
                 "Service": ["shop-payments-api", "shop-postgresql", "shop-rabbitmq"],
             }),
+            ("True", "PersistentStorage"),
         ),
         (
             FULL,
             json!({
                 "ConfigMap": ["shop-risk-rules"],
                 "Deployment": ["shop-payments-api", "shop-postgresql", "shop-risk-engine"],
+                "HorizontalPodAutoscaler": ["shop-payments-api", "shop-risk-engine"],
                 "NetworkPolicy": ["shop-payments-api", "shop-postgresql", "shop-risk-engine"],
                 "PersistentVolumeClaim": ["shop-postgresql-data"],
                 "PodDisruptionBudget": ["shop-payments-api", "shop-risk-engine"],
                 "Secret": ["shop-postgresql-credentials"],
                 "Service": ["shop-payments-api", "shop-postgresql"],
             }),
+            ("True", "PersistentStorage"),
         ),
     ] {
         // Each in a namespace of its own: both are named `shop`, and applying the full one
@@ -222,11 +240,17 @@ async fn each_example_reconciles_to_all_its_children_with_owner_references_and_s
 
         let status = ps.status.clone().unwrap();
         assert_eq!(status.observed_generation, ps.metadata.generation);
-        for kind in ["Ready", "Progressing", "Degraded"] {
+        for kind in ["Ready", "Progressing", "Degraded", "Durable"] {
             let condition = condition(&ps, kind).unwrap_or_else(|| panic!("no {kind}"));
             assert_eq!(condition.observed_generation, ps.metadata.generation);
         }
         assert_eq!(condition(&ps, "Ready").unwrap().status, "False");
+        let data = condition(&ps, "Durable").expect("a Durable condition");
+        assert_eq!(
+            (data.status.as_str(), data.reason.as_str()),
+            durable,
+            "{data:?}"
+        );
         assert!(status.api_url.is_some());
         let columns = printer_columns(&env, "shop").await;
         assert_eq!(columns["Ready"], "False", "{columns:?}");

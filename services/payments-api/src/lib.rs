@@ -58,7 +58,6 @@ pub async fn run(
             config.limits.rate_per_second,
             config.limits.rate_burst,
         )),
-        in_flight: protection::in_flight_limit(config.limits.max_in_flight),
         relay_wake: Arc::new(Notify::new()),
         relays_connected: Arc::new(AtomicUsize::new(0)),
         consuming_decisions: Arc::new(AtomicBool::new(false)),

@@ -1,19 +1,14 @@
-//! Overload protection: a per-principal rate limit and a bound on requests in flight, so
-//! overload turns into fast `429`/`503` answers instead of growing latency and memory.
+//! Overload protection: a per-principal rate limit, so overload turns into fast `429`
+//! answers instead of growing latency and memory. The bound on requests in flight (`503`) is
+//! tower's concurrency limit and load shed, layered in `http::router`.
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
-use crate::http::AppState;
 
 /// Token buckets per principal (GCRA): `per_second` sustained, `burst` at once.
 pub struct RateLimits {
@@ -58,27 +53,6 @@ pub fn too_many_requests(wait: Duration) -> ApiError {
     ApiError::TooManyRequests {
         retry_after_secs: rounded_up.max(1),
     }
-}
-
-/// Middleware: answers `503` at once when `MAX_IN_FLIGHT` requests are already running.
-pub async fn bound_in_flight(
-    State(app): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match Arc::clone(&app.in_flight).try_acquire_owned() {
-        Ok(_permit) => next.run(request).await,
-        Err(_) => ApiError::Unavailable {
-            message: "the server is at capacity; retry shortly".into(),
-            retry_after_secs: 1,
-        }
-        .into_response(),
-    }
-}
-
-/// The semaphore behind [`bound_in_flight`].
-pub fn in_flight_limit(max: usize) -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(max))
 }
 
 #[cfg(test)]

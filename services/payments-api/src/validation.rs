@@ -1,38 +1,41 @@
-//! Turning a `POST /payments` body into a valid payment, or into the list of everything wrong
-//! with it.
+//! Request bodies, each one struct: it derives `Deserialize` (the wire format) and `ToSchema`
+//! (the OpenAPI document), so the contract exists once.
 //!
-//! The body is read as a map of raw JSON values (so the amount keeps its literal text and
-//! never passes through a float) and each field is checked on its own, so one response lists
-//! every bad field instead of stopping at the first.
+//! Every field is a [`Field`], which never fails deserialisation: it keeps its value or its
+//! own error, and keys the struct does not declare are collected on the way
+//! ([`serde_ignored`]). The struct's `validate` then turns the fields into a valid request or
+//! into the list of *every* bad field, not just the first. Fields are read straight from the
+//! JSON text as `RawValue`s (no `flatten`, no buffered `Value`), so the amount keeps its
+//! literal text and never passes through a float.
 
 use paysys_core::Currency;
 use paysys_core::money::Money;
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
-use std::collections::BTreeMap;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::FieldError;
 
-/// The body of `POST /payments` (the original demo's contract). Documentation of the wire
-/// format; parsing goes through [`parse_new_payment`] so every bad field is reported.
-#[derive(Debug, Serialize, ToSchema)]
+/// The body of `POST /payments` (the original demo's contract).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[allow(dead_code)]
 pub struct CreatePaymentRequest {
     /// Amount in major units, a JSON number with at most as many decimals as the currency's
     /// minor unit allows (USD 2, JPY 0, KWD 3). Parsed exactly, never through a float.
     #[schema(value_type = f64, example = 70.5)]
-    pub amount: String,
+    pub amount: Field<Amount>,
     /// ISO 4217 code, upper case.
-    #[schema(example = "USD")]
-    pub currency: String,
-    pub user_id: Uuid,
-    pub payee_id: Uuid,
-    pub payment_method_id: Uuid,
+    #[schema(value_type = String, example = "USD")]
+    pub currency: Field<Currency>,
+    #[schema(value_type = Uuid)]
+    pub user_id: Field<Uuid>,
+    #[schema(value_type = Uuid)]
+    pub payee_id: Field<Uuid>,
+    #[schema(value_type = Uuid)]
+    pub payment_method_id: Field<Uuid>,
 }
 
 /// A payment request that passed validation.
@@ -44,102 +47,251 @@ pub struct NewPayment {
     pub payment_method_id: Uuid,
 }
 
-const FIELDS: [&str; 5] = ["amount", "currency", "userId", "payeeId", "paymentMethodId"];
+impl CreatePaymentRequest {
+    /// Checks every field against `max_amount` (major units), adding to `errors` (which holds
+    /// the unknown fields already).
+    pub fn validate(
+        self,
+        max_amount: Decimal,
+        mut errors: Vec<FieldError>,
+    ) -> Validated<NewPayment> {
+        // Destructured, so a field added to the struct but not checked here does not compile.
+        let Self {
+            amount,
+            currency,
+            user_id,
+            payee_id,
+            payment_method_id,
+        } = self;
+        let currency = currency.required("currency", &mut errors);
+        let amount = amount.required("amount", &mut errors);
+        let user_id = user_id.required("userId", &mut errors);
+        let payee_id = payee_id.required("payeeId", &mut errors);
+        let payment_method_id = payment_method_id.required("paymentMethodId", &mut errors);
+
+        let money = amount.and_then(|Amount(text)| {
+            // Without a valid currency the exponent is unknown; still report what can be
+            // known (a non-positive amount) by checking against the loosest exponent.
+            let currency_for_check = currency.unwrap_or_else(|| "KWD".parse().expect("KWD exists"));
+            match Money::parse(&text, currency_for_check, max_amount) {
+                Ok(money) => Some(money),
+                Err(error) => {
+                    let currency_specific = matches!(
+                        error,
+                        paysys_core::AmountError::TooManyDecimals { .. }
+                            | paysys_core::AmountError::AboveMaximum { .. }
+                    );
+                    if currency.is_some() || !currency_specific {
+                        errors.push(FieldError::new("amount", error.to_string()));
+                    }
+                    None
+                }
+            }
+        });
+
+        match (money, user_id, payee_id, payment_method_id) {
+            (Some(money), Some(user_id), Some(payee_id), Some(payment_method_id))
+                if errors.is_empty() =>
+            {
+                Ok(NewPayment {
+                    money,
+                    user_id,
+                    payee_id,
+                    payment_method_id,
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+/// The optional body of `POST /payments/{id}/cancel`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CancelRequest {
+    /// Why, kept in the payment's audit trail; at most 500 bytes of UTF-8.
+    #[schema(value_type = Option<String>, example = "customer request")]
+    pub reason: Field<CancelReason>,
+}
+
+impl CancelRequest {
+    /// The reason, if one was given.
+    pub fn validate(self, mut errors: Vec<FieldError>) -> Validated<Option<String>> {
+        let Self { reason } = self;
+        let reason = reason.optional("reason", &mut errors);
+        if errors.is_empty() {
+            Ok(reason.map(|CancelReason(reason)| reason))
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// The body of `POST|PUT /payments/{id}/capture`: none, or an empty object.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CaptureRequest {}
+
+impl CaptureRequest {
+    pub fn validate(self, errors: Vec<FieldError>) -> Validated<()> {
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// A valid request, or every problem found with it.
+pub type Validated<T> = Result<T, Vec<FieldError>>;
 
 /// Parses and validates a create-payment body against `max_amount` (major units).
-pub fn parse_new_payment(body: &[u8], max_amount: Decimal) -> Result<NewPayment, Vec<FieldError>> {
-    let object: RawObject = parse_object(body)?;
-    let mut errors: Vec<FieldError> = object
-        .keys()
-        .filter(|key| !FIELDS.contains(&key.as_str()))
-        .map(|key| FieldError::new(key, "unknown field"))
-        .collect();
+pub fn parse_new_payment(body: &[u8], max_amount: Decimal) -> Validated<NewPayment> {
+    let (request, errors) = read::<CreatePaymentRequest>(body)?;
+    request.validate(max_amount, errors)
+}
 
-    let currency = field(&object, "currency", &mut errors, |value| {
-        let code = string(value).ok_or("must be a string")?;
-        code.parse::<Currency>().map_err(|e| e.to_string())
-    });
-    let amount_text = field(&object, "amount", &mut errors, |value| {
-        if paysys_core::money::is_json_number(value.get()) {
-            Ok(value.get().to_owned())
+/// Reads a body that must be a JSON object into `T`, with one error per key `T` does not
+/// declare. Malformed JSON and well-formed JSON of the wrong shape are told apart.
+pub fn read<T: DeserializeOwned>(body: &[u8]) -> Result<(T, Vec<FieldError>), Vec<FieldError>> {
+    let body_error = |message: String| vec![FieldError::new("body", message)];
+    let is_object = body
+        .iter()
+        .find(|byte| !byte.is_ascii_whitespace())
+        .is_some_and(|&byte| byte == b'{');
+    // A derived struct also accepts a JSON array of its fields in order; a body must not.
+    if !is_object {
+        return Err(body_error(
+            match serde_json::from_slice::<IgnoredAny>(body) {
+                Ok(_) => "must be a JSON object".to_owned(),
+                Err(error) => format!("malformed JSON: {error}"),
+            },
+        ));
+    }
+    let mut unknown = Vec::new();
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = serde_ignored::deserialize(&mut deserializer, |path| {
+        unknown.push(FieldError::new(&path.to_string(), "unknown field"));
+    })
+    .and_then(|value| deserializer.end().map(|()| value))
+    .map_err(|error| {
+        body_error(match error.classify() {
+            // Well-formed JSON that is not the struct: a repeated key.
+            serde_json::error::Category::Data => error.to_string(),
+            _ => format!("malformed JSON: {error}"),
+        })
+    })?;
+    Ok((value, unknown))
+}
+
+/// [`read`] for the endpoints whose body is optional: an empty body, or JSON `null` (the
+/// OpenAPI document's way of saying optional), means `{}`.
+pub fn read_optional<T: DeserializeOwned>(
+    body: &[u8],
+) -> Result<(T, Vec<FieldError>), Vec<FieldError>> {
+    if body.trim_ascii().is_empty() || body.trim_ascii() == b"null" {
+        read(b"{}")
+    } else {
+        read(body)
+    }
+}
+
+/// One field of a body as received: absent (or `null`), refused with a message for the
+/// client, or valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Field<T> {
+    Missing,
+    Invalid(String),
+    Valid(T),
+}
+
+impl<T> Field<T> {
+    /// The value; `name` gets an error if it is missing or invalid.
+    pub fn required(self, name: &str, errors: &mut Vec<FieldError>) -> Option<T> {
+        match self {
+            Self::Missing => {
+                errors.push(FieldError::new(name, "is required"));
+                None
+            }
+            other => other.optional(name, errors),
+        }
+    }
+
+    /// The value if present; `name` gets an error if it is invalid.
+    pub fn optional(self, name: &str, errors: &mut Vec<FieldError>) -> Option<T> {
+        match self {
+            Self::Missing => None,
+            Self::Invalid(message) => {
+                errors.push(FieldError::new(name, message));
+                None
+            }
+            Self::Valid(value) => Some(value),
+        }
+    }
+}
+
+/// How a field's type is read from its raw JSON text, with a message for the client when it
+/// cannot be.
+pub trait FromJson: Sized {
+    fn from_json(raw: &RawValue) -> Result<Self, String>;
+}
+
+impl<'de, T: FromJson> Deserialize<'de> for Field<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // As an `Option`: serde hands a missing key to it as `None` (no `#[serde(default)]`,
+        // which would also make the OpenAPI document call the field optional), and `null`
+        // is `None` too. Anything else is kept as its literal text.
+        Ok(match Option::<Box<RawValue>>::deserialize(deserializer)? {
+            None => Self::Missing,
+            Some(raw) => match T::from_json(&raw) {
+                Ok(value) => Self::Valid(value),
+                Err(message) => Self::Invalid(message),
+            },
+        })
+    }
+}
+
+/// The literal text of a JSON number, for [`Money::parse`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Amount(pub String);
+
+impl FromJson for Amount {
+    fn from_json(raw: &RawValue) -> Result<Self, String> {
+        if paysys_core::money::is_json_number(raw.get()) {
+            Ok(Self(raw.get().to_owned()))
         } else {
             Err("must be a number".into())
         }
-    });
-    let user_id = field(&object, "userId", &mut errors, uuid_field);
-    let payee_id = field(&object, "payeeId", &mut errors, uuid_field);
-    let payment_method_id = field(&object, "paymentMethodId", &mut errors, uuid_field);
-
-    let money = amount_text.and_then(|text| {
-        // Without a valid currency the exponent is unknown; still report what can be known
-        // (a non-positive amount) by checking against the loosest exponent.
-        let currency_for_check = currency.unwrap_or_else(|| "KWD".parse().expect("KWD exists"));
-        match Money::parse(&text, currency_for_check, max_amount) {
-            Ok(money) => Some(money),
-            Err(error) => {
-                let currency_specific = matches!(
-                    error,
-                    paysys_core::AmountError::TooManyDecimals { .. }
-                        | paysys_core::AmountError::AboveMaximum { .. }
-                );
-                if currency.is_some() || !currency_specific {
-                    errors.push(FieldError::new("amount", error.to_string()));
-                }
-                None
-            }
-        }
-    });
-
-    match (money, user_id, payee_id, payment_method_id) {
-        (Some(money), Some(user_id), Some(payee_id), Some(payment_method_id))
-            if errors.is_empty() =>
-        {
-            Ok(NewPayment {
-                money,
-                user_id,
-                payee_id,
-                payment_method_id,
-            })
-        }
-        _ => Err(errors),
     }
 }
 
-/// Parses an optional JSON object body (empty means `{}`) and refuses any field not in
-/// `allowed`; for endpoints such as capture and cancel.
-pub fn parse_optional_object(
-    body: &[u8],
-    allowed: &[&str],
-) -> Result<Map<String, Value>, Vec<FieldError>> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    let object: Map<String, Value> = parse_object(body)?;
-    let errors: Vec<FieldError> = object
-        .keys()
-        .filter(|key| !allowed.contains(&key.as_str()))
-        .map(|key| FieldError::new(key, "unknown field"))
-        .collect();
-    if errors.is_empty() {
-        Ok(object)
-    } else {
-        Err(errors)
+impl FromJson for Currency {
+    fn from_json(raw: &RawValue) -> Result<Self, String> {
+        let code = string(raw).ok_or("must be a string")?;
+        code.parse::<Currency>().map_err(|e| e.to_string())
     }
 }
 
-/// A JSON object whose values are kept as their literal text.
-type RawObject = BTreeMap<String, Box<RawValue>>;
+impl FromJson for Uuid {
+    fn from_json(raw: &RawValue) -> Result<Self, String> {
+        let text = string(raw).ok_or("must be a string holding a UUID")?;
+        Uuid::parse_str(&text).map_err(|_| "must be a UUID".to_owned())
+    }
+}
 
-/// Parses a body that must be a JSON object into `T` (a map), telling malformed JSON apart
-/// from well-formed JSON of the wrong shape.
-fn parse_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Vec<FieldError>> {
-    serde_json::from_slice::<T>(body).map_err(|error| {
-        let message = match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-            Ok(_) => "must be a JSON object".to_owned(),
-            Err(_) => format!("malformed JSON: {error}"),
-        };
-        vec![FieldError::new("body", message)]
-    })
+/// A cancel reason of at most [`CancelReason::MAX_BYTES`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelReason(pub String);
+
+impl CancelReason {
+    pub const MAX_BYTES: usize = 500;
+}
+
+impl FromJson for CancelReason {
+    fn from_json(raw: &RawValue) -> Result<Self, String> {
+        string(raw)
+            .filter(|reason| reason.len() <= Self::MAX_BYTES)
+            .map(Self)
+            .ok_or_else(|| format!("must be a string of at most {} bytes", Self::MAX_BYTES))
+    }
 }
 
 /// The string a raw JSON value holds, if it is a string.
@@ -147,37 +299,10 @@ fn string(value: &RawValue) -> Option<String> {
     serde_json::from_str::<String>(value.get()).ok()
 }
 
-/// Checks one required field with `check`, recording an error if it is missing or bad.
-fn field<T>(
-    object: &RawObject,
-    name: &str,
-    errors: &mut Vec<FieldError>,
-    check: impl FnOnce(&RawValue) -> Result<T, String>,
-) -> Option<T> {
-    match object.get(name).filter(|value| value.get() != "null") {
-        None => {
-            errors.push(FieldError::new(name, "is required"));
-            None
-        }
-        Some(value) => match check(value) {
-            Ok(parsed) => Some(parsed),
-            Err(message) => {
-                errors.push(FieldError::new(name, message));
-                None
-            }
-        },
-    }
-}
-
-fn uuid_field(value: &RawValue) -> Result<Uuid, String> {
-    let text = string(value).ok_or("must be a string holding a UUID")?;
-    Uuid::parse_str(&text).map_err(|_| "must be a UUID".to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     const ID: &str = "6f1c0c8e-5b0e-4d8e-9f3a-2b7d1c9e4a10";
 
@@ -227,6 +352,26 @@ mod tests {
         );
     }
 
+    /// The names `validate` reports are the struct's JSON names, as the OpenAPI document
+    /// lists them (all required): a renamed or added field that `validate` names differently
+    /// fails here.
+    #[test]
+    fn errors_name_the_documented_fields() {
+        use utoipa::PartialSchema;
+        use utoipa::openapi::{RefOr, Schema};
+        let RefOr::T(Schema::Object(schema)) = CreatePaymentRequest::schema() else {
+            panic!("CreatePaymentRequest is an object schema");
+        };
+        let mut documented: Vec<String> = schema.properties.keys().cloned().collect();
+        documented.sort();
+        let mut required = schema.required.clone();
+        required.sort();
+        assert_eq!(required, documented, "every field is required");
+        let mut reported = fields(&json!({}));
+        reported.sort();
+        assert_eq!(reported, documented);
+    }
+
     #[test]
     fn each_rule_names_its_field() {
         let cases: Vec<(&str, Value, &str)> = vec![
@@ -271,9 +416,22 @@ mod tests {
 
     #[test]
     fn malformed_bodies_are_body_errors() {
-        for body in [&b"{"[..], b"[]", b"\"x\"", b"", b"\xff\xfe"] {
+        let demo = valid().to_string();
+        let array = format!("[{}]", ["70.5", "\"USD\"", ID, ID, ID].join(", "));
+        let repeated = demo.replacen('{', "{\"amount\": 1, ", 1);
+        let trailing = format!("{demo} x");
+        for body in [
+            &b"{"[..],
+            b"[]",
+            b"\"x\"",
+            b"",
+            b"\xff\xfe",
+            array.as_bytes(),
+            repeated.as_bytes(),
+            trailing.as_bytes(),
+        ] {
             let errors = parse_new_payment(body, Decimal::from(10)).unwrap_err();
-            assert_eq!(errors.len(), 1);
+            assert_eq!(errors.len(), 1, "{errors:?}");
             assert_eq!(errors[0].field, "body");
         }
     }
@@ -285,15 +443,36 @@ mod tests {
         let errors = parse_new_payment(body.as_bytes(), Decimal::from(10)).unwrap_err();
         assert_eq!(errors[0].field, "amount");
         assert!(errors[0].message.contains("decimal places"));
+        // And the largest exact amounts are kept to the last digit.
+        let body = valid().to_string().replace("70.5", "9007199254740993.01");
+        let payment =
+            parse_new_payment(body.as_bytes(), Decimal::from(10_000_000_000_000_000_i64)).unwrap();
+        assert_eq!(payment.money.minor, 900_719_925_474_099_301);
     }
 
     #[test]
-    fn optional_object_bodies() {
-        assert!(parse_optional_object(b"", &["reason"]).unwrap().is_empty());
-        assert!(parse_optional_object(b"{\"reason\": \"x\"}", &["reason"]).is_ok());
-        assert_eq!(
-            parse_optional_object(b"{\"amount\": 1}", &["reason"]).unwrap_err()[0].field,
-            "amount"
-        );
+    fn optional_bodies() {
+        let cancel = |body: &[u8]| {
+            let (request, errors) = read_optional::<CancelRequest>(body)?;
+            request.validate(errors)
+        };
+        assert_eq!(cancel(b""), Ok(None));
+        assert_eq!(cancel(b" null "), Ok(None));
+        assert_eq!(cancel(b"{\"reason\": null}"), Ok(None));
+        assert_eq!(cancel(b"{\"reason\": \"x\"}"), Ok(Some("x".into())));
+        let long = format!("{{\"reason\": \"{}\"}}", "é".repeat(251));
+        assert_eq!(cancel(long.as_bytes()).unwrap_err()[0].field, "reason");
+        let both = cancel(b"{\"amount\": 1, \"reason\": 5}").unwrap_err();
+        let fields: Vec<_> = both.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["amount", "reason"]);
+
+        let capture = |body: &[u8]| {
+            let (request, errors) = read_optional::<CaptureRequest>(body)?;
+            request.validate(errors)
+        };
+        assert_eq!(capture(b" "), Ok(()));
+        assert_eq!(capture(b"{}"), Ok(()));
+        assert_eq!(capture(b"{\"amount\": 1}").unwrap_err()[0].field, "amount");
+        assert_eq!(capture(b"[]").unwrap_err()[0].field, "body");
     }
 }

@@ -7,13 +7,36 @@
 //!    └──────────────────────▶ canceled
 //! ```
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
+use strum::VariantArray;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+// One list of states: the variants below are the API's strings (serde, strum), the database
+// column's values (the `sqlx` feature binds and decodes them as text) and the OpenAPI enum.
+// Adding a state is this enum plus its edges in `can_become`, and a migration extending the
+// `payments.status` CHECK (docs/architecture.md, "How to add a payment state"); a
+// payments-api test fails when the CHECK and this list disagree.
+/// Where a payment is in its lifecycle.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(
+    serialize_all = "lowercase",
+    parse_err_ty = UnknownStatus,
+    parse_err_fn = UnknownStatus::from
+)]
 pub enum PaymentStatus {
     /// Accepted and durable, waiting for the risk decision.
     Pending,
@@ -28,22 +51,11 @@ pub enum PaymentStatus {
 }
 
 impl PaymentStatus {
-    pub const ALL: [PaymentStatus; 5] = [
-        Self::Pending,
-        Self::Approved,
-        Self::Declined,
-        Self::Captured,
-        Self::Canceled,
-    ];
+    /// Every state, in declaration order.
+    pub const ALL: &'static [PaymentStatus] = Self::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Approved => "approved",
-            Self::Declined => "declined",
-            Self::Captured => "captured",
-            Self::Canceled => "canceled",
-        }
+        self.into()
     }
 
     /// Whether the machine allows moving from `self` to `next`.
@@ -63,32 +75,69 @@ impl PaymentStatus {
     /// transition a single conditional UPDATE.
     pub fn sources_of(next: PaymentStatus) -> Vec<PaymentStatus> {
         Self::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|from| from.can_become(next))
             .collect()
     }
 }
 
-impl fmt::Display for PaymentStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// A string that names no state; its message lists the states from the enum itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown payment status '{0}' (expected one of {expected})", expected = expected())]
+pub struct UnknownStatus(pub String);
+
+impl From<&str> for UnknownStatus {
+    fn from(text: &str) -> Self {
+        Self(text.to_owned())
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown payment status '{0}' (expected one of pending, approved, declined, captured, canceled)"
-)]
-pub struct UnknownStatus(pub String);
+fn expected() -> String {
+    PaymentStatus::ALL
+        .iter()
+        .map(|status| status.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
-impl FromStr for PaymentStatus {
-    type Err = UnknownStatus;
+/// The status column is `text` (constrained by a CHECK): bound and decoded as the same
+/// strings as the API's, so no query spells a state.
+#[cfg(feature = "sqlx")]
+mod sql {
+    use sqlx::encode::IsNull;
+    use sqlx::error::BoxDynError;
+    use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo, PgValueRef};
+    use sqlx::{Decode, Encode, Postgres, Type};
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| UnknownStatus(s.to_owned()))
+    use super::PaymentStatus;
+
+    impl Type<Postgres> for PaymentStatus {
+        fn type_info() -> PgTypeInfo {
+            <&str as Type<Postgres>>::type_info()
+        }
+
+        fn compatible(ty: &PgTypeInfo) -> bool {
+            <&str as Type<Postgres>>::compatible(ty)
+        }
+    }
+
+    impl PgHasArrayType for PaymentStatus {
+        fn array_type_info() -> PgTypeInfo {
+            <&str as PgHasArrayType>::array_type_info()
+        }
+    }
+
+    impl Encode<'_, Postgres> for PaymentStatus {
+        fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+            <&str as Encode<Postgres>>::encode(self.as_str(), buf)
+        }
+    }
+
+    impl Decode<'_, Postgres> for PaymentStatus {
+        fn decode(value: PgValueRef<'_>) -> Result<Self, BoxDynError> {
+            Ok(<&str as Decode<Postgres>>::decode(value)?.parse()?)
+        }
     }
 }
 
@@ -100,8 +149,8 @@ mod tests {
     #[test]
     fn allowed_transitions_are_exactly_the_documented_ones() {
         let allowed: Vec<_> = PaymentStatus::ALL
-            .into_iter()
-            .flat_map(|from| PaymentStatus::ALL.into_iter().map(move |to| (from, to)))
+            .iter()
+            .flat_map(|&from| PaymentStatus::ALL.iter().map(move |&to| (from, to)))
             .filter(|(from, to)| from.can_become(*to))
             .collect();
         assert_eq!(
@@ -119,20 +168,26 @@ mod tests {
     #[test]
     fn final_states_have_no_exit() {
         for from in [Declined, Captured, Canceled] {
-            assert!(
-                PaymentStatus::ALL
-                    .into_iter()
-                    .all(|to| !from.can_become(to))
-            );
+            assert!(PaymentStatus::ALL.iter().all(|&to| !from.can_become(to)));
         }
     }
 
     #[test]
     fn parses_its_own_names() {
-        for status in PaymentStatus::ALL {
+        for &status in PaymentStatus::ALL {
             assert_eq!(status.as_str().parse::<PaymentStatus>(), Ok(status));
+            assert_eq!(status.to_string(), status.as_str());
+            // serde's spelling (the API, the OpenAPI enum) is strum's (the database).
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                serde_json::json!(status.as_str())
+            );
         }
-        assert!("PENDING".parse::<PaymentStatus>().is_err());
+        assert_eq!(
+            "PENDING".parse::<PaymentStatus>().unwrap_err().to_string(),
+            "unknown payment status 'PENDING' \
+             (expected one of pending, approved, declined, captured, canceled)"
+        );
         assert_eq!(PaymentStatus::sources_of(Canceled), vec![Pending, Approved]);
     }
 }

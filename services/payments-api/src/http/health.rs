@@ -27,12 +27,9 @@ pub async fn healthz() -> impl IntoResponse {
         (status = 503, description = "A dependency is down; `checks` says which", body = Object),
     ))]
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
-    let database = tokio::time::timeout(
-        Duration::from_secs(1),
-        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&app.pool),
-    )
-    .await
-    .is_ok_and(|result| result.is_ok());
+    let database = tokio::time::timeout(Duration::from_secs(1), crate::store::ping(&app.pool))
+        .await
+        .is_ok_and(|result| result.is_ok());
     let broker = app.relays_connected.load(Ordering::SeqCst) > 0;
     let decisions = app.consuming_decisions.load(Ordering::SeqCst);
     let ready = database && broker && decisions;

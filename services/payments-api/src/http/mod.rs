@@ -7,17 +7,28 @@ pub mod openapi;
 pub mod payments;
 pub mod views;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::response::Response;
+use axum::{BoxError, Extension, Router};
 use sqlx::PgPool;
 use tokio::sync::Notify;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use tower::load_shed::error::Overloaded;
+use tower::timeout::TimeoutLayer;
+use tower::timeout::error::Elapsed;
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Authenticator;
 use crate::config::Limits;
@@ -33,8 +44,6 @@ pub struct AppState {
     pub limits: Limits,
     pub velocity_window: Duration,
     pub rate_limits: Arc<crate::protection::RateLimits>,
-    /// Permits for requests in flight (`MAX_IN_FLIGHT`).
-    pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Group-commits payments created without an Idempotency-Key.
     pub writer: crate::writer::PaymentWriter,
     /// Wakes the outbox relay after a payment commits.
@@ -47,35 +56,69 @@ pub struct AppState {
     pub backlog: Arc<crate::backlog::Backlog>,
 }
 
+/// The OpenAPI document of the router it was made with, served at `/openapi.json`.
+pub type Document = Arc<OnceLock<utoipa::openapi::OpenApi>>;
+
 pub fn router(state: AppState) -> Router {
-    // Only the payments routes count against MAX_IN_FLIGHT: probes and scrapes must still be
-    // answered when the API sheds load, or an overloaded pod would be restarted for it.
-    let payments = Router::new()
-        .route("/payments", post(payments::create).get(payments::list))
-        .route("/payments/{id}", get(payments::get_one))
-        .route(
-            "/payments/{id}/capture",
-            post(payments::capture).put(payments::capture_put),
-        )
-        .route("/payments/{id}/cancel", post(payments::cancel))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::protection::bound_in_flight,
-        ));
-    Router::new()
-        .merge(payments)
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route("/openapi.json", get(openapi::serve))
+    let document = Document::default();
+    let (router, openapi) = routes(&state.limits, document.clone()).split_for_parts();
+    assert!(document.set(openapi).is_ok(), "a new document is empty");
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), deadline))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(unavailable))
+                .layer(TimeoutLayer::new(state.limits.request_timeout)),
+        )
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,
         ))
+        .layer(
+            // One span per request, named by route template and method (never the URI: it
+            // holds payment ids and query values); its events are off unless RUST_LOG asks,
+            // as failures are already logged where they happen.
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let route = request
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("unmatched", MatchedPath::as_str);
+                    tracing::info_span!("request", method = %request.method(), route)
+                })
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
+        )
         .with_state(state)
+}
+
+/// Every route, registered once: [`routes!`] gives the handler to the router and its
+/// `#[utoipa::path]` to the OpenAPI document, so the two cannot drift apart.
+fn routes(limits: &Limits, document: Document) -> OpenApiRouter<AppState> {
+    // Only the payments routes count against MAX_IN_FLIGHT: probes and scrapes must still be
+    // answered when the API sheds load, or an overloaded pod would be restarted for it. One
+    // semaphore for all of them (the global layer); beyond it, 503 at once (load shed).
+    let payments = OpenApiRouter::new()
+        .routes(routes!(payments::create, payments::list))
+        .routes(routes!(payments::get_one))
+        .routes(routes!(payments::capture, payments::capture_put))
+        .routes(routes!(payments::cancel))
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(unavailable))
+                .layer(LoadShedLayer::new())
+                .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight)),
+        );
+    let document = OpenApiRouter::new()
+        .routes(routes!(openapi::serve))
+        .layer(Extension(document));
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(payments)
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+        .merge(document)
 }
 
 async fn not_found() -> ApiError {
@@ -86,19 +129,25 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// Answers 503 instead of letting a request hang past the configured timeout.
-async fn deadline(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(app.limits.request_timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Unavailable {
-            message: "the request timed out; retry shortly".into(),
-            retry_after_secs: 1,
-        }
-        .into_response(),
+/// The errors of tower's layers as the API's answers: past the configured timeout, or beyond
+/// `MAX_IN_FLIGHT`, `503` with `Retry-After` instead of a hanging or queued request.
+async fn unavailable(error: BoxError) -> ApiError {
+    let message = if error.is::<Elapsed>() {
+        "the request timed out; retry shortly"
+    } else if error.is::<Overloaded>() {
+        "the server is at capacity; retry shortly"
+    } else {
+        tracing::error!(%error, "unexpected middleware error");
+        return ApiError::Internal;
+    };
+    ApiError::Unavailable {
+        message: message.into(),
+        retry_after_secs: 1,
     }
 }
 
-/// Counts requests by route template, method and status, and times them.
+/// Counts requests by route template, method and status, and times them (no tower-http
+/// layer records into prometheus-client).
 async fn record_metrics(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()

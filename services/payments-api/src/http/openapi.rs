@@ -1,24 +1,20 @@
-//! The OpenAPI document, generated from the handlers and types.
+//! The OpenAPI document: its frame here, its paths from the routes themselves
+//! (`http::routes`, each handler's `#[utoipa::path]`), its schemas from the types.
 
-use axum::Json;
+use axum::{Extension, Json};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, FieldError};
+use crate::http::Document;
 use crate::http::views::{DecisionView, EventView, PaymentChanged, PaymentPage, PaymentView};
-use crate::http::{health, payments};
-use crate::validation::CreatePaymentRequest;
+use crate::validation::{CancelRequest, CreatePaymentRequest};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "paysys payments API", description = "Take, inspect, capture and cancel payments. Every error answers with ErrorBody."),
-    paths(
-        payments::create, payments::list, payments::get_one, payments::capture,
-        payments::capture_put, payments::cancel,
-        health::healthz, health::readyz, health::metrics, serve,
-    ),
     components(schemas(
-        CreatePaymentRequest, PaymentChanged, PaymentView, PaymentPage,
+        CreatePaymentRequest, CancelRequest, PaymentChanged, PaymentView, PaymentPage,
         DecisionView, EventView, ErrorBody, FieldError,
         paysys_core::PaymentStatus, paysys_core::Outcome, paysys_core::Reason,
     )),
@@ -57,6 +53,11 @@ impl Modify for Security {
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "The OpenAPI document", body = Object)))]
-pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn serve(Extension(document): Extension<Document>) -> Json<utoipa::openapi::OpenApi> {
+    Json(
+        document
+            .get()
+            .expect("set when the router was built")
+            .clone(),
+    )
 }

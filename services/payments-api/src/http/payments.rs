@@ -15,11 +15,12 @@ use crate::http::extract::{Caller, IdempotencyKey, JsonBody};
 use crate::http::idempotent::{self, Reply};
 use crate::http::views::{PaymentChanged, PaymentPage, PaymentView};
 use crate::store::payments::{self, Insert, ListQuery, Transition};
-use crate::validation::{CreatePaymentRequest, parse_new_payment, parse_optional_object};
+use crate::validation::{
+    CancelRequest, CaptureRequest, CreatePaymentRequest, parse_new_payment, read_optional,
+};
 
 const DEFAULT_PAGE: i64 = 10;
 const MAX_PAGE: i64 = 100;
-const MAX_CANCEL_REASON: usize = 500;
 
 /// Create a payment.
 ///
@@ -178,7 +179,9 @@ pub async fn capture(
     JsonBody(body): JsonBody<false>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    parse_optional_object(&body, &[]).map_err(ApiError::Validation)?;
+    read_optional::<CaptureRequest>(&body)
+        .and_then(|(request, errors)| request.validate(errors))
+        .map_err(ApiError::Validation)?;
     let path = format!("/payments/{id}/capture");
     transition(
         &app,
@@ -228,7 +231,7 @@ pub async fn capture_put(
         ("id" = Uuid, Path, description = "Payment id"),
         ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retries with the same key replay the first response"),
     ),
-    request_body(content = Option<Object>, description = "Optional `{\"reason\": \"...\"}`"),
+    request_body(content = Option<CancelRequest>, description = "Optional: no body, `null`, or this object"),
     responses(
         (status = 200, description = "Canceled", body = PaymentChanged),
         (status = 400, description = "Bad id or body", body = ErrorBody),
@@ -247,19 +250,9 @@ pub async fn cancel(
     JsonBody(body): JsonBody<false>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let fields = parse_optional_object(&body, &["reason"]).map_err(ApiError::Validation)?;
-    let reason = match fields.get("reason") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(reason)) if reason.len() <= MAX_CANCEL_REASON => {
-            Some(reason.clone())
-        }
-        Some(_) => {
-            return Err(ApiError::validation(
-                "reason",
-                format!("must be a string of at most {MAX_CANCEL_REASON} bytes"),
-            ));
-        }
-    };
+    let reason = read_optional::<CancelRequest>(&body)
+        .and_then(|(request, errors)| request.validate(errors))
+        .map_err(ApiError::Validation)?;
     let detail = reason.map(|reason| serde_json::json!({ "reason": reason }));
     let path = format!("/payments/{id}/cancel");
     transition(
@@ -290,6 +283,7 @@ async fn transition(
     let owner = principal.0.clone();
     idempotent::run(app, &principal, key, hash, move |conn| {
         Box::pin(async move {
+            // The audit trail's cause is the state's name (`captured`, `canceled`).
             match payments::transition(conn, &owner, id, to, to.as_str(), detail).await? {
                 Transition::Done => Ok(Reply::json(
                     StatusCode::OK,

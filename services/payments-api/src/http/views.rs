@@ -83,8 +83,8 @@ pub struct DecisionView {
 #[serde(rename_all = "camelCase")]
 pub struct EventView {
     /// Status before (absent for creation).
-    pub from: Option<String>,
-    pub to: String,
+    pub from: Option<PaymentStatus>,
+    pub to: PaymentStatus,
     /// `created`, `risk_decision`, `risk_decision_ignored`, `captured`, `canceled`.
     pub cause: String,
     #[schema(value_type = Option<Object>)]
@@ -107,7 +107,7 @@ impl PaymentView {
         let money = record.money();
         Self {
             id: record.id,
-            status: record.status(),
+            status: record.status,
             amount: money.to_decimal(),
             amount_minor: money.minor,
             currency: money.currency.code().to_owned(),

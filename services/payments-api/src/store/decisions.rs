@@ -51,12 +51,9 @@ pub async fn apply_many(
         ids.iter().collect::<std::collections::HashSet<_>>().len() == ids.len(),
         "one decision per payment in a batch"
     );
-    let statuses: Vec<&str> = decisions
-        .iter()
-        .map(|d| status_for(d.outcome).as_str())
-        .collect();
+    let statuses: Vec<PaymentStatus> = decisions.iter().map(|d| status_for(d.outcome)).collect();
     let bodies: Vec<Json<&DecisionMessage>> = decisions.iter().map(Json).collect();
-    let rows: Vec<(Option<String>, bool, bool)> = sqlx::query_as(
+    let rows: Vec<(Option<PaymentStatus>, bool, bool)> = sqlx::query_as(
         "WITH input AS (
             SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[])
                 WITH ORDINALITY AS t(id, status, decision, ord)
@@ -66,7 +63,7 @@ pub async fn apply_many(
         ), changed AS (
             UPDATE payments p SET status = i.status, decision = i.decision, updated_at = now()
             FROM current c JOIN input i USING (id)
-            WHERE p.id = c.id AND c.status = 'pending'
+            WHERE p.id = c.id AND c.status = $4
             RETURNING p.id
         ), event AS (
             INSERT INTO payment_events (payment_id, from_status, to_status, cause, detail)
@@ -85,6 +82,7 @@ pub async fn apply_many(
     .bind(&ids)
     .bind(&statuses)
     .bind(&bodies)
+    .bind(PaymentStatus::Pending)
     .fetch_all(conn)
     .await?;
     Ok(rows
@@ -93,9 +91,7 @@ pub async fn apply_many(
             (None, _, _) => Applied::UnknownPayment,
             (Some(_), _, true) => Applied::Decided,
             (Some(_), true, _) => Applied::Duplicate,
-            (Some(current), false, false) => Applied::Ignored {
-                current: current.parse().expect("constrained status"),
-            },
+            (Some(current), false, false) => Applied::Ignored { current },
         })
         .collect())
 }

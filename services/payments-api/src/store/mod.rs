@@ -1,5 +1,5 @@
-//! PostgreSQL access. Each submodule owns the queries of one concern; handlers and workers
-//! never write SQL themselves.
+//! PostgreSQL access: every query of the service is here. Each submodule owns the queries of
+//! one concern; handlers and workers call them and write no SQL themselves.
 
 pub mod decisions;
 pub mod idempotency;
@@ -14,6 +14,11 @@ use sqlx::postgres::PgPoolOptions;
 
 /// Migrations embedded in the binary, applied at start-up.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Whether the database answers (readiness).
+pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(pool).await.map(drop)
+}
 
 /// Opens the pool, waiting with backoff while the database is unreachable (pods start in any
 /// order), then applies pending migrations.

@@ -12,6 +12,7 @@ mod listing;
 mod process;
 mod protection;
 mod resilience;
+mod status;
 mod store;
 mod validation;
 mod velocity;

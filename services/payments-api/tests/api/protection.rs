@@ -71,6 +71,10 @@ async fn work_beyond_max_in_flight_is_shed_at_once_but_probes_answer() {
     let (stuck, (shed, took, health)) = tokio::join!(stuck, probe);
     assert_eq!(shed.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(shed.headers.contains_key("retry-after"));
+    assert_eq!(
+        shed.body["Message"], "the server is at capacity; retry shortly",
+        "shed by the in-flight bound, with the JSON error body"
+    );
     assert!(
         took < Duration::from_secs(1),
         "shed without waiting: {took:?}"
@@ -81,6 +85,40 @@ async fn work_beyond_max_in_flight_is_shed_at_once_but_probes_answer() {
         StatusCode::CREATED,
         "the request in flight completes"
     );
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_the_timeout_gets_503_with_retry_after() {
+    let api = TestApi::start_with(&[("REQUEST_TIMEOUT_MS", "300")]).await;
+    // Block payment inserts so the request cannot finish in time.
+    let mut lock = api.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE payments IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let reply = api.post("/payments", Some(ALICE), &demo_payment()).await;
+    let took = started.elapsed();
+    lock.rollback().await.unwrap();
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply.headers["retry-after"], "1");
+    assert_eq!(reply.body["StatusCode"], 503);
+    assert_eq!(
+        reply.body["Message"],
+        "the request timed out; retry shortly"
+    );
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "answered at the deadline: {took:?}"
+    );
+    // Probes answer within the deadline as before.
+    assert_eq!(api.get("/healthz", None).await.status, StatusCode::OK);
     api.stop().await;
 }
 
