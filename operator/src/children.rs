@@ -40,6 +40,9 @@ use crate::apply;
 use crate::controller::Scope;
 use crate::crd::PaymentSystem;
 use crate::error::Error;
+use crate::foreign::cnpg::Cluster;
+use crate::foreign::rabbitmq::RabbitmqCluster;
+use crate::foreign::{self, ForeignCrd};
 use crate::validate::Validated;
 use crate::watch;
 
@@ -115,12 +118,7 @@ macro_rules! child_kinds {
                 client: &Client,
                 config: watcher::Config,
             ) -> Controller<DeserializeGuard<PaymentSystem>> {
-                $(
-                    let controller = controller.owns_stream(watch::children(
-                        scope.api::<PartialObjectMeta<$kind>>(client),
-                        &config,
-                    ));
-                )+
+                $( let controller = watch_kind::<$kind>(controller, scope, client, config.clone()); )+
                 controller
             }
 
@@ -153,12 +151,36 @@ child_kinds! {
     persistent_volume_claims: PersistentVolumeClaim,
     /// Before the workloads, so no pod ever runs unprotected.
     network_policies: NetworkPolicy,
+    /// Servers run by other operators, before the services that connect to them. Optional
+    /// kinds: their CRDs may be absent (see [`crate::foreign`]).
+    cnpg_clusters: Cluster,
+    rabbitmq_clusters: RabbitmqCluster,
     services: Service,
     deployments: Deployment,
     /// Once there are pods to guard.
     pod_disruption_budgets: PodDisruptionBudget,
     /// After the Deployments they scale (an autoscaler of a missing target only complains).
     horizontal_pod_autoscalers: HorizontalPodAutoscaler,
+}
+
+/// A built-in kind is watched as owned (a change reconciles the controlling `PaymentSystem`);
+/// a foreign kind through [`foreign::watch`], which survives its CRD being absent.
+/// Watches one child kind: a kind of another operator's CRD through `foreign::watch` (the
+/// CRD may be missing), every other kind by metadata through the resilient watch.
+fn watch_kind<K: ChildKind>(
+    controller: Controller<DeserializeGuard<PaymentSystem>>,
+    scope: &Scope,
+    client: &Client,
+    config: watcher::Config,
+) -> Controller<DeserializeGuard<PaymentSystem>> {
+    if ForeignCrd::of_kind::<K>().is_some() {
+        foreign::watch::<K>(controller, scope, client, config)
+    } else {
+        controller.owns_stream(watch::children(
+            scope.api::<PartialObjectMeta<K>>(client),
+            &config,
+        ))
+    }
 }
 
 fn names_of<K: Resource>(objects: &[K]) -> Vec<String> {

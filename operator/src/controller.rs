@@ -25,6 +25,7 @@ use crate::apply::{self, FIELD_MANAGER};
 use crate::build::{self, Children, payments_api};
 use crate::crd::{PaymentSystem, PaymentSystemStatus};
 pub use crate::error::Error;
+use crate::foreign;
 use crate::metrics::Metrics;
 use crate::replicas;
 use crate::status::{self, Conditions, Outcome};
@@ -150,6 +151,8 @@ async fn pipeline(ps: &PaymentSystem, ctx: &Context) -> Result<(), Error> {
     let on_empty_dir = storage::servers_on_empty_dir(client, ps).await?;
     let system = validate::validate_observed(ps, &secrets, &on_empty_dir)?;
     let children = build::build(&system);
+    // Before anything is written: a missing CRD leaves the system untouched (CrdMissing).
+    foreign::require_crds(client, &system).await?;
     replicas::hand_over(client, &system).await?;
     let applied = children.apply(client, &system.namespace).await?;
     // The generated Secrets still wanted, and the API key always: it lives as long as the
@@ -176,6 +179,7 @@ async fn pipeline(ps: &PaymentSystem, ctx: &Context) -> Result<(), Error> {
     warn_if_newly_ephemeral(ctx, ps, &ephemeral).await;
     let outcome = Outcome::Applied {
         deployments: &applied.deployments,
+        operated: &foreign::readiness(&applied.cnpg_clusters, &applied.rabbitmq_clusters),
         ephemeral: &ephemeral,
         api_url: payments_api::in_cluster_url(&system),
         api_key_secret,
@@ -397,7 +401,7 @@ fn systems_using(
         .filter(|guard| guard.meta().namespace == secret.metadata.namespace)
         .filter(|guard| match &guard.0 {
             Ok(ps) => {
-                validate::referenced_secrets(&ps.spec).contains(&name)
+                validate::referenced_secrets(ps).contains(&name)
                     || validate::generated_secrets(ps)
                         .iter()
                         .any(|(_, generated)| *generated == name)

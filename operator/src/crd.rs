@@ -17,6 +17,10 @@ use paysys_core::risk_rules::RiskRules;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::foreign::spec::{
+    CloudNativePgSpec, ClusterOperatorSpec, DeletionPolicy, VolumeSpec,
+};
+
 /// API group, version and kind, used wherever the operator names its own resource.
 pub const GROUP: &str = "paysys.io";
 pub const VERSION: &str = "v1alpha1";
@@ -71,10 +75,12 @@ pub struct PaymentSystemSpec {
     pub payments_api: PaymentsApiSpec,
     /// The risk engine that approves or declines payments.
     pub risk_engine: RiskEngineSpec,
-    /// The message broker: run by the operator (`managed`) or supplied (`external`).
-    pub rabbitmq: DependencySpec,
-    /// The PostgreSQL database: run by the operator (`managed`) or supplied (`external`).
-    pub database: DependencySpec,
+    /// The message broker: run by the operator (`managed`), supplied (`external`), or a
+    /// `RabbitmqCluster` of the RabbitMQ Cluster Operator (`clusterOperator`).
+    pub rabbitmq: RabbitMqSpec,
+    /// The PostgreSQL database: run by the operator (`managed`), supplied (`external`), or a
+    /// CloudNativePG `Cluster` (`cloudNativePG`).
+    pub database: DatabaseSpec,
     /// NetworkPolicies isolating the broker and the database.
     pub network_policy: NetworkPolicySpec,
     /// While true the operator changes nothing of this system (children are left as they are).
@@ -87,8 +93,8 @@ impl Default for PaymentSystemSpec {
             image: ImageSpec::default(),
             payments_api: PaymentsApiSpec::default(),
             risk_engine: RiskEngineSpec::default(),
-            rabbitmq: DependencySpec::managed(),
-            database: DependencySpec::managed(),
+            rabbitmq: RabbitMqSpec::managed(),
+            database: DatabaseSpec::managed(),
             network_policy: NetworkPolicySpec::default(),
             paused: false,
         }
@@ -369,39 +375,77 @@ impl RiskMode {
     }
 }
 
-/// A dependency (RabbitMQ or PostgreSQL): exactly one of `managed` or `external`.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+/// The PostgreSQL database: exactly one of `managed`, `external` or `cloudNativePG`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.managed) != has(self.external)", "message": "set exactly one of managed or external"}
+    {"rule": "(has(self.managed) ? 1 : 0) + (has(self.external) ? 1 : 0) + (has(self.cloudNativePG) ? 1 : 0) == 1", "message": "database: set exactly one of managed, external or cloudNativePG"}
 ]))]
-pub struct DependencySpec {
+pub struct DatabaseSpec {
     /// The operator runs a single-instance server (for development and small installations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed: Option<ManagedSpec>,
-    /// A server run elsewhere (a production cluster, a cloud service, its own operator).
+    /// A server run elsewhere (a production cluster, a cloud service).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalSpec>,
+    /// A highly available cluster run by CloudNativePG (its operator must be installed).
+    #[serde(
+        default,
+        rename = "cloudNativePG",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cloud_native_pg: Option<CloudNativePgSpec>,
 }
 
-impl DependencySpec {
+impl DatabaseSpec {
     /// A managed server with every default.
     pub fn managed() -> Self {
         Self {
             managed: Some(ManagedSpec::default()),
-            external: None,
+            ..Self::default()
         }
     }
 
-    /// An external server whose URL is in `secret_name`'s `url` key.
-    pub fn external(secret_name: &str) -> Self {
+    /// How many ways of providing the database are set (exactly one is valid).
+    pub fn choices(&self) -> usize {
+        usize::from(self.managed.is_some())
+            + usize::from(self.external.is_some())
+            + usize::from(self.cloud_native_pg.is_some())
+    }
+}
+
+/// The message broker: exactly one of `managed`, `external` or `clusterOperator`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "(has(self.managed) ? 1 : 0) + (has(self.external) ? 1 : 0) + (has(self.clusterOperator) ? 1 : 0) == 1", "message": "rabbitmq: set exactly one of managed, external or clusterOperator"}
+]))]
+pub struct RabbitMqSpec {
+    /// The operator runs a single-instance server (for development and small installations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedSpec>,
+    /// A server run elsewhere (a production cluster, a cloud service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalSpec>,
+    /// A clustered broker run by the RabbitMQ Cluster Operator (it must be installed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_operator: Option<ClusterOperatorSpec>,
+}
+
+impl RabbitMqSpec {
+    /// A managed server with every default.
+    pub fn managed() -> Self {
         Self {
-            managed: None,
-            external: Some(ExternalSpec {
-                secret_name: secret_name.into(),
-                key: default_url_key(),
-            }),
+            managed: Some(ManagedSpec::default()),
+            ..Self::default()
         }
+    }
+
+    /// How many ways of providing the broker are set (exactly one is valid).
+    pub fn choices(&self) -> usize {
+        usize::from(self.managed.is_some())
+            + usize::from(self.external.is_some())
+            + usize::from(self.cluster_operator.is_some())
     }
 }
 

@@ -60,6 +60,20 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// A dependency is to be run by another operator whose CRD the cluster does not serve.
+    /// Nothing is applied; retried with backoff, so installing the operator is enough.
+    #[error("not installed: {missing}")]
+    CrdMissing {
+        /// Each missing CRD, the operator serving it and how to install that operator.
+        missing: String,
+    },
+    /// Asking the API server whether a needed CRD is served failed.
+    #[error("checking whether {crd} is installed: {source}")]
+    CrdCheckFailed {
+        crd: &'static str,
+        #[source]
+        source: kube::Error,
+    },
     /// Writing the `PaymentSystem`'s status failed.
     #[error("writing the status: {0}")]
     StatusWriteFailed(#[source] kube::Error),
@@ -138,6 +152,19 @@ mod tests {
                 "ReplicasHandoverFailed",
             ),
             (Error::StatusWriteFailed(api_error()), "StatusWriteFailed"),
+            (
+                Error::CrdMissing {
+                    missing: "clusters.postgresql.cnpg.io".into(),
+                },
+                "CrdMissing",
+            ),
+            (
+                Error::CrdCheckFailed {
+                    crd: "clusters.postgresql.cnpg.io",
+                    source: api_error(),
+                },
+                "CrdCheckFailed",
+            ),
             (Error::InvalidResource("bad".into()), "InvalidResource"),
             (
                 Error::Invalid(ValidationError::SecretNotFound("db".into())),

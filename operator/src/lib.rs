@@ -14,6 +14,7 @@ pub mod children;
 pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod foreign;
 pub mod http;
 pub mod metrics;
 pub mod names;

@@ -14,7 +14,8 @@ use kube::ResourceExt;
 
 use crate::crd::{ComponentStatus, PaymentSystem, PaymentSystemStatus};
 use crate::error::Error;
-use crate::names::{Component, Names};
+use crate::foreign::Readiness;
+use crate::names::{Component, Names, Server};
 use crate::storage::{self, Ephemeral};
 
 pub const READY: &str = "Ready";
@@ -240,6 +241,8 @@ pub enum Outcome<'a> {
     /// Children applied; here are the Deployments the API server returned.
     Applied {
         deployments: &'a [Deployment],
+        /// Servers run by other operators, as their status says.
+        operated: &'a [Readiness],
         /// The managed servers keeping their data in an emptyDir, and why.
         ephemeral: &'a [(String, Ephemeral)],
         api_url: String,
@@ -261,6 +264,7 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
     let conditions = match outcome {
         Outcome::Applied {
             deployments,
+            operated,
             ephemeral: _,
             api_url,
             api_key_secret,
@@ -274,11 +278,22 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
             };
             status.payments_api = find(Component::PaymentsApi);
             status.risk_engine = find(Component::RiskEngine);
-            status.rabbitmq = find(Component::RabbitMq);
-            status.database = find(Component::Postgres);
+            let operated_status = |server: Server| {
+                operated
+                    .iter()
+                    .find(|readiness| readiness.server == server)
+                    .map(|readiness| ComponentStatus {
+                        desired_replicas: readiness.desired,
+                        ready_replicas: readiness.ready_replicas,
+                    })
+            };
+            status.rabbitmq =
+                find(Component::RabbitMq).or_else(|| operated_status(Server::RabbitMq));
+            status.database =
+                find(Component::Postgres).or_else(|| operated_status(Server::Postgres));
             status.api_url = Some(api_url.clone());
             status.api_key_secret = api_key_secret.clone();
-            applied(deployments)
+            applied(deployments, operated)
         }
         Outcome::Paused => Conditions::paused(
             previous
@@ -290,7 +305,11 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
     };
     status.conditions = conditions.to_api(&previous.conditions, ps.metadata.generation, now);
     let durable = match outcome {
-        Outcome::Applied { ephemeral, .. } => Some(durable(ephemeral).to_api(
+        Outcome::Applied {
+            ephemeral,
+            operated,
+            ..
+        } => Some(durable(ephemeral, operated).to_api(
             DURABLE,
             &previous.conditions,
             ps.metadata.generation,
@@ -306,20 +325,35 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
     status
 }
 
-/// The `Durable` condition of a system whose `ephemeral` servers keep data in an emptyDir.
-pub fn durable(ephemeral: &[(String, Ephemeral)]) -> State {
-    match storage::warning(ephemeral) {
-        Some((why, message)) => State::new(Truth::False, why.reason(), message),
-        None => State::new(
-            Truth::True,
-            "PersistentStorage",
-            "every managed server keeps its data on a PersistentVolumeClaim (or none is managed)",
-        ),
+/// The `Durable` condition of a system whose `ephemeral` managed servers keep data in an
+/// emptyDir. The `operated` clusters never do: CloudNativePG and the RabbitMQ Cluster Operator
+/// always give each instance a PersistentVolumeClaim (paysys offers them no emptyDir), so they
+/// count as durable and are named as such.
+pub fn durable(ephemeral: &[(String, Ephemeral)], operated: &[Readiness]) -> State {
+    if let Some((why, message)) = storage::warning(ephemeral) {
+        return State::new(Truth::False, why.reason(), message);
     }
+    let managed =
+        "every managed server keeps its data on a PersistentVolumeClaim (or none is managed)";
+    if operated.is_empty() {
+        return State::new(Truth::True, "PersistentStorage", managed);
+    }
+    let objects: Vec<&str> = operated
+        .iter()
+        .map(|readiness| readiness.object.as_str())
+        .collect();
+    State::new(
+        Truth::True,
+        "PersistentStorage",
+        format!(
+            "{managed}; {} keep theirs on the PersistentVolumeClaims of their operators",
+            objects.join(", ")
+        ),
+    )
 }
 
 /// The conditions after a successful apply: rolled out, or still waiting for some.
-fn applied(deployments: &[Deployment]) -> Conditions {
+fn applied(deployments: &[Deployment], operated: &[Readiness]) -> Conditions {
     let waiting: Vec<String> = deployments
         .iter()
         .filter(|deployment| !rolled_out(deployment))
@@ -332,6 +366,12 @@ fn applied(deployments: &[Deployment]) -> Conditions {
                 replicas.desired_replicas
             )
         })
+        .chain(
+            operated
+                .iter()
+                .filter(|readiness| !readiness.ready)
+                .map(|readiness| format!("{} ({})", readiness.object, readiness.detail)),
+        )
         .collect();
     if waiting.is_empty() {
         Conditions::rolled_out()
@@ -393,5 +433,49 @@ mod tests {
                     .all(|c| c.message.chars().count() <= MAX_MESSAGE + 1)
             );
         }
+    }
+
+    fn operated(server: Server, object: &str) -> Readiness {
+        Readiness {
+            server,
+            object: object.into(),
+            desired: 3,
+            ready_replicas: 0,
+            ready: false,
+            detail: "no status yet".into(),
+        }
+    }
+
+    /// Operated clusters are durable whatever their readiness, and named; an ephemeral managed
+    /// server next to one still makes the system not durable.
+    #[test]
+    fn operated_clusters_count_as_durable_and_never_hide_an_ephemeral_server() {
+        let clusters = [
+            operated(Server::RabbitMq, "RabbitmqCluster shop-mq"),
+            operated(Server::Postgres, "Cluster shop-pg"),
+        ];
+        let both = durable(&[], &clusters);
+        assert_eq!(
+            (both.status, both.reason.as_ref()),
+            (Truth::True, "PersistentStorage")
+        );
+        assert!(
+            both.message
+                .contains("RabbitmqCluster shop-mq, Cluster shop-pg keep theirs"),
+            "{}",
+            both.message
+        );
+        let none = durable(&[], &[]);
+        assert_eq!(none.status, Truth::True);
+        assert!(!none.message.contains("operators"), "{}", none.message);
+        let mixed = durable(
+            &[("shop-rabbitmq".into(), Ephemeral::OptedIn)],
+            &clusters[1..],
+        );
+        assert_eq!(
+            (mixed.status, mixed.reason.as_ref()),
+            (Truth::False, "EphemeralStorage")
+        );
+        assert!(mixed.message.contains("shop-rabbitmq"), "{}", mixed.message);
     }
 }

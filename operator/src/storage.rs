@@ -74,11 +74,13 @@ pub async fn servers_on_empty_dir(
     let names = Names::new(&ps.name_any());
     let api: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
     let mut found = Vec::new();
-    for (server, dependency) in [
-        (Server::RabbitMq, &ps.spec.rabbitmq),
-        (Server::Postgres, &ps.spec.database),
+    // Only managed servers: a broker or database run by another operator (or external) has
+    // no Deployment of ours, and its storage is not ours to resolve.
+    for (server, managed) in [
+        (Server::RabbitMq, &ps.spec.rabbitmq.managed),
+        (Server::Postgres, &ps.spec.database.managed),
     ] {
-        let Some(managed) = &dependency.managed else {
+        let Some(managed) = managed else {
             continue;
         };
         if managed.storage.is_some() {

@@ -14,9 +14,10 @@ use kube::Resource;
 use kube::ResourceExt;
 
 use crate::crd::{
-    AutoscalingSpec, DependencySpec, JwtAlgorithm, JwtSpec, ManagedSpec, PaymentSystem,
+    AutoscalingSpec, ExternalSpec, JwtAlgorithm, JwtSpec, ManagedSpec, PaymentSystem,
     PaymentSystemSpec, PullPolicy, RiskMode, ServiceType,
 };
+pub use crate::foreign::Operated;
 use crate::names::{GeneratedSecret, MAX_INSTANCE_NAME, Names, Server, Workload};
 use crate::storage::{self, Storage};
 
@@ -66,6 +67,9 @@ pub enum Connection {
     Managed(ManagedServer),
     /// Run elsewhere; the URL is in a user's Secret.
     External { secret_name: String, key: String },
+    /// Run by another operator (CloudNativePG, RabbitMQ Cluster Operator) from a resource the
+    /// operator creates; the URL is in the Secret that operator generates.
+    Operated(Operated),
 }
 
 impl Connection {
@@ -74,13 +78,21 @@ impl Connection {
         match self {
             Self::Managed(server) => (&server.credentials_secret, CREDENTIALS_URL),
             Self::External { secret_name, key } => (secret_name, key),
+            Self::Operated(operated) => operated.url_source(),
         }
     }
 
     pub fn managed(&self) -> Option<&ManagedServer> {
         match self {
             Self::Managed(server) => Some(server),
-            Self::External { .. } => None,
+            Self::External { .. } | Self::Operated(_) => None,
+        }
+    }
+
+    pub fn operated(&self) -> Option<&Operated> {
+        match self {
+            Self::Operated(operated) => Some(operated),
+            Self::Managed(_) | Self::External { .. } => None,
         }
     }
 }
@@ -163,6 +175,13 @@ impl Validated {
             .filter_map(Connection::managed)
     }
 
+    /// The servers other operators run, RabbitMQ first.
+    pub fn operated_servers(&self) -> impl Iterator<Item = &Operated> {
+        [&self.rabbitmq, &self.database]
+            .into_iter()
+            .filter_map(Connection::operated)
+    }
+
     /// The autoscaler of a paysys service, if it has one.
     pub fn autoscaling(&self, workload: Workload) -> Option<&AutoscalingSpec> {
         match workload {
@@ -243,13 +262,27 @@ pub fn generated_secrets(ps: &PaymentSystem) -> Vec<(GeneratedSecret, String)> {
         .collect()
 }
 
-/// User Secrets the resource references (read, never written).
-pub fn referenced_secrets(spec: &PaymentSystemSpec) -> Vec<String> {
-    let mut names: Vec<String> = [&spec.rabbitmq, &spec.database]
+/// Secrets the resource reads but never writes: the user's, and those another operator
+/// generates for an operated dependency (absent until that operator has made them).
+pub fn referenced_secrets(ps: &PaymentSystem) -> Vec<String> {
+    let spec = &ps.spec;
+    let names = Names::new(&ps.name_any());
+    let operated = [
+        spec.rabbitmq
+            .cluster_operator
+            .as_ref()
+            .map(|_| Operated::secret_of(&names, Server::RabbitMq)),
+        spec.database
+            .cloud_native_pg
+            .as_ref()
+            .map(|_| Operated::secret_of(&names, Server::Postgres)),
+    ];
+    let mut names: Vec<String> = [&spec.rabbitmq.external, &spec.database.external]
         .into_iter()
-        .filter_map(|dependency| dependency.external.as_ref())
+        .flatten()
         .map(|external| external.secret_name.clone())
         .chain(spec.payments_api.auth.secret_name.clone())
+        .chain(operated.into_iter().flatten())
         .collect();
     names.sort();
     names.dedup();
@@ -281,20 +314,26 @@ pub fn validate_observed(
     let spec = &ps.spec;
     let rules_yaml = serde_norway::to_string(&spec.risk_engine.rules)
         .map_err(|e| invalid(format!("riskEngine.rules cannot be rendered: {e}")))?;
-    let rabbitmq = connection(
-        &names,
-        Server::RabbitMq,
-        &spec.rabbitmq,
-        secrets,
-        on_empty_dir,
-    )?;
-    let database = connection(
-        &names,
-        Server::Postgres,
-        &spec.database,
-        secrets,
-        on_empty_dir,
-    )?;
+    let rabbitmq = match &spec.rabbitmq.cluster_operator {
+        Some(operated) => Connection::Operated(Operated::rabbitmq(&names, operated)),
+        None => connection(
+            &names,
+            Server::RabbitMq,
+            (&spec.rabbitmq.managed, &spec.rabbitmq.external),
+            secrets,
+            on_empty_dir,
+        )?,
+    };
+    let database = match &spec.database.cloud_native_pg {
+        Some(operated) => Connection::Operated(Operated::cloud_native_pg(&names, operated)),
+        None => connection(
+            &names,
+            Server::Postgres,
+            (&spec.database.managed, &spec.database.external),
+            secrets,
+            on_empty_dir,
+        )?,
+    };
     let auth = auth(&names, spec, secrets)?;
     let used: SecretData = secrets
         .iter()
@@ -424,8 +463,11 @@ fn check_spec(name: &str, spec: &PaymentSystemSpec) -> Result<(), ValidationErro
             )));
         }
     }
-    for (field, dependency) in [("rabbitmq", &spec.rabbitmq), ("database", &spec.database)] {
-        if let Some(storage) = dependency.managed.as_ref().and_then(|m| m.storage.as_ref())
+    for (field, managed) in [
+        ("rabbitmq", &spec.rabbitmq.managed),
+        ("database", &spec.database.managed),
+    ] {
+        if let Some(storage) = managed.as_ref().and_then(|m| m.storage.as_ref())
             && storage.ephemeral
             && storage.storage_class_name.is_some()
         {
@@ -440,12 +482,15 @@ fn check_spec(name: &str, spec: &PaymentSystemSpec) -> Result<(), ValidationErro
             "riskEngine.approvalProbability must be within [0, 1]",
         ));
     }
-    for (field, dependency) in [("rabbitmq", &spec.rabbitmq), ("database", &spec.database)] {
-        if dependency.managed.is_some() == dependency.external.is_some() {
-            return Err(invalid(format!(
-                "{field}: set exactly one of managed or external"
-            )));
-        }
+    if spec.rabbitmq.choices() != 1 {
+        return Err(invalid(
+            "rabbitmq: set exactly one of managed, external or clusterOperator",
+        ));
+    }
+    if spec.database.choices() != 1 {
+        return Err(invalid(
+            "database: set exactly one of managed, external or cloudNativePG",
+        ));
     }
     if spec.payments_api.auth.jwt.is_some() && spec.payments_api.auth.secret_name.is_none() {
         return Err(invalid(
@@ -514,11 +559,11 @@ pub fn resources(cpu: &str, memory: &str, memory_limit: &str) -> ResourceRequire
 fn connection(
     names: &Names,
     server: Server,
-    dependency: &DependencySpec,
+    dependency: (&Option<ManagedSpec>, &Option<ExternalSpec>),
     secrets: &SecretData,
     on_empty_dir: &[Server],
 ) -> Result<Connection, ValidationError> {
-    match (&dependency.managed, &dependency.external) {
+    match dependency {
         (Some(managed), None) => Ok(Connection::Managed(managed_server(
             names,
             server,
@@ -532,8 +577,9 @@ fn connection(
                 key: external.key.clone(),
             })
         }
+        // Unreachable after `check_spec`, which names the dependency's three ways.
         _ => Err(invalid(format!(
-            "{}: set exactly one of managed or external",
+            "{}: set exactly one way to provide it",
             server.component().name()
         ))),
     }

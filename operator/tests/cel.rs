@@ -111,16 +111,60 @@ fn probability_outside_zero_one_is_refused() {
 }
 
 #[test]
-fn exactly_one_of_managed_and_external() {
+fn exactly_one_way_to_provide_each_dependency() {
+    const RABBITMQ: &str = "rabbitmq: set exactly one of managed, external or clusterOperator";
+    const DATABASE: &str = "database: set exactly one of managed, external or cloudNativePG";
     let both = json!({"rabbitmq": {"managed": {}, "external": {"secretName": "broker"}}});
-    assert_eq!(violations(both), ["set exactly one of managed or external"]);
+    assert_eq!(violations(both), [RABBITMQ]);
     let neither = json!({"database": {}});
-    assert_eq!(
-        violations(neither),
-        ["set exactly one of managed or external"]
-    );
+    assert_eq!(violations(neither), [DATABASE]);
     let external = json!({"database": {"external": {"secretName": "db"}}});
     assert_eq!(violations(external), Vec::<String>::new());
+    for (spec, message) in [
+        (
+            json!({"database": {"managed": {}, "cloudNativePG": {}}}),
+            DATABASE,
+        ),
+        (
+            json!({"database": {"external": {"secretName": "db"}, "cloudNativePG": {}}}),
+            DATABASE,
+        ),
+        (
+            json!({"rabbitmq": {"managed": {}, "clusterOperator": {}}}),
+            RABBITMQ,
+        ),
+        (
+            json!({"rabbitmq": {"external": {"secretName": "mq"}, "clusterOperator": {}}}),
+            RABBITMQ,
+        ),
+    ] {
+        assert_eq!(violations(spec.clone()), [message], "{spec}");
+    }
+    // Each operator's field exists only on its own dependency (pruned elsewhere, so the
+    // dependency is left with nothing chosen).
+    let operated = json!({"database": {"cloudNativePG": {}}, "rabbitmq": {"clusterOperator": {}}});
+    assert_eq!(violations(operated), Vec::<String>::new());
+}
+
+#[test]
+fn operated_clusters_refuse_bad_sizes() {
+    let cases = [
+        (
+            json!({"database": {"cloudNativePG": {"instances": 0}}}),
+            "database.cloudNativePG.instances must be >= 1",
+        ),
+        (
+            json!({"rabbitmq": {"clusterOperator": {"replicas": 0}}}),
+            "rabbitmq.clusterOperator.replicas must be >= 1",
+        ),
+        (
+            json!({"rabbitmq": {"clusterOperator": {"storage": {"size": "lots"}}}}),
+            "storage.size must be a quantity such as 10Gi",
+        ),
+    ];
+    for (spec, message) in cases {
+        assert_eq!(violations(spec.clone()), [message], "{spec}");
+    }
 }
 
 #[test]

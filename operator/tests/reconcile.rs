@@ -220,6 +220,36 @@ async fn expect_failed_step(server: &mut ApiServer, path: &str, reason: &str, ob
     server.expect_silence().await;
 }
 
+/// The API server failing to answer discovery is its own reason, and nothing is applied.
+#[tokio::test]
+async fn a_failed_crd_check_is_reported_and_applies_nothing() {
+    let (mut server, _ctx, task) = start(system("database: {cloudNativePG: {}}"));
+    for name in ["shop-api-key", "shop-rabbitmq-credentials"] {
+        server
+            .expect(Method::GET, &format!("{CORE}/secrets/{name}"), |_| {
+                (200, existing_secret(name))
+            })
+            .await;
+    }
+    // CloudNativePG's Secret does not exist yet: read, absent, and no error.
+    server
+        .expect(Method::GET, &format!("{CORE}/secrets/shop-pg-app"), |_| {
+            not_found()
+        })
+        .await;
+    // Only the managed broker's storage is looked at: the operated database has no
+    // Deployment of ours.
+    expect_storage_reads(&mut server, &["shop-rabbitmq"]).await;
+    expect_failed_step(
+        &mut server,
+        "/apis/postgresql.cnpg.io/v1",
+        "CrdCheckFailed",
+        "clusters.postgresql.cnpg.io",
+    )
+    .await;
+    assert_eq!(finish(task).await.unwrap_err().reason(), "CrdCheckFailed");
+}
+
 #[tokio::test]
 async fn a_failed_storage_read_is_reported_as_such_and_applies_nothing() {
     let (mut server, _ctx, task) = start(system(""));

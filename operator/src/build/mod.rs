@@ -9,6 +9,7 @@ mod config_map;
 mod managed;
 pub mod meta;
 mod network_policy;
+mod operated;
 pub mod payments_api;
 mod pdb;
 pub mod pod;
@@ -30,6 +31,12 @@ pub fn build(system: &Validated) -> Children {
         children.services.push(parts.service);
         children.deployments.push(parts.deployment);
     }
+    children
+        .cnpg_clusters
+        .extend(operated::cnpg_cluster(system));
+    children
+        .rabbitmq_clusters
+        .extend(operated::rabbitmq_cluster(system));
     children.services.push(payments_api::service(system));
     children.deployments.push(payments_api::deployment(system));
     children.deployments.push(risk_engine::deployment(system));

@@ -55,14 +55,10 @@ pub fn deployment(system: &Validated) -> Deployment {
 /// The API's environment contract (see the payments API's configuration).
 fn environment(system: &Validated) -> Vec<EnvVar> {
     let spec = &system.payments_api;
-    let (db_secret, db_key) = system.database.url_source();
-    let (amqp_secret, amqp_key) = system.rabbitmq.url_source();
-    let mut env = vec![
-        pod::env("PORT", API_PORT.to_string()),
-        pod::env_from_secret("DATABASE_URL", db_secret, db_key),
-        pod::env_from_secret("AMQP_URL", amqp_secret, amqp_key),
-        pod::env("LOG_FORMAT", "json"),
-    ];
+    let mut env = vec![pod::env("PORT", API_PORT.to_string())];
+    env.extend(pod::connection_env("DATABASE_URL", &system.database));
+    env.extend(pod::connection_env("AMQP_URL", &system.rabbitmq));
+    env.push(pod::env("LOG_FORMAT", "json"));
     let file = |key: &str| format!("{AUTH_DIR}/{key}");
     match &system.auth {
         Auth::Generated { .. } => {

@@ -17,6 +17,22 @@ fn bad_cases() -> Vec<(&'static str, Value)> {
             json!({"database": {"managed": {}, "external": {"secretName": "db"}}}),
         ),
         (
+            ".spec.database.cloudNativePG.instances",
+            json!({"database": {"cloudNativePG": {"instances": 0}}}),
+        ),
+        (
+            ".spec.database.cloudNativePG.storage.size",
+            json!({"database": {"cloudNativePG": {"storage": {"size": "big"}}}}),
+        ),
+        (
+            ".spec.rabbitmq.clusterOperator.replicas",
+            json!({"rabbitmq": {"clusterOperator": {"replicas": 0}}}),
+        ),
+        (
+            ".spec.rabbitmq.clusterOperator.storage.size",
+            json!({"rabbitmq": {"clusterOperator": {"storage": {"size": "10 GB"}}}}),
+        ),
+        (
             ".spec.database.external.secretName",
             json!({"database": {"external": {"secretName": ""}}}),
         ),

@@ -10,6 +10,7 @@ mod crd;
 mod helm;
 mod kube_play;
 mod numbers;
+mod operated;
 mod processes;
 mod rbac;
 mod reconcile;
