@@ -33,6 +33,8 @@ const MIN_DELAY: Duration = Duration::from_millis(250);
 /// of watches, so retrying this often costs a recovering API server nothing, and it bounds
 /// how long a change waits after an outage.
 const MAX_DELAY: Duration = Duration::from_secs(5);
+/// Longest pause for a watch whose CRD may not be installed ([`resilient_optional`]).
+const OPTIONAL_MAX_DELAY: Duration = Duration::from_secs(60);
 /// Pause before listing again after a `410 Gone`, so a server that kept answering 410 could
 /// not make the watch list in a tight loop.
 const RELIST_PAUSE: Duration = Duration::from_millis(500);
@@ -67,6 +69,26 @@ where
     S: Stream<Item = watcher::Result<Event<K>>> + Send + 'static,
 {
     resilient_with(kind, stream, backoff())
+}
+
+/// [`resilient`] for a kind whose CRD may be absent for good (another operator's, not
+/// installed): the same handling, with retries slowing to once a minute so a cluster without
+/// that operator does not get a warning every few seconds.
+pub fn resilient_optional<K, S>(
+    kind: &'static str,
+    stream: S,
+) -> impl Stream<Item = watcher::Result<Event<K>>> + Send + 'static
+where
+    K: Resource + Debug + Send + 'static,
+    S: Stream<Item = watcher::Result<Event<K>>> + Send + 'static,
+{
+    let slow = backon::ExponentialBuilder::default()
+        .with_min_delay(MIN_DELAY)
+        .with_max_delay(OPTIONAL_MAX_DELAY)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    resilient_with(kind, stream, ExponentialBackoff::from(slow))
 }
 
 fn resilient_with<K, S, B>(

@@ -152,8 +152,14 @@ pub fn watch<K: ChildKind>(
     client: &Client,
     config: watcher::Config,
 ) -> Controller<DeserializeGuard<PaymentSystem>> {
-    let stream = watcher(scope.api::<K>(client), config)
-        .default_backoff()
+    // Like every other watch, through `watch::resilient*`: failures (the CRD absent, an API
+    // server restart) stay in this watch's own backoff instead of the controller's shared
+    // one, which would stall every other watch with it.
+    let kind = match K::kind(&()) {
+        std::borrow::Cow::Borrowed(kind) => kind,
+        std::borrow::Cow::Owned(_) => "foreign",
+    };
+    let stream = crate::watch::resilient_optional(kind, watcher(scope.api::<K>(client), config))
         .touched_objects();
     controller.watches_stream(stream, |object: K| {
         let instance = object.labels().get("app.kubernetes.io/instance")?.clone();
