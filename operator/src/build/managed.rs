@@ -205,7 +205,7 @@ fn service(system: &Validated, server: Server) -> Service {
     }
 }
 
-fn claim(
+pub(super) fn claim(
     system: &Validated,
     server: Server,
     size: &str,

@@ -5,6 +5,7 @@
 //! tested from a small YAML resource. One module per kind of child.
 
 mod config_map;
+pub mod data_feed;
 mod managed;
 pub mod meta;
 mod network_policy;

@@ -13,6 +13,34 @@ use crate::support::{TEST_MANAGER, env, shipped_crd};
 fn bad_cases() -> Vec<(&'static str, Value)> {
     vec![
         (
+            ".spec.dataFeed.schedule",
+            json!({"dataFeed": {"schedule": "every hour"}}),
+        ),
+        (
+            ".spec.dataFeed.destination",
+            json!({"dataFeed": {"destination": {"existingClaim": "lake", "claim": {}}}}),
+        ),
+        (
+            ".spec.dataFeed.destination.existingClaim",
+            json!({"dataFeed": {"destination": {"existingClaim": ""}}}),
+        ),
+        (
+            ".spec.dataFeed.destination.claim.size",
+            json!({"dataFeed": {"destination": {"claim": {"size": "big"}}}}),
+        ),
+        (
+            ".spec.dataFeed.destination.claim.storageClassName",
+            json!({"dataFeed": {"destination": {"claim": {"storageClassName": "slow"}}}}),
+        ),
+        (
+            ".spec.dataFeed.keySecret.secretName",
+            json!({"dataFeed": {"keySecret": {"secretName": ""}}}),
+        ),
+        (
+            ".spec.dataFeed.retentionDays",
+            json!({"dataFeed": {"retentionDays": 0}}),
+        ),
+        (
             ".spec.database",
             json!({"database": {"managed": {}, "external": {"secretName": "db"}}}),
         ),
@@ -86,9 +114,16 @@ fn bad_cases() -> Vec<(&'static str, Value)> {
 
 /// The valid spec a transition rule's (`oldSelf`) case is an update of.
 fn starting_spec(path: &str) -> Option<Value> {
-    let dependency = path.split('.').nth(2)?;
-    path.ends_with("storageClassName")
-        .then(|| json!({dependency: {"managed": {"storage": {"storageClassName": "fast"}}}}))
+    let parent = path.split('.').nth(2)?;
+    if !path.ends_with("storageClassName") {
+        return None;
+    }
+    Some(match parent {
+        "dataFeed" => {
+            json!({"dataFeed": {"destination": {"claim": {"storageClassName": "fast"}}}})
+        }
+        dependency => json!({dependency: {"managed": {"storage": {"storageClassName": "fast"}}}}),
+    })
 }
 
 /// Every rule of the schema: `(path, message)`.

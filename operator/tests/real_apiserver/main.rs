@@ -6,6 +6,7 @@
 
 mod contract;
 mod crd;
+mod data_feed;
 mod helm;
 mod kube_play;
 mod numbers;
