@@ -292,7 +292,11 @@ async fn without_a_range_only_days_changed_since_the_watermark_are_exported() {
 async fn retention_deletes_old_days_and_does_not_export_them_again() {
     let s = setup().await;
     let now = Utc::now();
-    let day = |ago: i64| (now - chrono::TimeDelta::days(ago)).date_naive().to_string();
+    let day = |ago: i64| {
+        (now - chrono::TimeDelta::days(ago))
+            .date_naive()
+            .to_string()
+    };
     for ago in [0, 2, 3, 10] {
         let created = now - chrono::TimeDelta::days(ago);
         insert(&s.pool, &payment(100, "USD", "approved", created), 0).await;
@@ -311,7 +315,9 @@ async fn retention_deletes_old_days_and_does_not_export_them_again() {
     assert!(s.day_file(&day(2)).exists());
     for ago in [3, 10] {
         assert!(
-            !Path::new(&s.out()).join(format!("day={}", day(ago))).exists(),
+            !Path::new(&s.out())
+                .join(format!("day={}", day(ago)))
+                .exists(),
             "{ago} days ago is past retention"
         );
     }

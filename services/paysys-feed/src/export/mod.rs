@@ -93,9 +93,9 @@ pub async fn run(args: &ExportArgs) -> anyhow::Result<Summary> {
         }
     };
     // The first day kept; a day before it would be deleted at the end of this very run.
-    let first_kept = args.retain_days.map(|days| {
-        snapshot_start.date_naive() - chrono::TimeDelta::days(i64::from(days) - 1)
-    });
+    let first_kept = args
+        .retain_days
+        .map(|days| snapshot_start.date_naive() - chrono::TimeDelta::days(i64::from(days) - 1));
     let days: Vec<NaiveDate> = days
         .into_iter()
         .filter(|day| first_kept.is_none_or(|first| *day >= first))

@@ -101,8 +101,7 @@ pub fn remove_day(out: &Path, day: NaiveDate) -> anyhow::Result<()> {
 /// folders named `day=YYYY-MM-DD` are touched: anything else in `out` is not the export's.
 pub fn remove_days_before(out: &Path, first: NaiveDate) -> anyhow::Result<usize> {
     let mut removed = 0;
-    for entry in std::fs::read_dir(out).with_context(|| format!("cannot list {}", out.display()))?
-    {
+    for entry in std::fs::read_dir(out).with_context(|| format!("cannot list {}", out.display()))? {
         let entry = entry?;
         let name = entry.file_name();
         let Some(day) = name

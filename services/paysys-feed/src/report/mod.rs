@@ -279,8 +279,10 @@ async fn totals(ctx: &SessionContext, rates: Option<&Rates>) -> anyhow::Result<S
 /// row is a null-aware anti join, which holds the whole column in a hash table (memory that
 /// grew with the input, ~90 MiB from 1 M to 4 M rows).
 fn unknown_currencies(totals: &[CurrencyTotal]) -> Vec<String> {
-    let known: std::collections::HashSet<&str> =
-        currencies::all().into_iter().map(|(code, _)| code).collect();
+    let known: std::collections::HashSet<&str> = currencies::all()
+        .into_iter()
+        .map(|(code, _)| code)
+        .collect();
     totals
         .iter()
         .filter(|total| !known.contains(total.currency.as_str()))
