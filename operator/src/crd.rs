@@ -546,7 +546,7 @@ fn default_schedule() -> String {
     {"rule": "has(self.claim) != has(self.existingClaim)", "message": "dataFeed.destination: set exactly one of claim or existingClaim"}
 ]))]
 pub struct FeedDestination {
-    /// A PersistentVolumeClaim the operator creates (`<name>-data-feed`, ReadWriteOnce). It
+    /// A PersistentVolumeClaim the operator creates (`<name>-data-feed-data`, ReadWriteOnce). It
     /// is kept as long as the PaymentSystem, even when the data feed is removed, so exported
     /// files are never deleted by a spec change.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -9,12 +9,14 @@
 use std::borrow::Cow;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
-use crate::crd::{ComponentStatus, PaymentSystem, PaymentSystemStatus};
+use crate::crd::{ComponentStatus, DataFeedStatus, PaymentSystem, PaymentSystemStatus};
 use crate::error::Error;
 use crate::names::{Component, Names};
+use crate::validate::DataFeed;
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
@@ -226,11 +228,25 @@ pub enum Outcome<'a> {
         deployments: &'a [Deployment],
         api_url: String,
         api_key_secret: Option<String>,
+        data_feed: Option<DataFeedStatus>,
     },
     /// `paused: true`: nothing was touched.
     Paused,
     /// The reconcile failed.
     Failed(&'a Error),
+}
+
+/// The data feed's status from its spec and its CronJob as the API server returned it (the
+/// CronJob controller records there when a run started and when one last succeeded).
+pub fn data_feed(feed: &DataFeed, cron_job: Option<&CronJob>) -> DataFeedStatus {
+    let status = cron_job.and_then(|cron_job| cron_job.status.clone());
+    DataFeedStatus {
+        cron_job: cron_job.map(ResourceExt::name_any).unwrap_or_default(),
+        claim: feed.claim_name.clone(),
+        key_secret: format!("{}/{}", feed.key_secret, feed.key),
+        last_schedule_time: status.as_ref().and_then(|s| s.last_schedule_time.clone()),
+        last_successful_time: status.and_then(|s| s.last_successful_time),
+    }
 }
 
 /// The status `ps` should have after `outcome`, at time `now`.
@@ -245,6 +261,7 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
             deployments,
             api_url,
             api_key_secret,
+            data_feed,
         } => {
             let names = Names::new(&ps.name_any());
             let find = |component: Component| {
@@ -259,6 +276,7 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
             status.database = find(Component::Postgres);
             status.api_url = Some(api_url.clone());
             status.api_key_secret = api_key_secret.clone();
+            status.data_feed = data_feed.clone();
             applied(deployments)
         }
         Outcome::Paused => Conditions::paused(

@@ -17,7 +17,9 @@ use crate::crd::{
     DataFeedSpec, DependencySpec, JwtAlgorithm, JwtSpec, ManagedSpec, PaymentSystem,
     PaymentSystemSpec, PullPolicy, RiskMode, SCHEDULE_MESSAGE, ServiceType, StorageSpec,
 };
-use crate::names::{GeneratedSecret, MAX_FEED_INSTANCE_NAME, MAX_INSTANCE_NAME, Names, Server, Workload};
+use crate::names::{
+    GeneratedSecret, MAX_FEED_INSTANCE_NAME, MAX_INSTANCE_NAME, Names, Server, Workload,
+};
 
 /// Default images of the managed dependencies, pinned so an operator upgrade is the only thing
 /// that changes them.
@@ -258,6 +260,14 @@ pub fn generated_secrets(ps: &PaymentSystem) -> Vec<(GeneratedSecret, String)> {
         .collect()
 }
 
+/// Children kept as long as the `PaymentSystem` exists once made, even when the spec no longer
+/// asks for them: the API key (switching auth back and forth never changes the key clients
+/// hold), the data feed's Fernet key (the files written with it stay readable) and the data
+/// feed's claim (switching the feed off never deletes the exported files).
+pub fn kept_for_life(names: &Names) -> Vec<String> {
+    vec![names.api_key(), names.feed_key(), names.feed_claim()]
+}
+
 /// User Secrets the resource references (read, never written).
 pub fn referenced_secrets(spec: &PaymentSystemSpec) -> Vec<String> {
     let mut names: Vec<String> = [&spec.rabbitmq, &spec.database]
@@ -484,7 +494,10 @@ pub fn is_schedule(schedule: &str) -> bool {
         (1, 12, MONTHS),
         (0, 6, DAYS),
     ];
-    let parts: Vec<&str> = schedule.split(' ').filter(|part| !part.is_empty()).collect();
+    let parts: Vec<&str> = schedule
+        .split(' ')
+        .filter(|part| !part.is_empty())
+        .collect();
     parts.len() == fields.len()
         && !schedule.starts_with(' ')
         && parts.iter().zip(fields).all(|(part, (low, high, names))| {
@@ -518,7 +531,9 @@ fn is_cron_item(item: &str, low: u32, high: u32, names: &[&str]) -> bool {
     let range_ok = match range {
         "*" | "?" => true,
         _ => match range.split_once('-') {
-            Some((first, last)) => matches!((value(first), value(last)), (Some(a), Some(b)) if a <= b),
+            Some((first, last)) => {
+                matches!((value(first), value(last)), (Some(a), Some(b)) if a <= b)
+            }
             None => value(range).is_some(),
         },
     };
@@ -545,16 +560,16 @@ fn data_feed(
                       `paysys-feed keygen`)",
         });
     }
-    let (claim_name, created_claim) = match (&feed.destination.claim, &feed.destination.existing_claim)
-    {
-        (_, Some(existing)) => (existing.clone(), None),
-        (Some(storage), None) => (names.feed_claim(), Some(storage.clone())),
-        (None, None) => {
-            return Err(invalid(
-                "dataFeed.destination: set exactly one of claim or existingClaim",
-            ));
-        }
-    };
+    let (claim_name, created_claim) =
+        match (&feed.destination.claim, &feed.destination.existing_claim) {
+            (_, Some(existing)) => (existing.clone(), None),
+            (Some(storage), None) => (names.feed_claim(), Some(storage.clone())),
+            (None, None) => {
+                return Err(invalid(
+                    "dataFeed.destination: set exactly one of claim or existingClaim",
+                ));
+            }
+        };
     Ok(DataFeed {
         schedule: feed.schedule.clone(),
         image: feed.image.clone().unwrap_or_else(|| {

@@ -119,7 +119,7 @@ fn empty_spec_builds_a_complete_system() {
 #[test]
 fn every_listed_child_kind_is_built() {
     let children = children(
-        "rabbitmq:\n  managed:\n    storage: {size: 2Gi}\ndatabase:\n  managed:\n    storage: {size: 2Gi}\n",
+        "rabbitmq:\n  managed:\n    storage: {size: 2Gi}\ndatabase:\n  managed:\n    storage: {size: 2Gi}\ndataFeed: {}\n",
     );
     let built: std::collections::BTreeSet<String> = children
         .metas()

@@ -227,8 +227,14 @@ fn data_feed_rules_refuse_bad_values_with_their_own_messages() {
         (json!({"dataFeed": {"schedule": "* * * *"}}), schedule),
         (json!({"dataFeed": {"schedule": "* * * * * *"}}), schedule),
         (json!({"dataFeed": {"schedule": "@every 5m"}}), schedule),
-        (json!({"dataFeed": {"schedule": "TZ=UTC 0 0 * * *"}}), schedule),
-        (json!({"dataFeed": {"schedule": "0 0 * * * ; rm"}}), schedule),
+        (
+            json!({"dataFeed": {"schedule": "TZ=UTC 0 0 * * *"}}),
+            schedule,
+        ),
+        (
+            json!({"dataFeed": {"schedule": "0 0 * * * ; rm"}}),
+            schedule,
+        ),
         (
             json!({"dataFeed": {"destination": {"existingClaim": "lake", "claim": {}}}}),
             "dataFeed.destination: set exactly one of claim or existingClaim",

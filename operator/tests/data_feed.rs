@@ -9,7 +9,7 @@ use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 use paysys_operator::build::data_feed::{self, Built};
 use paysys_operator::build::{build, secrets};
-use paysys_operator::names::Component;
+use paysys_operator::names::GeneratedSecret;
 use paysys_operator::validate::{self, ValidationError};
 
 fn feed(spec: &str, user: &[(&str, &[(&str, &str)])]) -> Built {
@@ -21,8 +21,6 @@ fn feed(spec: &str, user: &[(&str, &[(&str, &str)])]) -> Built {
 fn pod(cron_job: &CronJob) -> &PodSpec {
     cron_job
         .spec
-        .as_ref()
-        .unwrap()
         .job_template
         .spec
         .as_ref()
@@ -57,7 +55,7 @@ fn no_data_feed_builds_no_cron_job_and_generates_no_key() {
     assert!(
         !validate::generated_secrets(&ps)
             .iter()
-            .any(|(component, _)| *component == Component::DataFeed)
+            .any(|(secret, _)| *secret == GeneratedSecret::FeedKey)
     );
 }
 
@@ -74,7 +72,7 @@ fn an_empty_data_feed_exports_hourly_onto_a_claim_it_creates() {
         cron_job.metadata.owner_references.as_ref().unwrap()[0].kind,
         "PaymentSystem"
     );
-    let spec = cron_job.spec.as_ref().unwrap();
+    let spec = &cron_job.spec;
     assert_eq!(spec.schedule, "@hourly");
     assert_eq!(spec.time_zone.as_deref(), Some("Etc/UTC"));
     assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
@@ -82,7 +80,10 @@ fn an_empty_data_feed_exports_hourly_onto_a_claim_it_creates() {
     let container = container(cron_job);
     assert_eq!(
         container.image.as_deref(),
-        Some(concat!("ghcr.io/paysys/paysys-feed:", env!("CARGO_PKG_VERSION")))
+        Some(concat!(
+            "ghcr.io/paysys/paysys-feed:",
+            env!("CARGO_PKG_VERSION")
+        ))
     );
     assert_eq!(
         container.args.as_deref().unwrap(),
@@ -107,7 +108,14 @@ fn an_empty_data_feed_exports_hourly_onto_a_claim_it_creates() {
         Some(&["ReadWriteOnce".to_string()][..])
     );
     assert_eq!(
-        claim_spec.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+        claim_spec
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["storage"]
+            .0,
         "1Gi"
     );
     let pod = pod(cron_job);
@@ -128,7 +136,10 @@ fn an_empty_data_feed_exports_hourly_onto_a_claim_it_creates() {
     let key = volume("key").secret.unwrap();
     assert_eq!(key.secret_name.as_deref(), Some("shop-feed-key"));
     let items = key.items.unwrap();
-    assert_eq!((items[0].key.as_str(), items[0].path.as_str()), ("fernet-key", "fernet-key"));
+    assert_eq!(
+        (items[0].key.as_str(), items[0].path.as_str()),
+        ("fernet-key", "fernet-key")
+    );
     assert!(volume("tmp").empty_dir.is_some());
 }
 
@@ -159,14 +170,18 @@ fn the_export_pod_is_locked_down_and_writes_only_to_its_volumes() {
         .map(|m| m.mount_path.as_str())
         .collect();
     assert_eq!(writable, ["/feed", "/tmp"]);
-    let limits = container.resources.as_ref().unwrap().limits.as_ref().unwrap();
+    let limits = container
+        .resources
+        .as_ref()
+        .unwrap()
+        .limits
+        .as_ref()
+        .unwrap();
     assert_eq!(limits["memory"].0, "512Mi");
     // The Job's pods carry the selector labels the database's NetworkPolicy admits.
     let labels = built
         .cron_job
         .spec
-        .as_ref()
-        .unwrap()
         .job_template
         .spec
         .as_ref()
@@ -205,7 +220,7 @@ dataFeed:
         ],
     );
     assert!(built.claim.is_none(), "an existing claim is not created");
-    let spec = built.cron_job.spec.as_ref().unwrap();
+    let spec = &built.cron_job.spec;
     assert_eq!(spec.schedule, "15 2 * * MON-FRI");
     assert_eq!(spec.suspend, Some(true));
     let container = container(&built.cron_job);
@@ -222,7 +237,14 @@ dataFeed:
         ("shop-db".into(), "dsn".into())
     );
     assert_eq!(
-        container.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0,
+        container
+            .resources
+            .as_ref()
+            .unwrap()
+            .limits
+            .as_ref()
+            .unwrap()["memory"]
+            .0,
         "1Gi"
     );
     let pod = pod(&built.cron_job);
@@ -235,13 +257,16 @@ dataFeed:
     let key = volumes.iter().find_map(|v| v.secret.as_ref()).unwrap();
     assert_eq!(key.secret_name.as_deref(), Some("shop-feed"));
     let item = &key.items.as_ref().unwrap()[0];
-    assert_eq!((item.key.as_str(), item.path.as_str()), ("key", "fernet-key"));
+    assert_eq!(
+        (item.key.as_str(), item.path.as_str()),
+        ("key", "fernet-key")
+    );
     // A user's key is read, never generated.
     let ps = system(spec_with_user_key());
     assert!(
         !validate::generated_secrets(&ps)
             .iter()
-            .any(|(component, _)| *component == Component::DataFeed)
+            .any(|(secret, _)| *secret == GeneratedSecret::FeedKey)
     );
     assert!(validate::referenced_secrets(&ps.spec).contains(&"shop-feed".to_string()));
 }
@@ -255,15 +280,15 @@ fn the_generated_key_is_a_fresh_fernet_key_made_once() {
     let ps = system("dataFeed: {}");
     assert!(
         validate::generated_secrets(&ps)
-            .contains(&(Component::DataFeed, "shop-feed-key".to_string()))
+            .contains(&(GeneratedSecret::FeedKey, "shop-feed-key".to_string()))
     );
     let key_of = |secret: k8s_openapi::api::core::v1::Secret| {
         let data = secret.data.unwrap();
         assert_eq!(data.keys().collect::<Vec<_>>(), ["fernet-key"]);
         String::from_utf8(data["fernet-key"].0.clone()).unwrap()
     };
-    let a = key_of(secrets::generate(&ps, Component::DataFeed));
-    let b = key_of(secrets::generate(&ps, Component::DataFeed));
+    let a = key_of(secrets::generate(&ps, GeneratedSecret::FeedKey));
+    let b = key_of(secrets::generate(&ps, GeneratedSecret::FeedKey));
     assert_ne!(a, b, "fresh randomness");
     for key in [&a, &b] {
         assert_eq!(key.len(), 44, "{key}");
@@ -275,7 +300,10 @@ fn the_generated_key_is_a_fresh_fernet_key_made_once() {
     // What the cluster holds is what validation accepts.
     let system = validate::validate(&ps, &secrets_for(&ps, &[])).unwrap();
     let feed = system.data_feed.unwrap();
-    assert_eq!((feed.key_secret.as_str(), feed.key.as_str()), ("shop-feed-key", "fernet-key"));
+    assert_eq!(
+        (feed.key_secret.as_str(), feed.key.as_str()),
+        ("shop-feed-key", "fernet-key")
+    );
 }
 
 #[test]
@@ -291,7 +319,11 @@ fn a_key_secret_that_is_missing_or_not_a_fernet_key_is_reported() {
     )
     .unwrap_err();
     assert_eq!(error.reason(), "SecretKeyMissing");
-    for bad in ["hunter2", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNk", "MDEy MzQ1"] {
+    for bad in [
+        "hunter2",
+        "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNk",
+        "MDEy MzQ1",
+    ] {
         let error = validate::validate(
             &ps,
             &secrets_for(&ps, &[("shop-feed", &[("fernet-key", bad)])]),

@@ -46,6 +46,7 @@ pub fn build(system: &Validated, feed: &DataFeed) -> Built {
             managed::claim(
                 system,
                 component,
+                system.names.feed_claim(),
                 &storage.size,
                 &storage.storage_class_name,
             )
@@ -73,7 +74,11 @@ fn cron_job(system: &Validated, feed: &DataFeed) -> CronJob {
     let mut container = pod::container(system, component.name(), &feed.image);
     container.args = Some(args(feed));
     let (db_secret, db_key) = system.database.url_source();
-    container.env = Some(vec![pod::env_from_secret("DATABASE_URL", db_secret, db_key)]);
+    container.env = Some(vec![pod::env_from_secret(
+        "DATABASE_URL",
+        db_secret,
+        db_key,
+    )]);
     container.resources = Some(feed.resources.clone());
     container.volume_mounts = Some(vec![
         pod::mount("feed", FEED_DIR, false),
@@ -103,6 +108,7 @@ fn cron_job(system: &Validated, feed: &DataFeed) -> CronJob {
                 }]),
                 default_mode: Some(0o440),
                 optional: Some(false),
+                ..SecretVolumeSource::default()
             }),
             ..Volume::default()
         },
@@ -112,13 +118,10 @@ fn cron_job(system: &Validated, feed: &DataFeed) -> CronJob {
     // A failed attempt keeps its pod (and logs); the Job starts a new one.
     pod_spec.restart_policy = Some("Never".into());
     let mut pod_labels = meta::labels(&system.names, component);
-    pod_labels.insert(
-        "app.kubernetes.io/version".into(),
-        system.spec.image.tag.clone(),
-    );
+    pod_labels.insert("app.kubernetes.io/version".into(), system.version.clone());
     CronJob {
         metadata: meta::object_meta(system, component, system.names.workload(component)),
-        spec: Some(CronJobSpec {
+        spec: CronJobSpec {
             schedule: feed.schedule.clone(),
             time_zone: Some("Etc/UTC".into()),
             concurrency_policy: Some("Forbid".into()),
@@ -143,7 +146,8 @@ fn cron_job(system: &Validated, feed: &DataFeed) -> CronJob {
                     ..JobSpec::default()
                 }),
             },
-        }),
+            ..CronJobSpec::default()
+        },
         status: None,
     }
 }

@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::meta;
 use super::pod::{self, Rollout};
 use super::secrets::{MANAGED_DATABASE, RABBITMQ_CONF};
-use crate::names::Server;
+use crate::names::{Component, Server};
 use crate::validate::{ManagedServer, Validated};
 
 /// Users the official images run their servers as (postgres alpine: 70, rabbitmq: 999).
@@ -54,7 +54,8 @@ pub fn build(system: &Validated, server: &ManagedServer) -> Managed {
         claim: server.storage.as_ref().map(|storage| {
             claim(
                 system,
-                server.server,
+                server.server.component(),
+                system.names.data(server.server),
                 &storage.size,
                 &storage.storage_class_name,
             )
@@ -205,14 +206,16 @@ fn service(system: &Validated, server: Server) -> Service {
     }
 }
 
+/// A ReadWriteOnce claim `name` of `size` for `component` (a managed server or the data feed).
 pub(super) fn claim(
     system: &Validated,
-    server: Server,
+    component: Component,
+    name: String,
     size: &str,
     storage_class: &Option<String>,
 ) -> PersistentVolumeClaim {
     PersistentVolumeClaim {
-        metadata: meta::object_meta(system, server.component(), system.names.data(server)),
+        metadata: meta::object_meta(system, component, name),
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
             storage_class_name: storage_class.clone(),

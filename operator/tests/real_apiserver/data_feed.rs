@@ -38,7 +38,7 @@ fn fernet_key(secret: &Secret) -> String {
 /// fake node and reported `Succeeded`.
 async fn run_once(env: &Env, cron_job: &CronJob) -> Job {
     let jobs: Api<Job> = Api::namespaced(env.client.clone(), &env.namespace);
-    let template = cron_job.spec.as_ref().unwrap().job_template.clone();
+    let template = cron_job.spec.job_template.clone();
     let job = Job {
         metadata: ObjectMeta {
             name: Some(format!("{}-manual", cron_job.name_any())),
@@ -130,7 +130,13 @@ async fn a_data_feed_is_a_cron_job_whose_last_success_reaches_the_status() {
     let _operator = Operator::start(env.client.clone(), &env.namespace);
     apply_system(&env, FEED).await;
     let ps = wait_condition(&env, "shop", "Degraded", "False", TIMEOUT).await;
-    let feed = ps.status.as_ref().unwrap().data_feed.clone().expect("status.dataFeed");
+    let feed = ps
+        .status
+        .as_ref()
+        .unwrap()
+        .data_feed
+        .clone()
+        .expect("status.dataFeed");
     assert_eq!(feed.cron_job, "shop-data-feed");
     assert_eq!(feed.claim, "shop-data-feed-data");
     assert_eq!(feed.key_secret, "shop-feed-key/fernet-key");
@@ -139,7 +145,7 @@ async fn a_data_feed_is_a_cron_job_whose_last_success_reaches_the_status() {
     // The objects as the API server stored them (its CronJob validation accepted the spec).
     let cron_jobs: Api<CronJob> = Api::namespaced(env.client.clone(), &env.namespace);
     let cron_job = cron_jobs.get("shop-data-feed").await.unwrap();
-    let spec = cron_job.spec.as_ref().unwrap();
+    let spec = &cron_job.spec;
     assert_eq!(spec.schedule, "30 2 * * *");
     assert_eq!(spec.time_zone.as_deref(), Some("Etc/UTC"));
     assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
@@ -172,7 +178,9 @@ async fn a_data_feed_is_a_cron_job_whose_last_success_reaches_the_status() {
         || async {
             let ps = api.get("shop").await.ok()?;
             let feed = ps.status?.data_feed?;
-            feed.last_successful_time.map(|time| (feed.clone(), time))
+            feed.last_successful_time
+                .clone()
+                .map(|time| (feed.clone(), time))
         },
     )
     .await;
@@ -222,7 +230,10 @@ async fn the_fernet_key_is_never_replaced_and_the_files_outlive_the_feed() {
     .await;
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), &env.namespace);
     let claim = claims.get("shop-data-feed-data").await.unwrap();
-    assert!(claim.metadata.deletion_timestamp.is_none(), "the files' claim is kept");
+    assert!(
+        claim.metadata.deletion_timestamp.is_none(),
+        "the files' claim is kept"
+    );
 
     // Switched on again: the very same key (files written before still decrypt).
     apply_system(&env, FEED).await;
@@ -230,7 +241,11 @@ async fn the_fernet_key_is_never_replaced_and_the_files_outlive_the_feed() {
     cron_jobs.get("shop-data-feed").await.unwrap();
     let again = secrets.get("shop-feed-key").await.unwrap();
     assert_eq!(fernet_key(&again), key);
-    assert_eq!(again.uid(), generated.uid(), "the same Secret, not a new one");
+    assert_eq!(
+        again.uid(),
+        generated.uid(),
+        "the same Secret, not a new one"
+    );
 
     // A key someone put there by hand (a restored backup) is kept too, never overwritten.
     let restored = base64::engine::general_purpose::URL_SAFE.encode([7u8; 32]);
@@ -268,7 +283,11 @@ async fn the_fernet_key_is_never_replaced_and_the_files_outlive_the_feed() {
     let ps = wait_condition(&env, "shop", "Degraded", "True", TIMEOUT).await;
     let degraded = crate::support::condition(&ps, "Degraded").unwrap();
     assert_eq!(degraded.reason, "SecretKeyInvalid");
-    assert!(degraded.message.contains("not a Fernet key"), "{}", degraded.message);
+    assert!(
+        degraded.message.contains("not a Fernet key"),
+        "{}",
+        degraded.message
+    );
     assert!(!degraded.message.contains("hunter2"));
 }
 
@@ -298,7 +317,6 @@ spec:
         .unwrap();
     let pod = cron_job
         .spec
-        .unwrap()
         .job_template
         .spec
         .unwrap()
@@ -314,7 +332,11 @@ spec:
     assert_eq!(claim.claim_name, "lake");
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), &env.namespace);
     assert!(
-        claims.get_opt("shop-data-feed-data").await.unwrap().is_none(),
+        claims
+            .get_opt("shop-data-feed-data")
+            .await
+            .unwrap()
+            .is_none(),
         "no claim of its own"
     );
 }
