@@ -146,7 +146,6 @@ fn cron_job(system: &Validated, feed: &DataFeed) -> CronJob {
                     ..JobSpec::default()
                 }),
             },
-            ..CronJobSpec::default()
         },
         status: None,
     }
