@@ -277,7 +277,7 @@ async fn totals(ctx: &SessionContext, rates: Option<&Rates>) -> anyhow::Result<S
 ///
 /// Read from the totals, not from another query over the payments: a `NOT IN` over every
 /// row is a null-aware anti join, which holds the whole column in a hash table (memory that
-/// grew with the input, ~90 MiB from 1 M to 4 M rows).
+/// grew with the input: the 1 M-row report peaked 75 MiB higher, docs/benchmarks.md).
 fn unknown_currencies(totals: &[CurrencyTotal]) -> Vec<String> {
     let known: std::collections::HashSet<&str> = currencies::all()
         .into_iter()
