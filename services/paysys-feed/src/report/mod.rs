@@ -277,7 +277,8 @@ async fn totals(ctx: &SessionContext, rates: Option<&Rates>) -> anyhow::Result<S
 ///
 /// Read from the totals, not from another query over the payments: a `NOT IN` over every
 /// row is a null-aware anti join, which holds the whole column in a hash table (memory that
-/// grew with the input: the 1 M-row report peaked 75 MiB higher, docs/benchmarks.md).
+/// grew with the input; with the output writer's row groups it cost the 1 M-row report 75 MiB,
+/// docs/benchmarks.md).
 fn unknown_currencies(totals: &[CurrencyTotal]) -> Vec<String> {
     let known: std::collections::HashSet<&str> = currencies::all()
         .into_iter()
