@@ -113,12 +113,20 @@ async fn run() {
     // Idle: the Deployments' pods stay Pending, so nothing changes any more.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let pid = operator.id().expect("running");
-    let rss = rss_kib(pid).expect("VmRSS");
+    let status = ProcStatus::read(pid).expect("/proc/<pid>/status");
     println!(
         "{SYSTEMS} PaymentSystems reconciled in {:.1} s; operator idle RSS {:.1} MiB (target 30 MiB: {:.2}x of it)",
         all.as_secs_f64(),
-        rss as f64 / 1024.0,
-        rss as f64 / RSS_TARGET_KIB as f64
+        status.rss_kib as f64 / 1024.0,
+        status.rss_kib as f64 / RSS_TARGET_KIB as f64
+    );
+    println!(
+        "  of which heap and stacks {:.1} MiB, mapped files (the binary, libraries) {:.1} MiB; peak RSS {:.1} MiB; {} threads, {} open sockets",
+        status.anon_kib as f64 / 1024.0,
+        status.file_kib as f64 / 1024.0,
+        status.peak_kib as f64 / 1024.0,
+        status.threads,
+        sockets(pid)
     );
     let _ = operator.start_kill();
 }
@@ -191,13 +199,44 @@ async fn children(client: &Client, namespace: &str, instance: &str) -> usize {
         + count::<PodDisruptionBudget>(client, namespace, &selector).await
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+/// How many sockets `pid` has open (its API server connections, idle ones included).
+fn sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .filter(|target| target.to_string_lossy().starts_with("socket:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The memory figures of `/proc/<pid>/status`, in KiB.
+struct ProcStatus {
+    rss_kib: u64,
+    anon_kib: u64,
+    file_kib: u64,
+    peak_kib: u64,
+    threads: u64,
+}
+
+impl ProcStatus {
+    fn read(pid: u32) -> Option<ProcStatus> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| -> Option<u64> {
+            status
+                .lines()
+                .find(|line| line.starts_with(name))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        };
+        Some(ProcStatus {
+            rss_kib: field("VmRSS:")?,
+            anon_kib: field("RssAnon:")?,
+            file_kib: field("RssFile:")?,
+            peak_kib: field("VmHWM:")?,
+            threads: field("Threads:")?,
+        })
+    }
 }

@@ -81,7 +81,7 @@ pub async fn read_referenced_secrets(
     let namespace = ps.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let mut data = SecretData::new();
-    for name in validate::referenced_secrets(&ps.spec) {
+    for name in validate::referenced_secrets(ps) {
         if let Some(secret) = api.get_opt(&name).await.map_err(read_failed(&name))? {
             data.insert(name, secret.data.unwrap_or_default());
         }
@@ -155,14 +155,21 @@ pub(crate) async fn prune_kind<K: ChildKind>(
 ) -> Result<(), Error> {
     let api: Api<K> = Api::namespaced(client.clone(), &system.namespace);
     let selector = meta::children_selector(&system.names);
-    let existing = api
+    let existing = match api
         .list_metadata(&ListParams::default().labels(&selector))
         .await
-        .map_err(|source| Error::PruneFailed {
-            kind: kind_of::<K>(),
-            name: selector.clone(),
-            source,
-        })?;
+    {
+        Ok(existing) => existing,
+        // The kind is not served (another operator's CRD not installed): nothing of it exists.
+        Err(error) if is_not_found(&error) => return Ok(()),
+        Err(source) => {
+            return Err(Error::PruneFailed {
+                kind: kind_of::<K>(),
+                name: selector.clone(),
+                source,
+            });
+        }
+    };
     for object in existing {
         let controlled = object
             .owner_references()

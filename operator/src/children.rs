@@ -25,11 +25,12 @@ use std::fmt::Debug;
 use futures::future::BoxFuture;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{ApiResource, ObjectMeta};
+use kube::api::{ApiResource, ObjectMeta, PartialObjectMeta};
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::{Controller, watcher};
 use kube::{Client, Resource};
@@ -40,7 +41,11 @@ use crate::apply;
 use crate::controller::Scope;
 use crate::crd::PaymentSystem;
 use crate::error::Error;
+use crate::foreign::cnpg::Cluster;
+use crate::foreign::rabbitmq::RabbitmqCluster;
+use crate::foreign::{self, ForeignCrd};
 use crate::validate::Validated;
+use crate::watch;
 
 /// What a type must be to serve as a child kind: a namespaced object with static type
 /// information that serialises for server-side apply, can be watched, and compares (the
@@ -115,14 +120,15 @@ macro_rules! child_kinds {
             }
 
             /// Watches every child kind in `scope` with `config`: a change to a child
-            /// reconciles its owner.
+            /// reconciles its owner. Metadata only, each watch resuming on its own (see
+            /// [`crate::watch`]).
             pub fn owns(
                 controller: Controller<DeserializeGuard<PaymentSystem>>,
                 scope: &Scope,
                 client: &Client,
                 config: watcher::Config,
             ) -> Controller<DeserializeGuard<PaymentSystem>> {
-                $( let controller = controller.owns(scope.api::<$kind>(client), config.clone()); )+
+                $( let controller = watch_kind::<$kind>(controller, scope, client, config.clone()); )+
                 controller
             }
 
@@ -155,12 +161,38 @@ child_kinds! {
     persistent_volume_claims: PersistentVolumeClaim,
     /// Before the workloads, so no pod ever runs unprotected.
     network_policies: NetworkPolicy,
+    /// Servers run by other operators, before the services that connect to them. Optional
+    /// kinds: their CRDs may be absent (see [`crate::foreign`]).
+    cnpg_clusters: Cluster,
+    rabbitmq_clusters: RabbitmqCluster,
     services: Service,
     deployments: Deployment,
     /// The data feed's export, after the database it reads and the claim it writes to.
     cron_jobs: CronJob,
-    /// Last, once there are pods to guard.
+    /// Once there are pods to guard.
     pod_disruption_budgets: PodDisruptionBudget,
+    /// After the Deployments they scale (an autoscaler of a missing target only complains).
+    horizontal_pod_autoscalers: HorizontalPodAutoscaler,
+}
+
+/// A built-in kind is watched as owned (a change reconciles the controlling `PaymentSystem`);
+/// a foreign kind through [`foreign::watch`], which survives its CRD being absent.
+/// Watches one child kind: a kind of another operator's CRD through `foreign::watch` (the
+/// CRD may be missing), every other kind by metadata through the resilient watch.
+fn watch_kind<K: ChildKind>(
+    controller: Controller<DeserializeGuard<PaymentSystem>>,
+    scope: &Scope,
+    client: &Client,
+    config: watcher::Config,
+) -> Controller<DeserializeGuard<PaymentSystem>> {
+    if ForeignCrd::of_kind::<K>().is_some() {
+        foreign::watch::<K>(controller, scope, client, config)
+    } else {
+        controller.owns_stream(watch::children(
+            scope.api::<PartialObjectMeta<K>>(client),
+            &config,
+        ))
+    }
 }
 
 fn names_of<K: Resource>(objects: &[K]) -> Vec<String> {

@@ -17,6 +17,10 @@ use paysys_core::risk_rules::RiskRules;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::foreign::spec::{
+    CloudNativePgSpec, ClusterOperatorSpec, DeletionPolicy, VolumeSpec,
+};
+
 /// API group, version and kind, used wherever the operator names its own resource.
 pub const GROUP: &str = "paysys.io";
 pub const VERSION: &str = "v1alpha1";
@@ -71,10 +75,12 @@ pub struct PaymentSystemSpec {
     pub payments_api: PaymentsApiSpec,
     /// The risk engine that approves or declines payments.
     pub risk_engine: RiskEngineSpec,
-    /// The message broker: run by the operator (`managed`) or supplied (`external`).
-    pub rabbitmq: DependencySpec,
-    /// The PostgreSQL database: run by the operator (`managed`) or supplied (`external`).
-    pub database: DependencySpec,
+    /// The message broker: run by the operator (`managed`), supplied (`external`), or a
+    /// `RabbitmqCluster` of the RabbitMQ Cluster Operator (`clusterOperator`).
+    pub rabbitmq: RabbitMqSpec,
+    /// The PostgreSQL database: run by the operator (`managed`), supplied (`external`), or a
+    /// CloudNativePG `Cluster` (`cloudNativePG`).
+    pub database: DatabaseSpec,
     /// NetworkPolicies isolating the broker and the database.
     pub network_policy: NetworkPolicySpec,
     /// A scheduled Parquet export of the payments (`paysys-feed export`, see
@@ -91,8 +97,8 @@ impl Default for PaymentSystemSpec {
             image: ImageSpec::default(),
             payments_api: PaymentsApiSpec::default(),
             risk_engine: RiskEngineSpec::default(),
-            rabbitmq: DependencySpec::managed(),
-            database: DependencySpec::managed(),
+            rabbitmq: RabbitMqSpec::managed(),
+            database: DatabaseSpec::managed(),
             network_policy: NetworkPolicySpec::default(),
             data_feed: None,
             paused: false,
@@ -154,11 +160,15 @@ impl PullPolicy {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PaymentsApiSpec {
-    /// Number of pods; more than one also gets a PodDisruptionBudget.
+    /// Number of pods; more than one also gets a PodDisruptionBudget. Ignored with
+    /// `autoscaling`.
     #[schemars(extend("x-kubernetes-validations" = [
         {"rule": "self >= 0", "message": "paymentsApi.replicas must be >= 0"}
     ]))]
     pub replicas: i32,
+    /// A HorizontalPodAutoscaler owns the number of pods instead of `replicas`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
     /// Full image reference overriding `<image.repository>/payments-api:<image.tag>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
@@ -190,6 +200,7 @@ impl Default for PaymentsApiSpec {
     fn default() -> Self {
         Self {
             replicas: 2,
+            autoscaling: None,
             image: None,
             resources: None,
             service: ServiceSpec::default(),
@@ -300,11 +311,15 @@ impl JwtAlgorithm {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct RiskEngineSpec {
-    /// Number of consumer pods; more than one also gets a PodDisruptionBudget.
+    /// Number of consumer pods; more than one also gets a PodDisruptionBudget. Ignored with
+    /// `autoscaling`.
     #[schemars(extend("x-kubernetes-validations" = [
         {"rule": "self >= 0", "message": "riskEngine.replicas must be >= 0"}
     ]))]
     pub replicas: i32,
+    /// A HorizontalPodAutoscaler owns the number of pods instead of `replicas`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
     /// Full image reference overriding `<image.repository>/risk-engine:<image.tag>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
@@ -335,6 +350,7 @@ impl Default for RiskEngineSpec {
     fn default() -> Self {
         Self {
             replicas: 1,
+            autoscaling: None,
             image: None,
             resources: None,
             mode: RiskMode::Rules,
@@ -364,39 +380,77 @@ impl RiskMode {
     }
 }
 
-/// A dependency (RabbitMQ or PostgreSQL): exactly one of `managed` or `external`.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+/// The PostgreSQL database: exactly one of `managed`, `external` or `cloudNativePG`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.managed) != has(self.external)", "message": "set exactly one of managed or external"}
+    {"rule": "(has(self.managed) ? 1 : 0) + (has(self.external) ? 1 : 0) + (has(self.cloudNativePG) ? 1 : 0) == 1", "message": "database: set exactly one of managed, external or cloudNativePG"}
 ]))]
-pub struct DependencySpec {
+pub struct DatabaseSpec {
     /// The operator runs a single-instance server (for development and small installations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed: Option<ManagedSpec>,
-    /// A server run elsewhere (a production cluster, a cloud service, its own operator).
+    /// A server run elsewhere (a production cluster, a cloud service).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalSpec>,
+    /// A highly available cluster run by CloudNativePG (its operator must be installed).
+    #[serde(
+        default,
+        rename = "cloudNativePG",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cloud_native_pg: Option<CloudNativePgSpec>,
 }
 
-impl DependencySpec {
+impl DatabaseSpec {
     /// A managed server with every default.
     pub fn managed() -> Self {
         Self {
             managed: Some(ManagedSpec::default()),
-            external: None,
+            ..Self::default()
         }
     }
 
-    /// An external server whose URL is in `secret_name`'s `url` key.
-    pub fn external(secret_name: &str) -> Self {
+    /// How many ways of providing the database are set (exactly one is valid).
+    pub fn choices(&self) -> usize {
+        usize::from(self.managed.is_some())
+            + usize::from(self.external.is_some())
+            + usize::from(self.cloud_native_pg.is_some())
+    }
+}
+
+/// The message broker: exactly one of `managed`, `external` or `clusterOperator`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "(has(self.managed) ? 1 : 0) + (has(self.external) ? 1 : 0) + (has(self.clusterOperator) ? 1 : 0) == 1", "message": "rabbitmq: set exactly one of managed, external or clusterOperator"}
+]))]
+pub struct RabbitMqSpec {
+    /// The operator runs a single-instance server (for development and small installations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedSpec>,
+    /// A server run elsewhere (a production cluster, a cloud service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalSpec>,
+    /// A clustered broker run by the RabbitMQ Cluster Operator (it must be installed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_operator: Option<ClusterOperatorSpec>,
+}
+
+impl RabbitMqSpec {
+    /// A managed server with every default.
+    pub fn managed() -> Self {
         Self {
-            managed: None,
-            external: Some(ExternalSpec {
-                secret_name: secret_name.into(),
-                key: default_url_key(),
-            }),
+            managed: Some(ManagedSpec::default()),
+            ..Self::default()
         }
+    }
+
+    /// How many ways of providing the broker are set (exactly one is valid).
+    pub fn choices(&self) -> usize {
+        usize::from(self.managed.is_some())
+            + usize::from(self.external.is_some())
+            + usize::from(self.cluster_operator.is_some())
     }
 }
 
@@ -410,17 +464,22 @@ pub struct ManagedSpec {
     /// CPU and memory; defaults to requests 100m/256Mi and a 1Gi memory limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// Keep the data on a PersistentVolumeClaim; without it data lives in an emptyDir and is
-    /// lost when the pod is replaced.
+    /// Where the data lives. Absent: a 1Gi PersistentVolumeClaim, except for a server that
+    /// already runs on an emptyDir (created before 0.2.0), which keeps it and is flagged
+    /// (see docs/production.md, "Upgrading from the emptyDir default").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageSpec>,
 }
 
-/// A PersistentVolumeClaim for a managed server's data.
+/// A managed server's data: a PersistentVolumeClaim, or with `ephemeral: true` an emptyDir
+/// that is lost whenever the pod is replaced (development only).
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!self.ephemeral || !has(self.storageClassName)", "message": "storage.ephemeral keeps no volume: remove storage.storageClassName"}
+]))]
 pub struct StorageSpec {
-    /// Requested size, e.g. `10Gi`.
+    /// Requested size, e.g. `10Gi` (ignored when `ephemeral`).
     #[serde(default = "default_storage_size")]
     #[schemars(extend("x-kubernetes-validations" = [
         {"rule": "self.matches('^[0-9]+(\\\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$')", "message": "storage.size must be a quantity such as 10Gi"}
@@ -432,6 +491,21 @@ pub struct StorageSpec {
         {"rule": "self == oldSelf", "message": "storage.storageClassName is immutable"}
     ]))]
     pub storage_class_name: Option<String>,
+    /// Keep the data in an emptyDir instead: every restart elsewhere, eviction or upgrade of
+    /// the pod loses every payment or queued message. For development; the status says so.
+    #[serde(default)]
+    pub ephemeral: bool,
+}
+
+impl StorageSpec {
+    /// `storage: {ephemeral: true}`.
+    pub fn ephemeral() -> Self {
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+            ephemeral: true,
+        }
+    }
 }
 
 fn default_storage_size() -> String {
@@ -454,6 +528,39 @@ pub struct ExternalSpec {
 
 fn default_url_key() -> String {
     "url".into()
+}
+
+/// A HorizontalPodAutoscaler (`autoscaling/v2`) on CPU: it owns the Deployment's replica
+/// count, which the operator then stops writing.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.minReplicas <= self.maxReplicas", "message": "autoscaling.minReplicas must be <= autoscaling.maxReplicas"}
+]))]
+pub struct AutoscalingSpec {
+    /// Fewest pods; more than one also gets a PodDisruptionBudget.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self >= 1", "message": "autoscaling.minReplicas must be >= 1"}
+    ]))]
+    pub min_replicas: i32,
+    /// Most pods.
+    pub max_replicas: i32,
+    /// Average CPU use, in percent of the pods' CPU request, the autoscaler keeps them at.
+    #[serde(default = "default_target_cpu")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self >= 1 && self <= 100", "message": "autoscaling.targetCPUUtilizationPercentage must be between 1 and 100"}
+    ]))]
+    #[serde(rename = "targetCPUUtilizationPercentage")]
+    pub target_cpu_utilization_percentage: i32,
+}
+
+fn default_min_replicas() -> i32 {
+    2
+}
+
+fn default_target_cpu() -> i32 {
+    70
 }
 
 /// NetworkPolicies: only the API and the risk engine reach RabbitMQ, only the API reaches
@@ -543,12 +650,13 @@ fn default_schedule() -> String {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.claim) != has(self.existingClaim)", "message": "dataFeed.destination: set exactly one of claim or existingClaim"}
+    {"rule": "has(self.claim) != has(self.existingClaim)", "message": "dataFeed.destination: set exactly one of claim or existingClaim"},
+    {"rule": "!has(self.claim) || !has(self.claim.ephemeral) || !self.claim.ephemeral", "message": "dataFeed.destination.claim cannot be ephemeral: the exported files must outlive each run"}
 ]))]
 pub struct FeedDestination {
     /// A PersistentVolumeClaim the operator creates (`<name>-data-feed-data`, ReadWriteOnce). It
     /// is kept as long as the PaymentSystem, even when the data feed is removed, so exported
-    /// files are never deleted by a spec change.
+    /// files are never deleted by a spec change. `ephemeral` is refused: each run is a new pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<StorageSpec>,
     /// The name of an existing PersistentVolumeClaim in the same namespace (never changed or
@@ -566,6 +674,7 @@ impl Default for FeedDestination {
             claim: Some(StorageSpec {
                 size: default_storage_size(),
                 storage_class_name: None,
+                ephemeral: false,
             }),
             existing_claim: None,
         }

@@ -28,6 +28,21 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Reading a managed server's Deployment, to tell whether it still runs on the emptyDir
+    /// of releases before 0.2.0, failed.
+    #[error("reading Deployment {name} to find its storage: {source}")]
+    StorageReadFailed {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Handing a Deployment's replica count over to its HorizontalPodAutoscaler failed.
+    #[error("handing the replicas of Deployment {name} over to its autoscaler: {source}")]
+    ReplicasHandoverFailed {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     /// Server-side applying a child failed.
     #[error("applying {kind} {name}: {source}")]
     ApplyFailed {
@@ -42,6 +57,20 @@ pub enum Error {
         kind: &'static str,
         /// The object being deleted, or the label selector being listed.
         name: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// A dependency is to be run by another operator whose CRD the cluster does not serve.
+    /// Nothing is applied; retried with backoff, so installing the operator is enough.
+    #[error("not installed: {missing}")]
+    CrdMissing {
+        /// Each missing CRD, the operator serving it and how to install that operator.
+        missing: String,
+    },
+    /// Asking the API server whether a needed CRD is served failed.
+    #[error("checking whether {crd} is installed: {source}")]
+    CrdCheckFailed {
+        crd: &'static str,
         #[source]
         source: kube::Error,
     },
@@ -108,7 +137,34 @@ mod tests {
                 },
                 "PruneFailed",
             ),
+            (
+                Error::StorageReadFailed {
+                    name: "shop-postgresql".into(),
+                    source: api_error(),
+                },
+                "StorageReadFailed",
+            ),
+            (
+                Error::ReplicasHandoverFailed {
+                    name: "shop-payments-api".into(),
+                    source: api_error(),
+                },
+                "ReplicasHandoverFailed",
+            ),
             (Error::StatusWriteFailed(api_error()), "StatusWriteFailed"),
+            (
+                Error::CrdMissing {
+                    missing: "clusters.postgresql.cnpg.io".into(),
+                },
+                "CrdMissing",
+            ),
+            (
+                Error::CrdCheckFailed {
+                    crd: "clusters.postgresql.cnpg.io",
+                    source: api_error(),
+                },
+                "CrdCheckFailed",
+            ),
             (Error::InvalidResource("bad".into()), "InvalidResource"),
             (
                 Error::Invalid(ValidationError::SecretNotFound("db".into())),

@@ -14,12 +14,16 @@ pub mod children;
 pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod foreign;
 pub mod http;
 pub mod metrics;
 pub mod names;
 pub mod rbac;
+pub mod replicas;
 pub mod status;
+pub mod storage;
 pub mod validate;
+pub mod watch;
 pub mod yaml;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

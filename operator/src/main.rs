@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
-        paysys_core::shutdown::signal().await;
+        paysys_runtime::shutdown::signal().await;
         let _ = stop_tx.send(true);
     });
 

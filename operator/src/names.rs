@@ -167,6 +167,19 @@ impl Names {
         format!("{}-feed-key", self.instance)
     }
 
+    /// The resource another operator runs a server from (CloudNativePG `Cluster`,
+    /// `RabbitmqCluster`). Short, and unlike the managed server's names, so switching between
+    /// `managed` and an operator never has two owners fight over one Service name
+    /// (`<name>-mq` is also the RabbitMQ Cluster Operator's Service; its pods are
+    /// `<name>-mq-server-N`, within a DNS label for every allowed instance name).
+    pub fn operated(&self, server: Server) -> String {
+        let suffix = match server {
+            Server::RabbitMq => "mq",
+            Server::Postgres => "pg",
+        };
+        format!("{}-{suffix}", self.instance)
+    }
+
     /// The name of a generated Secret.
     pub fn generated(&self, secret: GeneratedSecret) -> String {
         match secret {

@@ -15,12 +15,17 @@ use kube::ResourceExt;
 
 use crate::crd::{ComponentStatus, DataFeedStatus, PaymentSystem, PaymentSystemStatus};
 use crate::error::Error;
-use crate::names::{Component, Names};
+use crate::foreign::Readiness;
+use crate::names::{Component, Names, Server};
+use crate::storage::{self, Ephemeral};
 use crate::validate::DataFeed;
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+/// Whether every managed server keeps its data on a volume (`False`: an emptyDir, whose data
+/// is lost with the pod). Set after each successful apply; kept as it was otherwise.
+pub const DURABLE: &str = "Durable";
 
 /// A condition's `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,23 +164,35 @@ impl Conditions {
             (DEGRADED, &self.degraded),
         ]
         .into_iter()
-        .map(|(type_, state)| {
-            let status = state.status.as_str();
-            let since = previous
-                .iter()
-                .find(|old| old.type_ == type_ && old.status == status)
-                .map(|old| old.last_transition_time.clone())
-                .unwrap_or_else(|| now.clone());
-            Condition {
-                type_: type_.into(),
-                status: status.into(),
-                reason: state.reason.to_string(),
-                message: truncate(&state.message, MAX_MESSAGE),
-                observed_generation: generation,
-                last_transition_time: since,
-            }
-        })
+        .map(|(type_, state)| state.to_api(type_, previous, generation, now))
         .collect()
+    }
+}
+
+impl State {
+    /// As API condition `type_` for `generation`; keeps the transition time of `previous`'s
+    /// condition of that type while its status is the same, else `now`.
+    fn to_api(
+        &self,
+        type_: &str,
+        previous: &[Condition],
+        generation: Option<i64>,
+        now: &Time,
+    ) -> Condition {
+        let status = self.status.as_str();
+        let since = previous
+            .iter()
+            .find(|old| old.type_ == type_ && old.status == status)
+            .map(|old| old.last_transition_time.clone())
+            .unwrap_or_else(|| now.clone());
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: self.reason.to_string(),
+            message: truncate(&self.message, MAX_MESSAGE),
+            observed_generation: generation,
+            last_transition_time: since,
+        }
     }
 }
 
@@ -226,6 +243,10 @@ pub enum Outcome<'a> {
     /// Children applied; here are the Deployments the API server returned.
     Applied {
         deployments: &'a [Deployment],
+        /// Servers run by other operators, as their status says.
+        operated: &'a [Readiness],
+        /// The managed servers keeping their data in an emptyDir, and why.
+        ephemeral: &'a [(String, Ephemeral)],
         api_url: String,
         api_key_secret: Option<String>,
         data_feed: Option<DataFeedStatus>,
@@ -259,6 +280,8 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
     let conditions = match outcome {
         Outcome::Applied {
             deployments,
+            operated,
+            ephemeral: _,
             api_url,
             api_key_secret,
             data_feed,
@@ -272,12 +295,23 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
             };
             status.payments_api = find(Component::PaymentsApi);
             status.risk_engine = find(Component::RiskEngine);
-            status.rabbitmq = find(Component::RabbitMq);
-            status.database = find(Component::Postgres);
+            let operated_status = |server: Server| {
+                operated
+                    .iter()
+                    .find(|readiness| readiness.server == server)
+                    .map(|readiness| ComponentStatus {
+                        desired_replicas: readiness.desired,
+                        ready_replicas: readiness.ready_replicas,
+                    })
+            };
+            status.rabbitmq =
+                find(Component::RabbitMq).or_else(|| operated_status(Server::RabbitMq));
+            status.database =
+                find(Component::Postgres).or_else(|| operated_status(Server::Postgres));
             status.api_url = Some(api_url.clone());
             status.api_key_secret = api_key_secret.clone();
             status.data_feed = data_feed.clone();
-            applied(deployments)
+            applied(deployments, operated)
         }
         Outcome::Paused => Conditions::paused(
             previous
@@ -288,11 +322,56 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
         Outcome::Failed(error) => Conditions::failed(error),
     };
     status.conditions = conditions.to_api(&previous.conditions, ps.metadata.generation, now);
+    let durable = match outcome {
+        Outcome::Applied {
+            ephemeral,
+            operated,
+            ..
+        } => Some(durable(ephemeral, operated).to_api(
+            DURABLE,
+            &previous.conditions,
+            ps.metadata.generation,
+            now,
+        )),
+        _ => previous
+            .conditions
+            .iter()
+            .find(|condition| condition.type_ == DURABLE)
+            .cloned(),
+    };
+    status.conditions.extend(durable);
     status
 }
 
+/// The `Durable` condition of a system whose `ephemeral` managed servers keep data in an
+/// emptyDir. The `operated` clusters never do: CloudNativePG and the RabbitMQ Cluster Operator
+/// always give each instance a PersistentVolumeClaim (paysys offers them no emptyDir), so they
+/// count as durable and are named as such.
+pub fn durable(ephemeral: &[(String, Ephemeral)], operated: &[Readiness]) -> State {
+    if let Some((why, message)) = storage::warning(ephemeral) {
+        return State::new(Truth::False, why.reason(), message);
+    }
+    let managed =
+        "every managed server keeps its data on a PersistentVolumeClaim (or none is managed)";
+    if operated.is_empty() {
+        return State::new(Truth::True, "PersistentStorage", managed);
+    }
+    let objects: Vec<&str> = operated
+        .iter()
+        .map(|readiness| readiness.object.as_str())
+        .collect();
+    State::new(
+        Truth::True,
+        "PersistentStorage",
+        format!(
+            "{managed}; {} keep theirs on the PersistentVolumeClaims of their operators",
+            objects.join(", ")
+        ),
+    )
+}
+
 /// The conditions after a successful apply: rolled out, or still waiting for some.
-fn applied(deployments: &[Deployment]) -> Conditions {
+fn applied(deployments: &[Deployment], operated: &[Readiness]) -> Conditions {
     let waiting: Vec<String> = deployments
         .iter()
         .filter(|deployment| !rolled_out(deployment))
@@ -305,6 +384,12 @@ fn applied(deployments: &[Deployment]) -> Conditions {
                 replicas.desired_replicas
             )
         })
+        .chain(
+            operated
+                .iter()
+                .filter(|readiness| !readiness.ready)
+                .map(|readiness| format!("{} ({})", readiness.object, readiness.detail)),
+        )
         .collect();
     if waiting.is_empty() {
         Conditions::rolled_out()
@@ -366,5 +451,49 @@ mod tests {
                     .all(|c| c.message.chars().count() <= MAX_MESSAGE + 1)
             );
         }
+    }
+
+    fn operated(server: Server, object: &str) -> Readiness {
+        Readiness {
+            server,
+            object: object.into(),
+            desired: 3,
+            ready_replicas: 0,
+            ready: false,
+            detail: "no status yet".into(),
+        }
+    }
+
+    /// Operated clusters are durable whatever their readiness, and named; an ephemeral managed
+    /// server next to one still makes the system not durable.
+    #[test]
+    fn operated_clusters_count_as_durable_and_never_hide_an_ephemeral_server() {
+        let clusters = [
+            operated(Server::RabbitMq, "RabbitmqCluster shop-mq"),
+            operated(Server::Postgres, "Cluster shop-pg"),
+        ];
+        let both = durable(&[], &clusters);
+        assert_eq!(
+            (both.status, both.reason.as_ref()),
+            (Truth::True, "PersistentStorage")
+        );
+        assert!(
+            both.message
+                .contains("RabbitmqCluster shop-mq, Cluster shop-pg keep theirs"),
+            "{}",
+            both.message
+        );
+        let none = durable(&[], &[]);
+        assert_eq!(none.status, Truth::True);
+        assert!(!none.message.contains("operators"), "{}", none.message);
+        let mixed = durable(
+            &[("shop-rabbitmq".into(), Ephemeral::OptedIn)],
+            &clusters[1..],
+        );
+        assert_eq!(
+            (mixed.status, mixed.reason.as_ref()),
+            (Truth::False, "EphemeralStorage")
+        );
+        assert!(mixed.message.contains("shop-rabbitmq"), "{}", mixed.message);
     }
 }

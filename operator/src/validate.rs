@@ -14,12 +14,14 @@ use kube::Resource;
 use kube::ResourceExt;
 
 use crate::crd::{
-    DataFeedSpec, DependencySpec, JwtAlgorithm, JwtSpec, ManagedSpec, PaymentSystem,
+    AutoscalingSpec, DataFeedSpec, ExternalSpec, JwtAlgorithm, JwtSpec, ManagedSpec, PaymentSystem,
     PaymentSystemSpec, PullPolicy, RiskMode, SCHEDULE_MESSAGE, ServiceType, StorageSpec,
 };
+pub use crate::foreign::Operated;
 use crate::names::{
     GeneratedSecret, MAX_FEED_INSTANCE_NAME, MAX_INSTANCE_NAME, Names, Server, Workload,
 };
+use crate::storage::{self, Storage};
 
 /// Default images of the managed dependencies, pinned so an operator upgrade is the only thing
 /// that changes them.
@@ -79,6 +81,9 @@ pub enum Connection {
     Managed(ManagedServer),
     /// Run elsewhere; the URL is in a user's Secret.
     External { secret_name: String, key: String },
+    /// Run by another operator (CloudNativePG, RabbitMQ Cluster Operator) from a resource the
+    /// operator creates; the URL is in the Secret that operator generates.
+    Operated(Operated),
 }
 
 impl Connection {
@@ -87,13 +92,21 @@ impl Connection {
         match self {
             Self::Managed(server) => (&server.credentials_secret, CREDENTIALS_URL),
             Self::External { secret_name, key } => (secret_name, key),
+            Self::Operated(operated) => operated.url_source(),
         }
     }
 
     pub fn managed(&self) -> Option<&ManagedServer> {
         match self {
             Self::Managed(server) => Some(server),
-            Self::External { .. } => None,
+            Self::External { .. } | Self::Operated(_) => None,
+        }
+    }
+
+    pub fn operated(&self) -> Option<&Operated> {
+        match self {
+            Self::Operated(operated) => Some(operated),
+            Self::Managed(_) | Self::External { .. } => None,
         }
     }
 }
@@ -104,7 +117,7 @@ pub struct ManagedServer {
     pub server: Server,
     pub image: String,
     pub resources: ResourceRequirements,
-    pub storage: Option<StorageSpec>,
+    pub storage: Storage,
     pub credentials_secret: String,
 }
 
@@ -195,11 +208,39 @@ impl Validated {
             .filter_map(Connection::managed)
     }
 
-    /// The pods of a paysys service.
-    pub fn replicas(&self, workload: Workload) -> i32 {
+    /// The servers other operators run, RabbitMQ first.
+    pub fn operated_servers(&self) -> impl Iterator<Item = &Operated> {
+        [&self.rabbitmq, &self.database]
+            .into_iter()
+            .filter_map(Connection::operated)
+    }
+
+    /// The autoscaler of a paysys service, if it has one.
+    pub fn autoscaling(&self, workload: Workload) -> Option<&AutoscalingSpec> {
         match workload {
+            Workload::PaymentsApi => self.payments_api.autoscaling.as_ref(),
+            Workload::RiskEngine => self.risk_engine.autoscaling.as_ref(),
+        }
+    }
+
+    /// The replica count the operator writes into a paysys service's Deployment: none when
+    /// its autoscaler owns it.
+    pub fn fixed_replicas(&self, workload: Workload) -> Option<i32> {
+        if self.autoscaling(workload).is_some() {
+            return None;
+        }
+        Some(match workload {
             Workload::PaymentsApi => self.payments_api.replicas,
             Workload::RiskEngine => self.risk_engine.replicas,
+        })
+    }
+
+    /// The fewest pods a paysys service runs (while it runs at all): what its disruption
+    /// budget protects.
+    pub fn min_replicas(&self, workload: Workload) -> i32 {
+        match self.autoscaling(workload) {
+            Some(autoscaling) => autoscaling.min_replicas,
+            None => self.fixed_replicas(workload).unwrap_or(0),
         }
     }
 }
@@ -210,6 +251,7 @@ pub struct PaymentsApi {
     pub image: String,
     pub resources: ResourceRequirements,
     pub replicas: i32,
+    pub autoscaling: Option<AutoscalingSpec>,
     pub service_type: ServiceType,
     pub service_port: i32,
     pub max_amount: Option<String>,
@@ -225,6 +267,7 @@ pub struct RiskEngine {
     pub image: String,
     pub resources: ResourceRequirements,
     pub replicas: i32,
+    pub autoscaling: Option<AutoscalingSpec>,
     pub mode: RiskMode,
     pub approval_probability: f64,
     pub prefetch: Option<i32>,
@@ -268,11 +311,24 @@ pub fn kept_for_life(names: &Names) -> Vec<String> {
     vec![names.api_key(), names.feed_key(), names.feed_claim()]
 }
 
-/// User Secrets the resource references (read, never written).
-pub fn referenced_secrets(spec: &PaymentSystemSpec) -> Vec<String> {
-    let mut names: Vec<String> = [&spec.rabbitmq, &spec.database]
+/// Secrets the resource reads but never writes: the user's, and those another operator
+/// generates for an operated dependency (absent until that operator has made them).
+pub fn referenced_secrets(ps: &PaymentSystem) -> Vec<String> {
+    let spec = &ps.spec;
+    let names = Names::new(&ps.name_any());
+    let operated = [
+        spec.rabbitmq
+            .cluster_operator
+            .as_ref()
+            .map(|_| Operated::secret_of(&names, Server::RabbitMq)),
+        spec.database
+            .cloud_native_pg
+            .as_ref()
+            .map(|_| Operated::secret_of(&names, Server::Postgres)),
+    ];
+    let mut names: Vec<String> = [&spec.rabbitmq.external, &spec.database.external]
         .into_iter()
-        .filter_map(|dependency| dependency.external.as_ref())
+        .flatten()
         .map(|external| external.secret_name.clone())
         .chain(spec.payments_api.auth.secret_name.clone())
         .chain(
@@ -281,14 +337,26 @@ pub fn referenced_secrets(spec: &PaymentSystemSpec) -> Vec<String> {
                 .and_then(|feed| feed.key_secret.as_ref())
                 .map(|key| key.secret_name.clone()),
         )
+        .chain(operated.into_iter().flatten())
         .collect();
     names.sort();
     names.dedup();
     names
 }
 
-/// Checks `ps` against itself and the Secrets read from the cluster.
+/// Checks `ps` against itself and the Secrets read from the cluster, for a system none of
+/// whose managed servers runs on the emptyDir of releases before 0.2.0.
 pub fn validate(ps: &PaymentSystem, secrets: &SecretData) -> Result<Validated, ValidationError> {
+    validate_observed(ps, secrets, &[])
+}
+
+/// [`validate`], where the managed servers `on_empty_dir` (see
+/// [`storage::servers_on_empty_dir`]) keep their emptyDir when the spec sets no storage.
+pub fn validate_observed(
+    ps: &PaymentSystem,
+    secrets: &SecretData,
+    on_empty_dir: &[Server],
+) -> Result<Validated, ValidationError> {
     let name = ps.name_any();
     check_spec(&name, &ps.spec)?;
     let namespace = ps
@@ -301,8 +369,26 @@ pub fn validate(ps: &PaymentSystem, secrets: &SecretData) -> Result<Validated, V
     let spec = &ps.spec;
     let rules_yaml = serde_norway::to_string(&spec.risk_engine.rules)
         .map_err(|e| invalid(format!("riskEngine.rules cannot be rendered: {e}")))?;
-    let rabbitmq = connection(&names, Server::RabbitMq, &spec.rabbitmq, secrets)?;
-    let database = connection(&names, Server::Postgres, &spec.database, secrets)?;
+    let rabbitmq = match &spec.rabbitmq.cluster_operator {
+        Some(operated) => Connection::Operated(Operated::rabbitmq(&names, operated)),
+        None => connection(
+            &names,
+            Server::RabbitMq,
+            (&spec.rabbitmq.managed, &spec.rabbitmq.external),
+            secrets,
+            on_empty_dir,
+        )?,
+    };
+    let database = match &spec.database.cloud_native_pg {
+        Some(operated) => Connection::Operated(Operated::cloud_native_pg(&names, operated)),
+        None => connection(
+            &names,
+            Server::Postgres,
+            (&spec.database.managed, &spec.database.external),
+            secrets,
+            on_empty_dir,
+        )?,
+    };
     let auth = auth(&names, spec, secrets)?;
     let data_feed = spec
         .data_feed
@@ -323,17 +409,34 @@ pub fn validate(ps: &PaymentSystem, secrets: &SecretData) -> Result<Validated, V
         .collect();
     let api = &spec.payments_api;
     let risk = &spec.risk_engine;
+    let api_resources = api
+        .resources
+        .clone()
+        .unwrap_or_else(|| resources("100m", "128Mi", "512Mi"));
+    let risk_resources = risk
+        .resources
+        .clone()
+        .unwrap_or_else(|| resources("100m", "64Mi", "256Mi"));
+    for (field, autoscaling, resources) in [
+        ("paymentsApi", &api.autoscaling, &api_resources),
+        ("riskEngine", &risk.autoscaling, &risk_resources),
+    ] {
+        if autoscaling.is_some() && !requests_cpu(resources) {
+            return Err(invalid(format!(
+                "{field}.autoscaling targets CPU use relative to the CPU request, but \
+                 {field}.resources requests no cpu"
+            )));
+        }
+    }
     Ok(Validated {
         payments_api: PaymentsApi {
             image: api
                 .image
                 .clone()
                 .unwrap_or_else(|| service_image(spec, Workload::PaymentsApi)),
-            resources: api
-                .resources
-                .clone()
-                .unwrap_or_else(|| resources("100m", "128Mi", "512Mi")),
+            resources: api_resources,
             replicas: api.replicas,
+            autoscaling: api.autoscaling.clone(),
             service_type: api.service.type_,
             service_port: api.service.port,
             max_amount: api.max_amount.clone(),
@@ -350,11 +453,9 @@ pub fn validate(ps: &PaymentSystem, secrets: &SecretData) -> Result<Validated, V
                 .image
                 .clone()
                 .unwrap_or_else(|| service_image(spec, Workload::RiskEngine)),
-            resources: risk
-                .resources
-                .clone()
-                .unwrap_or_else(|| resources("100m", "64Mi", "256Mi")),
+            resources: risk_resources,
             replicas: risk.replicas,
+            autoscaling: risk.autoscaling.clone(),
             mode: risk.mode,
             approval_probability: risk.approval_probability,
             prefetch: risk.prefetch,
@@ -400,18 +501,57 @@ fn check_spec(name: &str, spec: &PaymentSystemSpec) -> Result<(), ValidationErro
             return Err(invalid(format!("{field} must be >= 0")));
         }
     }
+    for (field, autoscaling) in [
+        ("paymentsApi", &spec.payments_api.autoscaling),
+        ("riskEngine", &spec.risk_engine.autoscaling),
+    ] {
+        let Some(autoscaling) = autoscaling else {
+            continue;
+        };
+        if autoscaling.min_replicas < 1 {
+            return Err(invalid(format!(
+                "{field}.autoscaling.minReplicas must be >= 1"
+            )));
+        }
+        if autoscaling.min_replicas > autoscaling.max_replicas {
+            return Err(invalid(format!(
+                "{field}.autoscaling.minReplicas must be <= {field}.autoscaling.maxReplicas"
+            )));
+        }
+        if !(1..=100).contains(&autoscaling.target_cpu_utilization_percentage) {
+            return Err(invalid(format!(
+                "{field}.autoscaling.targetCPUUtilizationPercentage must be between 1 and 100"
+            )));
+        }
+    }
+    for (field, managed) in [
+        ("rabbitmq", &spec.rabbitmq.managed),
+        ("database", &spec.database.managed),
+    ] {
+        if let Some(storage) = managed.as_ref().and_then(|m| m.storage.as_ref())
+            && storage.ephemeral
+            && storage.storage_class_name.is_some()
+        {
+            return Err(invalid(format!(
+                "{field}.managed.storage.ephemeral keeps no volume: remove storageClassName"
+            )));
+        }
+    }
     let probability = spec.risk_engine.approval_probability;
     if !(0.0..=1.0).contains(&probability) {
         return Err(invalid(
             "riskEngine.approvalProbability must be within [0, 1]",
         ));
     }
-    for (field, dependency) in [("rabbitmq", &spec.rabbitmq), ("database", &spec.database)] {
-        if dependency.managed.is_some() == dependency.external.is_some() {
-            return Err(invalid(format!(
-                "{field}: set exactly one of managed or external"
-            )));
-        }
+    if spec.rabbitmq.choices() != 1 {
+        return Err(invalid(
+            "rabbitmq: set exactly one of managed, external or clusterOperator",
+        ));
+    }
+    if spec.database.choices() != 1 {
+        return Err(invalid(
+            "database: set exactly one of managed, external or cloudNativePG",
+        ));
     }
     if spec.payments_api.auth.jwt.is_some() && spec.payments_api.auth.secret_name.is_none() {
         return Err(invalid(
@@ -461,6 +601,17 @@ fn check_data_feed(name: &str, feed: &DataFeedSpec) -> Result<(), ValidationErro
     if destination.existing_claim.as_deref() == Some("") {
         return Err(invalid(
             "dataFeed.destination.existingClaim must not be empty",
+        ));
+    }
+    // Each run is a new pod: an emptyDir would lose every export with it.
+    if destination
+        .claim
+        .as_ref()
+        .is_some_and(|claim| claim.ephemeral)
+    {
+        return Err(invalid(
+            "dataFeed.destination.claim cannot be ephemeral: the exported files must outlive \
+             each run",
         ));
     }
     Ok(())
@@ -609,6 +760,16 @@ fn is_positive_decimal(amount: &str) -> bool {
     well_formed && amount.bytes().any(|b| (b'1'..=b'9').contains(&b))
 }
 
+/// `resources` requests some CPU (what an autoscaler's utilisation is relative to); `0`,
+/// `0m` or `0.0` is no request.
+fn requests_cpu(resources: &ResourceRequirements) -> bool {
+    resources
+        .requests
+        .as_ref()
+        .and_then(|requests| requests.get("cpu"))
+        .is_some_and(|cpu| !cpu.0.trim_start_matches(['0', '.', 'm']).is_empty())
+}
+
 fn service_image(spec: &PaymentSystemSpec, workload: Workload) -> String {
     let repository = spec.image.repository.trim_end_matches('/');
     format!(
@@ -638,11 +799,17 @@ pub fn resources(cpu: &str, memory: &str, memory_limit: &str) -> ResourceRequire
 fn connection(
     names: &Names,
     server: Server,
-    dependency: &DependencySpec,
+    dependency: (&Option<ManagedSpec>, &Option<ExternalSpec>),
     secrets: &SecretData,
+    on_empty_dir: &[Server],
 ) -> Result<Connection, ValidationError> {
-    match (&dependency.managed, &dependency.external) {
-        (Some(managed), None) => Ok(Connection::Managed(managed_server(names, server, managed))),
+    match dependency {
+        (Some(managed), None) => Ok(Connection::Managed(managed_server(
+            names,
+            server,
+            managed,
+            on_empty_dir.contains(&server),
+        ))),
         (None, Some(external)) => {
             require_key(secrets, &external.secret_name, &external.key)?;
             Ok(Connection::External {
@@ -650,14 +817,20 @@ fn connection(
                 key: external.key.clone(),
             })
         }
+        // Unreachable after `check_spec`, which names the dependency's three ways.
         _ => Err(invalid(format!(
-            "{}: set exactly one of managed or external",
+            "{}: set exactly one way to provide it",
             server.component().name()
         ))),
     }
 }
 
-fn managed_server(names: &Names, server: Server, managed: &ManagedSpec) -> ManagedServer {
+fn managed_server(
+    names: &Names,
+    server: Server,
+    managed: &ManagedSpec,
+    on_empty_dir: bool,
+) -> ManagedServer {
     let default_image = match server {
         Server::RabbitMq => RABBITMQ_IMAGE,
         Server::Postgres => POSTGRES_IMAGE,
@@ -672,7 +845,7 @@ fn managed_server(names: &Names, server: Server, managed: &ManagedSpec) -> Manag
             .resources
             .clone()
             .unwrap_or_else(|| resources("100m", "256Mi", "1Gi")),
-        storage: managed.storage.clone(),
+        storage: storage::resolve(managed.storage.as_ref(), on_empty_dir),
         credentials_secret: names.credentials(server),
     }
 }

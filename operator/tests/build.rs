@@ -83,10 +83,12 @@ fn empty_spec_builds_a_complete_system() {
         names(&children.services),
         ["shop-rabbitmq", "shop-postgresql", "shop-payments-api"]
     );
-    assert!(
-        children.persistent_volume_claims.is_empty(),
-        "no storage asked for"
+    // Safe by default: each managed server keeps its data on a claim.
+    assert_eq!(
+        names(&children.persistent_volume_claims),
+        ["shop-rabbitmq-data", "shop-postgresql-data"]
     );
+    assert!(children.horizontal_pod_autoscalers.is_empty());
     assert_eq!(
         names(&children.pod_disruption_budgets),
         ["shop-payments-api"]
@@ -118,12 +120,15 @@ fn empty_spec_builds_a_complete_system() {
 /// a kind listed (and so applied, pruned, watched and granted) but never built fails here.
 #[test]
 fn every_listed_child_kind_is_built() {
-    let children = children(
-        "rabbitmq:\n  managed:\n    storage: {size: 2Gi}\ndatabase:\n  managed:\n    storage: {size: 2Gi}\ndataFeed: {}\n",
+    let managed = children(
+        "paymentsApi:\n  autoscaling: {maxReplicas: 4}\nrabbitmq:\n  managed:\n    storage: {size: 2Gi}\ndatabase:\n  managed:\n    storage: {size: 2Gi}\ndataFeed: {}\n",
     );
-    let built: std::collections::BTreeSet<String> = children
+    // The kinds of other operators (CloudNativePG, RabbitMQ Cluster Operator).
+    let operated = children("rabbitmq: {clusterOperator: {}}\ndatabase: {cloudNativePG: {}}\n");
+    let built: std::collections::BTreeSet<String> = managed
         .metas()
         .into_iter()
+        .chain(operated.metas())
         .map(|(kind, _)| kind.into_owned())
         .collect();
     let listed: std::collections::BTreeSet<String> = Children::kinds()
@@ -138,7 +143,8 @@ fn every_child_has_labels_and_an_owner_reference() {
     let children = children("rabbitmq:\n  managed:\n    storage: {size: 2Gi}\n");
     let metas: Vec<&kube::api::ObjectMeta> =
         children.metas().into_iter().map(|(_, meta)| meta).collect();
-    assert_eq!(metas.len(), 1 + 1 + 3 + 4 + 1 + 4);
+    // ConfigMap, 2 claims, 3 Services, 4 Deployments, 1 budget, 4 NetworkPolicies.
+    assert_eq!(metas.len(), 1 + 2 + 3 + 4 + 1 + 4);
     for meta in metas {
         let name = meta.name.as_deref().unwrap();
         assert_eq!(meta.namespace.as_deref(), Some("payments"), "{name}");
@@ -393,9 +399,9 @@ fn managed_storage_uses_a_claim_and_recreate() {
         children("database:\n  managed:\n    storage: {size: 20Gi, storageClassName: fast}");
     assert_eq!(
         names(&children.persistent_volume_claims),
-        ["shop-postgresql-data"]
+        ["shop-rabbitmq-data", "shop-postgresql-data"]
     );
-    let claim = children.persistent_volume_claims[0].spec.as_ref().unwrap();
+    let claim = children.persistent_volume_claims[1].spec.as_ref().unwrap();
     assert_eq!(claim.storage_class_name.as_deref(), Some("fast"));
     assert_eq!(
         claim.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
@@ -418,16 +424,29 @@ fn managed_storage_uses_a_claim_and_recreate() {
         data.persistent_volume_claim.as_ref().unwrap().claim_name,
         "shop-postgresql-data"
     );
-    // Without storage the data lives in an emptyDir.
+    // Without storage: the default 1Gi claim, on the cluster's default StorageClass.
     let rabbit = deployment(&children, "shop-rabbitmq");
-    let data = pod(rabbit)
-        .volumes
-        .as_ref()
-        .unwrap()
+    assert_eq!(
+        data_volume(rabbit)
+            .persistent_volume_claim
+            .as_ref()
+            .unwrap()
+            .claim_name,
+        "shop-rabbitmq-data"
+    );
+    let claim = children
+        .persistent_volume_claims
         .iter()
-        .find(|v| v.name == "data")
+        .find(|c| c.metadata.name.as_deref() == Some("shop-rabbitmq-data"))
+        .unwrap()
+        .spec
+        .as_ref()
         .unwrap();
-    assert!(data.empty_dir.is_some());
+    assert_eq!(claim.storage_class_name, None);
+    assert_eq!(
+        claim.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+        "1Gi"
+    );
     assert_eq!(
         rabbit.spec.strategy.as_ref().unwrap().type_.as_deref(),
         Some("Recreate")
@@ -611,4 +630,145 @@ fn generated_secrets_hold_what_their_users_read() {
         b.data.as_ref().unwrap()["api-key"]
     );
     assert_eq!(a.data.as_ref().unwrap()["api-key"].0.len(), 64);
+}
+
+fn data_volume(deployment: &Deployment) -> &k8s_openapi::api::core::v1::Volume {
+    pod(deployment)
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "data")
+        .unwrap()
+}
+
+#[test]
+fn ephemeral_storage_is_an_explicit_choice_and_keeps_no_claim() {
+    let children = children(
+        "rabbitmq:\n  managed:\n    storage: {ephemeral: true}\ndatabase:\n  managed:\n    storage: {ephemeral: true, size: 5Gi}\n",
+    );
+    assert!(children.persistent_volume_claims.is_empty());
+    for name in ["shop-rabbitmq", "shop-postgresql"] {
+        assert!(
+            data_volume(deployment(&children, name)).empty_dir.is_some(),
+            "{name}"
+        );
+    }
+    let ps =
+        system("database:\n  managed:\n    storage: {ephemeral: true, storageClassName: fast}");
+    let error = validate::validate(&ps, &secrets_for(&ps, &[])).unwrap_err();
+    assert!(error.to_string().contains("storage.ephemeral"), "{error}");
+}
+
+/// A server created on the emptyDir default of 0.1.0 keeps it while its spec sets no
+/// storage (a claim would replace the pod and lose the data); any explicit storage wins.
+#[test]
+fn a_server_already_on_an_empty_dir_keeps_it_until_storage_is_set() {
+    use paysys_operator::names::Server;
+    use paysys_operator::storage::{Ephemeral, Storage};
+    let ps = system("");
+    let system_ =
+        validate::validate_observed(&ps, &secrets_for(&ps, &[]), &[Server::Postgres]).unwrap();
+    let storages: Vec<&Storage> = system_.managed_servers().map(|s| &s.storage).collect();
+    assert_eq!(
+        storages,
+        [
+            &Storage::Claim {
+                size: "1Gi".into(),
+                class: None
+            },
+            &Storage::Ephemeral(Ephemeral::Legacy)
+        ]
+    );
+    let children = build(&system_);
+    assert_eq!(
+        names(&children.persistent_volume_claims),
+        ["shop-rabbitmq-data"]
+    );
+    assert!(
+        data_volume(deployment(&children, "shop-postgresql"))
+            .empty_dir
+            .is_some()
+    );
+
+    let ps = system("database:\n  managed:\n    storage: {size: 5Gi}");
+    let system_ =
+        validate::validate_observed(&ps, &secrets_for(&ps, &[]), &[Server::Postgres]).unwrap();
+    let children = build(&system_);
+    assert_eq!(
+        names(&children.persistent_volume_claims),
+        ["shop-rabbitmq-data", "shop-postgresql-data"]
+    );
+}
+
+#[test]
+fn autoscaling_builds_an_hpa_and_leaves_replicas_to_it() {
+    let children = children(
+        "paymentsApi:\n  replicas: 5\n  autoscaling: {minReplicas: 3, maxReplicas: 9, targetCPUUtilizationPercentage: 60}\n",
+    );
+    assert_eq!(
+        names(&children.horizontal_pod_autoscalers),
+        ["shop-payments-api"]
+    );
+    let hpa = &children.horizontal_pod_autoscalers[0].spec;
+    assert_eq!(hpa.scale_target_ref.kind, "Deployment");
+    assert_eq!(hpa.scale_target_ref.name, "shop-payments-api");
+    assert_eq!(hpa.min_replicas, Some(3));
+    assert_eq!(hpa.max_replicas, 9);
+    let metric = &hpa.metrics.as_ref().unwrap()[0];
+    let resource = metric.resource.as_ref().unwrap();
+    assert_eq!(resource.name, "cpu");
+    assert_eq!(resource.target.type_, "Utilization");
+    assert_eq!(resource.target.average_utilization, Some(60));
+    // The operator writes no replica count for the autoscaled service, and its apply body
+    // has no `replicas` field at all (so it never owns it).
+    let api = deployment(&children, "shop-payments-api");
+    assert_eq!(api.spec.replicas, None);
+    let body = serde_json::to_value(api).unwrap();
+    assert!(body["spec"].get("replicas").is_none(), "{}", body["spec"]);
+    assert_eq!(
+        deployment(&children, "shop-risk-engine").spec.replicas,
+        Some(1)
+    );
+}
+
+#[test]
+fn disruption_budgets_follow_min_replicas() {
+    // minReplicas 1: the autoscaler may run one pod, which a budget would pin during drains.
+    let budgets =
+        children("paymentsApi:\n  replicas: 4\n  autoscaling: {minReplicas: 1, maxReplicas: 4}\n");
+    assert!(budgets.pod_disruption_budgets.is_empty());
+    // minReplicas 2 on a service whose `replicas` alone would get none.
+    let budgets =
+        children("riskEngine:\n  replicas: 1\n  autoscaling: {minReplicas: 2, maxReplicas: 4}\n");
+    assert_eq!(
+        names(&budgets.pod_disruption_budgets),
+        ["shop-payments-api", "shop-risk-engine"]
+    );
+}
+
+#[test]
+fn autoscaling_is_checked_by_the_operator_too() {
+    for (spec, message) in [
+        (
+            "paymentsApi:\n  autoscaling: {minReplicas: 5, maxReplicas: 2}",
+            "paymentsApi.autoscaling.minReplicas must be <= paymentsApi.autoscaling.maxReplicas",
+        ),
+        (
+            "riskEngine:\n  autoscaling: {minReplicas: 0, maxReplicas: 2}",
+            "riskEngine.autoscaling.minReplicas must be >= 1",
+        ),
+        (
+            "riskEngine:\n  autoscaling: {maxReplicas: 2, targetCPUUtilizationPercentage: 101}",
+            "riskEngine.autoscaling.targetCPUUtilizationPercentage must be between 1 and 100",
+        ),
+        (
+            "paymentsApi:\n  autoscaling: {maxReplicas: 4}\n  resources:\n    requests: {memory: 128Mi}",
+            "paymentsApi.resources requests no cpu",
+        ),
+    ] {
+        let ps = system(spec);
+        let error = validate::validate(&ps, &secrets_for(&ps, &[])).unwrap_err();
+        assert!(error.to_string().contains(message), "{spec}: {error}");
+    }
 }

@@ -111,16 +111,60 @@ fn probability_outside_zero_one_is_refused() {
 }
 
 #[test]
-fn exactly_one_of_managed_and_external() {
+fn exactly_one_way_to_provide_each_dependency() {
+    const RABBITMQ: &str = "rabbitmq: set exactly one of managed, external or clusterOperator";
+    const DATABASE: &str = "database: set exactly one of managed, external or cloudNativePG";
     let both = json!({"rabbitmq": {"managed": {}, "external": {"secretName": "broker"}}});
-    assert_eq!(violations(both), ["set exactly one of managed or external"]);
+    assert_eq!(violations(both), [RABBITMQ]);
     let neither = json!({"database": {}});
-    assert_eq!(
-        violations(neither),
-        ["set exactly one of managed or external"]
-    );
+    assert_eq!(violations(neither), [DATABASE]);
     let external = json!({"database": {"external": {"secretName": "db"}}});
     assert_eq!(violations(external), Vec::<String>::new());
+    for (spec, message) in [
+        (
+            json!({"database": {"managed": {}, "cloudNativePG": {}}}),
+            DATABASE,
+        ),
+        (
+            json!({"database": {"external": {"secretName": "db"}, "cloudNativePG": {}}}),
+            DATABASE,
+        ),
+        (
+            json!({"rabbitmq": {"managed": {}, "clusterOperator": {}}}),
+            RABBITMQ,
+        ),
+        (
+            json!({"rabbitmq": {"external": {"secretName": "mq"}, "clusterOperator": {}}}),
+            RABBITMQ,
+        ),
+    ] {
+        assert_eq!(violations(spec.clone()), [message], "{spec}");
+    }
+    // Each operator's field exists only on its own dependency (pruned elsewhere, so the
+    // dependency is left with nothing chosen).
+    let operated = json!({"database": {"cloudNativePG": {}}, "rabbitmq": {"clusterOperator": {}}});
+    assert_eq!(violations(operated), Vec::<String>::new());
+}
+
+#[test]
+fn operated_clusters_refuse_bad_sizes() {
+    let cases = [
+        (
+            json!({"database": {"cloudNativePG": {"instances": 0}}}),
+            "database.cloudNativePG.instances must be >= 1",
+        ),
+        (
+            json!({"rabbitmq": {"clusterOperator": {"replicas": 0}}}),
+            "rabbitmq.clusterOperator.replicas must be >= 1",
+        ),
+        (
+            json!({"rabbitmq": {"clusterOperator": {"storage": {"size": "lots"}}}}),
+            "storage.size must be a quantity such as 10Gi",
+        ),
+    ];
+    for (spec, message) in cases {
+        assert_eq!(violations(spec.clone()), [message], "{spec}");
+    }
 }
 
 #[test]
@@ -167,9 +211,37 @@ fn field_rules_refuse_bad_values() {
             json!({"database": {"managed": {"storage": {"size": "ten gigs"}}}}),
             "storage.size must be a quantity such as 10Gi",
         ),
+        (
+            json!({"rabbitmq": {"managed": {"storage": {"ephemeral": true, "storageClassName": "fast"}}}}),
+            "storage.ephemeral keeps no volume: remove storage.storageClassName",
+        ),
+        (
+            json!({"paymentsApi": {"autoscaling": {"minReplicas": 4, "maxReplicas": 3}}}),
+            "autoscaling.minReplicas must be <= autoscaling.maxReplicas",
+        ),
+        (
+            json!({"riskEngine": {"autoscaling": {"minReplicas": 0, "maxReplicas": 3}}}),
+            "autoscaling.minReplicas must be >= 1",
+        ),
+        (
+            json!({"paymentsApi": {"autoscaling": {"maxReplicas": 3, "targetCPUUtilizationPercentage": 120}}}),
+            "autoscaling.targetCPUUtilizationPercentage must be between 1 and 100",
+        ),
     ];
     for (spec, message) in cases {
         assert_eq!(violations(spec.clone()), [message], "{spec}");
+    }
+}
+
+#[test]
+fn ephemeral_storage_and_autoscaling_with_defaults_are_valid() {
+    for spec in [
+        json!({"rabbitmq": {"managed": {"storage": {"ephemeral": true}}}}),
+        json!({"database": {"managed": {"storage": {"ephemeral": false, "storageClassName": "fast"}}}}),
+        json!({"paymentsApi": {"autoscaling": {"maxReplicas": 2}}}),
+        json!({"riskEngine": {"autoscaling": {"minReplicas": 1, "maxReplicas": 1, "targetCPUUtilizationPercentage": 100}}}),
+    ] {
+        assert_eq!(violations(spec.clone()), Vec::<String>::new(), "{spec}");
     }
 }
 
@@ -196,7 +268,11 @@ fn storage_class_cannot_change_after_creation() {
 /// The files under `examples/` pass the CRD's rules and the operator's own checks.
 #[test]
 fn committed_examples_are_valid() {
-    for file in ["paymentsystem-minimal.yaml", "paymentsystem-full.yaml"] {
+    for file in [
+        "paymentsystem-minimal.yaml",
+        "paymentsystem-full.yaml",
+        "paymentsystem-dev.yaml",
+    ] {
         let path = format!("{}/../examples/{file}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap();
         let mut object: Value = serde_norway::from_str(&text).unwrap();
@@ -246,6 +322,10 @@ fn data_feed_rules_refuse_bad_values_with_their_own_messages() {
         (
             json!({"dataFeed": {"destination": {"existingClaim": ""}}}),
             "dataFeed.destination.existingClaim must not be empty",
+        ),
+        (
+            json!({"dataFeed": {"destination": {"claim": {"ephemeral": true}}}}),
+            "dataFeed.destination.claim cannot be ephemeral: the exported files must outlive each run",
         ),
         (
             json!({"dataFeed": {"retentionDays": 0}}),

@@ -268,7 +268,7 @@ dataFeed:
             .iter()
             .any(|(secret, _)| *secret == GeneratedSecret::FeedKey)
     );
-    assert!(validate::referenced_secrets(&ps.spec).contains(&"shop-feed".to_string()));
+    assert!(validate::referenced_secrets(&ps).contains(&"shop-feed".to_string()));
 }
 
 fn spec_with_user_key() -> &'static str {
@@ -360,6 +360,10 @@ fn invalid_data_feeds_are_refused_before_anything_is_built() {
         (
             "dataFeed:\n  destination: {existingClaim: \"\"}",
             "existingClaim must not be empty",
+        ),
+        (
+            "dataFeed:\n  destination: {claim: {ephemeral: true}}",
+            "claim cannot be ephemeral",
         ),
     ] {
         let error = validate::check(&system(spec)).unwrap_err();
@@ -454,4 +458,24 @@ fn the_database_policy_admits_the_export_only_with_a_data_feed() {
     };
     assert_eq!(sources(""), ["payments-api"]);
     assert_eq!(sources("dataFeed: {}"), ["payments-api", "data-feed"]);
+}
+
+/// With CloudNativePG the export reads the database from the Secret and key the payments API
+/// uses in that mode (the `Cluster`'s generated app Secret), not a managed server's Secret.
+#[test]
+fn with_cloud_native_pg_the_export_reads_the_operators_app_secret() {
+    let ps = system("database: {cloudNativePG: {}}\ndataFeed: {}");
+    let system = validated(&ps, &[]);
+    let children = build(&system);
+    let api = children
+        .deployments
+        .iter()
+        .find(|d| d.metadata.name.as_deref() == Some("shop-payments-api"))
+        .unwrap();
+    let api_source = database_url_source(&api.spec.template.spec.as_ref().unwrap().containers[0]);
+    assert_eq!(api_source, ("shop-pg-app".to_string(), "uri".to_string()));
+    assert_eq!(
+        database_url_source(container(&children.cron_jobs[0])),
+        api_source
+    );
 }

@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 
 const CORE: &str = "/api/v1/namespaces/payments";
 const STATUS: &str = "/apis/paysys.io/v1alpha1/namespaces/payments/paymentsystems/shop/status";
+const APPS: &str = "/apis/apps/v1/namespaces/payments";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/payments/events";
 
 fn start(ps: PaymentSystem) -> (ApiServer, Arc<Context>, JoinHandle<Result<Action, Error>>) {
@@ -115,10 +116,23 @@ fn assert_condition(status: &Value, kind: &str, value: &str, reason: &str) {
     assert_eq!(c["observedGeneration"], status["observedGeneration"]);
 }
 
+/// The reads of the managed servers' Deployments that tell whether they still run on the
+/// emptyDir of 0.1.0 (servers without `storage` only); here none exists yet.
+async fn expect_storage_reads(server: &mut ApiServer, deployments: &[&str]) {
+    for name in deployments {
+        server
+            .expect(Method::GET, &format!("{APPS}/deployments/{name}"), |_| {
+                not_found()
+            })
+            .await;
+    }
+}
+
 #[tokio::test]
 async fn failed_apply_requeues_with_backoff_and_reports_degraded() {
     let (mut server, ctx, task) = start(system(""));
     expect_generated_secrets(&mut server, true).await;
+    expect_storage_reads(&mut server, &["shop-rabbitmq", "shop-postgresql"]).await;
     server
         .expect(
             Method::PATCH,
@@ -172,6 +186,7 @@ async fn missing_user_secret_is_reported_not_retried_silently() {
     server
         .expect(Method::GET, &format!("{CORE}/secrets/db"), |_| not_found())
         .await;
+    expect_storage_reads(&mut server, &["shop-rabbitmq"]).await;
     let status = expect_status(&mut server).await;
     assert_condition(&status, "Degraded", "True", "SecretNotFound");
     assert_eq!(
@@ -184,6 +199,91 @@ async fn missing_user_secret_is_reported_not_retried_silently() {
     assert_eq!(event.body["reason"], "SecretNotFound");
     server.expect_silence().await;
     assert_eq!(finish(task).await.unwrap_err().reason(), "SecretNotFound");
+}
+
+/// A step that fails answers with its own reason, writes nothing after it, and is reported.
+async fn expect_failed_step(server: &mut ApiServer, path: &str, reason: &str, object: &str) {
+    server.expect(Method::GET, path, |_| server_error()).await;
+    let status = expect_status(server).await;
+    assert_condition(&status, "Degraded", "True", reason);
+    assert!(
+        condition(&status, "Degraded")["message"]
+            .as_str()
+            .unwrap()
+            .contains(object),
+        "{status}"
+    );
+    let event = server
+        .expect(Method::POST, EVENTS, |seen| (201, seen.body.clone()))
+        .await;
+    assert_eq!(event.body["reason"], reason);
+    server.expect_silence().await;
+}
+
+/// The API server failing to answer discovery is its own reason, and nothing is applied.
+#[tokio::test]
+async fn a_failed_crd_check_is_reported_and_applies_nothing() {
+    let (mut server, _ctx, task) = start(system("database: {cloudNativePG: {}}"));
+    for name in ["shop-api-key", "shop-rabbitmq-credentials"] {
+        server
+            .expect(Method::GET, &format!("{CORE}/secrets/{name}"), |_| {
+                (200, existing_secret(name))
+            })
+            .await;
+    }
+    // CloudNativePG's Secret does not exist yet: read, absent, and no error.
+    server
+        .expect(Method::GET, &format!("{CORE}/secrets/shop-pg-app"), |_| {
+            not_found()
+        })
+        .await;
+    // Only the managed broker's storage is looked at: the operated database has no
+    // Deployment of ours.
+    expect_storage_reads(&mut server, &["shop-rabbitmq"]).await;
+    expect_failed_step(
+        &mut server,
+        "/apis/postgresql.cnpg.io/v1",
+        "CrdCheckFailed",
+        "clusters.postgresql.cnpg.io",
+    )
+    .await;
+    assert_eq!(finish(task).await.unwrap_err().reason(), "CrdCheckFailed");
+}
+
+#[tokio::test]
+async fn a_failed_storage_read_is_reported_as_such_and_applies_nothing() {
+    let (mut server, _ctx, task) = start(system(""));
+    expect_generated_secrets(&mut server, true).await;
+    expect_failed_step(
+        &mut server,
+        &format!("{APPS}/deployments/shop-rabbitmq"),
+        "StorageReadFailed",
+        "shop-rabbitmq",
+    )
+    .await;
+    assert_eq!(
+        finish(task).await.unwrap_err().reason(),
+        "StorageReadFailed"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_replicas_handover_is_reported_as_such_and_applies_nothing() {
+    let (mut server, _ctx, task) = start(system(
+        "paymentsApi: {autoscaling: {maxReplicas: 4}}\nrabbitmq: {managed: {storage: {size: 1Gi}}}\ndatabase: {managed: {storage: {size: 1Gi}}}",
+    ));
+    expect_generated_secrets(&mut server, true).await;
+    expect_failed_step(
+        &mut server,
+        &format!("{APPS}/deployments/shop-payments-api"),
+        "ReplicasHandoverFailed",
+        "shop-payments-api",
+    )
+    .await;
+    assert_eq!(
+        finish(task).await.unwrap_err().reason(),
+        "ReplicasHandoverFailed"
+    );
 }
 
 #[tokio::test]

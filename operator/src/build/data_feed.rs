@@ -73,12 +73,9 @@ fn cron_job(system: &Validated, feed: &DataFeed) -> CronJob {
     let component = Component::DataFeed;
     let mut container = pod::container(system, component.name(), &feed.image);
     container.args = Some(args(feed));
-    let (db_secret, db_key) = system.database.url_source();
-    container.env = Some(vec![pod::env_from_secret(
-        "DATABASE_URL",
-        db_secret,
-        db_key,
-    )]);
+    // The payments API's own wiring, so every way of providing the database (managed,
+    // external, CloudNativePG) reaches the feed from the same Secret and key.
+    container.env = Some(pod::connection_env("DATABASE_URL", &system.database));
     container.resources = Some(feed.resources.clone());
     container.volume_mounts = Some(vec![
         pod::mount("feed", FEED_DIR, false),

@@ -1,5 +1,6 @@
 //! The single-instance RabbitMQ and PostgreSQL the operator runs when a dependency is
-//! `managed`: Deployment (Recreate: one pod owns the volume), Service, optional PVC.
+//! `managed`: Deployment (Recreate: one pod owns the volume), Service, and the data's
+//! PersistentVolumeClaim unless the storage is ephemeral (see [`crate::storage`]).
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,7 @@ use super::meta;
 use super::pod::{self, Rollout};
 use super::secrets::{MANAGED_DATABASE, RABBITMQ_CONF};
 use crate::names::{Component, Server};
+use crate::storage::{DATA_VOLUME, Storage};
 use crate::validate::{ManagedServer, Validated};
 
 /// Users the official images run their servers as (postgres alpine: 70, rabbitmq: 999).
@@ -49,32 +51,33 @@ pub fn build(system: &Validated, server: &ManagedServer) -> Managed {
     let pod = pod::pod_spec(system, uid, vec![container], volumes);
     let component = server.server.component();
     Managed {
-        deployment: pod::deployment(system, component, 1, Rollout::Recreate, hash, pod),
+        deployment: pod::deployment(system, component, Some(1), Rollout::Recreate, hash, pod),
         service: service(system, server.server),
-        claim: server.storage.as_ref().map(|storage| {
-            claim(
+        claim: match &server.storage {
+            Storage::Claim { size, class } => Some(claim(
                 system,
                 server.server.component(),
                 system.names.data(server.server),
-                &storage.size,
-                &storage.storage_class_name,
-            )
-        }),
+                size,
+                class,
+            )),
+            Storage::Ephemeral(_) => None,
+        },
     }
 }
 
-/// Where the server keeps its data: the PVC when storage is requested, else an emptyDir.
+/// Where the server keeps its data: its claim, or an emptyDir when ephemeral.
 fn data_volume(system: &Validated, server: &ManagedServer) -> Volume {
     match &server.storage {
-        Some(_) => Volume {
-            name: "data".into(),
+        Storage::Claim { .. } => Volume {
+            name: DATA_VOLUME.into(),
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
                 claim_name: system.names.data(server.server),
                 read_only: Some(false),
             }),
             ..Volume::default()
         },
-        None => pod::empty_dir("data"),
+        Storage::Ephemeral(_) => pod::empty_dir(DATA_VOLUME),
     }
 }
 

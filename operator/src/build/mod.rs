@@ -4,11 +4,13 @@
 //! the same objects (server-side apply then has nothing to change) and every builder can be
 //! tested from a small YAML resource. One module per kind of child.
 
+mod autoscaling;
 mod config_map;
 pub mod data_feed;
 mod managed;
 pub mod meta;
 mod network_policy;
+mod operated;
 pub mod payments_api;
 mod pdb;
 pub mod pod;
@@ -30,6 +32,12 @@ pub fn build(system: &Validated) -> Children {
         children.services.push(parts.service);
         children.deployments.push(parts.deployment);
     }
+    children
+        .cnpg_clusters
+        .extend(operated::cnpg_cluster(system));
+    children
+        .rabbitmq_clusters
+        .extend(operated::rabbitmq_cluster(system));
     children.services.push(payments_api::service(system));
     children.deployments.push(payments_api::deployment(system));
     children.deployments.push(risk_engine::deployment(system));
@@ -39,6 +47,7 @@ pub fn build(system: &Validated) -> Children {
         children.cron_jobs.push(parts.cron_job);
     }
     children.pod_disruption_budgets = pdb::build(system);
+    children.horizontal_pod_autoscalers = autoscaling::build(system);
     if system.network_policies {
         children.network_policies = network_policy::build(system);
     }

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::meta;
 use super::pod::{self, Rollout, SERVICE_UID};
-use crate::names::Component;
+use crate::names::{Component, Workload};
 use crate::validate::{
     AUTH_API_KEYS, AUTH_JWT_PUBLIC_KEY, AUTH_JWT_SECRET, Auth, GENERATED_API_KEYS_FILE, Validated,
 };
@@ -45,7 +45,7 @@ pub fn deployment(system: &Validated) -> Deployment {
     pod::deployment(
         system,
         component,
-        api.replicas,
+        system.fixed_replicas(Workload::PaymentsApi),
         Rollout::Surge,
         hash,
         pod::pod_spec(system, SERVICE_UID, vec![container], volumes),
@@ -55,14 +55,10 @@ pub fn deployment(system: &Validated) -> Deployment {
 /// The API's environment contract (see the payments API's configuration).
 fn environment(system: &Validated) -> Vec<EnvVar> {
     let spec = &system.payments_api;
-    let (db_secret, db_key) = system.database.url_source();
-    let (amqp_secret, amqp_key) = system.rabbitmq.url_source();
-    let mut env = vec![
-        pod::env("PORT", API_PORT.to_string()),
-        pod::env_from_secret("DATABASE_URL", db_secret, db_key),
-        pod::env_from_secret("AMQP_URL", amqp_secret, amqp_key),
-        pod::env("LOG_FORMAT", "json"),
-    ];
+    let mut env = vec![pod::env("PORT", API_PORT.to_string())];
+    env.extend(pod::connection_env("DATABASE_URL", &system.database));
+    env.extend(pod::connection_env("AMQP_URL", &system.rabbitmq));
+    env.push(pod::env("LOG_FORMAT", "json"));
     let file = |key: &str| format!("{AUTH_DIR}/{key}");
     match &system.auth {
         Auth::Generated { .. } => {

@@ -1,6 +1,6 @@
-//! PodDisruptionBudgets: one per component running more than one pod, so a node drain
-//! never takes the API or the risk engine down entirely. A single pod gets none: a budget
-//! would then block every drain.
+//! PodDisruptionBudgets: one per component running more than one pod (with an autoscaler:
+//! whose `minReplicas` is more than one), so a node drain never takes the API or the risk
+//! engine down entirely. A single pod gets none: a budget would then block every drain.
 
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -12,7 +12,7 @@ use crate::validate::Validated;
 pub fn build(system: &Validated) -> Vec<PodDisruptionBudget> {
     [Workload::PaymentsApi, Workload::RiskEngine]
         .into_iter()
-        .filter(|workload| system.replicas(*workload) > 1)
+        .filter(|workload| system.min_replicas(*workload) > 1)
         .map(|workload| budget(system, workload))
         .collect()
 }

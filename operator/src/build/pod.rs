@@ -15,8 +15,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::meta::{self, CONFIG_HASH};
-use crate::names::Component;
-use crate::validate::Validated;
+use crate::names::{Component, Server};
+use crate::validate::{Connection, Validated};
 
 /// User and group the paysys service images run as (distroless `nonroot`).
 pub const SERVICE_UID: i64 = 65532;
@@ -98,6 +98,25 @@ pub fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
+/// `variable` set to the connection URL of `connection`.
+///
+/// The RabbitMQ Cluster Operator's `connection_string` ends in `/`, which AMQP URIs read as
+/// the empty vhost, not the default `/`: the URL is that string followed by `%2f`, through
+/// Kubernetes' `$(VAR)` expansion (the helper variable comes first, as expansion requires).
+pub fn connection_env(variable: &str, connection: &Connection) -> Vec<EnvVar> {
+    let (secret, key) = connection.url_source();
+    match connection.operated() {
+        Some(operated) if operated.server == Server::RabbitMq => {
+            let raw = format!("PAYSYS_{variable}_CONNECTION_STRING");
+            vec![
+                env_from_secret(&raw, secret, key),
+                env(variable, format!("$({raw})%2f")),
+            ]
+        }
+        _ => vec![env_from_secret(variable, secret, key)],
+    }
+}
+
 pub fn empty_dir(name: &str) -> Volume {
     Volume {
         name: name.into(),
@@ -124,11 +143,13 @@ pub enum Rollout {
 }
 
 /// A Deployment of `replicas` pods running `pod`, with the configuration hash on the
-/// template so a change to the Secrets/ConfigMaps it reads rolls the pods.
+/// template so a change to the Secrets/ConfigMaps it reads rolls the pods. `replicas` is
+/// `None` when an autoscaler owns the count: the field is then left out of the apply, so the
+/// operator never owns it (see [`crate::replicas`]).
 pub fn deployment(
     system: &Validated,
     component: Component,
-    replicas: i32,
+    replicas: Option<i32>,
     rollout: Rollout,
     config_hash: String,
     pod: PodSpec,
@@ -151,7 +172,7 @@ pub fn deployment(
     Deployment {
         metadata: meta::object_meta(system, component, system.names.workload(component)),
         spec: DeploymentSpec {
-            replicas: Some(replicas),
+            replicas,
             revision_history_limit: Some(3),
             selector: meta::selector(&system.names, component),
             strategy: Some(strategy),

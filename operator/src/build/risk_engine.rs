@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, ContainerPort, EnvVar, V
 use super::config_map::RULES_KEY;
 use super::meta;
 use super::pod::{self, Rollout, SERVICE_UID};
-use crate::names::Component;
+use crate::names::{Component, Workload};
 use crate::validate::Validated;
 
 /// Port of the risk engine's health and metrics endpoints (`PORT`).
@@ -45,7 +45,7 @@ pub fn deployment(system: &Validated) -> Deployment {
     pod::deployment(
         system,
         component,
-        risk.replicas,
+        system.fixed_replicas(Workload::RiskEngine),
         Rollout::Surge,
         hash,
         pod::pod_spec(system, SERVICE_UID, vec![container], volumes),
@@ -55,10 +55,9 @@ pub fn deployment(system: &Validated) -> Deployment {
 /// The risk engine's environment contract.
 fn environment(system: &Validated) -> Vec<EnvVar> {
     let spec = &system.risk_engine;
-    let (amqp_secret, amqp_key) = system.rabbitmq.url_source();
-    let mut env = vec![
-        pod::env("PORT", RISK_PORT.to_string()),
-        pod::env_from_secret("AMQP_URL", amqp_secret, amqp_key),
+    let mut env = vec![pod::env("PORT", RISK_PORT.to_string())];
+    env.extend(pod::connection_env("AMQP_URL", &system.rabbitmq));
+    env.extend([
         pod::env("RISK_MODE", spec.mode.as_str()),
         pod::env("RISK_RULES_FILE", format!("{RULES_DIR}/{RULES_KEY}")),
         pod::env(
@@ -66,7 +65,7 @@ fn environment(system: &Validated) -> Vec<EnvVar> {
             spec.approval_probability.to_string(),
         ),
         pod::env("LOG_FORMAT", "json"),
-    ];
+    ]);
     if let Some(prefetch) = spec.prefetch {
         env.push(pod::env("RISK_PREFETCH", prefetch.to_string()));
     }

@@ -45,8 +45,28 @@ fn bad_cases() -> Vec<(&'static str, Value)> {
             json!({"database": {"managed": {}, "external": {"secretName": "db"}}}),
         ),
         (
+            ".spec.database.cloudNativePG.instances",
+            json!({"database": {"cloudNativePG": {"instances": 0}}}),
+        ),
+        (
+            ".spec.database.cloudNativePG.storage.size",
+            json!({"database": {"cloudNativePG": {"storage": {"size": "big"}}}}),
+        ),
+        (
+            ".spec.rabbitmq.clusterOperator.replicas",
+            json!({"rabbitmq": {"clusterOperator": {"replicas": 0}}}),
+        ),
+        (
+            ".spec.rabbitmq.clusterOperator.storage.size",
+            json!({"rabbitmq": {"clusterOperator": {"storage": {"size": "10 GB"}}}}),
+        ),
+        (
             ".spec.database.external.secretName",
             json!({"database": {"external": {"secretName": ""}}}),
+        ),
+        (
+            ".spec.database.managed.storage",
+            json!({"database": {"managed": {"storage": {"ephemeral": true, "storageClassName": "slow"}}}}),
         ),
         (
             ".spec.database.managed.storage.size",
@@ -64,6 +84,18 @@ fn bad_cases() -> Vec<(&'static str, Value)> {
         (
             ".spec.paymentsApi.auth",
             json!({"paymentsApi": {"auth": {"jwt": {"algorithm": "HS256"}}}}),
+        ),
+        (
+            ".spec.paymentsApi.autoscaling",
+            json!({"paymentsApi": {"autoscaling": {"minReplicas": 5, "maxReplicas": 3}}}),
+        ),
+        (
+            ".spec.paymentsApi.autoscaling.minReplicas",
+            json!({"paymentsApi": {"autoscaling": {"minReplicas": 0, "maxReplicas": 3}}}),
+        ),
+        (
+            ".spec.paymentsApi.autoscaling.targetCPUUtilizationPercentage",
+            json!({"paymentsApi": {"autoscaling": {"maxReplicas": 3, "targetCPUUtilizationPercentage": 0}}}),
         ),
         (
             ".spec.paymentsApi.dbMaxConnections",
@@ -90,6 +122,10 @@ fn bad_cases() -> Vec<(&'static str, Value)> {
             json!({"rabbitmq": {"external": {"secretName": ""}}}),
         ),
         (
+            ".spec.rabbitmq.managed.storage",
+            json!({"rabbitmq": {"managed": {"storage": {"ephemeral": true, "storageClassName": "slow"}}}}),
+        ),
+        (
             ".spec.rabbitmq.managed.storage.size",
             json!({"rabbitmq": {"managed": {"storage": {"size": "1 GB"}}}}),
         ),
@@ -100,6 +136,18 @@ fn bad_cases() -> Vec<(&'static str, Value)> {
         (
             ".spec.riskEngine.approvalProbability",
             json!({"riskEngine": {"approvalProbability": 1.5}}),
+        ),
+        (
+            ".spec.riskEngine.autoscaling",
+            json!({"riskEngine": {"autoscaling": {"minReplicas": 4, "maxReplicas": 2}}}),
+        ),
+        (
+            ".spec.riskEngine.autoscaling.minReplicas",
+            json!({"riskEngine": {"autoscaling": {"minReplicas": -1, "maxReplicas": 2}}}),
+        ),
+        (
+            ".spec.riskEngine.autoscaling.targetCPUUtilizationPercentage",
+            json!({"riskEngine": {"autoscaling": {"maxReplicas": 2, "targetCPUUtilizationPercentage": 101}}}),
         ),
         (
             ".spec.riskEngine.prefetch",
@@ -234,4 +282,31 @@ async fn the_server_fills_the_same_defaults_the_operator_assumes() {
         .expect("spec: {} is valid");
     let operator_defaults: PaymentSystemSpec = serde_json::from_value(json!({})).unwrap();
     assert_eq!(created.spec, operator_defaults);
+    // No storage default is written: an absent `storage` is how the operator tells a server
+    // left on the old emptyDir default from a new one (which gets the default claim).
+    assert_eq!(created.spec.database.managed.unwrap().storage, None);
+    // Within what the user wrote, the nested defaults are the operator's own too.
+    let written = json!({
+        "paymentsApi": {"autoscaling": {"maxReplicas": 4}},
+        "database": {"managed": {"storage": {"ephemeral": true}}},
+    });
+    let created = api
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(resource("shop-nested", &written)).unwrap(),
+        )
+        .await
+        .expect("valid");
+    let operator_defaults: PaymentSystemSpec = serde_json::from_value(written).unwrap();
+    assert_eq!(created.spec, operator_defaults);
+    let autoscaling = created.spec.payments_api.autoscaling.unwrap();
+    assert_eq!(
+        (
+            autoscaling.min_replicas,
+            autoscaling.target_cpu_utilization_percentage
+        ),
+        (2, 70)
+    );
+    let storage = created.spec.database.managed.unwrap().storage.unwrap();
+    assert!(storage.ephemeral);
 }

@@ -4,13 +4,16 @@
 //! Every real-API-server test lives in this one test binary, so they share one control
 //! plane; each test has its own namespace and its own in-process operator watching only it.
 
+mod autoscaling;
 mod contract;
 mod crd;
 mod data_feed;
 mod helm;
 mod kube_play;
 mod numbers;
+mod operated;
 mod processes;
 mod rbac;
 mod reconcile;
 mod support;
+mod upgrade;

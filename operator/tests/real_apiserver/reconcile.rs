@@ -1,27 +1,34 @@
 //! Reconciling on a real API server: the examples, status and printer columns, `Ready` both
-//! ways, spec and content changes, server-side apply writing nothing when nothing changed,
-//! drift, deletion, pruning, and user Secrets left alone.
+//! ways, spec and content changes, server-side apply writing nothing when nothing changed
+//! (also across restarts and an upgrade from what a previous release applied), drift,
+//! deletion, pruning, and user Secrets left alone.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
+use paysys_operator::apply::FIELD_MANAGER;
 use paysys_operator::crd::PaymentSystem;
 use paysys_testkit::envtest::kubelet::FakeKubelet;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::support::{Env, Operator, apply_system, condition, env, eventually, wait_condition};
+use crate::support::{
+    Env, Operator, apply_system, condition, delete_deployment_and_wait_restored, env, eventually,
+    wait_condition,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 const MINIMAL: &str = include_str!("../../../examples/paymentsystem-minimal.yaml");
 const FULL: &str = include_str!("../../../examples/paymentsystem-full.yaml");
+const DEV: &str = include_str!("../../../examples/paymentsystem-dev.yaml");
 
 const JWT_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----
 MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEArQAhP5mKh8ZfP5cqtwiI
@@ -116,6 +123,7 @@ async fn children(env: &Env, instance: &str) -> Vec<(String, ObjectMeta)> {
     all.extend(labelled::<PersistentVolumeClaim>(env, instance).await);
     all.extend(labelled::<PodDisruptionBudget>(env, instance).await);
     all.extend(labelled::<NetworkPolicy>(env, instance).await);
+    all.extend(labelled::<HorizontalPodAutoscaler>(env, instance).await);
     all.extend(labelled::<CronJob>(env, instance).await);
     all
 }
@@ -153,17 +161,30 @@ async fn printer_columns(env: &Env, name: &str) -> BTreeMap<String, serde_json::
 
 #[tokio::test]
 async fn each_example_reconciles_to_all_its_children_with_owner_references_and_status() {
-    for (example, expected) in [
+    for (example, expected, durable) in [
+        (
+            DEV,
+            json!({
+                "ConfigMap": ["shop-risk-rules"],
+                "Deployment": ["shop-payments-api", "shop-postgresql", "shop-rabbitmq", "shop-risk-engine"],
+                "NetworkPolicy": ["shop-payments-api", "shop-postgresql", "shop-rabbitmq", "shop-risk-engine"],
+                "Secret": ["shop-api-key", "shop-postgresql-credentials", "shop-rabbitmq-credentials"],
+                "Service": ["shop-payments-api", "shop-postgresql", "shop-rabbitmq"],
+            }),
+            ("False", "EphemeralStorage"),
+        ),
         (
             MINIMAL,
             json!({
                 "ConfigMap": ["shop-risk-rules"],
                 "Deployment": ["shop-payments-api", "shop-postgresql", "shop-rabbitmq", "shop-risk-engine"],
                 "NetworkPolicy": ["shop-payments-api", "shop-postgresql", "shop-rabbitmq", "shop-risk-engine"],
+                "PersistentVolumeClaim": ["shop-postgresql-data", "shop-rabbitmq-data"],
                 "PodDisruptionBudget": ["shop-payments-api"],
                 "Secret": ["shop-api-key", "shop-postgresql-credentials", "shop-rabbitmq-credentials"],
                 "Service": ["shop-payments-api", "shop-postgresql", "shop-rabbitmq"],
             }),
+            ("True", "PersistentStorage"),
         ),
         (
             FULL,
@@ -171,12 +192,14 @@ async fn each_example_reconciles_to_all_its_children_with_owner_references_and_s
                 "ConfigMap": ["shop-risk-rules"],
                 "CronJob": ["shop-data-feed"],
                 "Deployment": ["shop-payments-api", "shop-postgresql", "shop-risk-engine"],
+                "HorizontalPodAutoscaler": ["shop-payments-api", "shop-risk-engine"],
                 "NetworkPolicy": ["shop-payments-api", "shop-postgresql", "shop-risk-engine"],
                 "PersistentVolumeClaim": ["shop-data-feed-data", "shop-postgresql-data"],
                 "PodDisruptionBudget": ["shop-payments-api", "shop-risk-engine"],
                 "Secret": ["shop-postgresql-credentials"],
                 "Service": ["shop-payments-api", "shop-postgresql"],
             }),
+            ("True", "PersistentStorage"),
         ),
     ] {
         // Each in a namespace of its own: both are named `shop`, and applying the full one
@@ -231,11 +254,17 @@ async fn each_example_reconciles_to_all_its_children_with_owner_references_and_s
 
         let status = ps.status.clone().unwrap();
         assert_eq!(status.observed_generation, ps.metadata.generation);
-        for kind in ["Ready", "Progressing", "Degraded"] {
+        for kind in ["Ready", "Progressing", "Degraded", "Durable"] {
             let condition = condition(&ps, kind).unwrap_or_else(|| panic!("no {kind}"));
             assert_eq!(condition.observed_generation, ps.metadata.generation);
         }
         assert_eq!(condition(&ps, "Ready").unwrap().status, "False");
+        let data = condition(&ps, "Durable").expect("a Durable condition");
+        assert_eq!(
+            (data.status.as_str(), data.reason.as_str()),
+            durable,
+            "{data:?}"
+        );
         assert!(status.api_url.is_some());
         let columns = printer_columns(&env, "shop").await;
         assert_eq!(columns["Ready"], "False", "{columns:?}");
@@ -429,6 +458,17 @@ async fn reconciling_again_with_nothing_changed_writes_nothing_even_across_resta
     let reconciles = operator.metrics.reconciliations.get();
 
     // A restarted operator (a new process, a new version) reconciles everything again.
+    assert!(reconciles >= 1);
+    restart_and_expect_no_writes(&env, operator, &settled).await;
+}
+
+/// Stops `operator`, starts a new one, lets it reconcile, and checks that `shop` and its
+/// children still have the resourceVersions `settled`; returns the new operator.
+async fn restart_and_expect_no_writes(
+    env: &Env,
+    operator: Operator,
+    settled: &BTreeMap<String, String>,
+) -> Operator {
     operator.stop().await;
     let restarted = Operator::start(env.client.clone(), &env.namespace);
     eventually("the restarted operator to reconcile", TIMEOUT, || async {
@@ -436,12 +476,176 @@ async fn reconciling_again_with_nothing_changed_writes_nothing_even_across_resta
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = versions(&env, "shop").await;
+    let after = versions(env, "shop").await;
     assert_eq!(
-        after, settled,
+        &after, settled,
         "a reconcile with nothing changed wrote something"
     );
-    assert!(reconciles >= 1);
+    restarted
+}
+
+/// A label the previous release set on its children and this one no longer does.
+const PREVIOUS_LABEL: &str = "app.kubernetes.io/version";
+/// An environment variable the previous release gave its containers and this one does not.
+const PREVIOUS_ENV: &str = "PAYSYS_PREVIOUS_OPTION";
+
+/// Server-side applies, as the previous release of the operator would have, every child of
+/// kind `K` of `shop`: under the operator's field manager (its only one since its first
+/// version), every field of the live object (an older release that set more fields
+/// explicitly), plus [`PREVIOUS_LABEL`] and, in Deployments, [`PREVIOUS_ENV`].
+async fn apply_as_previous_release<K>(env: &Env) -> usize
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned
+        + serde::Serialize,
+{
+    let api: Api<K> = Api::namespaced(env.client.clone(), &env.namespace);
+    let selector = "app.kubernetes.io/instance=shop,app.kubernetes.io/managed-by=paysys-operator";
+    let objects = api
+        .list(&ListParams::default().labels(selector))
+        .await
+        .unwrap();
+    for object in &objects {
+        let mut value = serde_json::to_value(object).unwrap();
+        let body = value.as_object_mut().unwrap();
+        body.remove("status");
+        body.insert("apiVersion".into(), K::api_version(&()).into());
+        body.insert("kind".into(), K::kind(&()).into());
+        let meta = object.meta();
+        let mut labels = meta.labels.clone().unwrap_or_default();
+        labels.insert(PREVIOUS_LABEL.into(), "0.1.0".into());
+        body.insert(
+            "metadata".into(),
+            json!({
+                "name": meta.name,
+                "labels": labels,
+                "ownerReferences": meta.owner_references,
+            }),
+        );
+        if K::kind(&()) == "Deployment" {
+            let containers = value["spec"]["template"]["spec"]["containers"]
+                .as_array_mut()
+                .unwrap();
+            for container in containers {
+                if container["env"].is_null() {
+                    container["env"] = json!([]);
+                }
+                let env = container["env"].as_array_mut().unwrap();
+                env.push(json!({"name": PREVIOUS_ENV, "value": "1"}));
+            }
+        }
+        let name = meta.name.clone().unwrap();
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&value),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {} {name} as the previous release: {e}", K::kind(&())));
+    }
+    objects.items.len()
+}
+
+/// The managedFields entries of `meta` written by the operator's field manager.
+fn operator_entries(meta: &ObjectMeta) -> Vec<(String, Option<String>)> {
+    meta.managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| entry.manager.as_deref() == Some(FIELD_MANAGER))
+        .map(|entry| {
+            (
+                entry.operation.clone().unwrap_or_default(),
+                entry.subresource.clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_upgrade_takes_over_what_the_previous_release_applied_without_conflict() {
+    let Some(env) = env("upgrade").await else {
+        return;
+    };
+    let previous = Operator::start(env.client.clone(), &env.namespace);
+    apply_system(&env, MINIMAL).await;
+    wait_condition(&env, "shop", "Degraded", "False", TIMEOUT).await;
+    previous.stop().await;
+    // Everything but the generated Secrets, which are created once and never applied.
+    let applied = apply_as_previous_release::<Deployment>(&env).await
+        + apply_as_previous_release::<Service>(&env).await
+        + apply_as_previous_release::<ConfigMap>(&env).await
+        + apply_as_previous_release::<PersistentVolumeClaim>(&env).await
+        + apply_as_previous_release::<PodDisruptionBudget>(&env).await
+        + apply_as_previous_release::<NetworkPolicy>(&env).await;
+    let non_secret = |children: &[(String, ObjectMeta)]| -> Vec<(String, ObjectMeta)> {
+        children
+            .iter()
+            .filter(|(kind, _)| kind != "Secret")
+            .cloned()
+            .collect()
+    };
+    let before = non_secret(&children(&env, "shop").await);
+    assert_eq!(applied, before.len());
+    assert!(
+        before
+            .iter()
+            .all(|(_, meta)| { meta.labels.as_ref().unwrap().contains_key(PREVIOUS_LABEL) })
+    );
+
+    // The upgrade: the current operator takes every child over.
+    let current = Operator::start(env.client.clone(), &env.namespace);
+    let after = eventually("the previous release's label gone", TIMEOUT, || async {
+        let children = non_secret(&children(&env, "shop").await);
+        let gone = children
+            .iter()
+            .all(|(_, meta)| !meta.labels.as_ref().unwrap().contains_key(PREVIOUS_LABEL));
+        gone.then_some(children)
+    })
+    .await;
+    wait_condition(&env, "shop", "Degraded", "False", TIMEOUT).await;
+    // No reconcile failed (a conflict would have): no failure series at all.
+    let metrics = current.metrics.encode();
+    let failures: Vec<&str> = metrics
+        .lines()
+        .filter(|line| line.starts_with("paysys_operator_reconcile_failures_total{"))
+        .collect();
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(after.len(), before.len(), "{:?}", by_kind(&after));
+    for (kind, meta) in &after {
+        // One owner of the operator's fields: its Apply entry, no second entry beside it.
+        assert_eq!(
+            operator_entries(meta),
+            [("Apply".to_owned(), None)],
+            "{kind} {:?}",
+            meta.name
+        );
+    }
+    // What the previous release set and this one does not is gone, lists included.
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &env.namespace);
+    for deployment in deployments
+        .list(&ListParams::default().labels("app.kubernetes.io/instance=shop"))
+        .await
+        .unwrap()
+    {
+        let containers = deployment.spec.template.spec.unwrap().containers;
+        for container in containers {
+            assert!(
+                !container
+                    .env
+                    .iter()
+                    .flatten()
+                    .any(|var| var.name == PREVIOUS_ENV),
+                "{} still has {PREVIOUS_ENV}",
+                container.name
+            );
+        }
+    }
+
+    // And a second pass writes nothing.
+    let settled = settle(&env, "shop").await;
+    restart_and_expect_no_writes(&env, current, &settled).await;
 }
 
 #[tokio::test]
@@ -454,19 +658,7 @@ async fn a_deleted_or_hand_edited_child_is_restored() {
     wait_condition(&env, "shop", "Degraded", "False", TIMEOUT).await;
     let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &env.namespace);
 
-    deployments
-        .delete("shop-risk-engine", &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually("the deleted Deployment back", TIMEOUT, || async {
-        let deployment = deployments.get_opt("shop-risk-engine").await.ok()??;
-        deployment
-            .metadata
-            .deletion_timestamp
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    delete_deployment_and_wait_restored(&env, "shop-risk-engine", TIMEOUT).await;
 
     // A hand edit of a field the operator owns (a `kubectl edit`, another field manager).
     deployments

@@ -103,6 +103,32 @@ where
         .unwrap_or_else(|| panic!("timed out after {} s waiting for {what}", timeout.as_secs()))
 }
 
+/// Deletes the operator's Deployment `name` and waits until the operator has created it
+/// again: a new object (another uid), not the old one on its way out.
+pub async fn delete_deployment_and_wait_restored(env: &Env, name: &str, timeout: Duration) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &env.namespace);
+    let old = deployments
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("get Deployment {name}: {e}"))
+        .metadata
+        .uid;
+    deployments
+        .delete(name, &Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("delete Deployment {name}: {e}"));
+    eventually(
+        &format!("the deleted Deployment {name} restored"),
+        timeout,
+        || async {
+            let restored = deployments.get_opt(name).await.ok()??.metadata;
+            (restored.uid != old && restored.deletion_timestamp.is_none()).then_some(())
+        },
+    )
+    .await;
+}
+
 /// The operator's controller running in this process, watching one namespace (so tests in
 /// other namespaces never see it). Stops when dropped.
 pub struct Operator {

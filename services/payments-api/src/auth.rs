@@ -9,7 +9,7 @@
 use std::fmt;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use paysys_core::config::{self, ConfigError, Source};
+use paysys_runtime::config::{self, ConfigError, Source};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;

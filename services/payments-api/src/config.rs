@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use paysys_core::config::{self, ConfigError, Source};
 use paysys_core::topology::{DEFAULT_PREFIX, Topology};
+use paysys_runtime::config::{self, ConfigError, Source};
 use rust_decimal::Decimal;
 
 use crate::auth::{ApiKeys, JwtSettings};
@@ -58,9 +58,12 @@ impl std::fmt::Debug for Config {
             .field("port", &self.port)
             .field(
                 "database_url",
-                &paysys_core::amqp::redact_url(&self.database_url),
+                &paysys_runtime::config::redact_url(&self.database_url),
             )
-            .field("amqp_url", &paysys_core::amqp::redact_url(&self.amqp_url))
+            .field(
+                "amqp_url",
+                &paysys_runtime::config::redact_url(&self.amqp_url),
+            )
             .field("topology", &self.topology.payments_exchange)
             .field("api_keys", &self.api_keys.len())
             .field("jwt", &self.jwt.as_ref().map(|jwt| jwt.algorithm))
@@ -168,7 +171,7 @@ mod tests {
     fn defaults_apply() {
         let config = Config::from_source(&BASE).unwrap();
         assert_eq!(config.port, 5000);
-        assert_eq!(config.topology.payments_queue, "paysys.payments");
+        assert_eq!(config.topology.payments_queue, "paysys.payments.v2");
         assert_eq!(config.limits.max_body_bytes, 16 * 1024);
     }
 

@@ -19,9 +19,10 @@ use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
+use paysys_amqp as amqp;
 use paysys_core::DecisionMessage;
-use paysys_core::amqp;
 use paysys_core::topology::{DEAD_DECISIONS_ROUTING_KEY, Topology};
+use paysys_runtime::backoff::{self, Backoff};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +35,9 @@ const BATCH: usize = 128;
 const BATCHES: usize = 4;
 /// Unacknowledged deliveries the broker sends ahead: enough to fill every batch.
 const PREFETCH: u16 = (BATCH * BATCHES) as u16;
+/// First pause before applying again a round the database could not take (then the
+/// services' backoff policy, up to its longest wait).
+const HOLD_FIRST_WAIT: Duration = Duration::from_millis(250);
 /// How long decisions in hand may take to finish once consuming stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -96,6 +100,8 @@ impl DecisionConsumer {
         stop: &CancellationToken,
     ) -> anyhow::Result<()> {
         let channel = amqp::open_confirm_channel(connection, &self.topology).await?;
+        // An upgrade from classic queues: move what they hold into the queues declared above.
+        amqp::legacy_queues::retire_or_log(connection, &self.topology).await;
         channel
             .basic_qos(PREFETCH, BasicQosOptions::default())
             .await?;
@@ -194,20 +200,22 @@ impl DecisionConsumer {
     ) -> lapin::Result<()> {
         let decisions: Vec<DecisionMessage> =
             round.iter().map(|(_, decision)| decision.clone()).collect();
-        let applied = match self.pool.acquire().await {
-            Ok(mut conn) => decisions::apply_many(&mut conn, &decisions).await,
-            Err(error) => Err(error),
-        };
-        let applied = match applied {
-            Ok(applied) => applied,
-            Err(error) => {
-                tracing::warn!(%error, decisions = round.len(), "cannot apply decisions; requeueing");
-                // Back off so an outage does not turn into a hot redelivery loop.
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                for (delivery, _) in &round {
-                    settle_one(delivery, Settle::Requeue).await?;
+        // A database outage holds the round, unacked, and retries: requeueing would count
+        // against the quorum queue's delivery limit and could dead-letter good decisions.
+        // Shutdown and a broken channel still end it (see DRAIN_TIMEOUT in `consume`).
+        let mut waits = Backoff::new(backoff::policy().with_min_delay(HOLD_FIRST_WAIT));
+        let applied = loop {
+            let applied = match self.pool.acquire().await {
+                Ok(mut conn) => decisions::apply_many(&mut conn, &decisions).await,
+                Err(error) => Err(error),
+            };
+            match applied {
+                Ok(applied) => break applied,
+                Err(error) => {
+                    let pause = waits.next_wait();
+                    tracing::warn!(%error, decisions = round.len(), retry_in_ms = pause.as_millis() as u64, "cannot apply decisions; holding them until the database answers");
+                    tokio::time::sleep(pause).await;
                 }
-                return Ok(());
             }
         };
         for ((delivery, decision), applied) in round.iter().zip(applied) {

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use lapin::Channel;
 use lapin::types::FieldTable;
-use paysys_core::amqp::{self, PublishError};
+use paysys_amqp::{self as amqp, PublishError};
 use paysys_core::messages::SCHEMA_VERSION;
 use paysys_core::topology::{PAYMENT_ROUTING_KEY, Topology};
 use paysys_core::{PaymentData, PaymentMessage, Velocity};
+use paysys_runtime::backoff::Backoff;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -81,7 +82,7 @@ pub fn message_for(payment: &PaymentRecord) -> PaymentMessage {
 impl Relay {
     /// Runs until `stop` is cancelled, reconnecting to the broker as often as needed.
     pub async fn run(self, stop: CancellationToken) {
-        let mut delay = Duration::from_millis(100);
+        let mut waits = Backoff::default();
         while !stop.is_cancelled() {
             let connection = tokio::select! {
                 _ = stop.cancelled() => break,
@@ -91,20 +92,19 @@ impl Relay {
                 Ok(channel) => channel,
                 Err(error) => {
                     tracing::warn!(%error, "cannot open a publishing channel");
-                    sleep_or_stop(&stop, delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    sleep_or_stop(&stop, waits.next_wait()).await;
                     continue;
                 }
             };
             self.connected.fetch_add(1, Ordering::SeqCst);
             tracing::info!("outbox relay connected to RabbitMQ");
-            delay = Duration::from_millis(100);
+            waits.reset();
             let outcome = self.pump(&channel, &stop).await;
             self.connected.fetch_sub(1, Ordering::SeqCst);
             let _ = connection.close(200, "bye".into()).await;
             if let Err(error) = outcome {
                 tracing::warn!(%error, "outbox relay lost the broker; reconnecting");
-                sleep_or_stop(&stop, delay).await;
+                sleep_or_stop(&stop, waits.next_wait()).await;
             }
         }
         tracing::info!("outbox relay stopped");
@@ -114,14 +114,13 @@ impl Relay {
     /// here without dropping the broker connection.
     async fn pump(&self, channel: &Channel, stop: &CancellationToken) -> Result<(), RelayError> {
         let mut last_backlog_check = Instant::now() - Duration::from_secs(60);
-        let mut db_delay = Duration::from_millis(100);
+        let mut db_waits = Backoff::default();
         loop {
             match self.drain(channel, stop).await {
-                Ok(()) => db_delay = Duration::from_millis(100),
+                Ok(()) => db_waits.reset(),
                 Err(RelayError::Database(error)) => {
                     tracing::warn!(%error, "outbox relay cannot reach the database");
-                    sleep_or_stop(stop, db_delay).await;
-                    db_delay = (db_delay * 2).min(Duration::from_secs(5));
+                    sleep_or_stop(stop, db_waits.next_wait()).await;
                     continue;
                 }
                 Err(broker) => return Err(broker),

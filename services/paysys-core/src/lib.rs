@@ -3,20 +3,16 @@
 //! Everything both the payments API and the risk engine must agree on lives here, so the
 //! contract between them is a type, not a convention: money and currencies, the payment
 //! status machine, the messages exchanged over RabbitMQ and the broker topology that carries
-//! them. Small runtime helpers every binary needs (configuration parsing, logging, shutdown
-//! signals, broker connections) live here too, so each is written once.
+//! them, and the risk rules the operator renders for the engine. It is pure domain code: the
+//! runtime (tokio, logging, the shared `main`) is `paysys-runtime` and the broker client is
+//! `paysys-amqp`, so the operator, which needs only `RiskRules`, compiles neither lapin nor a
+//! broker (`tests/dependencies.rs` keeps it so).
 
-pub mod amqp;
-pub mod config;
 pub mod currency;
-pub mod healthcheck;
 pub mod messages;
 pub mod money;
 pub mod risk_rules;
-pub mod service;
-pub mod shutdown;
 pub mod status;
-pub mod telemetry;
 pub mod topology;
 
 pub use currency::Currency;

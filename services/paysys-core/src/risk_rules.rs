@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use strum::IntoEnumIterator;
 use uuid::Uuid;
 
 /// A complete rule set. Every field has a default, so `{}` is valid: it approves everything
@@ -53,18 +54,180 @@ pub struct VelocityRules {
     pub max_total: BTreeMap<String, String>,
 }
 
-/// Points each rule adds to the score when it fires.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct RuleScores {
-    pub currency_not_allowed: u32,
-    pub amount_above_max: u32,
-    pub blocked_user: u32,
-    pub blocked_payee: u32,
-    pub blocked_payment_method: u32,
-    pub velocity_count: u32,
-    pub velocity_total: u32,
-    pub payer_is_payee: u32,
+/// Every rule, in the order the engine checks them and lists them in a decision's reasons.
+///
+/// A rule's id in decisions and logs (`reasons[].rule`) is its snake_case name
+/// (`blocked_user`); the key of its score in the rules file is its camelCase name
+/// (`blockedUser`). Both are derived from the variant, so neither is written by hand.
+/// Adding a rule: docs/architecture.md, "How to add a risk rule".
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, strum::EnumIter, strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum RuleId {
+    CurrencyNotAllowed,
+    AmountAboveMax,
+    BlockedUser,
+    BlockedPayee,
+    BlockedPaymentMethod,
+    VelocityCount,
+    VelocityTotal,
+    PayerIsPayee,
+}
+
+impl RuleId {
+    /// The id in a decision's reasons: `blocked_payment_method`.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// The key of the rule's score under `scores` in the rules file: `blockedPaymentMethod`,
+    /// the id in camelCase like every other key of the file.
+    pub fn score_key(self) -> String {
+        let mut words = self.as_str().split('_');
+        let mut key = words.next().unwrap_or_default().to_owned();
+        for word in words {
+            let mut letters = word.chars();
+            key.extend(letters.next().map(|first| first.to_ascii_uppercase()));
+            key.push_str(letters.as_str());
+        }
+        key
+    }
+
+    fn from_score_key(key: &str) -> Option<Self> {
+        Self::iter().find(|rule| rule.score_key() == key)
+    }
+
+    /// The score when the rules file sets none. Hard rules (lists, currency, ceilings)
+    /// decline on their own at the default threshold of 100; velocity rules need a second
+    /// signal.
+    pub const fn default_score(self) -> u32 {
+        match self {
+            Self::CurrencyNotAllowed
+            | Self::AmountAboveMax
+            | Self::BlockedUser
+            | Self::BlockedPayee
+            | Self::BlockedPaymentMethod
+            | Self::PayerIsPayee => 100,
+            Self::VelocityCount | Self::VelocityTotal => 60,
+        }
+    }
+}
+
+/// Points each rule adds to the score when it fires, by rule. Written in the rules file as
+/// `{ruleKey: points}`; any subset may be given (the rest keep their default), an unknown or
+/// repeated key is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleScores(BTreeMap<RuleId, u32>);
+
+impl RuleScores {
+    /// The points `rule` adds when it fires.
+    pub fn get(&self, rule: RuleId) -> u32 {
+        self.0
+            .get(&rule)
+            .copied()
+            .unwrap_or_else(|| rule.default_score())
+    }
+
+    pub fn set(&mut self, rule: RuleId, score: u32) {
+        self.0.insert(rule, score);
+    }
+}
+
+impl Default for RuleScores {
+    fn default() -> Self {
+        Self(
+            RuleId::iter()
+                .map(|rule| (rule, rule.default_score()))
+                .collect(),
+        )
+    }
+}
+
+impl Serialize for RuleScores {
+    /// Every rule's score, in rule order (the operator renders the complete set).
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(RuleId::iter().map(|rule| (rule.score_key(), self.get(rule))))
+    }
+}
+
+/// A key under `scores`. Refused inside the key's own deserialisation, so an error path
+/// names it (`scores.velocityCnt`), in the words serde uses for a struct's unknown field.
+struct ScoreKey(RuleId);
+
+impl<'de> Deserialize<'de> for ScoreKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let key = String::deserialize(deserializer)?;
+        RuleId::from_score_key(&key).map(ScoreKey).ok_or_else(|| {
+            let expected: Vec<String> = RuleId::iter()
+                .map(|rule| format!("`{}`", rule.score_key()))
+                .collect();
+            serde::de::Error::custom(format_args!(
+                "unknown field `{key}`, expected one of {}",
+                expected.join(", ")
+            ))
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for RuleScores {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Scores;
+        impl<'de> serde::de::Visitor<'de> for Scores {
+            type Value = RuleScores;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of rule scores")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RuleScores, A::Error> {
+                let mut given = BTreeMap::new();
+                while let Some(ScoreKey(rule)) = map.next_key()? {
+                    if given.insert(rule, map.next_value()?).is_some() {
+                        return Err(serde::de::Error::custom(format_args!(
+                            "duplicate field `{}`",
+                            rule.score_key()
+                        )));
+                    }
+                }
+                let mut scores = RuleScores::default();
+                scores.0.extend(given);
+                Ok(scores)
+            }
+        }
+        deserializer.deserialize_map(Scores)
+    }
+}
+
+impl schemars::JsonSchema for RuleScores {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RuleScores".into()
+    }
+
+    /// What deriving it for a struct with one `u32` field per rule would give, so the CRD
+    /// schema lists (and the API server checks) every score key.
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let properties: serde_json::Map<String, serde_json::Value> = RuleId::iter()
+            .map(|rule| {
+                let property = serde_json::json!({
+                    "type": "integer",
+                    "format": "uint32",
+                    "minimum": 0,
+                    "default": rule.default_score(),
+                });
+                (rule.score_key(), property)
+            })
+            .collect();
+        schemars::json_schema!({
+            "description": "Points each rule adds to the score when it fires, by rule.",
+            "type": "object",
+            "properties": properties,
+            "additionalProperties": false,
+        })
+    }
 }
 
 impl Default for RiskRules {
@@ -94,23 +257,6 @@ impl Default for VelocityRules {
     }
 }
 
-impl Default for RuleScores {
-    /// Hard rules (lists, currency, ceilings) decline on their own; velocity rules need a
-    /// second signal to reach the default threshold of 100.
-    fn default() -> Self {
-        Self {
-            currency_not_allowed: 100,
-            amount_above_max: 100,
-            blocked_user: 100,
-            blocked_payee: 100,
-            blocked_payment_method: 100,
-            velocity_count: 60,
-            velocity_total: 60,
-            payer_is_payee: 100,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +265,78 @@ mod tests {
     fn empty_object_is_the_default_rule_set() {
         let rules: RiskRules = serde_json::from_str("{}").unwrap();
         assert_eq!(rules, RiskRules::default());
+    }
+
+    #[test]
+    fn ids_and_score_keys_follow_the_variant_name() {
+        assert_eq!(
+            RuleId::BlockedPaymentMethod.as_str(),
+            "blocked_payment_method"
+        );
+        assert_eq!(
+            RuleId::BlockedPaymentMethod.score_key(),
+            "blockedPaymentMethod"
+        );
+        assert_eq!(RuleId::iter().count(), 8);
+    }
+
+    #[test]
+    fn scores_are_written_in_full_in_rule_order() {
+        // Byte for byte what the struct with one field per rule wrote, so the ConfigMap the
+        // operator renders does not change.
+        let json = serde_json::to_string(&RuleScores::default()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"currencyNotAllowed":100,"amountAboveMax":100,"blockedUser":100,"blockedPayee":100,"blockedPaymentMethod":100,"velocityCount":60,"velocityTotal":60,"payerIsPayee":100}"#
+        );
+        let back: RuleScores = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, RuleScores::default());
+    }
+
+    #[test]
+    fn a_subset_of_scores_keeps_the_other_defaults() {
+        let rules: RiskRules = serde_json::from_str(r#"{"scores": {"velocityCount": 5}}"#).unwrap();
+        assert_eq!(rules.scores.get(RuleId::VelocityCount), 5);
+        assert_eq!(rules.scores.get(RuleId::VelocityTotal), 60);
+        assert_eq!(rules.scores.get(RuleId::BlockedUser), 100);
+        let mut expected = RuleScores::default();
+        expected.set(RuleId::VelocityCount, 5);
+        assert_eq!(rules.scores, expected);
+    }
+
+    #[test]
+    fn unknown_and_repeated_score_keys_are_refused() {
+        let error = serde_json::from_str::<RuleScores>(r#"{"velocityCnt": 1}"#).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("unknown field `velocityCnt`, expected one of `currencyNotAllowed`"),
+            "{error}"
+        );
+        let error = serde_json::from_str::<RuleScores>(r#"{"blockedUser": 1, "blockedUser": 2}"#)
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("duplicate field `blockedUser`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_schema_lists_every_score_with_its_default() {
+        let schema = schemars::schema_for!(RuleScores);
+        let properties = schema
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .expect("properties");
+        let mut keys: Vec<String> = properties.keys().cloned().collect();
+        keys.sort();
+        let mut expected: Vec<String> = RuleId::iter().map(RuleId::score_key).collect();
+        expected.sort();
+        assert_eq!(keys, expected);
+        assert_eq!(properties["velocityTotal"]["default"], 60);
+        assert_eq!(schema.get("additionalProperties"), Some(&false.into()));
     }
 
     #[test]

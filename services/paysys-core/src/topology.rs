@@ -1,19 +1,23 @@
 //! Names and declaration of the RabbitMQ exchanges and queues both services use.
 //!
 //! ```text
-//! payments API ──▶ {prefix}.payments  (direct) ──payment.created──▶ queue {prefix}.payments  ──▶ risk engine
-//! risk engine  ──▶ {prefix}.decisions (direct) ──payment.decided──▶ queue {prefix}.decisions ──▶ payments API
-//! either       ──▶ {prefix}.dead-letter (direct) ──payments──▶ {prefix}.payments.dead
-//!                                                ──decisions─▶ {prefix}.decisions.dead
+//! payments API ──▶ {prefix}.payments  (direct) ──payment.created──▶ queue {prefix}.payments.v2  ──▶ risk engine
+//! risk engine  ──▶ {prefix}.decisions (direct) ──payment.decided──▶ queue {prefix}.decisions.v2 ──▶ payments API
+//! either       ──▶ {prefix}.dead-letter (direct) ──payments──▶ {prefix}.payments.dead.v2
+//!                                                ──decisions─▶ {prefix}.decisions.dead.v2
 //! ```
 //!
 //! Everything is durable. Both services declare the whole topology at start-up with the same
-//! arguments (declarations are idempotent), so they can start in any order. The prefix lets
+//! arguments (declarations are idempotent, see `paysys_amqp::declare_topology`), so they can
+//! start in any order. The prefix lets
 //! tests, or several installations on one broker, keep to their own names.
-
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, ExchangeKind};
+//!
+//! **Topology versions.** Version 2 (this one) uses *quorum* queues: replicated across a
+//! clustered broker, with a delivery limit and at-least-once dead-lettering. Version 1 used
+//! classic queues under the names without `.v2`. A queue's type cannot change once declared
+//! (RabbitMQ answers `PRECONDITION_FAILED`), so version 2 takes new queue names and
+//! `paysys_amqp::legacy_queues::retire` retires the version-1 queues: unbind, move what they hold, delete.
+//! Exchange names did not change, so publishers of either version reach the same exchanges.
 
 pub const PAYMENT_ROUTING_KEY: &str = "payment.created";
 pub const DECISION_ROUTING_KEY: &str = "payment.decided";
@@ -24,6 +28,15 @@ pub const DEAD_DECISIONS_ROUTING_KEY: &str = "decisions";
 /// Default prefix, used when `AMQP_PREFIX` is unset.
 pub const DEFAULT_PREFIX: &str = "paysys";
 
+/// Suffix of this topology version's queue names (see the module comment).
+pub const QUEUE_VERSION_SUFFIX: &str = ".v2";
+
+/// Deliveries of one message before the broker dead-letters it. The consumers dead-letter
+/// poison explicitly with a reason and hold (not requeue) work during a database outage, so
+/// this only trips on a message that kills its consumer again and again: at 50 it is far above
+/// what broker cuts and restarts add, and still stops a crash loop within minutes.
+pub const DELIVERY_LIMIT: u32 = 50;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     pub payments_exchange: String,
@@ -33,6 +46,16 @@ pub struct Topology {
     pub dead_letter_exchange: String,
     pub payments_dead_queue: String,
     pub decisions_dead_queue: String,
+    /// See [`DELIVERY_LIMIT`]; tests lower it to see it trip.
+    pub delivery_limit: u32,
+}
+
+/// One queue with the binding that feeds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueBinding {
+    pub queue: String,
+    pub exchange: String,
+    pub routing_key: &'static str,
 }
 
 impl Default for Topology {
@@ -43,99 +66,74 @@ impl Default for Topology {
 
 impl Topology {
     pub fn new(prefix: &str) -> Self {
+        let v = QUEUE_VERSION_SUFFIX;
         Self {
             payments_exchange: format!("{prefix}.payments"),
-            payments_queue: format!("{prefix}.payments"),
+            payments_queue: format!("{prefix}.payments{v}"),
             decisions_exchange: format!("{prefix}.decisions"),
-            decisions_queue: format!("{prefix}.decisions"),
+            decisions_queue: format!("{prefix}.decisions{v}"),
             dead_letter_exchange: format!("{prefix}.dead-letter"),
-            payments_dead_queue: format!("{prefix}.payments.dead"),
-            decisions_dead_queue: format!("{prefix}.decisions.dead"),
+            payments_dead_queue: format!("{prefix}.payments.dead{v}"),
+            decisions_dead_queue: format!("{prefix}.decisions.dead{v}"),
+            delivery_limit: DELIVERY_LIMIT,
         }
     }
 
-    /// Declares every exchange, queue and binding. Safe to call repeatedly and concurrently.
-    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
-        let durable_exchange = ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
+    /// The four queues of this version, each with its binding and, for the two work queues,
+    /// the routing key its dead letters take.
+    pub fn queues(&self) -> [(QueueBinding, Option<&'static str>); 4] {
+        let bound = |queue: &str, exchange: &str, routing_key| QueueBinding {
+            queue: queue.to_owned(),
+            exchange: exchange.to_owned(),
+            routing_key,
         };
-        for exchange in [
-            &self.payments_exchange,
-            &self.decisions_exchange,
-            &self.dead_letter_exchange,
-        ] {
-            channel
-                .exchange_declare(
-                    exchange.as_str().into(),
-                    ExchangeKind::Direct,
-                    durable_exchange,
-                    FieldTable::default(),
-                )
-                .await?;
-        }
-        let queues = [
+        [
             (
-                &self.payments_queue,
-                &self.payments_exchange,
-                PAYMENT_ROUTING_KEY,
+                bound(
+                    &self.payments_queue,
+                    &self.payments_exchange,
+                    PAYMENT_ROUTING_KEY,
+                ),
                 Some(DEAD_PAYMENTS_ROUTING_KEY),
             ),
             (
-                &self.decisions_queue,
-                &self.decisions_exchange,
-                DECISION_ROUTING_KEY,
+                bound(
+                    &self.decisions_queue,
+                    &self.decisions_exchange,
+                    DECISION_ROUTING_KEY,
+                ),
                 Some(DEAD_DECISIONS_ROUTING_KEY),
             ),
             (
-                &self.payments_dead_queue,
-                &self.dead_letter_exchange,
-                DEAD_PAYMENTS_ROUTING_KEY,
+                bound(
+                    &self.payments_dead_queue,
+                    &self.dead_letter_exchange,
+                    DEAD_PAYMENTS_ROUTING_KEY,
+                ),
                 None,
             ),
             (
-                &self.decisions_dead_queue,
-                &self.dead_letter_exchange,
-                DEAD_DECISIONS_ROUTING_KEY,
+                bound(
+                    &self.decisions_dead_queue,
+                    &self.dead_letter_exchange,
+                    DEAD_DECISIONS_ROUTING_KEY,
+                ),
                 None,
             ),
-        ];
-        for (queue, exchange, routing_key, dead_letter_key) in queues {
-            let mut arguments = FieldTable::default();
-            if let Some(dead_letter_key) = dead_letter_key {
-                // A rejected message goes to the dead-letter exchange instead of vanishing;
-                // consumers normally dead-letter explicitly (with a reason header) and this is
-                // the safety net for anything rejected without one.
-                arguments.insert(
-                    "x-dead-letter-exchange".into(),
-                    AMQPValue::LongString(self.dead_letter_exchange.as_str().into()),
-                );
-                arguments.insert(
-                    "x-dead-letter-routing-key".into(),
-                    AMQPValue::LongString(dead_letter_key.into()),
-                );
-            }
-            channel
-                .queue_declare(
-                    queue.as_str().into(),
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    arguments,
-                )
-                .await?;
-            channel
-                .queue_bind(
-                    queue.as_str().into(),
-                    exchange.as_str().into(),
-                    routing_key.into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-        }
-        Ok(())
+        ]
+    }
+
+    /// The version-1 (classic) queues this version replaces, with the binding that fed each.
+    /// Their messages move to the same exchange and routing key, which now reach the
+    /// version-2 queue that took the legacy queue's place.
+    pub fn legacy_queues(&self) -> [QueueBinding; 4] {
+        self.queues().map(|(binding, _)| QueueBinding {
+            queue: binding
+                .queue
+                .trim_end_matches(QUEUE_VERSION_SUFFIX)
+                .to_owned(),
+            ..binding
+        })
     }
 }
 
@@ -144,11 +142,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_follow_the_prefix() {
+    fn names_follow_the_prefix_and_the_version() {
         let t = Topology::new("t1");
-        assert_eq!(t.payments_queue, "t1.payments");
-        assert_eq!(t.decisions_queue, "t1.decisions");
-        assert_eq!(t.payments_dead_queue, "t1.payments.dead");
+        assert_eq!(t.payments_queue, "t1.payments.v2");
+        assert_eq!(t.decisions_queue, "t1.decisions.v2");
+        assert_eq!(t.payments_dead_queue, "t1.payments.dead.v2");
         assert_eq!(Topology::default().payments_exchange, "paysys.payments");
+    }
+
+    #[test]
+    fn legacy_queues_are_the_version_1_names_with_their_bindings() {
+        let legacy = Topology::new("t1").legacy_queues();
+        let names: Vec<_> = legacy.iter().map(|b| b.queue.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "t1.payments",
+                "t1.decisions",
+                "t1.payments.dead",
+                "t1.decisions.dead"
+            ]
+        );
+        assert_eq!(legacy[0].exchange, "t1.payments");
+        assert_eq!(legacy[0].routing_key, PAYMENT_ROUTING_KEY);
+        assert_eq!(legacy[3].exchange, "t1.dead-letter");
+        assert_eq!(legacy[3].routing_key, DEAD_DECISIONS_ROUTING_KEY);
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod envtest;
 pub mod pod_template;
+pub mod private_broker;
 mod proxy;
 
 use std::time::Duration;
@@ -109,10 +110,10 @@ impl TestBroker {
 
     /// A connection and channel with the test's topology declared.
     pub async fn channel(&self) -> (lapin::Connection, lapin::Channel) {
-        let connection = paysys_core::amqp::connect(&self.url, "paysys-test")
+        let connection = paysys_amqp::connect(&self.url, "paysys-test")
             .await
             .unwrap_or_else(|e| panic!("cannot reach RabbitMQ at {}: {e}", self.url));
-        let channel = paysys_core::amqp::open_confirm_channel(&connection, &self.topology)
+        let channel = paysys_amqp::open_confirm_channel(&connection, &self.topology)
             .await
             .expect("declare topology");
         (connection, channel)
@@ -141,15 +142,19 @@ impl TestBroker {
         }
     }
 
-    /// Deletes the test's queues and exchanges.
+    /// Deletes the test's queues (of both topology versions) and exchanges.
     pub async fn delete(&self, channel: &lapin::Channel) {
         let t = &self.topology;
+        let legacy = t.legacy_queues().map(|binding| binding.queue);
         for queue in [
             &t.payments_queue,
             &t.decisions_queue,
             &t.payments_dead_queue,
             &t.decisions_dead_queue,
-        ] {
+        ]
+        .into_iter()
+        .chain(&legacy)
+        {
             let _ = channel
                 .queue_delete(queue.as_str().into(), Default::default())
                 .await;

@@ -4,8 +4,8 @@
 use std::fmt;
 use std::path::Path;
 
-use paysys_core::config::{self, ConfigError, Source};
 use paysys_core::topology::{DEFAULT_PREFIX, Topology};
+use paysys_runtime::config::{self, ConfigError, Source};
 
 use crate::decide::Decider;
 use crate::random::RandomMode;
@@ -29,7 +29,10 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("port", &self.port)
-            .field("amqp_url", &paysys_core::amqp::redact_url(&self.amqp_url))
+            .field(
+                "amqp_url",
+                &paysys_runtime::config::redact_url(&self.amqp_url),
+            )
             .field("payments_queue", &self.topology.payments_queue)
             .field("prefetch", &self.prefetch)
             .field("mode", &self.decider.mode_name())
@@ -107,7 +110,7 @@ mod tests {
         let config = Config::from_source(&env(&[URL])).unwrap();
         assert_eq!(config.port, 8080);
         assert_eq!(config.prefetch, 200);
-        assert_eq!(config.topology.payments_queue, "paysys.payments");
+        assert_eq!(config.topology.payments_queue, "paysys.payments.v2");
         assert_eq!(config.decider, Decider::Rules(Box::default()));
         let printed = format!("{config:?}");
         assert!(!printed.contains("secret"), "{printed}");
@@ -125,7 +128,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(config.decider.rules_version(), "random:p=0.25:seed=7");
-        assert_eq!(config.topology.payments_queue, "t1.payments");
+        assert_eq!(config.topology.payments_queue, "t1.payments.v2");
         assert_eq!(config.prefetch, 150);
     }
 

@@ -19,15 +19,14 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-};
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
+use paysys_amqp::{self as amqp, PublishError};
 use paysys_core::PaymentMessage;
-use paysys_core::amqp::{self, PublishError};
 use paysys_core::messages::DecodeError;
 use paysys_core::topology::{DEAD_PAYMENTS_ROUTING_KEY, DECISION_ROUTING_KEY, Topology};
+use paysys_runtime::backoff::{self, Backoff};
 use tokio_util::sync::CancellationToken;
 
 use crate::decide::Decider;
@@ -35,12 +34,13 @@ use crate::metrics::Metrics;
 
 /// How long a graceful stop waits for the decisions in hand to be confirmed and acked.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
-/// Pause before requeueing a payment whose decision the broker refused, so a persistent
-/// refusal (a deleted queue) does not become a hot loop.
+/// First pause before publishing again a decision the broker refused, so a persistent
+/// refusal (a deleted queue) does not become a hot loop; doubles up to the max.
 const REFUSED_BACKOFF: Duration = Duration::from_secs(1);
-/// Pause between broker sessions; doubles while sessions fail before consuming.
+const REFUSED_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// First pause between broker sessions; it doubles (to backoff::LONGEST) while sessions fail
+/// before consuming.
 const MIN_PAUSE: Duration = Duration::from_millis(200);
-const MAX_PAUSE: Duration = Duration::from_secs(5);
 /// Longest body quoted in the log line of a message that cannot be decoded.
 const MAX_LOGGED_POISON: usize = 2048;
 
@@ -64,7 +64,7 @@ impl Consumer {
     /// Consumes until `stop` is cancelled, then finishes and acks what is in hand.
     pub async fn run(self, stop: CancellationToken) {
         let this = Arc::new(self);
-        let mut pause = MIN_PAUSE;
+        let mut pauses = Backoff::new(backoff::policy().with_min_delay(MIN_PAUSE));
         while !stop.is_cancelled() {
             let connection = tokio::select! {
                 _ = stop.cancelled() => break,
@@ -79,14 +79,14 @@ impl Consumer {
             let Err(broken) = ended else { break };
             this.metrics.reconnects.inc();
             if broken.consumed {
-                pause = MIN_PAUSE;
+                pauses.reset();
             }
+            let pause = pauses.next_wait();
             tracing::warn!(error = %broken.error, retry_in_ms = pause.as_millis() as u64, "lost the broker; payments in hand will be redelivered; reconnecting");
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(pause) => {}
             }
-            pause = (pause * 2).min(MAX_PAUSE);
         }
         tracing::info!("risk engine consumer stopped");
     }
@@ -103,8 +103,7 @@ impl Consumer {
         };
         // Separate channels: acks flow on the consuming one, confirms on the publishing one.
         let consume_channel = connection.create_channel().await.map_err(not_consumed)?;
-        self.topology
-            .declare(&consume_channel)
+        amqp::declare_topology(&consume_channel, &self.topology)
             .await
             .map_err(not_consumed)?;
         consume_channel
@@ -114,6 +113,8 @@ impl Consumer {
         let publish_channel = amqp::open_confirm_channel(connection, &self.topology)
             .await
             .map_err(not_consumed)?;
+        // An upgrade from classic queues: move what they hold into the queues declared above.
+        amqp::legacy_queues::retire_or_log(connection, &self.topology).await;
         let mut deliveries = consume_channel
             .basic_consume(
                 self.topology.payments_queue.as_str().into(),
@@ -209,17 +210,17 @@ impl Consumer {
             }
         };
         let decision = &verdict.decision;
-        let published = publish_and_confirm(
-            channel,
-            &self.topology.decisions_exchange,
-            DECISION_ROUTING_KEY,
-            &decision.encode(),
-            amqp::persistent_json(&decision.payment_id.to_string(), FieldTable::default()),
-        )
+        let body = decision.encode();
+        self.until_accepted(|| {
+            publish_and_confirm(
+                channel,
+                &self.topology.decisions_exchange,
+                DECISION_ROUTING_KEY,
+                &body,
+                amqp::persistent_json(&decision.payment_id.to_string(), FieldTable::default()),
+            )
+        })
         .await?;
-        if let Err(refused) = published {
-            return self.requeue_later(delivery, &refused).await;
-        }
         ack(delivery).await?;
         let outcome = decision.outcome.as_str();
         self.metrics.count_decision(outcome);
@@ -251,45 +252,54 @@ impl Consumer {
         let quoted: String = body.chars().take(MAX_LOGGED_POISON).collect();
         tracing::info!("Received message: {quoted}");
         let reason = error.to_string();
-        match amqp::dead_letter(
-            channel,
-            &self.topology,
-            DEAD_PAYMENTS_ROUTING_KEY,
-            &self.topology.payments_queue,
-            &delivery.data,
-            &reason,
-        )
-        .await
-        {
-            Ok(()) => {}
-            Err(PublishError::Broker(error)) => return Err(error.into()),
-            Err(refused) => return self.requeue_later(delivery, &refused).await,
-        }
+        self.until_accepted(|| async {
+            match amqp::dead_letter(
+                channel,
+                &self.topology,
+                DEAD_PAYMENTS_ROUTING_KEY,
+                &self.topology.payments_queue,
+                &delivery.data,
+                &reason,
+            )
+            .await
+            {
+                Ok(()) => Ok(Ok(())),
+                Err(PublishError::Broker(error)) => Err(error),
+                Err(refused) => Ok(Err(refused)),
+            }
+        })
+        .await?;
         ack(delivery).await?;
         self.metrics.count_dead_letter(dead_letter_label(error));
         tracing::warn!(%reason, queue = %self.topology.payments_dead_queue, "message dead-lettered");
         Ok(())
     }
 
-    /// The broker refused what we published for this payment (nack, or unroutable because
-    /// a queue or binding is missing): the payment must not be acked. Requeue it after a
-    /// pause so it is retried, here or on another replica.
-    async fn requeue_later(
-        &self,
-        delivery: &Delivery,
-        refused: &PublishError,
-    ) -> anyhow::Result<()> {
-        self.metrics.publish_failures.inc();
-        tracing::error!(error = %refused, "broker refused a publish; requeueing the payment");
-        tokio::time::sleep(REFUSED_BACKOFF).await;
-        delivery
-            .acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await?;
-        Ok(())
+    /// Publishes until the broker accepts. A refusal (nack, or unroutable because a queue
+    /// or binding is missing) must not ack the payment, and requeueing it would count against
+    /// the queue's delivery limit and could dead-letter a good payment: hold it and publish
+    /// again after a pause. A broken channel ends the session (the payment is redelivered).
+    async fn until_accepted<F, Fut>(&self, mut publish: F) -> anyhow::Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = lapin::Result<Result<(), PublishError>>>,
+    {
+        let mut waits = Backoff::new(
+            backoff::policy()
+                .with_min_delay(REFUSED_BACKOFF)
+                .with_max_delay(REFUSED_BACKOFF_MAX),
+        );
+        loop {
+            match publish().await? {
+                Ok(()) => return Ok(()),
+                Err(refused) => {
+                    self.metrics.publish_failures.inc();
+                    let pause = waits.next_wait();
+                    tracing::error!(error = %refused, retry_in_ms = pause.as_millis() as u64, "broker refused a publish; holding the payment and publishing again");
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
     }
 }
 

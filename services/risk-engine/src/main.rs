@@ -2,7 +2,7 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    paysys_core::service::main(
+    paysys_runtime::service::main(
         "risk-engine",
         risk_engine::config::Config::from_env,
         |config| config.port,

@@ -16,6 +16,12 @@ pub enum Fault {
         times: u32,
         down: Duration,
     },
+    /// SIGKILL the RabbitMQ node itself (the scenario's own) `times` times, with messages
+    /// in flight, and start it again on the same data after `down`.
+    BrokerRestart {
+        times: u32,
+        down: Duration,
+    },
     /// Cut every PostgreSQL connection `times` times, each for `down`.
     DatabaseCut {
         times: u32,
@@ -80,6 +86,12 @@ fn scaled(rate: u32, duration: Duration, times: u32) -> Vec<Scenario> {
                 down: down / 2,
             },
         ),
+        scenario(
+            "broker SIGKILL and restart",
+            1,
+            1,
+            Fault::BrokerRestart { times: 1, down },
+        ),
         scenario("database cut", 1, 1, Fault::DatabaseCut { times, down }),
         scenario(
             "risk engine SIGKILL",
@@ -107,7 +119,12 @@ fn scaled(rate: u32, duration: Duration, times: u32) -> Vec<Scenario> {
 
 /// Runs one scenario to completion.
 pub async fn run(scenario: &Scenario) -> Row {
-    let mut system = System::start(scenario.apis, scenario.risks).await;
+    let mut system = match scenario.fault {
+        Fault::BrokerRestart { .. } => {
+            System::start_on_private_broker(scenario.apis, scenario.risks).await
+        }
+        _ => System::start(scenario.apis, scenario.risks).await,
+    };
     let system_pool = system.pool.clone();
     let driver = Driver::new(system.api_urls());
     let (stats, (faults_ended, backlog)) =
@@ -177,6 +194,15 @@ async fn inject(system: &mut System, fault: Fault, duration: Duration) -> Instan
                 system.amqp_proxy.cut().await;
                 tokio::time::sleep(down).await;
                 system.amqp_proxy.restore();
+            }
+        }
+        Fault::BrokerRestart { times, down } => {
+            for _ in 0..times {
+                tokio::time::sleep(pause(times).saturating_sub(down)).await;
+                let broker = system.private_broker.as_ref().expect("a private broker");
+                broker.kill();
+                tokio::time::sleep(down).await;
+                broker.restart().await;
             }
         }
         Fault::DatabaseCut { times, down } => {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
+use paysys_testkit::private_broker::PrivateBroker;
 use paysys_testkit::{FaultProxy, TestBroker, TestDb};
 use sqlx::PgPool;
 
@@ -25,6 +26,8 @@ pub struct System {
     pub apis: Vec<Service>,
     pub risks: Vec<Service>,
     pub log_dir: PathBuf,
+    /// The test's own RabbitMQ node, when the scenario kills the broker itself.
+    pub private_broker: Option<PrivateBroker>,
 }
 
 impl System {
@@ -46,8 +49,27 @@ impl System {
         api_env: &[(&str, &str)],
         risk_env: &[(&str, &str)],
     ) -> System {
+        Self::start_inner(apis, risks, api_env, risk_env, None).await
+    }
+
+    /// Like [`System::start`], on a RabbitMQ node of its own (see [`PrivateBroker`]).
+    pub async fn start_on_private_broker(apis: usize, risks: usize) -> System {
+        let private = PrivateBroker::start().await;
+        Self::start_inner(apis, risks, &[], &[], Some(private)).await
+    }
+
+    async fn start_inner(
+        apis: usize,
+        risks: usize,
+        api_env: &[(&str, &str)],
+        risk_env: &[(&str, &str)],
+        private_broker: Option<PrivateBroker>,
+    ) -> System {
         let db = TestDb::create().await;
-        let broker = TestBroker::new();
+        let mut broker = TestBroker::new();
+        if let Some(private) = &private_broker {
+            broker.url = private.url();
+        }
         let pool = db.pool().await;
         let (amqp_proxy, amqp_url) = FaultProxy::in_front_of(&broker.url).await;
         let (pg_proxy, database_url) = FaultProxy::in_front_of(&db.url).await;
@@ -114,6 +136,7 @@ impl System {
             apis,
             risks,
             log_dir,
+            private_broker,
         };
         for service in system.apis.iter_mut().chain(system.risks.iter_mut()) {
             service.start();

@@ -41,6 +41,7 @@ macro_rules! scenario_test {
 scenario_test!(baseline, "baseline");
 scenario_test!(broker_cut_once, "broker cut once");
 scenario_test!(broker_cut_repeatedly, "broker cut repeatedly");
+scenario_test!(broker_sigkill_and_restart, "broker SIGKILL and restart");
 scenario_test!(database_cut, "database cut");
 scenario_test!(risk_engine_sigkill, "risk engine SIGKILL");
 scenario_test!(payments_api_sigkill, "payments API SIGKILL");

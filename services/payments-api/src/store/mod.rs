@@ -9,6 +9,7 @@ pub mod velocity;
 
 use std::time::Duration;
 
+use paysys_runtime::backoff::{self, Retryable};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
@@ -28,18 +29,14 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         // Bounded waits: a request that cannot get a connection promptly answers 503 rather
         // than queueing without limit.
         .acquire_timeout(Duration::from_secs(3));
-    let mut delay = Duration::from_millis(100);
-    let pool = loop {
-        match options.clone().connect(url).await {
-            Ok(pool) => break pool,
-            Err(error) if is_transient(&error) => {
-                tracing::warn!(url = %paysys_core::amqp::redact_url(url), %error, retry_in_ms = delay.as_millis() as u64, "PostgreSQL unreachable");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(error) => return Err(error),
-        }
-    };
+    let pool = (|| options.clone().connect(url))
+        .retry(backoff::policy())
+        .sleep(tokio::time::sleep)
+        .when(is_transient)
+        .notify(|error, wait| {
+            tracing::warn!(url = %paysys_runtime::config::redact_url(url), %error, retry_in_ms = wait.as_millis() as u64, "PostgreSQL unreachable");
+        })
+        .await?;
     MIGRATOR.run(&pool).await?;
     Ok(pool)
 }

@@ -92,9 +92,9 @@ async fn unknown_and_malformed_decisions_are_dead_lettered_with_their_reason() {
             .await
             .expect("dead-lettered decision");
         reasons.push(
-            paysys_core::amqp::header_str(
+            paysys_amqp::header_str(
                 &message.delivery.properties,
-                paysys_core::amqp::DEAD_LETTER_REASON_HEADER,
+                paysys_amqp::DEAD_LETTER_REASON_HEADER,
             )
             .expect("reason header"),
         );

@@ -201,7 +201,7 @@ impl TestApi {
     }
 
     pub async fn publish_raw(&self, channel: &lapin::Channel, body: &[u8]) {
-        paysys_core::amqp::publish_confirmed(
+        paysys_amqp::publish_confirmed(
             channel,
             &self.broker.topology.decisions_exchange,
             paysys_core::topology::DECISION_ROUTING_KEY,

@@ -6,7 +6,9 @@
 //! score and reasons.
 
 use paysys_core::messages::{PaymentData, Velocity};
+use paysys_core::risk_rules::RuleId;
 use paysys_core::{Money, Reason};
+use strum::IntoEnumIterator;
 
 use super::{CompiledRules, CompiledVelocity};
 
@@ -18,10 +20,10 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
-    fn fire(&mut self, rule: &str, score: u32, detail: String) {
+    fn fire(&mut self, rule: RuleId, score: u32, detail: String) {
         self.score = self.score.saturating_add(score);
         self.reasons.push(Reason {
-            rule: rule.to_owned(),
+            rule: rule.as_str().to_owned(),
             detail,
         });
     }
@@ -32,138 +34,132 @@ impl Evaluation {
     }
 }
 
+/// What the rules look at: one payment. `money` is `data`'s amount in minor units (checked
+/// when the message was decoded); `velocity` is the payer's prior activity, absent in a
+/// hand-written message, in which case the velocity rules do not apply.
+#[derive(Clone, Copy)]
+struct Payment<'a> {
+    data: &'a PaymentData,
+    money: Money,
+    velocity: Option<&'a Velocity>,
+}
+
 impl CompiledRules {
-    /// Scores a payment. `money` is `data`'s amount in minor units (checked when the message
-    /// was decoded); `velocity` is the payer's prior activity, absent in a hand-written
-    /// message, in which case the velocity rules do not apply.
+    /// Scores a payment: every rule, in [`RuleId`] order, adds its score if it fires.
     pub fn evaluate(
         &self,
         data: &PaymentData,
         money: Money,
         velocity: Option<&Velocity>,
     ) -> Evaluation {
+        let payment = Payment {
+            data,
+            money,
+            velocity,
+        };
         let mut out = Evaluation::default();
-        let scores = &self.scores;
-        if !self.allowed_currencies.is_empty() && !self.allowed_currencies.contains(&money.currency)
-        {
-            let allowed: Vec<&str> = self.allowed_currencies.iter().map(|c| c.code()).collect();
-            out.fire(
-                "currency_not_allowed",
-                scores.currency_not_allowed,
-                format!(
-                    "currency {} is not among the allowed currencies ({})",
-                    money.currency,
-                    allowed.join(", ")
-                ),
-            );
-        }
-        if let Some(&max) = self.max_amount.get(&money.currency)
-            && money.minor > max
-        {
-            out.fire(
-                "amount_above_max",
-                scores.amount_above_max,
-                format!(
-                    "amount {} {} exceeds the maximum {} {}",
-                    money.to_decimal(),
-                    money.currency,
-                    major(max, money),
-                    money.currency
-                ),
-            );
-        }
-        self.check_block_lists(data, &mut out);
-        if let (Some(rules), Some(velocity)) = (&self.velocity, velocity) {
-            check_velocity(rules, velocity, money, scores, &mut out);
-        }
-        if self.flag_payer_is_payee && data.user_id == data.payee_id {
-            out.fire(
-                "payer_is_payee",
-                scores.payer_is_payee,
-                format!("userId {} is also the payeeId", data.user_id),
-            );
+        for rule in RuleId::iter() {
+            if let Some(detail) = self.check(rule, payment) {
+                out.fire(rule, self.scores.get(rule), detail);
+            }
         }
         out
     }
 
-    fn check_block_lists(&self, data: &PaymentData, out: &mut Evaluation) {
-        let scores = &self.scores;
-        if self.blocked_users.contains(&data.user_id) {
-            out.fire(
-                "blocked_user",
-                scores.blocked_user,
-                format!("userId {} is on the block list", data.user_id),
-            );
-        }
-        if self.blocked_payees.contains(&data.payee_id) {
-            out.fire(
-                "blocked_payee",
-                scores.blocked_payee,
-                format!("payeeId {} is on the block list", data.payee_id),
-            );
-        }
-        if self
-            .blocked_payment_methods
-            .contains(&data.payment_method_id)
-        {
-            out.fire(
-                "blocked_payment_method",
-                scores.blocked_payment_method,
+    /// Why `rule` fires for `payment`, or `None` if it does not. One arm per rule, so a new
+    /// [`RuleId`] does not compile until it has its check.
+    fn check(&self, rule: RuleId, payment: Payment<'_>) -> Option<String> {
+        let Payment {
+            data,
+            money,
+            velocity,
+        } = payment;
+        match rule {
+            RuleId::CurrencyNotAllowed => (!self.allowed_currencies.is_empty()
+                && !self.allowed_currencies.contains(&money.currency))
+            .then(|| {
+                let allowed: Vec<&str> = self.allowed_currencies.iter().map(|c| c.code()).collect();
                 format!(
-                    "paymentMethodId {} is on the block list",
-                    data.payment_method_id
-                ),
-            );
+                    "currency {} is not among the allowed currencies ({})",
+                    money.currency,
+                    allowed.join(", ")
+                )
+            }),
+            RuleId::AmountAboveMax => {
+                let max = *self.max_amount.get(&money.currency)?;
+                (money.minor > max).then(|| {
+                    format!(
+                        "amount {} {} exceeds the maximum {} {}",
+                        money.to_decimal(),
+                        money.currency,
+                        major(max, money),
+                        money.currency
+                    )
+                })
+            }
+            RuleId::BlockedUser => self
+                .blocked_users
+                .contains(&data.user_id)
+                .then(|| format!("userId {} is on the block list", data.user_id)),
+            RuleId::BlockedPayee => self
+                .blocked_payees
+                .contains(&data.payee_id)
+                .then(|| format!("payeeId {} is on the block list", data.payee_id)),
+            RuleId::BlockedPaymentMethod => self
+                .blocked_payment_methods
+                .contains(&data.payment_method_id)
+                .then(|| {
+                    format!(
+                        "paymentMethodId {} is on the block list",
+                        data.payment_method_id
+                    )
+                }),
+            // Velocity limits count this payment in: the message carries the payer's
+            // activity before it.
+            RuleId::VelocityCount => {
+                let (rules, velocity) = (self.velocity.as_ref()?, velocity?);
+                let max_count = rules.max_count?;
+                let count = velocity.count.saturating_add(1);
+                (count > max_count).then(|| {
+                    format!(
+                        "{count} payments by userId within {}, this one included; the limit is {max_count}",
+                        window(rules, velocity)
+                    )
+                })
+            }
+            RuleId::VelocityTotal => {
+                let (rules, velocity) = (self.velocity.as_ref()?, velocity?);
+                let max_total = *rules.max_total.get(&money.currency)?;
+                let total = velocity.total_minor.saturating_add(money.minor);
+                (total > max_total).then(|| {
+                    format!(
+                        "{} {} paid by userId within {}, this one included; the limit is {} {}",
+                        major(total, money),
+                        money.currency,
+                        window(rules, velocity),
+                        major(max_total, money),
+                        money.currency
+                    )
+                })
+            }
+            RuleId::PayerIsPayee => (self.flag_payer_is_payee && data.user_id == data.payee_id)
+                .then(|| format!("userId {} is also the payeeId", data.user_id)),
         }
     }
 }
 
-/// Velocity limits count this payment in: the message carries the payer's activity before it.
-fn check_velocity(
-    rules: &CompiledVelocity,
-    velocity: &Velocity,
-    money: Money,
-    scores: &paysys_core::risk_rules::RuleScores,
-    out: &mut Evaluation,
-) {
-    // The API computes the activity over its own window (VELOCITY_WINDOW_SECONDS); the
-    // operator wires it from the rules. If they differ, the limits still apply but the detail
-    // says so, because the counts then cover a different period than the rules intend.
-    let window = if velocity.window_seconds == rules.window_seconds {
+/// The window a velocity reason speaks of. The API computes the activity over its own window
+/// (VELOCITY_WINDOW_SECONDS); the operator wires it from the rules. If they differ, the limits
+/// still apply but the detail says so, because the counts then cover a different period than
+/// the rules intend.
+fn window(rules: &CompiledVelocity, velocity: &Velocity) -> String {
+    if velocity.window_seconds == rules.window_seconds {
         format!("{} s", velocity.window_seconds)
     } else {
         format!(
             "{} s (reported by the API; the rules expect {} s)",
             velocity.window_seconds, rules.window_seconds
         )
-    };
-    if let Some(max_count) = rules.max_count {
-        let count = velocity.count.saturating_add(1);
-        if count > max_count {
-            out.fire(
-                "velocity_count",
-                scores.velocity_count,
-                format!(
-                    "{count} payments by userId within {window}, this one included; the limit is {max_count}"
-                ),
-            );
-        }
-    }
-    if let Some(&max_total) = rules.max_total.get(&money.currency) {
-        let total = velocity.total_minor.saturating_add(money.minor);
-        if total > max_total {
-            out.fire(
-                "velocity_total",
-                scores.velocity_total,
-                format!(
-                    "{} {} paid by userId within {window}, this one included; the limit is {} {}",
-                    major(total, money),
-                    money.currency,
-                    major(max_total, money),
-                    money.currency
-                ),
-            );
-        }
     }
 }
 
@@ -365,6 +361,60 @@ mod tests {
             ..Default::default()
         };
         assert!(fired(&evaluate(&off, &data, None)).is_empty());
+    }
+
+    #[test]
+    fn a_rule_adds_the_score_set_for_its_id() {
+        let mut raw = RiskRules {
+            blocked_payee_ids: vec![PAYEE],
+            ..Default::default()
+        };
+        raw.scores.set(RuleId::BlockedPayee, 7);
+        let e = evaluate(&raw, &payment("1", "USD"), None);
+        assert_eq!(fired(&e), ["blocked_payee"]);
+        assert_eq!(e.score, 7);
+    }
+
+    #[test]
+    fn reasons_follow_the_rule_order() {
+        let mut data = payment("20000", "EUR");
+        data.payee_id = USER;
+        let raw = RiskRules {
+            allowed_currencies: vec!["USD".into()],
+            max_amount: BTreeMap::from([("EUR".into(), "10".into())]),
+            blocked_user_ids: vec![USER],
+            blocked_payee_ids: vec![USER],
+            blocked_payment_method_ids: vec![METHOD],
+            velocity: Some(VelocityRules {
+                max_count: Some(1),
+                max_total: BTreeMap::from([("EUR".into(), "10".into())]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let e = evaluate(&raw, &data, velocity(1, 0));
+        // Every rule fires here, so this also shows that each has a check.
+        let all: Vec<&str> = RuleId::iter().map(RuleId::as_str).collect();
+        assert_eq!(fired(&e), all);
+    }
+
+    /// docs/risk-engine.md lists every rule with its score key and default score.
+    #[test]
+    fn every_rule_is_documented() {
+        let doc = include_str!("../../../../docs/risk-engine.md");
+        let rows: Vec<&str> = doc
+            .lines()
+            .filter(|line| line.starts_with("| `") && line.ends_with(") |") && line.contains("` ("))
+            .collect();
+        for rule in RuleId::iter() {
+            let row = rows
+                .iter()
+                .find(|row| row.starts_with(&format!("| `{}` |", rule.as_str())))
+                .unwrap_or_else(|| panic!("docs/risk-engine.md has no row for {rule:?}"));
+            let score = format!("| `{}` ({}) |", rule.score_key(), rule.default_score());
+            assert!(row.ends_with(&score), "{row} should end with {score}");
+        }
+        assert_eq!(rows.len(), RuleId::iter().count(), "{rows:#?}");
     }
 
     #[test]

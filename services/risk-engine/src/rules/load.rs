@@ -79,6 +79,8 @@ fn located(path: &serde_path_to_error::Path, error: &impl std::fmt::Display) -> 
 
 #[cfg(test)]
 mod tests {
+    use paysys_core::risk_rules::RuleId;
+
     use super::*;
 
     const YAML: &str = r#"
@@ -102,9 +104,9 @@ scores:
     fn reads_yaml_and_json() {
         let rules = parse(YAML, Format::Yaml).unwrap();
         assert_eq!(rules.version, "2026-11-01");
-        assert_eq!(rules.scores.velocity_count, 50);
+        assert_eq!(rules.scores.get(RuleId::VelocityCount), 50);
         // Unset scores keep their defaults.
-        assert_eq!(rules.scores.velocity_total, 60);
+        assert_eq!(rules.scores.get(RuleId::VelocityTotal), 60);
         let json = r#"{"version": "j1", "maxAmount": {"EUR": "5.50"}}"#;
         let rules = parse(json, Format::Json).unwrap();
         assert_eq!(rules.version, "j1");
@@ -126,6 +128,29 @@ scores:
         let error = parse(r#"{"maxAmmount": {}}"#, Format::Json).unwrap_err();
         assert_eq!(error.path, "maxAmmount");
         assert!(error.message.contains("maxAmmount"), "{error}");
+    }
+
+    #[test]
+    fn unknown_and_repeated_score_keys_are_refused() {
+        let error = parse("scores:\n  velocityCnt: 10\n", Format::Yaml).unwrap_err();
+        assert_eq!(error.path, "scores.velocityCnt");
+        assert!(
+            error
+                .message
+                .starts_with("unknown field `velocityCnt`, expected one of `currencyNotAllowed`"),
+            "{error}"
+        );
+        let error = parse(
+            r#"{"scores": {"blockedUser": 10, "blockedUser": 20}}"#,
+            Format::Json,
+        )
+        .unwrap_err();
+        assert!(
+            error.message.starts_with("duplicate field `blockedUser`"),
+            "{error}"
+        );
+        let error = parse(r#"{"scores": {"blockedUser": -1}}"#, Format::Json).unwrap_err();
+        assert_eq!(error.path, "scores.blockedUser");
     }
 
     #[test]

@@ -90,12 +90,12 @@ impl Engine {
 
     /// Publishes a body to the payments exchange, as the API (or a user by hand) would.
     pub async fn publish_raw(&self, body: &[u8]) {
-        paysys_core::amqp::publish_confirmed(
+        paysys_amqp::publish_confirmed(
             &self.channel,
             &self.broker.topology.payments_exchange,
             PAYMENT_ROUTING_KEY,
             body,
-            paysys_core::amqp::persistent_json("test", FieldTable::default()),
+            paysys_amqp::persistent_json("test", FieldTable::default()),
         )
         .await
         .expect("publish a payment");
@@ -107,19 +107,19 @@ impl Engine {
             let mut confirms = Vec::with_capacity(chunk.len());
             for payment in chunk {
                 confirms.push(
-                    paysys_core::amqp::publish(
+                    paysys_amqp::publish(
                         &self.channel,
                         &self.broker.topology.payments_exchange,
                         PAYMENT_ROUTING_KEY,
                         &payment.encode(),
-                        paysys_core::amqp::persistent_json("test", FieldTable::default()),
+                        paysys_amqp::persistent_json("test", FieldTable::default()),
                     )
                     .await
                     .expect("publish"),
                 );
             }
             for confirm in confirms {
-                paysys_core::amqp::check_confirmation(confirm.await.expect("confirm"))
+                paysys_amqp::check_confirmation(confirm.await.expect("confirm"))
                     .expect("payment confirmed");
             }
         }

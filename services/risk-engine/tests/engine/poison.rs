@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use lapin::options::QueueDeleteOptions;
-use paysys_core::amqp::{DEAD_LETTER_REASON_HEADER, DEAD_LETTER_SOURCE_HEADER, header_str};
+use paysys_amqp::{DEAD_LETTER_REASON_HEADER, DEAD_LETTER_SOURCE_HEADER, header_str};
 use risk_engine::decide::Decider;
 
 use crate::harness::{Engine, WAIT, payment};
@@ -133,8 +133,10 @@ async fn a_refused_decision_is_never_acked_and_is_retried() {
         0,
         "nothing decided without a confirm"
     );
-    // Put the queue back: the requeued payment is retried and its decision lands.
-    topology.declare(&engine.channel).await.unwrap();
+    // Put the queue back: the held payment's decision is published again and lands.
+    paysys_amqp::declare_topology(&engine.channel, &topology)
+        .await
+        .unwrap();
     let decision = engine
         .next_decision(WAIT)
         .await

@@ -73,6 +73,20 @@ where
     }
 }
 
+/// The URL with any password replaced, for logs and errors (database and broker URLs).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<unparseable url>".into();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +99,15 @@ mod tests {
         assert!(error.to_string().contains("PORT"));
         assert_eq!(parse_or::<u16>(&env, "EMPTY", 7).unwrap(), 7);
         assert_eq!(required(&env, "MISSING").unwrap_err().name, "MISSING");
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("amqp://guest:secret@rabbit:5672/%2f"),
+            "amqp://guest:***@rabbit:5672/%2f"
+        );
+        assert_eq!(redact_url("amqp://rabbit:5672"), "amqp://rabbit:5672");
+        assert_eq!(redact_url("nonsense"), "<unparseable url>");
     }
 }
