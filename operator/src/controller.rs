@@ -187,7 +187,7 @@ async fn pipeline(ps: &PaymentSystem, ctx: &Context) -> Result<(), Error> {
         ephemeral: &ephemeral,
         api_url: payments_api::in_cluster_url(&system),
         api_key_secret,
-        data_feed,
+        data_feed: data_feed.as_ref(),
     };
     write_status(ctx, ps, &outcome).await
 }

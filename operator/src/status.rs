@@ -249,7 +249,7 @@ pub enum Outcome<'a> {
         ephemeral: &'a [(String, Ephemeral)],
         api_url: String,
         api_key_secret: Option<String>,
-        data_feed: Option<DataFeedStatus>,
+        data_feed: Option<&'a DataFeedStatus>,
     },
     /// `paused: true`: nothing was touched.
     Paused,
@@ -310,7 +310,7 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
                 find(Component::Postgres).or_else(|| operated_status(Server::Postgres));
             status.api_url = Some(api_url.clone());
             status.api_key_secret = api_key_secret.clone();
-            status.data_feed = data_feed.clone();
+            status.data_feed = data_feed.cloned();
             applied(deployments, operated)
         }
         Outcome::Paused => Conditions::paused(
