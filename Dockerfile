@@ -5,9 +5,10 @@
 #   docker build --target payments-api    -t ghcr.io/paysys/payments-api:0.1.0 .
 #   docker build --target risk-engine     -t ghcr.io/paysys/risk-engine:0.1.0 .
 #   docker build --target paysys-operator -t ghcr.io/paysys/paysys-operator:0.1.0 .
+#   docker build --target paysys-feed     -t ghcr.io/paysys/paysys-feed:0.1.0 .
 #
-# The three targets share the builder stages, so BuildKit compiles the workspace once and the
-# second and third image builds only copy a binary. Tag with the workspace version (Cargo.toml
+# The targets share the builder stages, so BuildKit compiles the workspace once and the
+# other image builds only copy a binary. Tag with the workspace version (Cargo.toml
 # [workspace.package] version): the operator's default service images use that same tag.
 #
 # The base images are build arguments (defaults: the real public images) so a machine without
@@ -48,9 +49,10 @@ RUN cargo chef cook --release --recipe-path recipe.json
 COPY . .
 # --locked: the image contains exactly the dependency versions that were tested.
 RUN cargo build --release --locked \
-        --bin payments-api --bin risk-engine --bin paysys-operator \
+        --bin payments-api --bin risk-engine --bin paysys-operator --bin paysys-feed \
     && mkdir -p /out \
-    && cp target/release/payments-api target/release/risk-engine target/release/paysys-operator /out/
+    && cp target/release/payments-api target/release/risk-engine target/release/paysys-operator \
+          target/release/paysys-feed /out/
 
 # Binaries compiled on the host (scripts/images.sh --prebuilt): a context holding only bin/.
 FROM scratch AS prebuilt
@@ -85,3 +87,9 @@ COPY --from=binaries /out/paysys-operator /usr/local/bin/paysys-operator
 # Metrics and health of the operator; the chart's metrics Service points here.
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/paysys-operator"]
+
+# The data feed's export (and report), run by the operator's CronJob. It writes only to the
+# volume it is given (and /tmp); no port: it is a batch job.
+FROM runtime-base AS paysys-feed
+COPY --from=binaries /out/paysys-feed /usr/local/bin/paysys-feed
+ENTRYPOINT ["/usr/local/bin/paysys-feed"]

@@ -27,7 +27,7 @@ PREFIX="paysys-test_$RUN"
 KEY="container-key-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 # A tag of this run's own: another run on the same machine cannot swap the images under it.
 TAG="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)-test-$$"
-SERVICES=(payments-api risk-engine paysys-operator)
+SERVICES=(payments-api risk-engine paysys-operator paysys-feed)
 containers=()
 cleanup() {
   local status=$?

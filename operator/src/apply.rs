@@ -127,7 +127,8 @@ fn with_type_meta<K: Resource<DynamicType = ()> + Serialize>(object: &K) -> serd
 /// Deletes every child of `system` that is no longer built: each object of a child kind in
 /// the namespace that carries the instance's labels and is controlled by this very
 /// `PaymentSystem` (owner uid), but is not among `children`. Generated Secrets are children
-/// too; those named in `keep_secrets` stay.
+/// too; those named in `keep_secrets` stay, and so do the children named in `keep` (kept
+/// for the `PaymentSystem`'s life once made, see [`crate::validate::kept_for_life`]).
 ///
 /// Found by ownership and label, never by a list of names, so a child an earlier version
 /// created under another name is pruned as well. Objects that only carry the labels (a
@@ -137,10 +138,11 @@ pub async fn prune(
     system: &Validated,
     children: &Children,
     keep_secrets: &[String],
+    keep: &[String],
 ) -> Result<(), Error> {
     // Workloads first (reverse apply order), so nothing is left running against a Service,
     // claim or Secret that is about to go; Secrets last.
-    children.prune(client, system).await?;
+    children.prune(client, system, keep).await?;
     prune_kind::<Secret>(client, system, keep_secrets.to_vec()).await
 }
 

@@ -26,6 +26,7 @@ use futures::future::BoxFuture;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -96,12 +97,21 @@ macro_rules! child_kinds {
                 })
             }
 
-            /// Deletes every child of `system` that is not in `self`, kind by kind in reverse
-            /// list order.
-            pub async fn prune(&self, client: &Client, system: &Validated) -> Result<(), Error> {
+            /// Deletes every child of `system` that is not in `self` nor named in `keep`,
+            /// kind by kind in reverse list order.
+            pub async fn prune(
+                &self,
+                client: &Client,
+                system: &Validated,
+                keep: &[String],
+            ) -> Result<(), Error> {
+                let wanted = |mut names: Vec<String>| {
+                    names.extend_from_slice(keep);
+                    names
+                };
                 // Futures do nothing until awaited: built in list order, run in reverse.
                 let steps: Vec<BoxFuture<'_, Result<(), Error>>> = vec![
-                    $( Box::pin(apply::prune_kind::<$kind>(client, system, names_of(&self.$field))), )+
+                    $( Box::pin(apply::prune_kind::<$kind>(client, system, wanted(names_of(&self.$field)))), )+
                 ];
                 for step in steps.into_iter().rev() {
                     step.await?;
@@ -147,7 +157,7 @@ child_kinds! {
     /// Configuration, before the pods that mount it (a pod started without its ConfigMap
     /// sits in ContainerCreating).
     config_maps: ConfigMap,
-    /// Storage of the managed servers, before the pods that mount it.
+    /// Storage of the managed servers and of the data feed, before the pods that mount it.
     persistent_volume_claims: PersistentVolumeClaim,
     /// Before the workloads, so no pod ever runs unprotected.
     network_policies: NetworkPolicy,
@@ -157,6 +167,8 @@ child_kinds! {
     rabbitmq_clusters: RabbitmqCluster,
     services: Service,
     deployments: Deployment,
+    /// The data feed's export, after the database it reads and the claim it writes to.
+    cron_jobs: CronJob,
     /// Once there are pods to guard.
     pod_disruption_budgets: PodDisruptionBudget,
     /// After the Deployments they scale (an autoscaler of a missing target only complains).

@@ -155,14 +155,14 @@ async fn pipeline(ps: &PaymentSystem, ctx: &Context) -> Result<(), Error> {
     foreign::require_crds(client, &system).await?;
     replicas::hand_over(client, &system).await?;
     let applied = children.apply(client, &system.namespace).await?;
-    // The generated Secrets still wanted, and the API key always: it lives as long as the
-    // `PaymentSystem`, so switching auth back and forth never changes the key clients hold.
+    // The generated Secrets still wanted, and those kept for the system's life.
+    let keep = validate::kept_for_life(&system.names);
     let keep_secrets: Vec<String> = validate::generated_secrets(ps)
         .into_iter()
         .map(|(_, name)| name)
-        .chain([system.names.api_key()])
+        .chain(keep.iter().cloned())
         .collect();
-    apply::prune(client, &system, &children, &keep_secrets).await?;
+    apply::prune(client, &system, &children, &keep_secrets, &keep).await?;
     let api_key_secret = match &system.auth {
         Auth::Generated { secret_name } => Some(secret_name.clone()),
         Auth::User { .. } => None,
@@ -177,12 +177,17 @@ async fn pipeline(ps: &PaymentSystem, ctx: &Context) -> Result<(), Error> {
         })
         .collect();
     warn_if_newly_ephemeral(ctx, ps, &ephemeral).await;
+    let data_feed = system
+        .data_feed
+        .as_ref()
+        .map(|feed| status::data_feed(feed, applied.cron_jobs.first()));
     let outcome = Outcome::Applied {
         deployments: &applied.deployments,
         operated: &foreign::readiness(&applied.cnpg_clusters, &applied.rabbitmq_clusters),
         ephemeral: &ephemeral,
         api_url: payments_api::in_cluster_url(&system),
         api_key_secret,
+        data_feed: data_feed.as_ref(),
     };
     write_status(ctx, ps, &outcome).await
 }

@@ -11,7 +11,7 @@
 #![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use paysys_core::risk_rules::RiskRules;
 use schemars::JsonSchema;
@@ -83,6 +83,10 @@ pub struct PaymentSystemSpec {
     pub database: DatabaseSpec,
     /// NetworkPolicies isolating the broker and the database.
     pub network_policy: NetworkPolicySpec,
+    /// A scheduled Parquet export of the payments (`paysys-feed export`, see
+    /// docs/data-feed.md); absent means no export.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_feed: Option<DataFeedSpec>,
     /// While true the operator changes nothing of this system (children are left as they are).
     pub paused: bool,
 }
@@ -96,6 +100,7 @@ impl Default for PaymentSystemSpec {
             rabbitmq: RabbitMqSpec::managed(),
             database: DatabaseSpec::managed(),
             network_policy: NetworkPolicySpec::default(),
+            data_feed: None,
             paused: false,
         }
     }
@@ -573,6 +578,126 @@ impl Default for NetworkPolicySpec {
     }
 }
 
+/// The shape of a schedule the CronJob controller accepts: a macro, or five cron fields, each
+/// `*`, `?`, a number or a three-letter name, or a range of those, each with an optional
+/// `/step`, several separated by commas. Value ranges (minute 0-59, ...) are checked by the
+/// operator (`validate::check_schedule`): CEL has no cron library.
+macro_rules! schedule_pattern {
+    () => {
+        "^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|([*?]|[0-9]{1,2}|[A-Za-z]{3})(-([0-9]{1,2}|[A-Za-z]{3}))?(/[0-9]{1,2})?(,([*?]|[0-9]{1,2}|[A-Za-z]{3})(-([0-9]{1,2}|[A-Za-z]{3}))?(/[0-9]{1,2})?)*( +([*?]|[0-9]{1,2}|[A-Za-z]{3})(-([0-9]{1,2}|[A-Za-z]{3}))?(/[0-9]{1,2})?(,([*?]|[0-9]{1,2}|[A-Za-z]{3})(-([0-9]{1,2}|[A-Za-z]{3}))?(/[0-9]{1,2})?)*){4})$"
+    };
+}
+
+/// The message of the schedule's CEL rule, also the operator's own error.
+pub const SCHEDULE_MESSAGE: &str = "dataFeed.schedule must be five cron fields (minute hour day-of-month month day-of-week, e.g. \"15 * * * *\") or @hourly, @daily, @weekly, @monthly or @yearly";
+
+/// The scheduled export: a CronJob running `paysys-feed export` against the payments API's
+/// database, writing day-partitioned Parquet files onto a PersistentVolumeClaim.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DataFeedSpec {
+    /// When to export, in UTC: five cron fields (minute hour day-of-month month day-of-week,
+    /// e.g. `15 * * * *`) or a macro (`@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`).
+    /// Each run exports the days changed since the previous one.
+    #[schemars(length(min = 1, max = 100), extend("x-kubernetes-validations" = [
+        {"rule": concat!("self.matches('", schedule_pattern!(), "')"), "message": SCHEDULE_MESSAGE}
+    ]))]
+    pub schedule: String,
+    /// Where the files go: a claim the operator creates, or an existing one.
+    pub destination: FeedDestination,
+    /// The Fernet key encrypting the user ids. Without it the operator generates one, once,
+    /// into the Secret named in `status.dataFeed.keySecret` (key `fernet-key`), and never
+    /// replaces it: files written with a key stay readable only with that key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_secret: Option<SecretKeyRef>,
+    /// Days of files kept, counted back from the day of the export (UTC); older day folders
+    /// are deleted by each run. Absent: every day is kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self >= 1 && self <= 36500", "message": "dataFeed.retentionDays must be between 1 and 36500"}
+    ]))]
+    pub retention_days: Option<i32>,
+    /// No new exports while true (a running one finishes).
+    pub suspend: bool,
+    /// Full image reference overriding `<image.repository>/paysys-feed:<image.tag>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// CPU and memory of the export pod; defaults to requests 100m/128Mi and a 512Mi memory
+    /// limit (the export streams: its memory does not grow with the table).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for DataFeedSpec {
+    fn default() -> Self {
+        Self {
+            schedule: default_schedule(),
+            destination: FeedDestination::default(),
+            key_secret: None,
+            retention_days: None,
+            suspend: false,
+            image: None,
+            resources: None,
+        }
+    }
+}
+
+fn default_schedule() -> String {
+    "@hourly".into()
+}
+
+/// Where the export writes: exactly one of `claim` or `existingClaim`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.claim) != has(self.existingClaim)", "message": "dataFeed.destination: set exactly one of claim or existingClaim"},
+    {"rule": "!has(self.claim) || !has(self.claim.ephemeral) || !self.claim.ephemeral", "message": "dataFeed.destination.claim cannot be ephemeral: the exported files must outlive each run"}
+]))]
+pub struct FeedDestination {
+    /// A PersistentVolumeClaim the operator creates (`<name>-data-feed-data`, ReadWriteOnce). It
+    /// is kept as long as the PaymentSystem, even when the data feed is removed, so exported
+    /// files are never deleted by a spec change. `ephemeral` is refused: each run is a new pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<StorageSpec>,
+    /// The name of an existing PersistentVolumeClaim in the same namespace (never changed or
+    /// deleted by the operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self != ''", "message": "dataFeed.destination.existingClaim must not be empty"}
+    ]))]
+    pub existing_claim: Option<String>,
+}
+
+impl Default for FeedDestination {
+    fn default() -> Self {
+        Self {
+            claim: Some(StorageSpec {
+                size: default_storage_size(),
+                storage_class_name: None,
+                ephemeral: false,
+            }),
+            existing_claim: None,
+        }
+    }
+}
+
+/// A key of a Secret in the same namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self != ''", "message": "keySecret.secretName must not be empty"}
+    ]))]
+    pub secret_name: String,
+    /// Key within the Secret.
+    #[serde(default = "default_fernet_key")]
+    pub key: String,
+}
+
+fn default_fernet_key() -> String {
+    "fernet-key".into()
+}
+
 /// What the operator last saw of the system.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
@@ -601,6 +726,27 @@ pub struct PaymentSystemStatus {
     /// Secret holding the generated API key (key `api-key`), when the operator generated one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_secret: Option<String>,
+    /// The scheduled export, when `spec.dataFeed` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_feed: Option<DataFeedStatus>,
+}
+
+/// The export's CronJob and what it last did.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DataFeedStatus {
+    /// The CronJob running the export.
+    pub cron_job: String,
+    /// The PersistentVolumeClaim the files are written to.
+    pub claim: String,
+    /// The Secret and key holding the Fernet key (`<secret>/<key>`).
+    pub key_secret: String,
+    /// When the last export job was started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    /// When the last export finished successfully.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_time: Option<Time>,
 }
 
 /// Desired and ready pods of one component.

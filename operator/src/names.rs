@@ -7,6 +7,10 @@
 /// (a DNS label of at most 63 characters).
 pub const MAX_INSTANCE_NAME: usize = 63 - "-payments-api".len();
 
+/// Longest name of a `PaymentSystem` with a data feed: `<name>-data-feed` is a CronJob, whose
+/// name is limited to 52 characters (its Jobs append 11).
+pub const MAX_FEED_INSTANCE_NAME: usize = 52 - "-data-feed".len();
+
 /// The parts of the system, each with its own Deployment: what its objects are named and
 /// labelled after. What a part *is* is told by [`Workload`] and [`Server`], which split
 /// these in two so every match over either is exhaustive.
@@ -16,6 +20,8 @@ pub enum Component {
     RiskEngine,
     RabbitMq,
     Postgres,
+    /// The scheduled Parquet export (a CronJob, not a Deployment).
+    DataFeed,
 }
 
 /// The paysys services, built from the paysys images.
@@ -70,6 +76,7 @@ impl Component {
             Self::RiskEngine => "risk-engine",
             Self::RabbitMq => "rabbitmq",
             Self::Postgres => "postgresql",
+            Self::DataFeed => "data-feed",
         }
     }
 
@@ -80,6 +87,7 @@ impl Component {
             Self::RiskEngine => "risk",
             Self::RabbitMq => "broker",
             Self::Postgres => "database",
+            Self::DataFeed => "export",
         }
     }
 }
@@ -91,6 +99,8 @@ pub enum GeneratedSecret {
     ApiKey,
     /// The user and password of a managed server.
     Credentials(Server),
+    /// The data feed's Fernet key, when the spec names no key Secret.
+    FeedKey,
 }
 
 impl GeneratedSecret {
@@ -99,6 +109,7 @@ impl GeneratedSecret {
         match self {
             Self::ApiKey => Component::PaymentsApi,
             Self::Credentials(server) => server.component(),
+            Self::FeedKey => Component::DataFeed,
         }
     }
 }
@@ -116,7 +127,8 @@ impl Names {
         }
     }
 
-    /// Deployment, Service, PodDisruptionBudget and NetworkPolicy of a component.
+    /// Deployment, Service, PodDisruptionBudget and NetworkPolicy of a component; the
+    /// CronJob of the data feed.
     pub fn workload(&self, component: impl Into<Component>) -> String {
         format!("{}-{}", self.instance, component.into().name())
     }
@@ -135,6 +147,11 @@ impl Names {
         format!("{}-{}-data", self.instance, server.component().name())
     }
 
+    /// PersistentVolumeClaim of the data feed's files, when the operator creates it.
+    pub fn feed_claim(&self) -> String {
+        format!("{}-{}-data", self.instance, Component::DataFeed.name())
+    }
+
     /// The risk rules ConfigMap.
     pub fn rules(&self) -> String {
         format!("{}-risk-rules", self.instance)
@@ -143,6 +160,11 @@ impl Names {
     /// The generated API key Secret.
     pub fn api_key(&self) -> String {
         format!("{}-api-key", self.instance)
+    }
+
+    /// The generated Fernet key Secret of the data feed.
+    pub fn feed_key(&self) -> String {
+        format!("{}-feed-key", self.instance)
     }
 
     /// The resource another operator runs a server from (CloudNativePG `Cluster`,
@@ -163,6 +185,7 @@ impl Names {
         match secret {
             GeneratedSecret::ApiKey => self.api_key(),
             GeneratedSecret::Credentials(server) => self.credentials(server),
+            GeneratedSecret::FeedKey => self.feed_key(),
         }
     }
 }

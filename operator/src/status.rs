@@ -9,14 +9,16 @@
 use std::borrow::Cow;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
-use crate::crd::{ComponentStatus, PaymentSystem, PaymentSystemStatus};
+use crate::crd::{ComponentStatus, DataFeedStatus, PaymentSystem, PaymentSystemStatus};
 use crate::error::Error;
 use crate::foreign::Readiness;
 use crate::names::{Component, Names, Server};
 use crate::storage::{self, Ephemeral};
+use crate::validate::DataFeed;
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
@@ -247,11 +249,25 @@ pub enum Outcome<'a> {
         ephemeral: &'a [(String, Ephemeral)],
         api_url: String,
         api_key_secret: Option<String>,
+        data_feed: Option<&'a DataFeedStatus>,
     },
     /// `paused: true`: nothing was touched.
     Paused,
     /// The reconcile failed.
     Failed(&'a Error),
+}
+
+/// The data feed's status from its spec and its CronJob as the API server returned it (the
+/// CronJob controller records there when a run started and when one last succeeded).
+pub fn data_feed(feed: &DataFeed, cron_job: Option<&CronJob>) -> DataFeedStatus {
+    let status = cron_job.and_then(|cron_job| cron_job.status.clone());
+    DataFeedStatus {
+        cron_job: cron_job.map(ResourceExt::name_any).unwrap_or_default(),
+        claim: feed.claim_name.clone(),
+        key_secret: format!("{}/{}", feed.key_secret, feed.key),
+        last_schedule_time: status.as_ref().and_then(|s| s.last_schedule_time.clone()),
+        last_successful_time: status.and_then(|s| s.last_successful_time),
+    }
 }
 
 /// The status `ps` should have after `outcome`, at time `now`.
@@ -268,6 +284,7 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
             ephemeral: _,
             api_url,
             api_key_secret,
+            data_feed,
         } => {
             let names = Names::new(&ps.name_any());
             let find = |component: Component| {
@@ -293,6 +310,7 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
                 find(Component::Postgres).or_else(|| operated_status(Server::Postgres));
             status.api_url = Some(api_url.clone());
             status.api_key_secret = api_key_secret.clone();
+            status.data_feed = data_feed.cloned();
             applied(deployments, operated)
         }
         Outcome::Paused => Conditions::paused(

@@ -14,11 +14,13 @@ use kube::Resource;
 use kube::ResourceExt;
 
 use crate::crd::{
-    AutoscalingSpec, ExternalSpec, JwtAlgorithm, JwtSpec, ManagedSpec, PaymentSystem,
-    PaymentSystemSpec, PullPolicy, RiskMode, ServiceType,
+    AutoscalingSpec, DataFeedSpec, ExternalSpec, JwtAlgorithm, JwtSpec, ManagedSpec, PaymentSystem,
+    PaymentSystemSpec, PullPolicy, RiskMode, SCHEDULE_MESSAGE, ServiceType, StorageSpec,
 };
 pub use crate::foreign::Operated;
-use crate::names::{GeneratedSecret, MAX_INSTANCE_NAME, Names, Server, Workload};
+use crate::names::{
+    GeneratedSecret, MAX_FEED_INSTANCE_NAME, MAX_INSTANCE_NAME, Names, Server, Workload,
+};
 use crate::storage::{self, Storage};
 
 /// Default images of the managed dependencies, pinned so an operator upgrade is the only thing
@@ -36,6 +38,12 @@ pub const AUTH_JWT_PUBLIC_KEY: &str = "jwt-public-key.pem";
 pub const GENERATED_API_KEY: &str = "api-key";
 pub const GENERATED_API_KEYS_FILE: &str = "api-keys";
 
+/// Key of the Fernet key in the generated data feed Secret (the default key of a user's).
+pub const GENERATED_FEED_KEY: &str = "fernet-key";
+
+/// Image name of the export, appended to `image.repository` like the services'.
+pub const FEED_IMAGE: &str = "paysys-feed";
+
 /// Key holding the connection URL in a generated credentials Secret.
 pub const CREDENTIALS_URL: &str = "url";
 
@@ -51,6 +59,12 @@ pub enum ValidationError {
     SecretNotFound(String),
     #[error("Secret {secret} has no key {key}")]
     SecretKeyMissing { secret: String, key: String },
+    #[error("Secret {secret} key {key} {problem}")]
+    SecretKeyInvalid {
+        secret: String,
+        key: String,
+        problem: &'static str,
+    },
 }
 
 impl ValidationError {
@@ -145,6 +159,23 @@ impl Auth {
     }
 }
 
+/// The scheduled export, with defaults resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataFeed {
+    pub schedule: String,
+    pub image: String,
+    pub resources: ResourceRequirements,
+    /// The claim the files go to.
+    pub claim_name: String,
+    /// Set when the operator creates that claim.
+    pub created_claim: Option<StorageSpec>,
+    /// Secret and key of the Fernet key.
+    pub key_secret: String,
+    pub key: String,
+    pub retention_days: Option<i32>,
+    pub suspend: bool,
+}
+
 /// A `PaymentSystem` that passed every check, with every default resolved: all the builders
 /// read (they never see the raw spec).
 #[derive(Debug, Clone, PartialEq)]
@@ -163,6 +194,8 @@ pub struct Validated {
     pub database: Connection,
     /// Whether NetworkPolicies are built.
     pub network_policies: bool,
+    /// The scheduled export, when `spec.dataFeed` is set.
+    pub data_feed: Option<DataFeed>,
     /// The referenced Secrets' data, hashed into the pod templates that use them.
     pub secrets: SecretData,
 }
@@ -256,10 +289,26 @@ pub fn generated_secrets(ps: &PaymentSystem) -> Vec<(GeneratedSecret, String)> {
     if ps.spec.database.managed.is_some() {
         generated.push(GeneratedSecret::Credentials(Server::Postgres));
     }
+    if ps
+        .spec
+        .data_feed
+        .as_ref()
+        .is_some_and(|feed| feed.key_secret.is_none())
+    {
+        generated.push(GeneratedSecret::FeedKey);
+    }
     generated
         .into_iter()
         .map(|secret| (secret, names.generated(secret)))
         .collect()
+}
+
+/// Children kept as long as the `PaymentSystem` exists once made, even when the spec no longer
+/// asks for them: the API key (switching auth back and forth never changes the key clients
+/// hold), the data feed's Fernet key (the files written with it stay readable) and the data
+/// feed's claim (switching the feed off never deletes the exported files).
+pub fn kept_for_life(names: &Names) -> Vec<String> {
+    vec![names.api_key(), names.feed_key(), names.feed_claim()]
 }
 
 /// Secrets the resource reads but never writes: the user's, and those another operator
@@ -282,6 +331,12 @@ pub fn referenced_secrets(ps: &PaymentSystem) -> Vec<String> {
         .flatten()
         .map(|external| external.secret_name.clone())
         .chain(spec.payments_api.auth.secret_name.clone())
+        .chain(
+            spec.data_feed
+                .as_ref()
+                .and_then(|feed| feed.key_secret.as_ref())
+                .map(|key| key.secret_name.clone()),
+        )
         .chain(operated.into_iter().flatten())
         .collect();
     names.sort();
@@ -335,6 +390,11 @@ pub fn validate_observed(
         )?,
     };
     let auth = auth(&names, spec, secrets)?;
+    let data_feed = spec
+        .data_feed
+        .as_ref()
+        .map(|feed| data_feed(&names, spec, feed, secrets))
+        .transpose()?;
     let used: SecretData = secrets
         .iter()
         .filter(|(name, _)| {
@@ -412,6 +472,7 @@ pub fn validate_observed(
         auth,
         rabbitmq,
         database,
+        data_feed,
         secrets: used,
     })
 }
@@ -507,7 +568,186 @@ fn check_spec(name: &str, spec: &PaymentSystemSpec) -> Result<(), ValidationErro
     if spec.risk_engine.rules.decline_threshold == 0 {
         return Err(invalid("riskEngine.rules.declineThreshold must be >= 1"));
     }
+    if let Some(feed) = &spec.data_feed {
+        check_data_feed(name, feed)?;
+    }
     Ok(())
+}
+
+fn check_data_feed(name: &str, feed: &DataFeedSpec) -> Result<(), ValidationError> {
+    if name.len() > MAX_FEED_INSTANCE_NAME {
+        return Err(invalid(format!(
+            "metadata.name is longer than {MAX_FEED_INSTANCE_NAME} characters, too long for \
+             the data feed's CronJob"
+        )));
+    }
+    if !is_schedule(&feed.schedule) {
+        return Err(invalid(SCHEDULE_MESSAGE));
+    }
+    if feed
+        .retention_days
+        .is_some_and(|days| !(1..=36500).contains(&days))
+    {
+        return Err(invalid(
+            "dataFeed.retentionDays must be between 1 and 36500",
+        ));
+    }
+    let destination = &feed.destination;
+    if destination.claim.is_some() == destination.existing_claim.is_some() {
+        return Err(invalid(
+            "dataFeed.destination: set exactly one of claim or existingClaim",
+        ));
+    }
+    if destination.existing_claim.as_deref() == Some("") {
+        return Err(invalid(
+            "dataFeed.destination.existingClaim must not be empty",
+        ));
+    }
+    // Each run is a new pod: an emptyDir would lose every export with it.
+    if destination
+        .claim
+        .as_ref()
+        .is_some_and(|claim| claim.ephemeral)
+    {
+        return Err(invalid(
+            "dataFeed.destination.claim cannot be ephemeral: the exported files must outlive \
+             each run",
+        ));
+    }
+    Ok(())
+}
+
+/// A schedule the CronJob controller accepts (the rules of its parser, robfig/cron's standard
+/// one): a macro, or five cron fields whose values are within their ranges. The CRD's pattern
+/// checks the shape only.
+pub fn is_schedule(schedule: &str) -> bool {
+    const MACROS: &[&str] = &[
+        "@yearly",
+        "@annually",
+        "@monthly",
+        "@weekly",
+        "@daily",
+        "@midnight",
+        "@hourly",
+    ];
+    const MONTHS: &[&str] = &[
+        "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+    ];
+    const DAYS: &[&str] = &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+    if MACROS.contains(&schedule) {
+        return true;
+    }
+    // (lowest, highest, names numbered from `lowest`)
+    let fields: [(u32, u32, &[&str]); 5] = [
+        (0, 59, &[]),
+        (0, 23, &[]),
+        (1, 31, &[]),
+        (1, 12, MONTHS),
+        (0, 6, DAYS),
+    ];
+    let parts: Vec<&str> = schedule
+        .split(' ')
+        .filter(|part| !part.is_empty())
+        .collect();
+    parts.len() == fields.len()
+        && !schedule.starts_with(' ')
+        && parts.iter().zip(fields).all(|(part, (low, high, names))| {
+            part.split(',')
+                .all(|item| is_cron_item(item, low, high, names))
+        })
+}
+
+fn is_cron_item(item: &str, low: u32, high: u32, names: &[&str]) -> bool {
+    let value = |text: &str| -> Option<u32> {
+        if let Some(position) = names
+            .iter()
+            .position(|name| name.eq_ignore_ascii_case(text))
+        {
+            return Some(low + position as u32);
+        }
+        let number: u32 = text
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| text.parse().ok())
+            .flatten()?;
+        (low..=high).contains(&number).then_some(number)
+    };
+    let (range, step) = match item.split_once('/') {
+        Some((range, step)) => (range, Some(step)),
+        None => (item, None),
+    };
+    let step_ok = step.is_none_or(|step| {
+        step.bytes().all(|b| b.is_ascii_digit()) && step.parse::<u32>().is_ok_and(|step| step >= 1)
+    });
+    let range_ok = match range {
+        "*" | "?" => true,
+        _ => match range.split_once('-') {
+            Some((first, last)) => {
+                matches!((value(first), value(last)), (Some(a), Some(b)) if a <= b)
+            }
+            None => value(range).is_some(),
+        },
+    };
+    step_ok && range_ok
+}
+
+fn data_feed(
+    names: &Names,
+    spec: &PaymentSystemSpec,
+    feed: &DataFeedSpec,
+    secrets: &SecretData,
+) -> Result<DataFeed, ValidationError> {
+    let (key_secret, key) = match &feed.key_secret {
+        Some(reference) => (reference.secret_name.clone(), reference.key.clone()),
+        None => (names.feed_key(), GENERATED_FEED_KEY.to_owned()),
+    };
+    require_key(secrets, &key_secret, &key)?;
+    // Checked here so a wrong key is reported now, not by a failed export hours later.
+    if !is_fernet_key(&secrets[&key_secret][&key].0) {
+        return Err(ValidationError::SecretKeyInvalid {
+            secret: key_secret,
+            key,
+            problem: "is not a Fernet key (32 bytes in url-safe base64, as made by \
+                      `paysys-feed keygen`)",
+        });
+    }
+    let (claim_name, created_claim) =
+        match (&feed.destination.claim, &feed.destination.existing_claim) {
+            (_, Some(existing)) => (existing.clone(), None),
+            (Some(storage), None) => (names.feed_claim(), Some(storage.clone())),
+            (None, None) => {
+                return Err(invalid(
+                    "dataFeed.destination: set exactly one of claim or existingClaim",
+                ));
+            }
+        };
+    Ok(DataFeed {
+        schedule: feed.schedule.clone(),
+        image: feed.image.clone().unwrap_or_else(|| {
+            let repository = spec.image.repository.trim_end_matches('/');
+            format!("{repository}/{FEED_IMAGE}:{}", spec.image.tag)
+        }),
+        resources: feed
+            .resources
+            .clone()
+            .unwrap_or_else(|| resources("100m", "128Mi", "512Mi")),
+        claim_name,
+        created_claim,
+        key_secret,
+        key,
+        retention_days: feed.retention_days,
+        suspend: feed.suspend,
+    })
+}
+
+/// 32 bytes in url-safe base64. Surrounding whitespace (the newline `keygen > file` leaves) is
+/// allowed: the export trims it too.
+fn is_fernet_key(value: &[u8]) -> bool {
+    use base64::Engine as _;
+    let text = value.trim_ascii();
+    base64::engine::general_purpose::URL_SAFE
+        .decode(text)
+        .is_ok_and(|bytes| bytes.len() == 32)
 }
 
 /// `123` or `123.45`, not zero. Checked on the text: an amount never passes through a float.

@@ -121,7 +121,7 @@ fn empty_spec_builds_a_complete_system() {
 #[test]
 fn every_listed_child_kind_is_built() {
     let managed = children(
-        "paymentsApi:\n  autoscaling: {maxReplicas: 4}\nrabbitmq:\n  managed:\n    storage: {size: 2Gi}\ndatabase:\n  managed:\n    storage: {size: 2Gi}\n",
+        "paymentsApi:\n  autoscaling: {maxReplicas: 4}\nrabbitmq:\n  managed:\n    storage: {size: 2Gi}\ndatabase:\n  managed:\n    storage: {size: 2Gi}\ndataFeed: {}\n",
     );
     // The kinds of other operators (CloudNativePG, RabbitMQ Cluster Operator).
     let operated = children("rabbitmq: {clusterOperator: {}}\ndatabase: {cloudNativePG: {}}\n");

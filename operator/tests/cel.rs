@@ -284,3 +284,67 @@ fn committed_examples_are_valid() {
         paysys_operator::validate::check(&ps).unwrap_or_else(|e| panic!("{file}: {e}"));
     }
 }
+
+#[test]
+fn data_feed_rules_refuse_bad_values_with_their_own_messages() {
+    assert_eq!(violations(json!({"dataFeed": {}})), Vec::<String>::new());
+    let every_field = json!({"dataFeed": {
+        "schedule": "15 2 * * MON-FRI",
+        "destination": {"existingClaim": "lake"},
+        "keySecret": {"secretName": "feed", "key": "k"},
+        "retentionDays": 400,
+        "suspend": true,
+        "image": "registry.example.com/paysys-feed:1",
+    }});
+    assert_eq!(violations(every_field), Vec::<String>::new());
+    let schedule = paysys_operator::crd::SCHEDULE_MESSAGE;
+    let cases = [
+        (json!({"dataFeed": {"schedule": "every hour"}}), schedule),
+        (json!({"dataFeed": {"schedule": "* * * *"}}), schedule),
+        (json!({"dataFeed": {"schedule": "* * * * * *"}}), schedule),
+        (json!({"dataFeed": {"schedule": "@every 5m"}}), schedule),
+        (
+            json!({"dataFeed": {"schedule": "TZ=UTC 0 0 * * *"}}),
+            schedule,
+        ),
+        (
+            json!({"dataFeed": {"schedule": "0 0 * * * ; rm"}}),
+            schedule,
+        ),
+        (
+            json!({"dataFeed": {"destination": {"existingClaim": "lake", "claim": {}}}}),
+            "dataFeed.destination: set exactly one of claim or existingClaim",
+        ),
+        (
+            json!({"dataFeed": {"destination": {}}}),
+            "dataFeed.destination: set exactly one of claim or existingClaim",
+        ),
+        (
+            json!({"dataFeed": {"destination": {"existingClaim": ""}}}),
+            "dataFeed.destination.existingClaim must not be empty",
+        ),
+        (
+            json!({"dataFeed": {"destination": {"claim": {"ephemeral": true}}}}),
+            "dataFeed.destination.claim cannot be ephemeral: the exported files must outlive each run",
+        ),
+        (
+            json!({"dataFeed": {"retentionDays": 0}}),
+            "dataFeed.retentionDays must be between 1 and 36500",
+        ),
+        (
+            json!({"dataFeed": {"keySecret": {"secretName": ""}}}),
+            "keySecret.secretName must not be empty",
+        ),
+    ];
+    for (spec, message) in cases {
+        assert_eq!(violations(spec.clone()), [message], "{spec}");
+    }
+    // The shape passes CEL; the ranges are the operator's (`validate::is_schedule`).
+    for shape_only in ["61 * * * *", "0 0 31 2 SUN"] {
+        assert_eq!(
+            violations(json!({"dataFeed": {"schedule": shape_only}})),
+            Vec::<String>::new(),
+            "{shape_only}"
+        );
+    }
+}

@@ -33,10 +33,12 @@ fn yaml(relative: &str) -> Value {
     documents.remove(0)
 }
 
-const BINARIES: [(&str, u16); 3] = [
-    ("payments-api", 5000),
-    ("risk-engine", 8080),
-    ("paysys-operator", 8080),
+/// Each image's binary and the port it exposes (the data feed is a batch job: none).
+const BINARIES: [(&str, Option<u16>); 4] = [
+    ("payments-api", Some(5000)),
+    ("risk-engine", Some(8080)),
+    ("paysys-operator", Some(8080)),
+    (paysys_operator::validate::FEED_IMAGE, None),
 ];
 
 /// Dockerfile stages: name -> (base, instructions).
@@ -153,7 +155,13 @@ fn dockerfile_builds_one_minimal_non_root_image_per_binary() {
             has(format!("ENTRYPOINT [\"/usr/local/bin/{binary}\"]")),
             "{binary} entrypoint"
         );
-        assert!(has(format!("EXPOSE {port}")), "{binary} exposes {port}");
+        match port {
+            Some(port) => assert!(has(format!("EXPOSE {port}")), "{binary} exposes {port}"),
+            None => assert!(
+                !lines.iter().any(|line| line.starts_with("EXPOSE")),
+                "{binary} exposes nothing"
+            ),
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::meta;
 use super::pod::{self, Rollout};
 use super::secrets::{MANAGED_DATABASE, RABBITMQ_CONF};
-use crate::names::Server;
+use crate::names::{Component, Server};
 use crate::storage::{DATA_VOLUME, Storage};
 use crate::validate::{ManagedServer, Validated};
 
@@ -54,7 +54,13 @@ pub fn build(system: &Validated, server: &ManagedServer) -> Managed {
         deployment: pod::deployment(system, component, Some(1), Rollout::Recreate, hash, pod),
         service: service(system, server.server),
         claim: match &server.storage {
-            Storage::Claim { size, class } => Some(claim(system, server.server, size, class)),
+            Storage::Claim { size, class } => Some(claim(
+                system,
+                server.server.component(),
+                system.names.data(server.server),
+                size,
+                class,
+            )),
             Storage::Ephemeral(_) => None,
         },
     }
@@ -203,14 +209,16 @@ fn service(system: &Validated, server: Server) -> Service {
     }
 }
 
-fn claim(
+/// A ReadWriteOnce claim `name` of `size` for `component` (a managed server or the data feed).
+pub(super) fn claim(
     system: &Validated,
-    server: Server,
+    component: Component,
+    name: String,
     size: &str,
     storage_class: &Option<String>,
 ) -> PersistentVolumeClaim {
     PersistentVolumeClaim {
-        metadata: meta::object_meta(system, server.component(), system.names.data(server)),
+        metadata: meta::object_meta(system, component, name),
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
             storage_class_name: storage_class.clone(),

@@ -6,6 +6,7 @@
 
 mod autoscaling;
 mod config_map;
+pub mod data_feed;
 mod managed;
 pub mod meta;
 mod network_policy;
@@ -40,6 +41,11 @@ pub fn build(system: &Validated) -> Children {
     children.services.push(payments_api::service(system));
     children.deployments.push(payments_api::deployment(system));
     children.deployments.push(risk_engine::deployment(system));
+    if let Some(feed) = &system.data_feed {
+        let parts = data_feed::build(system, feed);
+        children.persistent_volume_claims.extend(parts.claim);
+        children.cron_jobs.push(parts.cron_job);
+    }
     children.pod_disruption_budgets = pdb::build(system);
     children.horizontal_pod_autoscalers = autoscaling::build(system);
     if system.network_policies {

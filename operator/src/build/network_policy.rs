@@ -1,6 +1,7 @@
-//! NetworkPolicies: only the API and the risk engine reach RabbitMQ, only the API reaches
-//! PostgreSQL, the API's port is open to every client, and the risk engine accepts
-//! connections on its health/metrics port only. Egress is left open (external brokers and
+//! NetworkPolicies: only the API and the risk engine reach RabbitMQ, only the API (and the
+//! data feed's export) reaches PostgreSQL, the API's port is open to every client, and the
+//! risk engine accepts connections on its health/metrics port only. Egress is left open
+//! (external brokers and
 //! databases may be anywhere).
 
 use k8s_openapi::api::networking::v1::{
@@ -22,6 +23,10 @@ pub fn build(system: &Validated) -> Vec<NetworkPolicy> {
         .map(|managed| {
             let clients: &[Component] = match managed.server {
                 Server::RabbitMq => &[Component::PaymentsApi, Component::RiskEngine],
+                // The data feed's export reads the payments too.
+                Server::Postgres if system.data_feed.is_some() => {
+                    &[Component::PaymentsApi, Component::DataFeed]
+                }
                 Server::Postgres => &[Component::PaymentsApi],
             };
             let (_, port) = managed::port_of(managed.server);

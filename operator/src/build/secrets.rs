@@ -1,4 +1,5 @@
-//! Secrets the operator generates: the API key and the managed servers' credentials.
+//! Secrets the operator generates: the API key, the managed servers' credentials and the data
+//! feed's Fernet key.
 //!
 //! They are created once, only if absent, and never updated, so a reconcile can never rotate
 //! a credential clients or a database already hold. The templates are built here from the
@@ -14,7 +15,9 @@ use kube::{Resource, ResourceExt};
 use super::{managed, meta};
 use crate::crd::PaymentSystem;
 use crate::names::{GeneratedSecret, Names, Server};
-use crate::validate::{CREDENTIALS_URL, GENERATED_API_KEY, GENERATED_API_KEYS_FILE};
+use crate::validate::{
+    CREDENTIALS_URL, GENERATED_API_KEY, GENERATED_API_KEYS_FILE, GENERATED_FEED_KEY,
+};
 
 /// Principal of the generated API key (`API_KEYS_FILE` entry `default=<key>`).
 pub const DEFAULT_PRINCIPAL: &str = "default";
@@ -26,7 +29,19 @@ pub const RABBITMQ_CONF: &str = "paysys.conf";
 
 /// The template of the generated Secret `secret` for `ps`, with fresh random values.
 pub fn generate(ps: &PaymentSystem, secret: GeneratedSecret) -> Secret {
-    template(ps, secret, &random_token())
+    let token = match secret {
+        GeneratedSecret::FeedKey => random_fernet_key(),
+        GeneratedSecret::ApiKey | GeneratedSecret::Credentials(_) => random_token(),
+    };
+    template(ps, secret, &token)
+}
+
+/// A Fernet key as Python's `Fernet.generate_key()` makes it: 32 random bytes in url-safe
+/// base64 with padding (44 characters).
+fn random_fernet_key() -> String {
+    use base64::Engine as _;
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE.encode(bytes)
 }
 
 /// 32 random bytes from the thread's CSPRNG, hex-encoded: URL-safe, so it can sit in a
@@ -36,12 +51,13 @@ fn random_token() -> String {
     hex::encode(bytes)
 }
 
-/// The generated Secret `secret` holding `token` (an API key or a password).
+/// The generated Secret `secret` holding `token` (an API key, a password or a Fernet key).
 pub fn template(ps: &PaymentSystem, secret: GeneratedSecret, token: &str) -> Secret {
     let names = Names::new(&ps.name_any());
     let namespace = ps.namespace().unwrap_or_default();
     let data = match secret {
         GeneratedSecret::ApiKey => api_key_data(token),
+        GeneratedSecret::FeedKey => BTreeMap::from([(GENERATED_FEED_KEY.into(), token.into())]),
         GeneratedSecret::Credentials(server @ Server::Postgres) => {
             let address = service_address(&names, server, &namespace);
             let url = format!("postgres://{MANAGED_USER}:{token}@{address}/{MANAGED_DATABASE}");

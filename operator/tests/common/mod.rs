@@ -6,7 +6,11 @@ pub mod api_server;
 use k8s_openapi::ByteString;
 use paysys_operator::build::secrets;
 use paysys_operator::crd::PaymentSystem;
+use paysys_operator::names::GeneratedSecret;
 use paysys_operator::validate::{self, SecretData, Validated};
+
+/// A valid Fernet key (32 bytes, url-safe base64), as `paysys-feed keygen` prints one.
+pub const FERNET_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 /// A `PaymentSystem` named `shop` in namespace `payments` with `spec` (YAML), as the API
 /// server would return it (uid, generation).
@@ -31,7 +35,11 @@ fn textwrap(spec: &str) -> String {
 pub fn secrets_for(ps: &PaymentSystem, user: &[(&str, &[(&str, &str)])]) -> SecretData {
     let mut data = SecretData::new();
     for (secret, name) in validate::generated_secrets(ps) {
-        let secret = secrets::template(ps, secret, "0123456789abcdef0123456789abcdef");
+        let token = match secret {
+            GeneratedSecret::FeedKey => FERNET_KEY,
+            _ => "0123456789abcdef0123456789abcdef",
+        };
+        let secret = secrets::template(ps, secret, token);
         data.insert(name, secret.data.unwrap_or_default());
     }
     for (name, entries) in user {

@@ -13,6 +13,42 @@ use crate::support::{TEST_MANAGER, env, shipped_crd};
 fn bad_cases() -> Vec<(&'static str, Value)> {
     vec![
         (
+            ".spec.dataFeed.schedule",
+            json!({"dataFeed": {"schedule": "every hour"}}),
+        ),
+        (
+            ".spec.dataFeed.destination",
+            json!({"dataFeed": {"destination": {"existingClaim": "lake", "claim": {}}}}),
+        ),
+        (
+            ".spec.dataFeed.destination",
+            json!({"dataFeed": {"destination": {"claim": {"ephemeral": true}}}}),
+        ),
+        (
+            ".spec.dataFeed.destination.claim",
+            json!({"dataFeed": {"destination": {"claim": {"ephemeral": true, "storageClassName": "slow"}}}}),
+        ),
+        (
+            ".spec.dataFeed.destination.existingClaim",
+            json!({"dataFeed": {"destination": {"existingClaim": ""}}}),
+        ),
+        (
+            ".spec.dataFeed.destination.claim.size",
+            json!({"dataFeed": {"destination": {"claim": {"size": "big"}}}}),
+        ),
+        (
+            ".spec.dataFeed.destination.claim.storageClassName",
+            json!({"dataFeed": {"destination": {"claim": {"storageClassName": "slow"}}}}),
+        ),
+        (
+            ".spec.dataFeed.keySecret.secretName",
+            json!({"dataFeed": {"keySecret": {"secretName": ""}}}),
+        ),
+        (
+            ".spec.dataFeed.retentionDays",
+            json!({"dataFeed": {"retentionDays": 0}}),
+        ),
+        (
             ".spec.database",
             json!({"database": {"managed": {}, "external": {"secretName": "db"}}}),
         ),
@@ -134,9 +170,16 @@ fn bad_cases() -> Vec<(&'static str, Value)> {
 
 /// The valid spec a transition rule's (`oldSelf`) case is an update of.
 fn starting_spec(path: &str) -> Option<Value> {
-    let dependency = path.split('.').nth(2)?;
-    path.ends_with("storageClassName")
-        .then(|| json!({dependency: {"managed": {"storage": {"storageClassName": "fast"}}}}))
+    let parent = path.split('.').nth(2)?;
+    if !path.ends_with("storageClassName") {
+        return None;
+    }
+    Some(match parent {
+        "dataFeed" => {
+            json!({"dataFeed": {"destination": {"claim": {"storageClassName": "fast"}}}})
+        }
+        dependency => json!({dependency: {"managed": {"storage": {"storageClassName": "fast"}}}}),
+    })
 }
 
 /// Every rule of the schema: `(path, message)`.
@@ -196,12 +239,16 @@ async fn every_cel_rule_rejects_its_bad_case_with_its_own_message() {
             "rule at {path} has no bad case in this test"
         );
     }
+    // A field may carry several rules: each case must trip one of its field's rules, and every
+    // rule must be tripped by some case.
+    let mut tripped = std::collections::BTreeSet::new();
     for (index, (path, spec)) in cases.iter().enumerate() {
-        let message = &rules
+        let messages: Vec<&String> = rules
             .iter()
-            .find(|(rule, _)| rule == path)
-            .unwrap_or_else(|| panic!("no rule at {path} any more"))
-            .1;
+            .filter(|(rule, _)| rule == path)
+            .map(|(_, message)| message)
+            .collect();
+        assert!(!messages.is_empty(), "no rule at {path} any more");
         let name = format!("bad-{index}");
         let params = PatchParams::apply(TEST_MANAGER);
         if let Some(old) = starting_spec(path) {
@@ -217,10 +264,19 @@ async fn every_cel_rule_rejects_its_bad_case_with_its_own_message() {
             panic!("{path}: not an API answer: {error}");
         };
         assert_eq!(status.code, 422, "{path}: {status:?}");
+        let matched: Vec<&String> = messages
+            .into_iter()
+            .filter(|message| status.message.contains(message.as_str()))
+            .collect();
         assert!(
-            status.message.contains(message.as_str()),
-            "{path}: expected {message:?} in {:?}",
+            !matched.is_empty(),
+            "{path}: expected one of its rules' messages in {:?}",
             status.message
+        );
+        tripped.extend(
+            matched
+                .into_iter()
+                .map(|message| (path.to_string(), message.clone())),
         );
         // The message names the field, so a user can find it.
         let field = path.trim_start_matches('.');
@@ -228,6 +284,12 @@ async fn every_cel_rule_rejects_its_bad_case_with_its_own_message() {
             status.message.contains(field),
             "{path}: the field is not named in {:?}",
             status.message
+        );
+    }
+    for rule in &rules {
+        assert!(
+            tripped.contains(rule),
+            "rule {rule:?} was never tripped by this test's bad cases"
         );
     }
 }

@@ -7,6 +7,7 @@
 mod autoscaling;
 mod contract;
 mod crd;
+mod data_feed;
 mod helm;
 mod kube_play;
 mod numbers;

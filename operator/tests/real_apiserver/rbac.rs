@@ -168,6 +168,7 @@ async fn the_chart_rbac_watching_every_namespace_suffices_and_grants_nothing_mor
     for (group, resource) in [
         ("paysys.io", "paymentsystems"),
         ("apps", "deployments"),
+        ("batch", "cronjobs"),
         ("", "services"),
         ("", "configmaps"),
         ("", "secrets"),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -84,6 +85,12 @@ async fn full_example_secrets(env: &Env) -> Vec<Secret> {
             )],
         )
         .await,
+        create_secret(
+            env,
+            "shop-feed",
+            &[("fernet-key", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")],
+        )
+        .await,
     ]
 }
 
@@ -117,6 +124,7 @@ async fn children(env: &Env, instance: &str) -> Vec<(String, ObjectMeta)> {
     all.extend(labelled::<PodDisruptionBudget>(env, instance).await);
     all.extend(labelled::<NetworkPolicy>(env, instance).await);
     all.extend(labelled::<HorizontalPodAutoscaler>(env, instance).await);
+    all.extend(labelled::<CronJob>(env, instance).await);
     all
 }
 
@@ -182,10 +190,11 @@ async fn each_example_reconciles_to_all_its_children_with_owner_references_and_s
             FULL,
             json!({
                 "ConfigMap": ["shop-risk-rules"],
+                "CronJob": ["shop-data-feed"],
                 "Deployment": ["shop-payments-api", "shop-postgresql", "shop-risk-engine"],
                 "HorizontalPodAutoscaler": ["shop-payments-api", "shop-risk-engine"],
                 "NetworkPolicy": ["shop-payments-api", "shop-postgresql", "shop-risk-engine"],
-                "PersistentVolumeClaim": ["shop-postgresql-data"],
+                "PersistentVolumeClaim": ["shop-data-feed-data", "shop-postgresql-data"],
                 "PodDisruptionBudget": ["shop-payments-api", "shop-risk-engine"],
                 "Secret": ["shop-postgresql-credentials"],
                 "Service": ["shop-payments-api", "shop-postgresql"],

@@ -285,6 +285,55 @@ async fn without_a_range_only_days_changed_since_the_watermark_are_exported() {
     assert_eq!(batches[0].column(0).as_string::<i32>().value(0), "captured");
 }
 
+/// `--retain-days N` keeps today and the N - 1 days before: older day folders go (even ones an
+/// earlier export without retention wrote), are not exported again, and nothing else in the
+/// folder is touched.
+#[tokio::test]
+async fn retention_deletes_old_days_and_does_not_export_them_again() {
+    let s = setup().await;
+    let now = Utc::now();
+    let day = |ago: i64| {
+        (now - chrono::TimeDelta::days(ago))
+            .date_naive()
+            .to_string()
+    };
+    for ago in [0, 2, 3, 10] {
+        let created = now - chrono::TimeDelta::days(ago);
+        insert(&s.pool, &payment(100, "USD", "approved", created), 0).await;
+    }
+    ok(s.export(&[]));
+    for ago in [0, 2, 3, 10] {
+        assert!(s.day_file(&day(ago)).exists(), "{ago} days ago");
+    }
+    let other = Path::new(&s.out()).join("notes");
+    std::fs::create_dir(&other).unwrap();
+
+    let output = s.export(&["--retain-days", "3"]);
+    assert!(common::stderr(&output).contains("retention: deleted 2 day folders"));
+    ok(output);
+    assert!(s.day_file(&day(0)).exists());
+    assert!(s.day_file(&day(2)).exists());
+    for ago in [3, 10] {
+        assert!(
+            !Path::new(&s.out())
+                .join(format!("day={}", day(ago)))
+                .exists(),
+            "{ago} days ago is past retention"
+        );
+    }
+    assert!(other.exists(), "a folder that is not a day is left alone");
+
+    // A backfill asking for an expired day writes nothing for it.
+    ok(s.export(&["--from", &day(10), "--to", &day(0), "--retain-days", "3"]));
+    assert!(!s.day_file(&day(10)).exists());
+    assert!(s.day_file(&day(0)).exists());
+
+    // A usage error: clap's exit status 2, with the option named.
+    let output = s.export(&["--retain-days", "0"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(common::stderr(&output).contains("--retain-days"));
+}
+
 #[tokio::test]
 async fn bad_keys_and_unreachable_databases_fail_clearly() {
     let s = setup().await;

@@ -48,6 +48,10 @@ pub struct ExportArgs {
     /// Last day (UTC, inclusive) to export.
     #[arg(long, requires = "from")]
     pub to: Option<NaiveDate>,
+    /// Keep this many days of files, counted back from today (UTC, today included): older
+    /// day folders are deleted and not exported again. Without it every day is kept.
+    #[arg(long, env = "PAYSYS_FEED_RETAIN_DAYS", value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub retain_days: Option<u32>,
 }
 
 /// What one export did.
@@ -56,6 +60,8 @@ pub struct Summary {
     pub rows: u64,
     pub days_written: usize,
     pub days_removed: usize,
+    /// Day folders deleted because they are older than `--retain-days`.
+    pub days_expired: usize,
 }
 
 pub async fn run(args: &ExportArgs) -> anyhow::Result<Summary> {
@@ -79,13 +85,21 @@ pub async fn run(args: &ExportArgs) -> anyhow::Result<Summary> {
     let (snapshot_start,): (DateTime<Utc>,) =
         sqlx::query_as("SELECT now()").fetch_one(&mut *tx).await?;
 
-    let days = match (args.from, args.to) {
+    let days: Vec<NaiveDate> = match (args.from, args.to) {
         (Some(from), Some(to)) => from.iter_days().take_while(|d| *d <= to).collect(),
         _ => {
             let since = watermark::read(&args.out)?.map(|at| at - WATERMARK_OVERLAP);
             changed_days(&mut tx, since).await?
         }
     };
+    // The first day kept; a day before it would be deleted at the end of this very run.
+    let first_kept = args
+        .retain_days
+        .map(|days| snapshot_start.date_naive() - chrono::TimeDelta::days(i64::from(days) - 1));
+    let days: Vec<NaiveDate> = days
+        .into_iter()
+        .filter(|day| first_kept.is_none_or(|first| *day >= first))
+        .collect();
 
     let started = Instant::now();
     let bar = progress::rows("exporting");
@@ -101,10 +115,15 @@ pub async fn run(args: &ExportArgs) -> anyhow::Result<Summary> {
     for day in &empty {
         partition::remove_day(&args.out, *day)?;
     }
+    let days_expired = match first_kept {
+        Some(first) => partition::remove_days_before(&args.out, first)?,
+        None => 0,
+    };
     let summary = Summary {
         rows,
         days_written: written.len(),
         days_removed: empty.len(),
+        days_expired,
     };
     eprintln!(
         "exported {} payments into {} day files in {:.2} s",
@@ -112,6 +131,12 @@ pub async fn run(args: &ExportArgs) -> anyhow::Result<Summary> {
         summary.days_written,
         started.elapsed().as_secs_f64()
     );
+    if let Some(first) = first_kept {
+        eprintln!(
+            "retention: deleted {} day folders before {first}",
+            summary.days_expired
+        );
+    }
     Ok(summary)
 }
 

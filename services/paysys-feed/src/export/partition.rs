@@ -97,6 +97,32 @@ pub fn remove_day(out: &Path, day: NaiveDate) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Deletes the folders of the days before `first` (retention); returns how many. Only
+/// folders named `day=YYYY-MM-DD` are touched: anything else in `out` is not the export's.
+pub fn remove_days_before(out: &Path, first: NaiveDate) -> anyhow::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(out).with_context(|| format!("cannot list {}", out.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(day) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix("day="))
+            .and_then(|day| NaiveDate::parse_from_str(day, "%Y-%m-%d").ok())
+        else {
+            continue;
+        };
+        if day < first && entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())
+                .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        sync_dir(out)?;
+    }
+    Ok(removed)
+}
+
 /// Deletes temporary files an interrupted export left behind.
 pub fn remove_leftovers(out: &Path) -> anyhow::Result<()> {
     let Ok(days) = std::fs::read_dir(out) else {

@@ -10,6 +10,12 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::json;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::file::properties::WriterProperties;
+
+/// Rows per row group of a Parquet output. The writer holds a whole row group in memory
+/// before it flushes it; Parquet's default (1 Mi rows) made that buffer the largest one of
+/// the report, and one that grew with the input up to a million rows.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
 
 /// The output format chosen on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -54,7 +60,12 @@ impl Sink {
         Ok(match format {
             Format::Csv => Sink::Csv(csv::Writer::new(BufWriter::new(file))),
             Format::Json => Sink::Json(json::ArrayWriter::new(BufWriter::new(file))),
-            Format::Parquet => Sink::Parquet(ArrowWriter::try_new(file, schema, None)?),
+            Format::Parquet => {
+                let properties = WriterProperties::builder()
+                    .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+                    .build();
+                Sink::Parquet(ArrowWriter::try_new(file, schema, Some(properties))?)
+            }
             Format::Table => unreachable!("tables go to the terminal"),
         })
     }
