@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the service images (payments-api, risk-engine, paysys-operator, paysys-feed) from the
 # one Dockerfile with podman or docker, tagged ghcr.io/paysys/<service>:<workspace version>,
-# then prints their sizes and fails if a runtime image reaches its limit: SIZE_LIMIT_MB (40),
+# then prints their sizes and fails if a runtime image reaches its limit: SIZE_LIMIT_MB (50; the operator, which types every child kind including the CloudNativePG and
+# RabbitMQ clusters, is 43.5 MB from its stripped debug binary),
 # or FEED_SIZE_LIMIT_MB (200) for paysys-feed, which embeds a query engine (DataFusion; its
 # stripped debug binary is 161 MB).
 #
@@ -23,7 +24,7 @@ cd "$(dirname "$0")/.."
 source scripts/containers/bases.sh
 
 SERVICES=(payments-api risk-engine paysys-operator paysys-feed)
-SIZE_LIMIT_MB="${SIZE_LIMIT_MB:-40}"
+SIZE_LIMIT_MB="${SIZE_LIMIT_MB:-50}"
 FEED_SIZE_LIMIT_MB="${FEED_SIZE_LIMIT_MB:-200}"
 PROFILE=""
 BASES=""
