@@ -199,17 +199,7 @@ fn is_not_found(error: &lapin::Error) -> bool {
 }
 
 async fn exists(channel: &Channel, queue: &str) -> bool {
-    channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .is_ok()
+    depth(channel, queue).await.is_ok()
 }
 
 /// How long the queue must stay silent before its depth is checked for the end.
