@@ -117,3 +117,39 @@ clean_test_leftovers() {
   fi
   return 0
 }
+
+# Fails, saying why, when the local RabbitMQ has a resource alarm: under a memory or disk
+# alarm it stops reading from every publisher, and tests that publish would wait forever.
+check_rabbitmq_alarms() {
+  command -v rabbitmq-diagnostics >/dev/null 2>&1 || return 0
+  [[ $(url_host "$AMQP_URL") =~ ^(127.0.0.1|localhost)$ ]] || return 0
+  local alarms
+  alarms=$(timeout 30 rabbitmq-diagnostics -q alarms 2>/dev/null) || return 0
+  if grep -qiE 'memory|disk' <<<"$alarms"; then
+    cat >&2 <<MSG
+error: RabbitMQ has a resource alarm and blocks every publisher:
+$alarms
+  A disk alarm means less free space than its limit (df -h below); free some and retry.
+$(df -h . 2>/dev/null)
+MSG
+    return 1
+  fi
+  return 0
+}
+
+# What the servers looked like when a run stopped: printed when the tests overran.
+report_service_state() {
+  echo "--- state of the machine and the servers ---" >&2
+  df -h . /tmp >&2 2>/dev/null || true
+  uptime >&2 || true
+  if command -v rabbitmq-diagnostics >/dev/null 2>&1; then
+    echo "RabbitMQ alarms:" >&2
+    timeout 30 rabbitmq-diagnostics -q alarms >&2 2>&1 || true
+    echo "RabbitMQ test queues (name, messages, consumers), first 20:" >&2
+    timeout 30 rabbitmqctl list_queues -q name messages consumers 2>/dev/null | grep '^paysys-test_' | head -20 >&2 || true
+  fi
+  if command -v psql >/dev/null 2>&1; then
+    echo "PostgreSQL connections by state:" >&2
+    psql "$DATABASE_URL" -Atc "SELECT state, count(*) FROM pg_stat_activity GROUP BY 1" >&2 2>&1 || true
+  fi
+}

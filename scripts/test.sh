@@ -10,7 +10,15 @@ source scripts/services.sh
 
 ensure_postgres
 ensure_rabbitmq
+check_rabbitmq_alarms
 clean_test_leftovers
+
+# A build and test run writes about 8 GB (target/); RabbitMQ blocks publishers when its disk
+# runs short, which would stall the tests that publish.
+free_gb=$(df -Pk . | awk 'NR==2 {print int($4 / 1048576)}')
+if [[ "$free_gb" -lt 8 ]]; then
+  echo "warning: only ${free_gb} GB free on $(pwd); a run needs about 8 GB" >&2
+fi
 
 # Chart checks need helm; fetch it into .cache when it is not on PATH.
 if [[ -x scripts/ensure-helm.sh ]]; then
@@ -45,7 +53,19 @@ if [[ $# -eq 0 ]]; then
   scripts/fuzz-api.sh "${FUZZ_EXAMPLES:-25}"
 fi
 
-cargo test --locked --workspace "$@"
+# Each test bounds its own waits; this is the last guard, so that a test that still hangs
+# fails the run with the servers' state instead of running until CI kills it. cargo prints
+# "has been running for over 60 seconds" for the tests that were stuck.
+test_timeout="${PAYSYS_TEST_TIMEOUT:-20m}"
+status=0
+timeout --kill-after=30s "$test_timeout" cargo test --locked --workspace "$@" || status=$?
+if [[ $status -eq 124 || $status -eq 137 ]]; then
+  echo "error: cargo test did not finish within $test_timeout (PAYSYS_TEST_TIMEOUT)" >&2
+  report_service_state
+  exit 1
+elif [[ $status -ne 0 ]]; then
+  exit "$status"
+fi
 
 # The images built from these binaries, run as the chart runs them, and the Compose stack
 # (podman; see the two scripts). Skipped when extra arguments select a subset of the tests.

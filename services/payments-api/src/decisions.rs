@@ -15,10 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
+use lapin::{Channel, Consumer};
 use paysys_amqp as amqp;
 use paysys_core::DecisionMessage;
 use paysys_core::topology::{DEAD_DECISIONS_ROUTING_KEY, Topology};
@@ -85,7 +85,7 @@ impl DecisionConsumer {
                 tracing::warn!(%error, "decision consumer lost the broker; reconnecting");
             }
             this.consuming.store(false, Ordering::SeqCst);
-            let _ = connection.close(200, "bye".into()).await;
+            amqp::close(&connection).await;
             tokio::select! {
                 _ = stop.cancelled() => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -99,20 +99,12 @@ impl DecisionConsumer {
         connection: &lapin::Connection,
         stop: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let channel = amqp::open_confirm_channel(connection, &self.topology).await?;
-        // An upgrade from classic queues: move what they hold into the queues declared above.
-        amqp::legacy_queues::retire_or_log(connection, &self.topology).await;
-        channel
-            .basic_qos(PREFETCH, BasicQosOptions::default())
-            .await?;
-        let consumer = channel
-            .basic_consume(
-                self.topology.decisions_queue.as_str().into(),
-                "payments-api".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        // Nothing is in hand yet: a stop ends the setup at once (a blocked or stalled broker
+        // may never answer it).
+        let (channel, consumer) = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            subscribed = self.subscribe(connection) => subscribed?,
+        };
         self.consuming.store(true, Ordering::SeqCst);
         tracing::info!(queue = %self.topology.decisions_queue, "consuming decisions");
         // take_until: on shutdown (or a broken channel) stop taking deliveries but finish
@@ -160,10 +152,32 @@ impl DecisionConsumer {
             }
         }
         if stop.is_cancelled() && !broken.is_cancelled() {
-            let _ = channel.close(200, "shutting down".into()).await;
+            amqp::close_channel(&channel).await;
             return Ok(());
         }
         anyhow::bail!("the decisions consumer stopped")
+    }
+
+    /// Declares the topology, retires the legacy queues and starts consuming decisions.
+    async fn subscribe(
+        &self,
+        connection: &lapin::Connection,
+    ) -> lapin::Result<(Channel, Consumer)> {
+        let channel = amqp::open_confirm_channel(connection, &self.topology).await?;
+        // An upgrade from classic queues: move what they hold into the queues declared above.
+        amqp::legacy_queues::retire_or_log(connection, &self.topology).await;
+        channel
+            .basic_qos(PREFETCH, BasicQosOptions::default())
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                self.topology.decisions_queue.as_str().into(),
+                "payments-api".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((channel, consumer))
     }
 
     /// Handles a batch of deliveries to their acks (or requeues).

@@ -37,6 +37,10 @@ pub const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(48 * 3600);
 
 /// Runs the API on `listener` until `shutdown` resolves: stops accepting, finishes in-flight
 /// requests, then stops the relay and the decision consumer.
+/// Longest wait for the relay, the decision consumer and the housekeeping tasks to stop
+/// once the HTTP server has drained.
+const WORKERS_STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -104,9 +108,25 @@ pub async fn run(
         .await?;
     tracing::info!("HTTP server drained; stopping workers");
     workers.cancel();
-    futures::future::join_all(relays).await;
-    let _ = tokio::join!(consumer, reaper, backlog);
-    pool.close().await;
+    let stopped = async {
+        futures::future::join_all(relays).await;
+        let _ = tokio::join!(consumer, reaper, backlog);
+    };
+    // Every worker bounds its own stop; this is the last guard, so that a stop always ends.
+    // Leaving is safe: an unfinished relay batch rolls back into the outbox and unacked
+    // decisions are redelivered, both picked up at the next start.
+    if tokio::time::timeout(WORKERS_STOP_TIMEOUT, stopped)
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            timeout_s = WORKERS_STOP_TIMEOUT.as_secs(),
+            "workers did not stop in time; leaving their work to the next start"
+        );
+    }
+    // Closing waits for every connection to come back, and one held by a worker left
+    // running never does.
+    let _ = tokio::time::timeout(Duration::from_secs(5), pool.close()).await;
     Ok(())
 }
 

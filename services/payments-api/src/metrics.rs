@@ -45,6 +45,7 @@ pub struct Metrics {
     pub request_duration: HistogramFamily<RouteLabels>,
     pub payments_created: Counter,
     pub outbox_backlog: Gauge,
+    pub broker_blocked: Gauge,
     pub outbox_published: Counter,
     pub undecided: Gauge,
     pub undecided_oldest_seconds: Gauge<f64, AtomicU64>,
@@ -86,6 +87,12 @@ impl Metrics {
             "outbox_backlog",
             "Payments committed but not yet confirmed by RabbitMQ",
             outbox_backlog.clone(),
+        );
+        let broker_blocked = Gauge::default();
+        registry.register(
+            "broker_blocked",
+            "Relay connections RabbitMQ is blocking (a memory or disk alarm): payments wait in the outbox",
+            broker_blocked.clone(),
         );
         let outbox_published = Counter::default();
         registry.register(
@@ -129,6 +136,7 @@ impl Metrics {
             request_duration,
             payments_created,
             outbox_backlog,
+            broker_blocked,
             outbox_published,
             undecided,
             undecided_oldest_seconds,

@@ -13,13 +13,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use lapin::Channel;
 use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
 use paysys_amqp::{self as amqp, PublishError};
 use paysys_core::messages::SCHEMA_VERSION;
 use paysys_core::topology::{PAYMENT_ROUTING_KEY, Topology};
 use paysys_core::{PaymentData, PaymentMessage, Velocity};
 use paysys_runtime::backoff::Backoff;
+use prometheus_client::metrics::gauge::Gauge;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -88,7 +89,11 @@ impl Relay {
                 _ = stop.cancelled() => break,
                 connection = amqp::connect_with_backoff(&self.amqp_url, "payments-api relay") => connection,
             };
-            let channel = match amqp::open_confirm_channel(&connection, &self.topology).await {
+            let opened = tokio::select! {
+                _ = stop.cancelled() => break,
+                opened = amqp::open_confirm_channel(&connection, &self.topology) => opened,
+            };
+            let channel = match opened {
                 Ok(channel) => channel,
                 Err(error) => {
                     tracing::warn!(%error, "cannot open a publishing channel");
@@ -99,9 +104,9 @@ impl Relay {
             self.connected.fetch_add(1, Ordering::SeqCst);
             tracing::info!("outbox relay connected to RabbitMQ");
             waits.reset();
-            let outcome = self.pump(&channel, &stop).await;
+            let outcome = self.pump(&connection, &channel, &stop).await;
             self.connected.fetch_sub(1, Ordering::SeqCst);
-            let _ = connection.close(200, "bye".into()).await;
+            amqp::close(&connection).await;
             if let Err(error) = outcome {
                 tracing::warn!(%error, "outbox relay lost the broker; reconnecting");
                 sleep_or_stop(&stop, waits.next_wait()).await;
@@ -112,11 +117,30 @@ impl Relay {
 
     /// Publishes until the broker fails (Err) or `stop` (Ok). Database errors are waited out
     /// here without dropping the broker connection.
-    async fn pump(&self, channel: &Channel, stop: &CancellationToken) -> Result<(), RelayError> {
+    async fn pump(
+        &self,
+        connection: &Connection,
+        channel: &Channel,
+        stop: &CancellationToken,
+    ) -> Result<(), RelayError> {
         let mut last_backlog_check = Instant::now() - Duration::from_secs(60);
         let mut db_waits = Backoff::default();
+        let mut blocked = BlockedWatch::new(&self.metrics);
         loop {
-            match self.drain(channel, stop).await {
+            // A stop abandons a batch in flight: its transaction rolls back, the rows stay in
+            // the outbox for the next start. Waiting instead could take forever, since a
+            // broker under a resource alarm holds confirms until the alarm clears.
+            let drain = self.drain(channel, stop);
+            tokio::pin!(drain);
+            let drained = loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    drained = &mut drain => break drained,
+                    _ = tokio::time::sleep(BLOCKED_CHECK) => blocked.observe(connection),
+                }
+            };
+            blocked.observe(connection);
+            match drained {
                 Ok(()) => db_waits.reset(),
                 Err(RelayError::Database(error)) => {
                     tracing::warn!(%error, "outbox relay cannot reach the database");
@@ -187,6 +211,53 @@ impl Relay {
             && let Ok(backlog) = outbox::backlog(&mut conn).await
         {
             self.metrics.outbox_backlog.set(backlog);
+        }
+    }
+}
+
+/// How often a batch waiting for its confirms looks whether the broker blocked the connection.
+const BLOCKED_CHECK: Duration = Duration::from_secs(1);
+
+/// Reports, once per change, whether RabbitMQ blocks this relay's connection: under a memory
+/// or disk alarm the broker stops reading from publishers, so confirms wait for the alarm
+/// to clear while accepted payments wait in the outbox (nothing is lost; `outbox_backlog`
+/// grows). The `broker_blocked` gauge counts the relay connections blocked right now.
+struct BlockedWatch {
+    gauge: Gauge,
+    blocked: bool,
+}
+
+impl BlockedWatch {
+    fn new(metrics: &Metrics) -> Self {
+        Self {
+            gauge: metrics.broker_blocked.clone(),
+            blocked: false,
+        }
+    }
+
+    fn observe(&mut self, connection: &Connection) {
+        let blocked = connection.status().blocked();
+        if blocked == self.blocked {
+            return;
+        }
+        self.blocked = blocked;
+        if blocked {
+            self.gauge.inc();
+            tracing::warn!(
+                "RabbitMQ blocked publishing (a resource alarm); payments wait in the outbox until it clears"
+            );
+        } else {
+            self.gauge.dec();
+            tracing::info!("RabbitMQ unblocked publishing");
+        }
+    }
+}
+
+impl Drop for BlockedWatch {
+    /// The connection goes away with the pump: it no longer counts as blocked.
+    fn drop(&mut self) {
+        if self.blocked {
+            self.gauge.dec();
         }
     }
 }

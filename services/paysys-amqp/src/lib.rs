@@ -2,6 +2,8 @@
 //! (its names are `paysys_core::topology`), publishing persistent messages under publisher
 //! confirms, and dead-lettering with a reason.
 
+use std::time::Duration;
+
 use lapin::Confirmation;
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
@@ -33,10 +35,35 @@ pub enum PublishError {
     ConfirmsNotEnabled,
 }
 
+/// Longest wait for the AMQP handshake: a broker that accepts the TCP connection but never
+/// answers (booting, overloaded, a half-open proxy) is a failed attempt, not a hang.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest wait for the broker to acknowledge a close. A connection the broker has blocked
+/// (a memory or disk alarm stops it reading from publishers) never answers one.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Opens one connection; `name` shows in the RabbitMQ management UI.
 pub async fn connect(url: &str, name: &str) -> lapin::Result<Connection> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(url, properties).await
+    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties)).await {
+        Ok(connected) => connected,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no AMQP handshake within {CONNECT_TIMEOUT:?}"),
+        )
+        .into()),
+    }
+}
+
+/// Closes `connection`, waiting at most [`CLOSE_TIMEOUT`] for the broker. Dropping it
+/// afterwards closes the socket either way.
+pub async fn close(connection: &Connection) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "bye".into())).await;
+}
+
+/// Closes `channel`, waiting at most [`CLOSE_TIMEOUT`] for the broker.
+pub async fn close_channel(channel: &Channel) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "shutting down".into())).await;
 }
 
 /// Connects, retrying with [`backoff::policy`] (100 ms doubling to 5 s) until it succeeds.

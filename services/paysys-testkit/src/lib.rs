@@ -113,9 +113,13 @@ impl TestBroker {
         let connection = paysys_amqp::connect(&self.url, "paysys-test")
             .await
             .unwrap_or_else(|e| panic!("cannot reach RabbitMQ at {}: {e}", self.url));
-        let channel = paysys_amqp::open_confirm_channel(&connection, &self.topology)
-            .await
-            .expect("declare topology");
+        let channel = tokio::time::timeout(
+            Duration::from_secs(30),
+            paysys_amqp::open_confirm_channel(&connection, &self.topology),
+        )
+        .await
+        .expect("RabbitMQ declared the topology within 30 s")
+        .expect("declare topology");
         (connection, channel)
     }
 

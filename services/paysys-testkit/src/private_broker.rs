@@ -1,5 +1,6 @@
 //! A RabbitMQ node of the test's own, for faults the shared broker must not suffer: a
-//! SIGKILL and restart of the broker itself with messages in flight.
+//! SIGKILL and restart of the broker itself with messages in flight, or a resource alarm
+//! that blocks every publisher.
 //!
 //! It runs Debian's `rabbitmq-server` with its own node name, ports and data folder (kept
 //! across restarts, as a real node's disk is). Ports avoid 35672-35682, which RabbitMQ's CLI
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::{free_port, unique_name};
 
 const SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+const CTL: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
 
 pub struct PrivateBroker {
     node: String,
@@ -70,6 +72,32 @@ impl PrivateBroker {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Raises a memory alarm (a high watermark of 0): the node blocks every connection that
+    /// publishes, exactly as a real memory or disk alarm does, until [`Self::clear_alarm`].
+    pub fn raise_memory_alarm(&self) {
+        self.ctl(&["set_vm_memory_high_watermark", "0"]);
+    }
+
+    /// Clears the alarm [`Self::raise_memory_alarm`] raised (RabbitMQ's default watermark).
+    pub fn clear_alarm(&self) {
+        self.ctl(&["set_vm_memory_high_watermark", "0.4"]);
+    }
+
+    fn ctl(&self, args: &[&str]) {
+        let output = Command::new(CTL)
+            .args(["-n", &self.node])
+            .args(args)
+            .envs(self.environment())
+            .output()
+            .expect("run rabbitmqctl");
+        assert!(
+            output.status.success(),
+            "rabbitmqctl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// Starts the node again on the same data folder and waits until it accepts connections.

@@ -72,10 +72,8 @@ impl Consumer {
             };
             let ended = this.session(&connection, &stop).await;
             this.consuming.store(false, Ordering::SeqCst);
-            // Closing a dead connection can wait on a socket that no longer answers.
-            let _ =
-                tokio::time::timeout(Duration::from_secs(2), connection.close(200, "bye".into()))
-                    .await;
+            // Closing a dead or blocked connection can wait on a broker that never answers.
+            amqp::close(&connection).await;
             let Err(broken) = ended else { break };
             this.metrics.reconnects.inc();
             if broken.consumed {
@@ -97,33 +95,17 @@ impl Consumer {
         connection: &Connection,
         stop: &CancellationToken,
     ) -> Result<(), Broken> {
-        let not_consumed = |error: lapin::Error| Broken {
-            error: error.into(),
-            consumed: false,
+        // Nothing is in hand yet: a stop ends the setup at once (a blocked or stalled broker
+        // may never answer it).
+        let subscribed = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            subscribed = self.subscribe(connection) => subscribed,
         };
-        // Separate channels: acks flow on the consuming one, confirms on the publishing one.
-        let consume_channel = connection.create_channel().await.map_err(not_consumed)?;
-        amqp::declare_topology(&consume_channel, &self.topology)
-            .await
-            .map_err(not_consumed)?;
-        consume_channel
-            .basic_qos(self.prefetch, BasicQosOptions::default())
-            .await
-            .map_err(not_consumed)?;
-        let publish_channel = amqp::open_confirm_channel(connection, &self.topology)
-            .await
-            .map_err(not_consumed)?;
-        // An upgrade from classic queues: move what they hold into the queues declared above.
-        amqp::legacy_queues::retire_or_log(connection, &self.topology).await;
-        let mut deliveries = consume_channel
-            .basic_consume(
-                self.topology.payments_queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(not_consumed)?;
+        let (consume_channel, publish_channel, mut deliveries) =
+            subscribed.map_err(|error| Broken {
+                error: error.into(),
+                consumed: false,
+            })?;
         self.consuming.store(true, Ordering::SeqCst);
         tracing::info!(queue = %self.topology.payments_queue, prefetch = self.prefetch, mode = self.decider.mode_name(), rules_version = %self.decider.rules_version(), "consuming payments");
 
@@ -153,11 +135,11 @@ impl Consumer {
         // buffered but not handed out are returned to the queue when the channel closes.
         self.consuming.store(false, Ordering::SeqCst);
         let tag = deliveries.tag();
-        if let Err(error) = consume_channel
-            .basic_cancel(tag, BasicCancelOptions::default())
-            .await
-        {
-            tracing::warn!(%error, "cannot cancel the consumer");
+        let cancel = consume_channel.basic_cancel(tag, BasicCancelOptions::default());
+        match tokio::time::timeout(amqp::CLOSE_TIMEOUT, cancel).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "cannot cancel the consumer"),
+            Err(_) => tracing::warn!("the broker did not answer the consumer's cancel"),
         }
         tracing::info!(
             in_hand = in_hand.len(),
@@ -169,18 +151,55 @@ impl Consumer {
             }
             anyhow::Ok(())
         };
-        match tokio::time::timeout(DRAIN_TIMEOUT, drain).await {
-            Ok(Ok(())) => tracing::info!("payments in hand finished"),
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "broker failed while finishing; unfinished payments will be redelivered")
+        // A blocked connection (a memory or disk alarm) confirms nothing until the alarm
+        // clears: waiting for it would only spend the pod's grace period.
+        let blocked = async {
+            while !connection.status().blocked() {
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            Err(_) => {
-                tracing::warn!("timed out finishing; unfinished payments will be redelivered")
+        };
+        tokio::select! {
+            finished = tokio::time::timeout(DRAIN_TIMEOUT, drain) => match finished {
+                Ok(Ok(())) => tracing::info!("payments in hand finished"),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "broker failed while finishing; unfinished payments will be redelivered")
+                }
+                Err(_) => {
+                    tracing::warn!("timed out finishing; unfinished payments will be redelivered")
+                }
+            },
+            _ = blocked => {
+                tracing::warn!("RabbitMQ blocks publishing (a resource alarm); payments in hand will be redelivered")
             }
         }
-        let _ = publish_channel.close(200, "shutting down".into()).await;
-        let _ = consume_channel.close(200, "shutting down".into()).await;
+        amqp::close_channel(&publish_channel).await;
+        amqp::close_channel(&consume_channel).await;
         Ok(())
+    }
+
+    /// Declares the topology on two channels (acks flow on the consuming one, confirms on the
+    /// publishing one), retires the legacy queues and starts consuming payments.
+    async fn subscribe(
+        &self,
+        connection: &Connection,
+    ) -> lapin::Result<(Channel, Channel, lapin::Consumer)> {
+        let consume_channel = connection.create_channel().await?;
+        amqp::declare_topology(&consume_channel, &self.topology).await?;
+        consume_channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await?;
+        let publish_channel = amqp::open_confirm_channel(connection, &self.topology).await?;
+        // An upgrade from classic queues: move what they hold into the queues declared above.
+        amqp::legacy_queues::retire_or_log(connection, &self.topology).await;
+        let deliveries = consume_channel
+            .basic_consume(
+                self.topology.payments_queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((consume_channel, publish_channel, deliveries))
     }
 
     /// Handles one delivery to its ack (or requeue). An error means the connection or a

@@ -200,7 +200,9 @@ impl System {
                 .expect("passive declare");
             *depth = declared.message_count();
         }
-        let _ = connection.close(200, "bye".into()).await;
+        // Bounded: a broker that stopped answering must not hang the test.
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), connection.close(200, "bye".into())).await;
         (depths[0], depths[1])
     }
 

@@ -22,6 +22,9 @@ pub const USER: &str = "6f1c0c8e-5b0e-4d8e-9f3a-2b7d1c9e4a10";
 pub const PAYEE: &str = "1b2c3d4e-5f60-4a1b-8c2d-3e4f5a6b7c8d";
 pub const METHOD: &str = "9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d";
 
+/// Longer than the API's own bound on stopping its workers.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub struct TestApi {
     pub base: String,
     pub _db: TestDb,
@@ -107,13 +110,18 @@ impl TestApi {
         panic!("the API did not start");
     }
 
-    /// Stops the server gracefully and waits for it.
+    /// Stops the server gracefully and waits for it: at most [`STOP_TIMEOUT`], so that a
+    /// worker ignoring the stop fails the test instead of hanging the run.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(server) = self.server.take() {
-            server.await.unwrap().unwrap();
+            tokio::time::timeout(STOP_TIMEOUT, server)
+                .await
+                .unwrap_or_else(|_| panic!("the API did not stop within {STOP_TIMEOUT:?}"))
+                .unwrap()
+                .unwrap();
         }
     }
 
@@ -201,15 +209,17 @@ impl TestApi {
     }
 
     pub async fn publish_raw(&self, channel: &lapin::Channel, body: &[u8]) {
-        paysys_amqp::publish_confirmed(
+        let published = paysys_amqp::publish_confirmed(
             channel,
             &self.broker.topology.decisions_exchange,
             paysys_core::topology::DECISION_ROUTING_KEY,
             body,
             lapin::BasicProperties::default().with_delivery_mode(2),
-        )
-        .await
-        .expect("publish decision");
+        );
+        tokio::time::timeout(Duration::from_secs(30), published)
+            .await
+            .expect("RabbitMQ confirmed the decision within 30 s (a resource alarm blocks it)")
+            .expect("publish decision");
     }
 
     /// Waits until the payment has `status`, returning its representation.

@@ -244,3 +244,76 @@ async fn decisions_resume_after_a_broker_cut_mid_stream() {
     api.broker.delete(&channel).await;
     api.stop().await;
 }
+
+/// Under a memory or disk alarm RabbitMQ stops reading from every connection that publishes,
+/// so confirms never come until the alarm clears. Payments are still accepted (each `201` is
+/// durable in the outbox), the blocked connection shows in the metrics, a stop still ends
+/// promptly, and once the alarm clears the next start publishes every payment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_alarm_holds_payments_in_the_outbox_and_never_hangs_a_stop() {
+    let node = paysys_testkit::private_broker::PrivateBroker::start().await;
+    let db = TestDb::create().await;
+    let shared = TestBroker::new();
+    let on_node = || TestBroker {
+        prefix: shared.prefix.clone(),
+        topology: shared.topology.clone(),
+        url: node.url(),
+    };
+    let first = TestApi::start_on(
+        TestDb {
+            name: db.name.clone(),
+            url: db.url.clone(),
+        },
+        on_node(),
+        &[],
+    )
+    .await;
+    let ready = paysys_testkit::eventually(Duration::from_secs(30), || async {
+        (first.get("/readyz", None).await.status == StatusCode::OK).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "the API connected to the private node");
+
+    node.raise_memory_alarm();
+    let mut ids = HashSet::new();
+    for _ in 0..3 {
+        ids.insert(first.create(&demo_payment()).await);
+    }
+    let blocked = paysys_testkit::eventually(Duration::from_secs(20), || async {
+        let metrics = first.get("/metrics", None).await.body;
+        let metrics = metrics.as_str().unwrap_or_default().to_owned();
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("paysys_api_broker_blocked "))
+            .and_then(|value| value.parse::<i64>().ok())
+            .filter(|blocked| *blocked >= 1)
+    })
+    .await;
+    assert!(blocked.is_some(), "the blocked relay shows in the metrics");
+    assert_eq!(
+        outbox_len(&first).await,
+        3,
+        "the payments wait in the outbox"
+    );
+
+    let stopping = Instant::now();
+    first.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "a stop under an alarm took {:?}",
+        stopping.elapsed()
+    );
+
+    node.clear_alarm();
+    let second = TestApi::start_on(db, on_node(), &[]).await;
+    let (_conn, channel) = second.broker.channel().await;
+    // At-least-once: a payment the blocked connection had sent before the broker stopped
+    // reading is published again by the next start.
+    let mut published = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while published.len() < ids.len() && Instant::now() < deadline {
+        published.extend(drain_queue(&second, &channel, 1).await);
+    }
+    assert_eq!(published, ids);
+    second.stop().await;
+}

@@ -33,7 +33,11 @@ pub struct Engine {
 impl Engine {
     /// Declares a fresh topology; the engine is not running yet.
     pub async fn prepare() -> Engine {
-        let broker = TestBroker::new();
+        Engine::prepare_on(TestBroker::new()).await
+    }
+
+    /// As [`Engine::prepare`], on `broker` (a private node, say).
+    pub async fn prepare_on(broker: TestBroker) -> Engine {
         let (connection, channel) = broker.channel().await;
         Engine {
             broker,
@@ -73,7 +77,8 @@ impl Engine {
         .expect("the engine starts consuming");
     }
 
-    /// Stops gracefully and waits for the consumer to finish.
+    /// Stops gracefully and waits for the consumer to finish; [`Engine::run`] may start
+    /// another one afterwards.
     pub async fn stop(&mut self) {
         self.stop.cancel();
         if let Some(task) = self.task.take() {
@@ -82,6 +87,7 @@ impl Engine {
                 .expect("the engine stops in time")
                 .expect("the engine task does not panic");
         }
+        self.stop = CancellationToken::new();
     }
 
     pub async fn publish(&self, payment: &PaymentMessage) {

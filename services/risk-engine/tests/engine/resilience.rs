@@ -156,3 +156,56 @@ async fn a_graceful_stop_finishes_what_is_in_hand() {
     assert_eq!(u64::from(left) + decided, 5000);
     engine.finish().await;
 }
+
+/// Under a memory or disk alarm RabbitMQ stops reading from the engine's connection once it
+/// publishes a decision: the payments in hand wait, unacked. A stop does not spend its drain
+/// time on confirms that cannot come, and after the alarm a new session decides every
+/// payment (a payment whose decision got out before the block may be decided twice;
+/// the API applies a decision once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_alarm_holds_payments_and_never_hangs_a_stop() {
+    let node = paysys_testkit::private_broker::PrivateBroker::start().await;
+    let shared = paysys_testkit::TestBroker::new();
+    let mut engine = Engine::prepare_on(paysys_testkit::TestBroker {
+        prefix: shared.prefix.clone(),
+        topology: shared.topology.clone(),
+        url: node.url(),
+    })
+    .await;
+    let all = payments(50);
+    engine.publish_all(&all).await;
+    node.raise_memory_alarm();
+    engine
+        .run(Decider::Rules(Box::default()), &node.url(), 200)
+        .await;
+    let metrics = engine.metrics.clone();
+    let held = paysys_testkit::eventually(WAIT, || {
+        let in_hand = metrics.in_flight.get();
+        async move { (in_hand > 0).then_some(()) }
+    })
+    .await;
+    assert!(held.is_some(), "the engine holds payments while blocked");
+
+    let stopping = std::time::Instant::now();
+    engine.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "a stop under an alarm took {:?}",
+        stopping.elapsed()
+    );
+
+    node.clear_alarm();
+    engine
+        .run(Decider::Rules(Box::default()), &node.url(), 200)
+        .await;
+    let ids: Vec<Uuid> = all.iter().map(|p| p.payment_id).collect();
+    let mut decided = HashSet::new();
+    let deadline = std::time::Instant::now() + WAIT * 2;
+    while decided.len() < ids.len() && std::time::Instant::now() < deadline {
+        if let Some(decision) = engine.next_decision(Duration::from_secs(1)).await {
+            decided.insert(decision.payment_id);
+        }
+    }
+    assert_eq!(decided, ids.into_iter().collect::<HashSet<_>>());
+    engine.finish().await;
+}
