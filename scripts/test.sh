@@ -58,7 +58,8 @@ fi
 # "has been running for over 60 seconds" for the tests that were stuck.
 test_timeout="${PAYSYS_TEST_TIMEOUT:-20m}"
 status=0
-timeout --kill-after=30s "$test_timeout" cargo test --locked --workspace "$@" || status=$?
+# --no-fail-fast: one run reports every failing test binary, not only the first.
+timeout --kill-after=30s "$test_timeout" cargo test --locked --workspace --no-fail-fast "$@" || status=$?
 if [[ $status -eq 124 || $status -eq 137 ]]; then
   echo "error: cargo test did not finish within $test_timeout (PAYSYS_TEST_TIMEOUT)" >&2
   report_service_state

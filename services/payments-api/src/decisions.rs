@@ -152,7 +152,7 @@ impl DecisionConsumer {
             }
         }
         if stop.is_cancelled() && !broken.is_cancelled() {
-            amqp::close_channel(&channel).await;
+            amqp::close_channel(connection, &channel).await;
             return Ok(());
         }
         anyhow::bail!("the decisions consumer stopped")

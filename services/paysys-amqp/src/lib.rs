@@ -61,9 +61,23 @@ pub async fn close(connection: &Connection) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "bye".into())).await;
 }
 
-/// Closes `channel`, waiting at most [`CLOSE_TIMEOUT`] for the broker.
-pub async fn close_channel(channel: &Channel) {
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "shutting down".into())).await;
+/// Longest wait for the broker to confirm a channel's close on a connection it is not
+/// blocking. The confirm means it has processed every ack sent before; a channel holding
+/// many unacked deliveries of a quorum queue takes a while to close on a loaded node, and
+/// dropping the socket earlier can lose those acks (the payments would be redelivered and
+/// decided again).
+pub const CHANNEL_CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Closes `channel` of `connection`: waits for the broker's confirm up to
+/// [`CHANNEL_CLOSE_TIMEOUT`], or [`CLOSE_TIMEOUT`] when the broker blocks the connection
+/// (a memory or disk alarm: it reads nothing from it until the alarm clears).
+pub async fn close_channel(connection: &Connection, channel: &Channel) {
+    let timeout = if connection.status().blocked() {
+        CLOSE_TIMEOUT
+    } else {
+        CHANNEL_CLOSE_TIMEOUT
+    };
+    let _ = tokio::time::timeout(timeout, channel.close(200, "shutting down".into())).await;
 }
 
 /// Connects, retrying with [`backoff::policy`] (100 ms doubling to 5 s) until it succeeds.

@@ -172,8 +172,8 @@ impl Consumer {
                 tracing::warn!("RabbitMQ blocks publishing (a resource alarm); payments in hand will be redelivered")
             }
         }
-        amqp::close_channel(&publish_channel).await;
-        amqp::close_channel(&consume_channel).await;
+        amqp::close_channel(connection, &publish_channel).await;
+        amqp::close_channel(connection, &consume_channel).await;
         Ok(())
     }
 

@@ -1,6 +1,6 @@
 //! Runs the engine in-process against a private topology and talks to it through the broker.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -159,6 +159,36 @@ impl Engine {
             }
         }
         seen
+    }
+
+    /// Takes every payment waiting in `queue` (until it stays empty for a second): their ids.
+    pub async fn take_all(&self, queue: &str) -> HashSet<Uuid> {
+        use futures::StreamExt;
+        let mut consumer = self
+            .channel
+            .basic_consume(
+                queue.into(),
+                "take-all".into(),
+                lapin::options::BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        let mut ids = HashSet::new();
+        while let Ok(Some(delivery)) =
+            tokio::time::timeout(Duration::from_secs(1), consumer.next()).await
+        {
+            let delivery = delivery.expect("delivery");
+            ids.insert(
+                PaymentMessage::decode(&delivery.data)
+                    .expect("a payment")
+                    .payment_id,
+            );
+        }
+        ids
     }
 
     /// Ready messages in a queue (unacked ones are not counted).
