@@ -19,7 +19,7 @@ psql "$DATABASE_URL" -qc "CREATE DATABASE $DB"
 KEY="fuzz-key-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 LOG=$(mktemp)
-DATABASE_URL="${DATABASE_URL%/*}/$DB" AMQP_PREFIX="paysys-fuzz-$$" API_KEYS="fuzz=$KEY" \
+DATABASE_URL="${DATABASE_URL%/*}/$DB" AMQP_PREFIX="paysys-test_fuzz-$$" API_KEYS="fuzz=$KEY" \
   RATE_LIMIT_PER_SECOND=0 PORT="$PORT" target/debug/payments-api >"$LOG" 2>&1 &
 API=$!
 cleanup() {

@@ -100,20 +100,27 @@ MSG
 }
 
 # Removes databases and queues that earlier test runs left behind (tests never share names,
-# so this is housekeeping, not isolation).
+# so this is housekeeping, not isolation). It matters: each quorum queue holds about three of
+# RabbitMQ's file handles, and a few hundred left behind exhaust them (the limit follows
+# `ulimit -n`, 1024 by default), after which the broker accepts no connection at all.
+# Every command in a loop reads /dev/null: rabbitmqctl would swallow the rest of the list.
 clean_test_leftovers() {
   if command -v psql >/dev/null 2>&1; then
     psql "$DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'paysys\_test\_%'" 2>/dev/null |
-      while read -r db; do psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null 2>&1 || true; done
+      while read -r db; do psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" </dev/null >/dev/null 2>&1 || true; done
   fi
   if command -v rabbitmqctl >/dev/null 2>&1 && [[ $(url_host "$AMQP_URL") =~ ^(127.0.0.1|localhost)$ ]]; then
-    timeout 60 rabbitmqctl list_queues -q name 2>/dev/null | { grep '^paysys-test_' || true; } |
-      while read -r q; do timeout 10 rabbitmqctl delete_queue "$q" >/dev/null 2>&1 || true; done
-    timeout 60 rabbitmqctl list_exchanges -q name 2>/dev/null | { grep '^paysys-test_' || true; } |
-      while read -r x; do timeout 10 rabbitmqctl eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$x\">>), false, <<\"paysys\">>)." >/dev/null 2>&1 || true; done
+    # One call for every queue and exchange (one rabbitmqctl per name takes minutes).
+    timeout 120 rabbitmqctl eval '
+      Test = fun(Name) -> binary:longest_common_prefix([Name, <<"paysys-test_">>]) =:= 12 end,
+      Qs = [Q || Q <- rabbit_amqqueue:list(<<"/">>), Test(element(4, amqqueue:get_name(Q)))],
+      [rabbit_amqqueue:delete(Q, false, false, <<"paysys-test-cleanup">>) || Q <- Qs],
+      Xs = [X || X <- rabbit_exchange:list_names(), Test(element(4, X))],
+      [rabbit_exchange:delete(X, false, <<"paysys-test-cleanup">>) || X <- Xs],
+      {length(Qs), length(Xs)}.' </dev/null >/dev/null 2>&1 || true
     # Virtual hosts of the operator's contract test (one per run).
     timeout 60 rabbitmqctl list_vhosts -q name 2>/dev/null | { grep '^paysys-test_' || true; } |
-      while read -r v; do timeout 10 rabbitmqctl delete_vhost "$v" >/dev/null 2>&1 || true; done
+      while read -r v; do timeout 10 rabbitmqctl delete_vhost "$v" </dev/null >/dev/null 2>&1 || true; done
   fi
   return 0
 }
@@ -137,6 +144,28 @@ MSG
   return 0
 }
 
+# Fails, saying why, when the local RabbitMQ has few file handles left: it accepts no new
+# connection once they are gone (each quorum queue holds about three).
+check_rabbitmq_file_handles() {
+  command -v rabbitmqctl >/dev/null 2>&1 || return 0
+  [[ $(url_host "$AMQP_URL") =~ ^(127.0.0.1|localhost)$ ]] || return 0
+  local info used limit
+  info=$(timeout 30 rabbitmqctl eval 'file_handle_cache:info([total_used, total_limit]).' </dev/null 2>/dev/null) || return 0
+  used=$(sed -n 's/.*total_used,\([0-9]*\).*/\1/p' <<<"$info")
+  limit=$(sed -n 's/.*total_limit,\([0-9]*\).*/\1/p' <<<"$info")
+  [[ -n "$used" && -n "$limit" ]] || return 0
+  if (( used * 10 > limit * 7 )); then
+    cat >&2 <<MSG
+error: RabbitMQ already uses $used of its $limit file handles; the tests need about 300 more
+  and it accepts no connection once they are gone. Each quorum queue holds about three:
+  delete the queues nobody needs (rabbitmqctl list_queues), or raise the broker's limit
+  (its ulimit -n, e.g. LimitNOFILE in its systemd unit).
+MSG
+    return 1
+  fi
+  return 0
+}
+
 # What the servers looked like when a run stopped: printed when the tests overran.
 report_service_state() {
   echo "--- state of the machine and the servers ---" >&2
@@ -145,6 +174,8 @@ report_service_state() {
   if command -v rabbitmq-diagnostics >/dev/null 2>&1; then
     echo "RabbitMQ alarms:" >&2
     timeout 30 rabbitmq-diagnostics -q alarms >&2 2>&1 || true
+    echo "RabbitMQ file handles (each quorum queue holds about three):" >&2
+    timeout 30 rabbitmqctl eval 'file_handle_cache:info([total_used, total_limit, sockets_used]).' </dev/null >&2 2>&1 || true
     echo "RabbitMQ test queues (name, messages, consumers), first 20:" >&2
     timeout 30 rabbitmqctl list_queues -q name messages consumers 2>/dev/null | grep '^paysys-test_' | head -20 >&2 || true
   fi

@@ -12,6 +12,7 @@ ensure_postgres
 ensure_rabbitmq
 check_rabbitmq_alarms
 clean_test_leftovers
+check_rabbitmq_file_handles
 
 # A build and test run writes about 8 GB (target/); RabbitMQ blocks publishers when its disk
 # runs short, which would stall the tests that publish.

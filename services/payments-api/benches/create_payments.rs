@@ -184,8 +184,7 @@ async fn main() {
         totals.created
     );
 
-    let (_conn, channel) = broker.channel().await;
-    broker.delete(&channel).await;
+    broker.delete().await;
 }
 
 async fn wait_ready(

@@ -266,7 +266,7 @@ async fn waiting_and_in_flight_messages_move_to_the_quorum_queues_and_the_classi
             legacy.queue
         );
     }
-    broker.delete(&channel).await;
+    broker.delete().await;
 }
 
 #[tokio::test]
@@ -308,7 +308,7 @@ async fn a_legacy_queue_an_old_replica_still_consumes_is_kept_until_it_lets_go()
     let seen = drain_version_2(&channel, &topology).await;
     let lost: Vec<_> = ids.iter().filter(|id| !seen.contains_key(*id)).collect();
     assert!(lost.is_empty(), "lost {lost:?}");
-    broker.delete(&channel).await;
+    broker.delete().await;
 }
 
 #[tokio::test]
@@ -366,5 +366,5 @@ async fn version_2_queues_are_quorum_queues_that_dead_letter_past_the_delivery_l
         .await
         .expect("dead-lettered after the delivery limit");
     assert_eq!(dead.delivery.data, b"crashes-consumers");
-    broker.delete(&channel).await;
+    broker.delete().await;
 }

@@ -91,11 +91,17 @@ pub fn with_database(url: &str, database: &str) -> String {
     }
 }
 
-/// RabbitMQ names private to one test.
+/// RabbitMQ names private to one test. The one made by [`TestBroker::new`] deletes its
+/// queues and exchanges when dropped, even when the test panics: each quorum queue holds
+/// about three of RabbitMQ's file handles, and a run's worth of leftovers would exhaust the
+/// broker's limit (it follows `ulimit -n`, 1024 by default), after which it accepts no
+/// connection at all.
 pub struct TestBroker {
     pub url: String,
     pub prefix: String,
     pub topology: Topology,
+    /// Whether dropping this deletes the topology (false for [`TestBroker::sharing`]).
+    owner: bool,
 }
 
 impl TestBroker {
@@ -105,6 +111,18 @@ impl TestBroker {
             url: amqp_url(),
             topology: Topology::new(&prefix),
             prefix,
+            owner: true,
+        }
+    }
+
+    /// The same names, reached at `url` (a proxy, or a private node); dropping it deletes
+    /// nothing, the original does.
+    pub fn sharing(&self, url: &str) -> TestBroker {
+        TestBroker {
+            url: url.to_owned(),
+            prefix: self.prefix.clone(),
+            topology: self.topology.clone(),
+            owner: false,
         }
     }
 
@@ -147,31 +165,65 @@ impl TestBroker {
     }
 
     /// Deletes the test's queues (of both topology versions) and exchanges.
-    pub async fn delete(&self, channel: &lapin::Channel) {
-        let t = &self.topology;
-        let legacy = t.legacy_queues().map(|binding| binding.queue);
-        for queue in [
-            &t.payments_queue,
-            &t.decisions_queue,
-            &t.payments_dead_queue,
-            &t.decisions_dead_queue,
-        ]
-        .into_iter()
-        .chain(&legacy)
-        {
-            let _ = channel
-                .queue_delete(queue.as_str().into(), Default::default())
-                .await;
+    pub async fn delete(&self) {
+        let _ = delete_topology(&self.url, &self.topology).await;
+    }
+}
+
+/// Deletes every queue (legacy ones included) and exchange of `topology` at `url`, each on a
+/// channel of its own (a failed delete closes its channel).
+async fn delete_topology(url: &str, topology: &Topology) -> lapin::Result<()> {
+    let connection = paysys_amqp::connect(url, "paysys-test-cleanup").await?;
+    let legacy = topology.legacy_queues().map(|binding| binding.queue);
+    for queue in [
+        &topology.payments_queue,
+        &topology.decisions_queue,
+        &topology.payments_dead_queue,
+        &topology.decisions_dead_queue,
+    ]
+    .into_iter()
+    .chain(&legacy)
+    {
+        let channel = connection.create_channel().await?;
+        let _ = channel
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await;
+    }
+    for exchange in [
+        &topology.payments_exchange,
+        &topology.decisions_exchange,
+        &topology.dead_letter_exchange,
+    ] {
+        let channel = connection.create_channel().await?;
+        let _ = channel
+            .exchange_delete(exchange.as_str().into(), Default::default())
+            .await;
+    }
+    paysys_amqp::close(&connection).await;
+    Ok(())
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if !self.owner {
+            return;
         }
-        for exchange in [
-            &t.payments_exchange,
-            &t.decisions_exchange,
-            &t.dead_letter_exchange,
-        ] {
-            let _ = channel
-                .exchange_delete(exchange.as_str().into(), Default::default())
-                .await;
-        }
+        let (url, topology) = (self.url.clone(), self.topology.clone());
+        // A thread of its own: a drop cannot await, and may run inside a runtime.
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(10), delete_topology(&url, &topology))
+                        .await;
+            });
+        });
+        let _ = cleanup.join();
     }
 }
 

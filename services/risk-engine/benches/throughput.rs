@@ -177,7 +177,7 @@ async fn run_once(n: u64, prefetch: u16) {
         n as f64 / elapsed,
         metrics.decided("declined"),
     );
-    broker.delete(&channel).await;
+    broker.delete().await;
 }
 
 #[tokio::main]

@@ -237,7 +237,6 @@ impl System {
         }
         self.amqp_proxy.restore();
         self.pg_proxy.restore();
-        let (_connection, channel) = self.broker.channel().await;
-        self.broker.delete(&channel).await;
+        self.broker.delete().await;
     }
 }

@@ -64,7 +64,7 @@ async fn create_commits_the_payment_and_publishes_it() {
     })
     .await;
     assert!(drained.is_some(), "a confirmed row leaves the outbox");
-    api.broker.delete(&channel).await;
+    api.broker.delete().await;
     api.stop().await;
 }
 

@@ -43,7 +43,7 @@ async fn a_duplicate_decision_changes_nothing() {
             ("approved".into(), "risk_decision".into())
         ]
     );
-    api.broker.delete(&channel).await;
+    api.broker.delete().await;
     api.stop().await;
 }
 
@@ -69,7 +69,7 @@ async fn a_late_decision_is_recorded_and_ignored() {
     );
     let payment = api.get(&format!("/payments/{id}"), Some(ALICE)).await.body;
     assert_eq!(payment["status"], "canceled");
-    api.broker.delete(&channel).await;
+    api.broker.delete().await;
     api.stop().await;
 }
 
@@ -125,6 +125,6 @@ async fn unknown_and_malformed_decisions_are_dead_lettered_with_their_reason() {
             .await
             .is_none()
     );
-    api.broker.delete(&channel).await;
+    api.broker.delete().await;
     api.stop().await;
 }

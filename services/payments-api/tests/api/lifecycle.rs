@@ -137,7 +137,7 @@ async fn capture_and_cancel_follow_the_status_machine() {
         )
         .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
-    api.broker.delete(&channel).await;
+    api.broker.delete().await;
     api.stop().await;
 }
 
@@ -169,6 +169,6 @@ async fn concurrent_captures_capture_once() {
     .await
     .unwrap();
     assert_eq!(captured_events, 1);
-    api.broker.delete(&channel).await;
+    api.broker.delete().await;
     api.stop().await;
 }

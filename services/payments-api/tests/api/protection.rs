@@ -186,6 +186,6 @@ async fn payments_are_refused_while_too_many_wait_for_a_decision() {
     })
     .await;
     assert!(reopened.is_some(), "admission never reopened");
-    api.broker.delete(&channel).await;
+    api.broker.delete().await;
     api.stop().await;
 }

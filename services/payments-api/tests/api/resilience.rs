@@ -64,7 +64,7 @@ async fn broker_down_at_request_time_still_201_and_published_once_back() {
     })
     .await;
     assert!(drained.is_some(), "the outbox drains");
-    api.broker.delete(&channel).await;
+    api.broker.delete().await;
     api.stop().await;
 }
 
@@ -94,7 +94,7 @@ async fn broker_cut_mid_stream_loses_nothing() {
         published.extend(drain_queue(&api, &channel, 1).await);
     }
     assert_eq!(published, ids);
-    api.broker.delete(&channel).await;
+    api.broker.delete().await;
     api.stop().await;
 }
 
@@ -105,13 +105,12 @@ async fn a_restarted_api_publishes_what_a_stopped_one_left() {
     let (proxy, amqp_url) = FaultProxy::in_front_of(&broker.url).await;
     proxy.cut().await;
 
-    let prefix = broker.prefix.clone();
     let first = TestApi::start_on(
         TestDb {
             name: db.name.clone(),
             url: db.url.clone(),
         },
-        broker,
+        broker.sharing(&broker.url),
         &[("AMQP_URL", &amqp_url)],
     )
     .await;
@@ -121,23 +120,14 @@ async fn a_restarted_api_publishes_what_a_stopped_one_left() {
     }
     first.stop().await; // committed, never published
 
-    let second = TestApi::start_on(
-        db,
-        TestBroker {
-            prefix: prefix.clone(),
-            topology: paysys_core::topology::Topology::new(&prefix),
-            url: paysys_testkit::amqp_url(),
-        },
-        &[],
-    )
-    .await;
+    let second = TestApi::start_on(db, broker, &[]).await;
     let (_conn, channel) = second.broker.channel().await;
     let published: HashSet<String> = drain_queue(&second, &channel, 3)
         .await
         .into_iter()
         .collect();
     assert_eq!(published, ids);
-    second.broker.delete(&channel).await;
+    second.broker.delete().await;
     second.stop().await;
 }
 
@@ -241,7 +231,7 @@ async fn decisions_resume_after_a_broker_cut_mid_stream() {
         "{} payments still pending after the broker came back",
         pending().await
     );
-    api.broker.delete(&channel).await;
+    api.broker.delete().await;
     api.stop().await;
 }
 
@@ -254,11 +244,7 @@ async fn a_broker_alarm_holds_payments_in_the_outbox_and_never_hangs_a_stop() {
     let node = paysys_testkit::private_broker::PrivateBroker::start().await;
     let db = TestDb::create().await;
     let shared = TestBroker::new();
-    let on_node = || TestBroker {
-        prefix: shared.prefix.clone(),
-        topology: shared.topology.clone(),
-        url: node.url(),
-    };
+    let on_node = || shared.sharing(&node.url());
     let first = TestApi::start_on(
         TestDb {
             name: db.name.clone(),

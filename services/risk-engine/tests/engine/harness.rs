@@ -265,6 +265,6 @@ impl Engine {
     /// Stops the engine and deletes the test's queues and exchanges.
     pub async fn finish(mut self) {
         self.stop().await;
-        self.broker.delete(&self.channel).await;
+        self.broker.delete().await;
     }
 }

@@ -165,12 +165,7 @@ async fn a_graceful_stop_finishes_what_is_in_hand() {
 async fn a_broker_alarm_holds_payments_and_never_hangs_a_stop() {
     let node = paysys_testkit::private_broker::PrivateBroker::start().await;
     let shared = paysys_testkit::TestBroker::new();
-    let mut engine = Engine::prepare_on(paysys_testkit::TestBroker {
-        prefix: shared.prefix.clone(),
-        topology: shared.topology.clone(),
-        url: node.url(),
-    })
-    .await;
+    let mut engine = Engine::prepare_on(shared.sharing(&node.url())).await;
     let all = payments(50);
     engine.publish_all(&all).await;
     node.raise_memory_alarm();
