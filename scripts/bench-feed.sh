@@ -2,7 +2,8 @@
 # Data feed benchmark (issue 10): export rows/s beside a plain COPY ... TO STDOUT of the same
 # rows, and the report on DataFusion beside the PySpark job in Spark local mode, on the same
 # files, at 1 M and 4 M payments; peak RSS of export and report at both sizes.
-# Usage: nice -n 10 scripts/bench-feed.sh [SIZES...]   (default: 1000000 4000000; REPEAT=3)
+# Usage: nice -n 10 scripts/bench-feed.sh [SIZES...]   (default: 1000000 4000000; REPEAT=3,
+# FEED_BIN=path to skip the release build)
 # Prints a Markdown table, then the ratios the targets are about, each against its target:
 # export rows/s as a share of COPY's (>= 50 %), DataFusion's speed-up over PySpark (>= 5x),
 # and the growth of each peak RSS from the first size to the others (<= 20 %).
@@ -23,8 +24,13 @@ DAYS=5
 REPEAT=${REPEAT:-3}
 
 PYTHON="$(scripts/ensure-python.sh)"
-cargo build --release --locked -p paysys-feed --bin paysys-feed >&2
-FEED="$(pwd)/target/release/paysys-feed"
+# FEED_BIN: a release binary built already (say which commit when recording its figures).
+if [[ -n "${FEED_BIN:-}" ]]; then
+  FEED="$(realpath "$FEED_BIN")"
+else
+  cargo build --release --locked -p paysys-feed --bin paysys-feed >&2
+  FEED="$(pwd)/target/release/paysys-feed"
+fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/paysys-bench-feed.XXXXXX")"
 DB="paysys_bench_feed_$$"
