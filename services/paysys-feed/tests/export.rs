@@ -250,6 +250,25 @@ async fn re_exporting_a_day_replaces_its_file_whole() {
 }
 
 #[tokio::test]
+async fn a_failure_in_the_middle_of_a_day_leaves_its_file_as_it_was() {
+    let s = setup().await;
+    insert(&s.pool, &payment(100, "EUR", "approved", at(4, 10)), 0).await;
+    insert(&s.pool, &payment(200, "USD", "approved", at(5, 10)), 0).await;
+    let range = ["--from", "2026-11-04", "--to", "2026-11-05"];
+    ok(s.export(&range));
+    let before = std::fs::read(s.day_file("2026-11-05")).unwrap();
+
+    // A row the export refuses (XXX has no minor unit), after a good one of the same day.
+    insert(&s.pool, &payment(300, "USD", "approved", at(5, 11)), 0).await;
+    insert(&s.pool, &payment(400, "XXX", "approved", at(5, 12)), 0).await;
+    fails_with(s.export(&range), "payment currency");
+
+    assert_eq!(std::fs::read(s.day_file("2026-11-05")).unwrap(), before);
+    let batches = query(Path::new(&s.out()), "SELECT amount_minor FROM t").await;
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+}
+
+#[tokio::test]
 async fn without_a_range_only_days_changed_since_the_watermark_are_exported() {
     let s = setup().await;
     let old = payment(100, "USD", "approved", at(6, 10));

@@ -18,32 +18,19 @@
 
 use std::sync::{Arc, LazyLock};
 
-use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{
     ArrayRef, BinaryBuilder, Decimal128Builder, Float64Builder, Int32Builder, Int64Builder,
     StringBuilder, TimestampMicrosecondBuilder, TimestampNanosecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
-use fernet::Fernet;
 use uuid::Uuid;
+
+use super::copy::RawRow;
+use crate::key::TokenMaker;
 
 /// Scale of `amount_decimal`: the largest minor-unit exponent in ISO 4217 (CLF, UYW).
 pub const DECIMAL_SCALE: i8 = 4;
-
-/// One payment as read from PostgreSQL.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct PaymentRow {
-    pub id: Uuid,
-    pub amount_minor: i64,
-    pub currency: String,
-    pub user_id: Uuid,
-    pub payee_id: Uuid,
-    pub status: String,
-    pub decision_outcome: Option<String>,
-    pub decided_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-}
 
 fn utc(unit: TimeUnit) -> DataType {
     DataType::Timestamp(unit, Some("UTC".into()))
@@ -116,40 +103,35 @@ impl BatchBuilder {
         self.rows
     }
 
-    /// Appends one payment; the user id is encrypted with `key` (a fresh IV per token).
-    pub fn push(&mut self, row: &PaymentRow, key: &Fernet) -> anyhow::Result<()> {
-        let exponent = exponent_of(&row.currency)?;
+    /// Appends one payment; the user id is encrypted by `tokens` (a fresh IV per token).
+    pub fn push(&mut self, row: &RawRow<'_>, tokens: &mut TokenMaker) -> anyhow::Result<()> {
+        let exponent = exponent_of(row.currency)?;
         self.date.append_value(
             row.created_at
-                .timestamp_nanos_opt()
-                .ok_or_else(|| anyhow::anyhow!("created_at {} out of range", row.created_at))?,
+                .checked_mul(1000)
+                .ok_or_else(|| anyhow::anyhow!("created_at {} µs out of range", row.created_at))?,
         );
-        self.currency.append_value(&row.currency);
+        self.currency.append_value(row.currency);
         // The demo's double: display only, exact columns follow.
         self.amount
             .append_value(row.amount_minor as f64 / 10f64.powi(exponent));
-        let user_id = row.user_id.hyphenated().to_string();
+        let mut text = Uuid::encode_buffer();
+        let user_id = row.user_id.hyphenated().encode_lower(&mut text);
         self.encoded_user_id
-            .append_value(key.encrypt(user_id.as_bytes()).as_bytes());
+            .append_value(tokens.encrypt(user_id.as_bytes())?);
         self.payment_id
-            .append_value(row.id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+            .append_value(row.id.hyphenated().encode_lower(&mut text));
         self.amount_minor.append_value(row.amount_minor);
         self.currency_exponent.append_value(exponent);
         self.amount_decimal.append_value(
             i128::from(row.amount_minor) * 10i128.pow((i32::from(DECIMAL_SCALE) - exponent) as u32),
         );
-        self.payee_id.append_value(
-            row.payee_id
-                .hyphenated()
-                .encode_lower(&mut Uuid::encode_buffer()),
-        );
-        self.status.append_value(&row.status);
-        self.decision_outcome
-            .append_option(row.decision_outcome.as_deref());
-        self.created_at
-            .append_value(row.created_at.timestamp_micros());
-        self.decided_at
-            .append_option(row.decided_at.map(|at| at.timestamp_micros()));
+        self.payee_id
+            .append_value(row.payee_id.hyphenated().encode_lower(&mut text));
+        self.status.append_value(row.status);
+        self.decision_outcome.append_option(row.decision_outcome);
+        self.created_at.append_value(row.created_at);
+        self.decided_at.append_option(row.decided_at);
         self.rows += 1;
         Ok(())
     }

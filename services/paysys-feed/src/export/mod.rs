@@ -1,15 +1,16 @@
 //! `paysys-feed export`: payments from PostgreSQL to day-partitioned Parquet files.
 //!
 //! One read-only REPEATABLE READ transaction gives a consistent snapshot; rows stream from the
-//! server ordered by creation time, so only one day's file is open at a time and memory stays
-//! bounded by one batch plus one row group, whatever the size of the table.
+//! server (binary COPY) ordered by creation time, so only one day's file is open at a time and
+//! memory stays bounded by a few batches plus one row group, whatever the size of the table.
 
 mod columns;
+mod copy;
 mod partition;
 mod watermark;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -18,14 +19,18 @@ use futures::TryStreamExt;
 use sqlx::Connection;
 
 use columns::BatchBuilder;
-pub use columns::{PaymentRow, SCHEMA};
+pub use columns::SCHEMA;
+use copy::CopyReader;
+use datafusion::arrow::record_batch::RecordBatch;
 use partition::DayWriter;
 
-use crate::key::KeySource;
+use crate::key::{KeySource, TokenMaker};
 use crate::progress;
 
 /// Rows per Arrow batch handed to the Parquet writer.
 const BATCH_ROWS: usize = 8192;
+/// Batches on their way from the reading task to the writing thread.
+const CHANNEL_BATCHES: usize = 4;
 /// How far before the watermark an incremental export looks again. A transaction stamps its
 /// changes with its start time but may commit after a concurrent export's snapshot began;
 /// the payments API's transactions last milliseconds, so this margin covers them many times.
@@ -65,7 +70,7 @@ pub struct Summary {
 }
 
 pub async fn run(args: &ExportArgs) -> anyhow::Result<Summary> {
-    let key = args.key.require()?;
+    let mut tokens = args.key.require_token_maker()?;
     if let (Some(from), Some(to)) = (args.from, args.to)
         && from > to
     {
@@ -103,7 +108,7 @@ pub async fn run(args: &ExportArgs) -> anyhow::Result<Summary> {
 
     let started = Instant::now();
     let bar = progress::rows("exporting");
-    let (rows, written) = export_days(&mut tx, &key, &args.out, &days, &bar).await?;
+    let (rows, written) = export_days(&mut tx, &mut tokens, &args.out, &days, &bar).await?;
     tx.commit().await?;
     bar.finish_and_clear();
 
@@ -155,54 +160,145 @@ async fn changed_days(
     Ok(days.into_iter().map(|(day,)| day).collect())
 }
 
+/// What the reading side hands the writing thread.
+enum ToWriter {
+    /// Start the file of this day (the previous one is complete).
+    Open(NaiveDate),
+    Batch(RecordBatch),
+    /// The open day is complete: put its file in place.
+    Commit,
+}
+
 /// Streams the payments of `days` into their files; returns the rows and the days written.
+///
+/// Two stages overlap: this task reads the rows (binary COPY), encrypts the user ids and
+/// builds Arrow batches, while a thread encodes and compresses them into Parquet. Between
+/// them is a channel of [`CHANNEL_BATCHES`] batches, so memory stays bounded by a few batches
+/// plus the writer's row group. A day's file is put in place only on `Commit`: when either
+/// stage fails, no day is replaced by a partial file.
 async fn export_days(
     conn: &mut sqlx::PgConnection,
-    key: &fernet::Fernet,
-    out: &std::path::Path,
+    tokens: &mut TokenMaker,
+    out: &Path,
     days: &[NaiveDate],
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<(u64, BTreeSet<NaiveDate>)> {
-    let mut rows = sqlx::query_as::<_, PaymentRow>(
-        "SELECT id, amount_minor, currency::text AS currency, user_id, payee_id, status,
-                decision->>'outcome' AS decision_outcome,
-                (decision->>'decided_at')::timestamptz AS decided_at, created_at
-         FROM payments WHERE (created_at AT TIME ZONE 'UTC')::date = ANY($1)
-         ORDER BY created_at",
-    )
-    .bind(days)
-    .fetch(conn);
-
-    let mut builder = BatchBuilder::new();
-    let mut writer: Option<DayWriter> = None;
-    let mut written = BTreeSet::new();
-    let mut total = 0u64;
-    while let Some(row) = rows.try_next().await? {
-        let day = row.created_at.date_naive();
-        if writer.as_ref().is_none_or(|w| w.day() != day) {
-            if let Some(done) = writer.take() {
-                total += finish_day(done, &mut builder)?;
-            }
-            writer = Some(DayWriter::create(out, day)?);
-            written.insert(day);
-        }
-        builder.push(&row, key)?;
-        if builder.len() == BATCH_ROWS {
-            let w = writer.as_mut().expect("a day is open");
-            w.write(&builder.finish())?;
-            bar.inc(BATCH_ROWS as u64);
-        }
-    }
-    if let Some(done) = writer.take() {
-        total += finish_day(done, &mut builder)?;
-    }
+    let (send, receive) = tokio::sync::mpsc::channel(CHANNEL_BATCHES);
+    let writer = {
+        let out = out.to_owned();
+        std::thread::Builder::new()
+            .name("parquet-writer".into())
+            .spawn(move || write_days(&out, receive))
+            .context("cannot start the writer thread")?
+    };
+    let read = read_days(conn, tokens, days, bar, &send).await;
+    drop(send);
+    let written = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the Parquet writer thread panicked"))?;
+    // A failed writer closes the channel, which makes the reader fail too: its error is the
+    // cause.
+    let (total, written) = written?;
+    read?;
     bar.set_position(total);
     Ok((total, written))
 }
 
-fn finish_day(mut writer: DayWriter, builder: &mut BatchBuilder) -> anyhow::Result<u64> {
-    if builder.len() > 0 {
-        writer.write(&builder.finish())?;
+/// The days' rows in creation order, as batches of one day each, ending every day with
+/// `Commit`.
+async fn read_days(
+    conn: &mut sqlx::PgConnection,
+    tokens: &mut TokenMaker,
+    days: &[NaiveDate],
+    bar: &indicatif::ProgressBar,
+    send: &tokio::sync::mpsc::Sender<ToWriter>,
+) -> anyhow::Result<()> {
+    let closed = || anyhow::anyhow!("the Parquet writer stopped");
+    if days.is_empty() {
+        return Ok(());
     }
-    writer.commit()
+    // Days are plain dates (digits and dashes): safe to write into the statement, which the
+    // COPY sub-protocol takes without parameters.
+    let days: Vec<String> = days.iter().map(|day| format!("'{day}'")).collect();
+    let statement = format!(
+        "COPY (SELECT id, amount_minor, currency::text, user_id, payee_id, status,
+                      decision->>'outcome', (decision->>'decided_at')::timestamptz, created_at
+               FROM payments
+               WHERE (created_at AT TIME ZONE 'UTC')::date = ANY(ARRAY[{}]::date[])
+               ORDER BY created_at)
+         TO STDOUT (FORMAT binary)",
+        days.join(", ")
+    );
+    let mut stream = conn.copy_out_raw(&statement).await?;
+    let mut reader = CopyReader::default();
+    let mut builder = BatchBuilder::new();
+    let mut open: Option<NaiveDate> = None;
+    while let Some(chunk) = stream.try_next().await? {
+        reader.feed(&chunk);
+        while let Some(row) = reader.next_row()? {
+            let day = DateTime::from_timestamp_micros(row.created_at)
+                .context("created_at out of range")?
+                .date_naive();
+            if open != Some(day) {
+                if open.is_some() {
+                    if builder.len() > 0 {
+                        send.send(ToWriter::Batch(builder.finish()))
+                            .await
+                            .map_err(|_| closed())?;
+                    }
+                    send.send(ToWriter::Commit).await.map_err(|_| closed())?;
+                }
+                send.send(ToWriter::Open(day)).await.map_err(|_| closed())?;
+                open = Some(day);
+            }
+            builder.push(&row, tokens)?;
+            if builder.len() == BATCH_ROWS {
+                send.send(ToWriter::Batch(builder.finish()))
+                    .await
+                    .map_err(|_| closed())?;
+                bar.inc(BATCH_ROWS as u64);
+            }
+        }
+    }
+    anyhow::ensure!(reader.finished(), "the COPY stream ended early");
+    if open.is_some() {
+        if builder.len() > 0 {
+            send.send(ToWriter::Batch(builder.finish()))
+                .await
+                .map_err(|_| closed())?;
+        }
+        send.send(ToWriter::Commit).await.map_err(|_| closed())?;
+    }
+    Ok(())
+}
+
+/// The writing thread: one day file at a time, put in place on `Commit`.
+fn write_days(
+    out: &Path,
+    mut receive: tokio::sync::mpsc::Receiver<ToWriter>,
+) -> anyhow::Result<(u64, BTreeSet<NaiveDate>)> {
+    let mut writer: Option<DayWriter> = None;
+    let mut written = BTreeSet::new();
+    let mut total = 0u64;
+    while let Some(message) = receive.blocking_recv() {
+        match message {
+            ToWriter::Open(day) => {
+                anyhow::ensure!(
+                    writer.is_none(),
+                    "day {day} opened before the last one ended"
+                );
+                writer = Some(DayWriter::create(out, day)?);
+                written.insert(day);
+            }
+            ToWriter::Batch(batch) => writer
+                .as_mut()
+                .context("a batch outside of a day")?
+                .write(&batch)?,
+            ToWriter::Commit => {
+                total += writer.take().context("no day to commit")?.commit()?;
+            }
+        }
+    }
+    // Closed with a day still open: the reader failed, and the day's file stays as it was.
+    Ok((total, written))
 }
