@@ -68,18 +68,6 @@ async fn declare_version_1(channel: &Channel, topology: &Topology) {
     }
 }
 
-async fn publish(channel: &Channel, exchange: &str, routing_key: &str, id: &str) {
-    amqp::publish_confirmed(
-        channel,
-        exchange,
-        routing_key,
-        id.as_bytes(),
-        amqp::persistent_json(id, FieldTable::default()),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("publish {id}: {e}"));
-}
-
 /// As the old release's publishers do (the relay, the risk engine): a message the broker
 /// refuses (a quorum queue declared an instant ago may nack) is published again. Returns the
 /// number of attempts it took.
@@ -134,7 +122,7 @@ async fn fill(channel: &Channel, topology: &Topology, tag: &str, count: usize) -
     for legacy in topology.legacy_queues() {
         for n in 0..count {
             let id = format!("{tag}-{}-{n}", legacy.routing_key);
-            publish(channel, &legacy.exchange, legacy.routing_key, &id).await;
+            publish_until_confirmed(channel, &legacy.exchange, legacy.routing_key, &id).await;
             ids.push(id);
         }
     }
@@ -335,7 +323,7 @@ async fn version_2_queues_are_quorum_queues_that_dead_letter_past_the_delivery_l
         .to_string();
     assert!(refused.contains("PRECONDITION_FAILED"), "{refused}");
 
-    publish(
+    publish_until_confirmed(
         &channel,
         &topology.payments_exchange,
         "payment.created",

@@ -241,12 +241,7 @@ async fn read_days(
                 .date_naive();
             if open != Some(day) {
                 if open.is_some() {
-                    if builder.len() > 0 {
-                        send.send(ToWriter::Batch(builder.finish()))
-                            .await
-                            .map_err(|_| closed())?;
-                    }
-                    send.send(ToWriter::Commit).await.map_err(|_| closed())?;
+                    finish_day(send, &mut builder).await?;
                 }
                 send.send(ToWriter::Open(day)).await.map_err(|_| closed())?;
                 open = Some(day);
@@ -262,14 +257,23 @@ async fn read_days(
     }
     anyhow::ensure!(reader.finished(), "the COPY stream ended early");
     if open.is_some() {
-        if builder.len() > 0 {
-            send.send(ToWriter::Batch(builder.finish()))
-                .await
-                .map_err(|_| closed())?;
-        }
-        send.send(ToWriter::Commit).await.map_err(|_| closed())?;
+        finish_day(send, &mut builder).await?;
     }
     Ok(())
+}
+
+/// Hands the open day's last rows to the writer, then has it put the day's file in place.
+async fn finish_day(
+    send: &tokio::sync::mpsc::Sender<ToWriter>,
+    builder: &mut BatchBuilder,
+) -> anyhow::Result<()> {
+    let closed = |_| anyhow::anyhow!("the Parquet writer stopped");
+    if builder.len() > 0 {
+        send.send(ToWriter::Batch(builder.finish()))
+            .await
+            .map_err(closed)?;
+    }
+    send.send(ToWriter::Commit).await.map_err(closed)
 }
 
 /// The writing thread: one day file at a time, put in place on `Commit`.
