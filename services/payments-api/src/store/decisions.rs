@@ -40,6 +40,10 @@ pub async fn apply(
 /// payment id order, so concurrent batches never deadlock) serialize concurrent deliveries
 /// of decisions for the same payment. Returns what each decision did, in order.
 ///
+/// Payments are reached by key only (lateral probes; `OFFSET 0` keeps them from being turned
+/// into a join), whatever the planner believes about the table: a connection reuses its plans,
+/// and one made while the table was small would scan it whole for every batch.
+///
 /// # Panics
 /// If two decisions are for the same payment (the caller splits such batches).
 pub async fn apply_many(
@@ -58,8 +62,13 @@ pub async fn apply_many(
             SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[])
                 WITH ORDINALITY AS t(id, status, decision, ord)
         ), current AS (
-            SELECT id, status, decision FROM payments WHERE id IN (SELECT id FROM input)
-            ORDER BY id FOR UPDATE
+            -- One probe by key per decision, locked in payment id order.
+            SELECT p.id, p.status, p.decision
+            FROM (SELECT id FROM input ORDER BY id) AS i
+            CROSS JOIN LATERAL (
+                SELECT id, status, decision FROM payments p WHERE p.id = i.id
+                OFFSET 0 FOR UPDATE
+            ) AS p
         ), changed AS (
             UPDATE payments p SET status = i.status, decision = i.decision, updated_at = now()
             FROM current c JOIN input i USING (id)

@@ -18,17 +18,23 @@ pub struct Pending {
 /// locks last until then, and `SKIP LOCKED` lets several API replicas relay at once without
 /// ever publishing the same row concurrently: each takes rows the others do not hold.
 pub async fn take(conn: &mut PgConnection, limit: i64) -> Result<Vec<Pending>, sqlx::Error> {
+    // Written so that every access is by key, whatever the planner believes about the tables'
+    // sizes (a plan made while they were small is reused for the life of the connection): the
+    // rows to delete by their `ctid` (a TID scan), their payments by primary key (a lateral
+    // probe; `OFFSET 0` keeps it from being turned back into a join, which was planned as a
+    // scan of the whole payments table for every batch).
     sqlx::query_as(
         "WITH taken AS (
-            DELETE FROM outbox WHERE id IN (
-                SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
-            )
+            DELETE FROM outbox WHERE ctid = ANY (ARRAY(
+                SELECT ctid FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+            ))
             RETURNING id, payment_id
         )
         SELECT t.id AS outbox_id, p.id, p.principal, p.amount_minor, p.currency,
                p.user_id, p.payee_id, p.payment_method_id, p.status, p.velocity_window_seconds,
                p.velocity_count, p.velocity_total_minor, p.decision, p.created_at, p.updated_at
-        FROM taken t JOIN payments p ON p.id = t.payment_id
+        FROM taken t
+        CROSS JOIN LATERAL (SELECT * FROM payments p WHERE p.id = t.payment_id OFFSET 0) p
         ORDER BY t.id",
     )
     .bind(limit)

@@ -63,8 +63,9 @@ pub struct Insert {
 }
 
 /// Inserts payments with their first audit events and outbox rows, and adds them to their
-/// payers' running totals, in one call of `paysys_insert_payments` (migration 0004: one round
-/// trip, and one commit when the connection is not in a transaction). Each payment's velocity
+/// payers' running totals, in one call of `paysys_insert_payments` (migrations 0004 and 0005:
+/// one round trip, and one commit when the connection is not in a transaction; its statements
+/// reach rows by key whatever the planner believes about the tables). Each payment's velocity
 /// over `window` counts the payer's earlier payments, committed by any replica or earlier in
 /// `rows`, exactly, at a cost independent of the payer's history ([`super::velocity`]).
 /// Returns each payment's creation time, in the order of `rows`.

@@ -9,11 +9,12 @@
 //!
 //! Exact under concurrency because writers of the same payer are serialized by the payer's
 //! row lock, taken in its own statement before the insert (SQL function
-//! `paysys_insert_payments`, migration 0004, called by `payments::insert_many`): under READ
-//! COMMITTED the insert's snapshot starts after the lock was granted, so it sees every earlier
-//! payment of the payer (from any group, any API replica), and no later one can commit before
-//! it. Creation times are taken after the lock and never go below the payer's last one, so
-//! they are monotone per payer and "inside the window" is a suffix of the payer's payments.
+//! `paysys_insert_payments`, migrations 0004 and 0005, called by `payments::insert_many`):
+//! under READ COMMITTED the insert's snapshot starts after the lock was granted, so it sees
+//! every earlier payment of the payer (from any group, any API replica), and no later one can
+//! commit before it. Creation times are taken after the lock and never go below the payer's
+//! last one, so they are monotone per payer and "inside the window" is a suffix of the
+//! payer's payments.
 
 use std::time::Duration;
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use payments_api::store::payments::{Insert, insert_many};
 use payments_api::validation::parse_new_payment;
+use paysys_testkit::TestDb;
 use rust_decimal::Decimal;
 use serde_json::json;
 
@@ -124,4 +125,86 @@ async fn a_batch_of_decisions_is_applied_each_on_its_own_terms() {
     );
     drop(conn);
     api.stop().await;
+}
+
+/// Tables the payment path reads or writes on every payment, decision and relay batch.
+const HOT_TABLES: [&str; 5] = [
+    "payments",
+    "payment_events",
+    "outbox",
+    "velocity_payers",
+    "velocity_totals",
+];
+
+/// How many times `conn` scanned each hot table whole, as far as its session statistics
+/// know: inside one transaction, the difference of two readings counts that transaction's
+/// scans (the session may hold counts of earlier transactions not reported yet).
+async fn seq_scans(conn: &mut sqlx::PgConnection) -> std::collections::BTreeMap<String, i64> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT relname::text, seq_scan FROM pg_stat_xact_user_tables WHERE relname = ANY($1)",
+    )
+    .bind(HOT_TABLES)
+    .fetch_all(conn)
+    .await
+    .unwrap();
+    rows.into_iter().collect()
+}
+
+/// Accepting a group, relaying a batch and applying decisions reach rows by key only, even
+/// with plans made while the tables were empty: a connection reuses its plans (a new
+/// deployment makes them on small tables), and a plan that scans a small table whole keeps
+/// scanning it once it holds millions of rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_payment_path_reaches_rows_by_key_with_plans_made_on_empty_tables() {
+    use payments_api::store::{decisions::apply_many, outbox};
+    let pool = TestDb::create().await.pool().await;
+    payments_api::store::MIGRATOR.run(&pool).await.unwrap();
+    let mut planned = pool.acquire().await.unwrap();
+    // Every statement of this connection is planned once, here, on empty tables.
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *planned)
+        .await
+        .unwrap();
+    let payers: Vec<String> = (0..50).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let round = |n: usize| -> Vec<Insert> {
+        (0..n)
+            .map(|i| insert("alice", "2", "USD", &payers[i % payers.len()]))
+            .collect()
+    };
+    let window = Duration::from_secs(3600);
+    insert_many(&mut planned, &round(2), window).await.unwrap();
+    let first = outbox::take(&mut planned, 10).await.unwrap();
+    let decided: Vec<_> = first
+        .iter()
+        .map(|row| decision(row.payment.id, "approved"))
+        .collect();
+    apply_many(&mut planned, &decided).await.unwrap();
+
+    // The tables grow, written by another connection.
+    let mut other = pool.acquire().await.unwrap();
+    for _ in 0..20 {
+        insert_many(&mut other, &round(100), window).await.unwrap();
+    }
+
+    // The same statements on the connection that planned them, counted in one transaction.
+    sqlx::query("BEGIN").execute(&mut *planned).await.unwrap();
+    let before = seq_scans(&mut planned).await;
+    insert_many(&mut planned, &round(20), window).await.unwrap();
+    let batch = outbox::take(&mut planned, 50).await.unwrap();
+    assert_eq!(batch.len(), 50);
+    let decided: Vec<_> = batch
+        .iter()
+        .map(|row| decision(row.payment.id, "declined"))
+        .collect();
+    apply_many(&mut planned, &decided).await.unwrap();
+    let after = seq_scans(&mut planned).await;
+    sqlx::query("ROLLBACK")
+        .execute(&mut *planned)
+        .await
+        .unwrap();
+    let scanned: Vec<_> = after
+        .into_iter()
+        .filter(|(table, scans)| before.get(table).copied().unwrap_or(0) != *scans)
+        .collect();
+    assert_eq!(scanned, vec![], "tables scanned whole (table, scans)");
 }
