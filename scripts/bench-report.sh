@@ -161,7 +161,7 @@ FULL_ACCEPTED=$(grep -m1 '^accepted' "$WORK/e2e-full.txt" | awk '{print $NF}')
   echo "## End to end at half the measured capacity ($HALF payments/s, \`target/release/e2e-bench\`)"
   echo
   echo "Open loop (requests at a fixed rate, whatever the answers), 1 API and 1 risk engine as"
-  echo "processes behind fault-injecting proxies (idle here); latency from the payment's creation"
+  echo "processes connected straight to PostgreSQL and RabbitMQ; latency from the payment's creation"
   echo "to the decision being visible through \`GET\`. The rate is half of what 64 closed-loop"
   echo "clients achieved above, so it is the same share of this machine on any machine."
   echo
@@ -173,7 +173,7 @@ FULL_ACCEPTED=$(grep -m1 '^accepted' "$WORK/e2e-full.txt" | awk '{print $NF}')
   echo
   echo "Does the decision path (relay → risk engine → decision consumer, one replica each) keep"
   echo "up with admission? The undecided backlog is sampled every second; it must not grow over"
-  echo "the run. The open-loop generator, the proxies and the risk engine share the two cores with"
+  echo "the run. The open-loop generator and the risk engine share the two cores with"
   echo "the API, so the API admits less here than in the closed-loop runs ($FULL_ACCEPTED accepted);"
   echo "the excess is answered \`503\` + \`Retry-After\` at once."
   echo

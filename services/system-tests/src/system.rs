@@ -16,6 +16,15 @@ use paysys_testkit::free_port;
 
 pub const API_KEY: &str = "system-test-key-0123456789";
 
+/// How the services reach PostgreSQL and RabbitMQ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Through the fault proxies, which scenarios cut and slow.
+    Proxied,
+    /// Straight, as in a deployment.
+    Direct,
+}
+
 pub struct System {
     pub db: TestDb,
     pub broker: TestBroker,
@@ -52,6 +61,20 @@ impl System {
         Self::start_inner(apis, risks, api_env, risk_env, None).await
     }
 
+    /// Like [`System::start_configured`], with the services connected straight to PostgreSQL
+    /// and RabbitMQ, as they are in a deployment: for benchmarks, which measure the services,
+    /// not the proxies (there, every database and broker round trip would cross one more
+    /// process and cost the machine's two cores a copy). The proxies exist but carry nothing,
+    /// so no fault can be injected.
+    pub async fn start_unproxied(
+        apis: usize,
+        risks: usize,
+        api_env: &[(&str, &str)],
+        risk_env: &[(&str, &str)],
+    ) -> System {
+        Self::start_routed(apis, risks, api_env, risk_env, None, Route::Direct).await
+    }
+
     /// Like [`System::start`], on a RabbitMQ node of its own (see [`PrivateBroker`]).
     pub async fn start_on_private_broker(apis: usize, risks: usize) -> System {
         let private = PrivateBroker::start().await;
@@ -65,14 +88,36 @@ impl System {
         risk_env: &[(&str, &str)],
         private_broker: Option<PrivateBroker>,
     ) -> System {
+        Self::start_routed(
+            apis,
+            risks,
+            api_env,
+            risk_env,
+            private_broker,
+            Route::Proxied,
+        )
+        .await
+    }
+
+    async fn start_routed(
+        apis: usize,
+        risks: usize,
+        api_env: &[(&str, &str)],
+        risk_env: &[(&str, &str)],
+        private_broker: Option<PrivateBroker>,
+        route: Route,
+    ) -> System {
         let db = TestDb::create().await;
         let mut broker = TestBroker::new();
         if let Some(private) = &private_broker {
             broker.url = private.url();
         }
         let pool = db.pool().await;
-        let (amqp_proxy, amqp_url) = FaultProxy::in_front_of(&broker.url).await;
-        let (pg_proxy, database_url) = FaultProxy::in_front_of(&db.url).await;
+        let (amqp_proxy, mut amqp_url) = FaultProxy::in_front_of(&broker.url).await;
+        let (pg_proxy, mut database_url) = FaultProxy::in_front_of(&db.url).await;
+        if route == Route::Direct {
+            (amqp_url, database_url) = (broker.url.clone(), db.url.clone());
+        }
         let log_dir = std::env::temp_dir()
             .join("paysys-system-tests")
             .join(&broker.prefix);

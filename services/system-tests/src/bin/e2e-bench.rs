@@ -32,7 +32,7 @@ async fn main() {
     let risks = env_or("BENCH_RISK_REPLICAS", 1) as usize;
     // The fault tests run many systems at once and keep each API's pool small; a benchmark
     // runs alone and gives the API its default pool.
-    let system = System::start_configured(1, risks, &[("DB_MAX_CONNECTIONS", "16")], &[]).await;
+    let system = System::start_unproxied(1, risks, &[("DB_MAX_CONNECTIONS", "16")], &[]).await;
     println!(
         "end-to-end benchmark: {rate} payments/s offered for {seconds}s, 1 API, {risks} risk engine(s)"
     );
