@@ -7,7 +7,10 @@
 //!
 //! Decisions are applied in batches, like payments are written: whatever deliveries are
 //! ready (up to `BATCH`) are applied in one statement and one commit, so under load a commit
-//! carries many decisions instead of one; an idle consumer applies batches of one.
+//! carries many decisions instead of one; an idle consumer applies batches of one. Batches
+//! are applied concurrently but acknowledged in delivery order, each with one `multiple`
+//! ack: one frame per batch instead of one per decision, for this process and for the
+//! broker, which records a quorum queue's acks in its log.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -73,6 +76,15 @@ async fn settle_one(delivery: &Delivery, settle: Settle) -> lapin::Result<()> {
     Ok(())
 }
 
+/// Acks `last` and every earlier delivery of its channel still unsettled (`multiple`). The
+/// caller guarantees that those are exactly the deliveries applied with it.
+async fn ack_through(last: Option<Delivery>) -> lapin::Result<()> {
+    if let Some(last) = last {
+        last.acker.ack(BasicAckOptions { multiple: true }).await?;
+    }
+    Ok(())
+}
+
 impl DecisionConsumer {
     pub async fn run(self, stop: CancellationToken) {
         let this = Arc::new(self);
@@ -124,17 +136,28 @@ impl DecisionConsumer {
                 }
             }
         };
+        // `buffered` applies up to BATCHES batches at once and hands them over in delivery
+        // order, so when a batch is acknowledged every earlier delivery is settled already,
+        // and its `multiple` ack settles exactly this batch's decisions.
         let work = consumer
             .take_until(ending())
             .ready_chunks(BATCH)
-            .for_each_concurrent(BATCHES, |deliveries| {
-                let (this, channel, broken) = (self.clone(), channel.clone(), broken.clone());
+            .map(|deliveries| {
+                let (this, channel) = (self.clone(), channel.clone());
                 async move {
-                    let result = match deliveries.into_iter().collect() {
-                        Ok(deliveries) => this.handle(&channel, deliveries).await,
+                    let deliveries = deliveries.into_iter().collect::<lapin::Result<_>>()?;
+                    this.handle(&channel, deliveries).await
+                }
+            })
+            .buffered(BATCHES)
+            .for_each(|handled| {
+                let broken = broken.clone();
+                async move {
+                    let acked = match handled {
+                        Ok(last) => ack_through(last).await,
                         Err(error) => Err(error),
                     };
-                    if let Err(error) = result {
+                    if let Err(error) = acked {
                         tracing::warn!(%error, "decision channel failed");
                         broken.cancel();
                     }
@@ -180,8 +203,13 @@ impl DecisionConsumer {
         Ok((channel, consumer))
     }
 
-    /// Handles a batch of deliveries to their acks (or requeues).
-    async fn handle(&self, channel: &Channel, deliveries: Vec<Delivery>) -> lapin::Result<()> {
+    /// Applies a batch of deliveries. Those dead-lettered or requeued are settled here, one
+    /// by one; the others are applied, and the last of them is returned for [`ack_through`].
+    async fn handle(
+        &self,
+        channel: &Channel,
+        deliveries: Vec<Delivery>,
+    ) -> lapin::Result<Option<Delivery>> {
         let mut decoded = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             match DecisionMessage::decode(&delivery.data) {
@@ -196,22 +224,27 @@ impl DecisionConsumer {
         }
         // A redelivered decision may share a batch with its first delivery: such repeats go
         // in a later round, so each statement touches a payment at most once.
+        let mut applied = Vec::new();
         while !decoded.is_empty() {
             let mut seen = HashSet::new();
             let (round, later): (Vec<_>, Vec<_>) = decoded
                 .into_iter()
                 .partition(|(_, decision)| seen.insert(decision.payment_id));
-            self.apply(channel, round).await?;
+            applied.extend(self.apply(channel, round).await?);
             decoded = later;
         }
-        Ok(())
+        Ok(applied
+            .into_iter()
+            .max_by_key(|delivery| delivery.delivery_tag))
     }
 
+    /// Applies one round; returns the deliveries applied (to be acked), having settled the
+    /// others.
     async fn apply(
         &self,
         channel: &Channel,
         round: Vec<(Delivery, DecisionMessage)>,
-    ) -> lapin::Result<()> {
+    ) -> lapin::Result<Vec<Delivery>> {
         let decisions: Vec<DecisionMessage> =
             round.iter().map(|(_, decision)| decision.clone()).collect();
         // A database outage holds the round, unacked, and retries: requeueing would count
@@ -232,7 +265,8 @@ impl DecisionConsumer {
                 }
             }
         };
-        for ((delivery, decision), applied) in round.iter().zip(applied) {
+        let mut to_ack = Vec::with_capacity(round.len());
+        for ((delivery, decision), applied) in round.into_iter().zip(applied) {
             let label = match applied {
                 Applied::Decided => decision.outcome.as_str(),
                 Applied::Duplicate => "duplicate",
@@ -242,9 +276,9 @@ impl DecisionConsumer {
                 }
                 Applied::UnknownPayment => {
                     let settle = self
-                        .dead_letter(channel, delivery, "unknown payment", "unknown_payment")
+                        .dead_letter(channel, &delivery, "unknown payment", "unknown_payment")
                         .await?;
-                    settle_one(delivery, settle).await?;
+                    settle_one(&delivery, settle).await?;
                     continue;
                 }
             };
@@ -254,9 +288,9 @@ impl DecisionConsumer {
                     outcome: label.to_owned(),
                 })
                 .inc();
-            settle_one(delivery, Settle::Ack).await?;
+            to_ack.push(delivery);
         }
-        Ok(())
+        Ok(to_ack)
     }
 
     async fn dead_letter(

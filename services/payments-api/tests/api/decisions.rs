@@ -128,3 +128,69 @@ async fn unknown_and_malformed_decisions_are_dead_lettered_with_their_reason() {
     api.broker.delete().await;
     api.stop().await;
 }
+
+/// Decisions arrive in bursts, so batches mix decisions to apply with poison messages to
+/// dead-letter, and several batches are in hand at once, each acknowledged with one
+/// `multiple` ack: every decision is applied once, every poison message dead-lettered once,
+/// and nothing stays unacknowledged (the stop would hand it back to the queue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_bursts_of_decisions_settle_every_message_exactly_once() {
+    let mut api = TestApi::start().await;
+    let (_conn, channel) = api.broker.channel().await;
+    let mut ids = Vec::new();
+    for _ in 0..60 {
+        ids.push(api.create(&demo_payment()).await);
+    }
+    let poison = b"{\"payment_id\": 42";
+    let stranger = uuid::Uuid::new_v4().to_string();
+    let publishes = ids.iter().enumerate().map(|(i, id)| {
+        let (api, channel, stranger) = (&api, &channel, &stranger);
+        async move {
+            match i % 10 {
+                3 => api.publish_raw(channel, poison).await,
+                7 => api.publish_decision(channel, stranger, "declined").await,
+                _ => {}
+            }
+            api.publish_decision(channel, id, "approved").await;
+        }
+    });
+    futures::future::join_all(publishes).await;
+    for id in &ids {
+        api.wait_for_status(id, "approved").await;
+    }
+    let dead = api.broker.topology.decisions_dead_queue.clone();
+    for _ in 0..12 {
+        assert!(
+            api.broker
+                .get(&channel, &dead, Duration::from_secs(10))
+                .await
+                .is_some(),
+            "each poison message and each decision for an unknown payment is dead-lettered"
+        );
+    }
+
+    // Stop the API but keep the queues: whatever it left unacknowledged returns to them.
+    let kept = api.broker.sharing(&api.broker.url);
+    let broker = std::mem::replace(&mut api.broker, kept);
+    let pool = api.pool.clone();
+    api.stop().await;
+    for queue in [&broker.topology.decisions_queue, &dead] {
+        let left = broker
+            .get(&channel, queue, Duration::from_millis(500))
+            .await;
+        assert!(left.is_none(), "{queue} still holds a message");
+    }
+    let decided: Vec<i64> = sqlx::query_scalar(
+        "SELECT count(*) FILTER (WHERE cause = 'risk_decision') FROM payment_events
+         WHERE payment_id = ANY($1::uuid[]) GROUP BY payment_id",
+    )
+    .bind(&ids)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        decided,
+        vec![1; ids.len()],
+        "one decision event per payment"
+    );
+}
