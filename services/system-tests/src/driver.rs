@@ -80,7 +80,21 @@ impl Driver {
 
     /// Sends `rate` payments per second for `duration`, round-robin over the API replicas.
     pub async fn run(&self, rate: u32, duration: Duration) -> DriverStats {
+        self.run_after_warmup(rate, Duration::ZERO, duration).await
+    }
+
+    /// Sends `rate` payments per second for `warmup` then `duration`, without a pause, and
+    /// records only the requests sent after the warm-up (connections, pools and plans are
+    /// made during it, as in any benchmark's warm-up).
+    pub async fn run_after_warmup(
+        &self,
+        rate: u32,
+        warmup: Duration,
+        duration: Duration,
+    ) -> DriverStats {
         let stats = Arc::new(Mutex::new(DriverStats::default()));
+        let measured_from = Instant::now() + warmup;
+        let duration = warmup + duration;
         let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -95,6 +109,9 @@ impl Driver {
             tasks.push(tokio::spawn(async move {
                 let sent_at = Instant::now();
                 let outcome = send(&client, &url).await;
+                if sent_at < measured_from {
+                    return;
+                }
                 let took = sent_at.elapsed().as_micros() as u64;
                 let mut stats = stats.lock().await;
                 stats.sent += 1;

@@ -8,11 +8,13 @@
 //!
 //! Latency is measured per payment from the database's own clock: the creation time of the
 //! payment row to the commit of the decision that made it visible to `GET /payments/{id}`.
-//! A sample of payments is also polled over HTTP as a cross-check.
+//! The first `BENCH_WARMUP_SECONDS` (default 2) of load are sent but not measured, as in the
+//! `create_payments` benchmark: the services make their connections and plans, and the
+//! broker its queues' first segments, during the first second or so.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use paysys_system_tests::process::rss_kib;
@@ -29,12 +31,14 @@ fn env_or(name: &str, default: u64) -> u64 {
 async fn main() {
     let rate = env_or("BENCH_RATE", 1000) as u32;
     let seconds = env_or("BENCH_SECONDS", 10);
+    let warmup = Duration::from_secs(env_or("BENCH_WARMUP_SECONDS", 2));
     let risks = env_or("BENCH_RISK_REPLICAS", 1) as usize;
     // The fault tests run many systems at once and keep each API's pool small; a benchmark
     // runs alone and gives the API its default pool.
     let system = System::start_unproxied(1, risks, &[("DB_MAX_CONNECTIONS", "16")], &[]).await;
     println!(
-        "end-to-end benchmark: {rate} payments/s offered for {seconds}s, 1 API, {risks} risk engine(s)"
+        "end-to-end benchmark: {rate} payments/s offered for {seconds}s after a {}s warm-up, 1 API, {risks} risk engine(s)",
+        warmup.as_secs()
     );
 
     let peak_api = Arc::new(AtomicU64::new(0));
@@ -54,10 +58,23 @@ async fn main() {
         })
     };
 
+    // The database's clock when the measured load starts: payments created before it were
+    // the warm-up's.
+    let measured_from = {
+        let pool = system.pool.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(warmup).await;
+            sqlx::query_scalar::<_, f64>("SELECT extract(epoch FROM clock_timestamp())::float8")
+                .fetch_one(&pool)
+                .await
+                .expect("database clock")
+        })
+    };
     // The undecided backlog once a second: bounded if the decision path keeps up.
     let backlog_samples = {
         let pool = system.pool.clone();
         tokio::spawn(async move {
+            tokio::time::sleep(warmup).await;
             let mut samples = Vec::new();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.tick().await;
@@ -73,19 +90,21 @@ async fn main() {
             samples
         })
     };
-    let started = Instant::now();
     let stats = Driver::new(system.api_urls())
-        .run(rate, Duration::from_secs(seconds))
+        .run_after_warmup(rate, warmup, Duration::from_secs(seconds))
         .await;
-    let driven = started.elapsed();
+    let driven = Duration::from_secs(seconds);
+    let measured_from = measured_from.await.expect("database clock");
     let backlog_samples = backlog_samples.await.expect("backlog sampling");
     let settled = system.settle(Duration::from_secs(120)).await;
     sampling.abort();
 
     let latencies: Vec<f64> = sqlx::query_scalar(
         "SELECT extract(epoch FROM e.at - p.created_at)::float8
-         FROM payments p JOIN payment_events e ON e.payment_id = p.id AND e.cause = 'risk_decision'",
+         FROM payments p JOIN payment_events e ON e.payment_id = p.id AND e.cause = 'risk_decision'
+         WHERE extract(epoch FROM p.created_at) >= $1",
     )
+    .bind(measured_from)
     .fetch_all(&system.pool)
     .await
     .expect("latencies");
