@@ -58,18 +58,6 @@ async fn main() {
         })
     };
 
-    // The database's clock when the measured load starts: payments created before it were
-    // the warm-up's.
-    let measured_from = {
-        let pool = system.pool.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(warmup).await;
-            sqlx::query_scalar::<_, f64>("SELECT extract(epoch FROM clock_timestamp())::float8")
-                .fetch_one(&pool)
-                .await
-                .expect("database clock")
-        })
-    };
     // The undecided backlog once a second: bounded if the decision path keeps up.
     let backlog_samples = {
         let pool = system.pool.clone();
@@ -94,7 +82,6 @@ async fn main() {
         .run_after_warmup(rate, warmup, Duration::from_secs(seconds))
         .await;
     let driven = Duration::from_secs(seconds);
-    let measured_from = measured_from.await.expect("database clock");
     let backlog_samples = backlog_samples.await.expect("backlog sampling");
     let settled = system.settle(Duration::from_secs(120)).await;
     sampling.abort();
@@ -102,9 +89,9 @@ async fn main() {
     let latencies: Vec<f64> = sqlx::query_scalar(
         "SELECT extract(epoch FROM e.at - p.created_at)::float8
          FROM payments p JOIN payment_events e ON e.payment_id = p.id AND e.cause = 'risk_decision'
-         WHERE extract(epoch FROM p.created_at) >= $1",
+         WHERE p.id = ANY($1)",
     )
-    .bind(measured_from)
+    .bind(&stats.accepted)
     .fetch_all(&system.pool)
     .await
     .expect("latencies");
