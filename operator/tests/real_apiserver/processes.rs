@@ -136,8 +136,9 @@ async fn only_the_leader_writes_and_the_other_takes_over_when_it_is_killed() {
     )
     .await;
     wait_condition(&env, "shop", "Degraded", "False", TIMEOUT).await;
-    // Exactly one replica leads, and it is the Lease's holder.
-    let leader = eventually("one leader, holding the Lease", TIMEOUT, || async {
+    // Exactly one replica leads, and it is the Lease's holder. On a loaded machine a replica
+    // may miss a renewal and the lease move once before it settles: allow one lease more.
+    let leader = eventually("one leader, holding the Lease", LEASE + TIMEOUT, || async {
         let holder = holder(&env).await?;
         let mut leading = Vec::new();
         for process in &replicas {
