@@ -86,8 +86,11 @@ async fn main() {
     let settled = system.settle(Duration::from_secs(120)).await;
     sampling.abort();
 
-    let latencies: Vec<f64> = sqlx::query_scalar(
-        "SELECT extract(epoch FROM e.at - p.created_at)::float8
+    // Each decision carries the risk engine's `decided_at`, which splits the path in two:
+    // creation -> relay -> broker -> risk engine, then broker -> decision consumer -> commit.
+    let stages: Vec<(f64, f64)> = sqlx::query_as(
+        "SELECT extract(epoch FROM e.at - p.created_at)::float8,
+                extract(epoch FROM (e.detail->>'decided_at')::timestamptz - p.created_at)::float8
          FROM payments p JOIN payment_events e ON e.payment_id = p.id AND e.cause = 'risk_decision'
          WHERE p.id = ANY($1)",
     )
@@ -95,10 +98,9 @@ async fn main() {
     .fetch_all(&system.pool)
     .await
     .expect("latencies");
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).unwrap();
-    for seconds in &latencies {
-        histogram.record((seconds * 1e6).max(1.0) as u64).unwrap();
-    }
+    let histogram = histogram_ms(stages.iter().map(|(total, _)| *total));
+    let to_risk = histogram_ms(stages.iter().map(|(_, risk)| *risk));
+    let to_visible = histogram_ms(stages.iter().map(|(total, risk)| total - risk));
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
     let http = |q: f64| stats.latency.value_at_quantile(q) as f64 / 1000.0;
     println!("sent               {:>10}", stats.sent);
@@ -118,7 +120,7 @@ async fn main() {
         "achieved rate      {:>10.0} payments/s",
         stats.sent as f64 / driven.as_secs_f64()
     );
-    println!("decided            {:>10}", latencies.len());
+    println!("decided            {:>10}", stages.len());
     println!("201 -> decided p50 {:>10.2} ms", ms(0.50));
     println!("201 -> decided p90 {:>10.2} ms", ms(0.90));
     println!("201 -> decided p99 {:>10.2} ms", ms(0.99));
@@ -126,6 +128,16 @@ async fn main() {
         "201 -> decided max {:>10.2} ms",
         histogram.max() as f64 / 1000.0
     );
+    for (stage, h) in [
+        ("created -> risk decided", &to_risk),
+        ("risk decided -> visible", &to_visible),
+    ] {
+        println!(
+            "{stage}  p50 {:.2} ms, p99 {:.2} ms",
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0
+        );
+    }
     print_backlog(&backlog_samples);
     println!(
         "settled after load {:>10}",
@@ -140,6 +152,15 @@ async fn main() {
         peak_risk.load(Ordering::Relaxed) as f64 / 1024.0
     );
     system.shutdown().await;
+}
+
+/// Durations in seconds as a histogram of microseconds.
+fn histogram_ms(seconds: impl Iterator<Item = f64>) -> Histogram<u64> {
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).unwrap();
+    for value in seconds {
+        histogram.record((value * 1e6).max(1.0) as u64).unwrap();
+    }
+    histogram
 }
 
 /// The undecided backlog over the run: its maximum, and the mean of the last third against
