@@ -26,6 +26,45 @@ fn status_for(outcome: Outcome) -> PaymentStatus {
     }
 }
 
+/// The statement of [`apply_many`]: `$1` payment ids, `$2` new statuses, `$3` decisions (JSON),
+/// `$4` the pending status. Public for the test of its plan.
+pub const APPLY: &str = "WITH input AS (
+        SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[])
+            WITH ORDINALITY AS t(id, status, decision, ord)
+    ), current AS MATERIALIZED (
+        -- One probe by key per decision, locked in payment id order, carrying its input
+        -- along: the steps below read this alone, never joining two of these lists.
+        SELECT i.ord, i.id, i.status AS new_status, i.decision AS new_decision,
+               p.status, p.decision
+        FROM (SELECT * FROM input ORDER BY id) AS i
+        LEFT JOIN LATERAL (
+            SELECT status, decision FROM payments p WHERE p.id = i.id
+            OFFSET 0 FOR UPDATE
+        ) AS p ON true
+    ), changed AS (
+        UPDATE payments p SET status = c.new_status, decision = c.new_decision,
+                              updated_at = now()
+        FROM current c
+        WHERE p.id = c.id AND c.status = $4
+        RETURNING p.id
+    ), event AS (
+        INSERT INTO payment_events (payment_id, from_status, to_status, cause, detail)
+        SELECT c.id, c.status,
+               CASE WHEN c.status = $4 THEN c.new_status ELSE c.status END,
+               CASE WHEN c.status = $4 THEN 'risk_decision' ELSE 'risk_decision_ignored' END,
+               c.new_decision
+        FROM current c
+        WHERE c.status IS NOT NULL
+          AND (c.status = $4 OR c.decision IS DISTINCT FROM c.new_decision)
+        ORDER BY c.ord
+    )
+    -- Every payment `current` found pending is changed (its row is locked since), so
+    -- `status = $4` says which were; `changed` runs whether read or not.
+    SELECT c.status, coalesce(c.decision = c.new_decision, false),
+           coalesce(c.status = $4, false)
+    FROM current c
+    ORDER BY c.ord";
+
 /// Applies `decision` in one statement (see [`apply_many`]).
 pub async fn apply(
     conn: &mut PgConnection,
@@ -42,7 +81,10 @@ pub async fn apply(
 ///
 /// Payments are reached by key only (lateral probes; `OFFSET 0` keeps them from being turned
 /// into a join), whatever the planner believes about the table: a connection reuses its plans,
-/// and one made while the table was small would scan it whole for every batch.
+/// and one made while the table was small would scan it whole for every batch. Likewise no
+/// step joins two of the statement's own lists: a reused plan guesses they hold a row or
+/// ten and joins them by a nested loop, which made a batch of 128 cost as much as 1,600
+/// (every decision compared with every other) just when a backlog makes batches large.
 ///
 /// # Panics
 /// If two decisions are for the same payment (the caller splits such batches).
@@ -57,43 +99,13 @@ pub async fn apply_many(
     );
     let statuses: Vec<PaymentStatus> = decisions.iter().map(|d| status_for(d.outcome)).collect();
     let bodies: Vec<Json<&DecisionMessage>> = decisions.iter().map(Json).collect();
-    let rows: Vec<(Option<PaymentStatus>, bool, bool)> = sqlx::query_as(
-        "WITH input AS (
-            SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[])
-                WITH ORDINALITY AS t(id, status, decision, ord)
-        ), current AS (
-            -- One probe by key per decision, locked in payment id order.
-            SELECT p.id, p.status, p.decision
-            FROM (SELECT id FROM input ORDER BY id) AS i
-            CROSS JOIN LATERAL (
-                SELECT id, status, decision FROM payments p WHERE p.id = i.id
-                OFFSET 0 FOR UPDATE
-            ) AS p
-        ), changed AS (
-            UPDATE payments p SET status = i.status, decision = i.decision, updated_at = now()
-            FROM current c JOIN input i USING (id)
-            WHERE p.id = c.id AND c.status = $4
-            RETURNING p.id
-        ), event AS (
-            INSERT INTO payment_events (payment_id, from_status, to_status, cause, detail)
-            SELECT c.id, c.status,
-                   CASE WHEN changed.id IS NULL THEN c.status ELSE i.status END,
-                   CASE WHEN changed.id IS NULL THEN 'risk_decision_ignored' ELSE 'risk_decision' END,
-                   i.decision
-            FROM current c JOIN input i USING (id) LEFT JOIN changed ON changed.id = c.id
-            WHERE changed.id IS NOT NULL OR c.decision IS DISTINCT FROM i.decision
-            ORDER BY i.ord
-        )
-        SELECT c.status, coalesce(c.decision = i.decision, false), changed.id IS NOT NULL
-        FROM input i LEFT JOIN current c USING (id) LEFT JOIN changed ON changed.id = i.id
-        ORDER BY i.ord",
-    )
-    .bind(&ids)
-    .bind(&statuses)
-    .bind(&bodies)
-    .bind(PaymentStatus::Pending)
-    .fetch_all(conn)
-    .await?;
+    let rows: Vec<(Option<PaymentStatus>, bool, bool)> = sqlx::query_as(APPLY)
+        .bind(&ids)
+        .bind(&statuses)
+        .bind(&bodies)
+        .bind(PaymentStatus::Pending)
+        .fetch_all(conn)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|row| match row {

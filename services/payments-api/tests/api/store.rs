@@ -208,3 +208,115 @@ async fn the_payment_path_reaches_rows_by_key_with_plans_made_on_empty_tables() 
         .collect();
     assert_eq!(scanned, vec![], "tables scanned whole (table, scans)");
 }
+
+/// The rows each node of an executed plan (`EXPLAIN (ANALYZE, FORMAT JSON)`) handled:
+/// returned over all its loops, plus those its filters removed.
+fn rows_handled_per_node(plan: &serde_json::Value, out: &mut Vec<(String, f64)>) {
+    let number = |key: &str| plan.get(key).and_then(|v| v.as_f64()).unwrap_or(0.0);
+    let loops = number("Actual Loops");
+    // EXPLAIN reports rows and removed rows per loop.
+    let handled = loops
+        * (number("Actual Rows")
+            + number("Rows Removed by Filter")
+            + number("Rows Removed by Join Filter"));
+    let name = format!(
+        "{} {}",
+        plan["Node Type"].as_str().unwrap_or("?"),
+        plan.get("CTE Name")
+            .or(plan.get("Relation Name"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+    );
+    out.push((name, handled));
+    for child in plan["Plans"].as_array().into_iter().flatten() {
+        rows_handled_per_node(child, out);
+    }
+}
+
+/// Applying a batch of decisions costs in proportion to its size: no node of its plan
+/// handles more than a few rows per decision. The plan is made once the tables hold rows,
+/// most of them decided, as in service. (A plan that joined two of the statement's own lists
+/// by a nested loop handled every decision once per decision: a batch of 128, common once a
+/// backlog forms, cost as much as 1,600 decisions. It took about 20,000 payments in the
+/// table for the planner to choose it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applying_decisions_costs_in_proportion_to_the_batch() {
+    const BATCH: usize = 200;
+    const PAYMENTS: usize = 20_000;
+    let pool = TestDb::create().await.pool().await;
+    payments_api::store::MIGRATOR.run(&pool).await.unwrap();
+    let mut other = pool.acquire().await.unwrap();
+    let mut newest = Vec::new();
+    for _ in 0..PAYMENTS / 1000 {
+        let group: Vec<Insert> = (0..1000)
+            .map(|_| insert("alice", "2", "USD", &uuid::Uuid::new_v4().to_string()))
+            .collect();
+        insert_many(&mut other, &group, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        newest = group.iter().map(|row| row.id).collect();
+    }
+    let pending = &newest[newest.len() - BATCH..];
+    sqlx::query(
+        "UPDATE payments SET status = CASE WHEN random() < 0.7 THEN 'approved' ELSE 'declined' END
+         WHERE id <> ALL($1)",
+    )
+    .bind(pending)
+    .execute(&mut *other)
+    .await
+    .unwrap();
+    // As autovacuum would have by now: the planner knows the tables' sizes and contents.
+    sqlx::query("ANALYZE").execute(&mut *other).await.unwrap();
+
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    prepare_apply(&mut conn, "apply_plan").await;
+    let ids: Vec<String> = pending.iter().map(|id| id.to_string()).collect();
+    let explain = format!(
+        "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE apply_plan('{{{}}}',
+            array_fill('approved'::text, ARRAY[{BATCH}]),
+            array_fill('{{\"outcome\": \"approved\"}}'::jsonb, ARRAY[{BATCH}]), 'pending')",
+        ids.join(",")
+    );
+    sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
+    let (plan,): (serde_json::Value,) = sqlx::query_as(sqlx::AssertSqlSafe(explain))
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("ROLLBACK").execute(&mut *conn).await.unwrap();
+
+    let mut nodes = Vec::new();
+    rows_handled_per_node(&plan[0]["Plan"], &mut nodes);
+    assert!(
+        nodes
+            .iter()
+            .any(|(name, rows)| name == "ModifyTable payments" && *rows == BATCH as f64),
+        "every payment of the batch was updated: {nodes:?}"
+    );
+    let too_many: Vec<_> = nodes
+        .into_iter()
+        .filter(|(_, rows)| *rows > (4 * BATCH) as f64)
+        .collect();
+    assert_eq!(
+        too_many,
+        vec![],
+        "nodes handling more than 4 rows per decision (node, rows), {BATCH} decisions"
+    );
+}
+
+/// Prepares `store::decisions::APPLY` as `name` and runs it once (on no decisions), which
+/// makes and keeps its generic plan on the tables as they are now.
+async fn prepare_apply(conn: &mut sqlx::PgConnection, name: &str) {
+    use payments_api::store::decisions::APPLY;
+    // Built from the constant and a fixed name only.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "PREPARE {name}(uuid[], text[], jsonb[], text) AS {APPLY};
+         EXECUTE {name}('{{}}', '{{}}', '{{}}', 'pending')"
+    )))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+}
