@@ -58,7 +58,7 @@ impl System {
         api_env: &[(&str, &str)],
         risk_env: &[(&str, &str)],
     ) -> System {
-        Self::start_inner(apis, risks, api_env, risk_env, None).await
+        Self::start_routed(apis, risks, api_env, risk_env, None, Route::Proxied).await
     }
 
     /// Like [`System::start_configured`], with the services connected straight to PostgreSQL
@@ -78,25 +78,7 @@ impl System {
     /// Like [`System::start`], on a RabbitMQ node of its own (see [`PrivateBroker`]).
     pub async fn start_on_private_broker(apis: usize, risks: usize) -> System {
         let private = PrivateBroker::start().await;
-        Self::start_inner(apis, risks, &[], &[], Some(private)).await
-    }
-
-    async fn start_inner(
-        apis: usize,
-        risks: usize,
-        api_env: &[(&str, &str)],
-        risk_env: &[(&str, &str)],
-        private_broker: Option<PrivateBroker>,
-    ) -> System {
-        Self::start_routed(
-            apis,
-            risks,
-            api_env,
-            risk_env,
-            private_broker,
-            Route::Proxied,
-        )
-        .await
+        Self::start_routed(apis, risks, &[], &[], Some(private), Route::Proxied).await
     }
 
     async fn start_routed(
