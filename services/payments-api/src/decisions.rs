@@ -41,6 +41,8 @@ const PREFETCH: u16 = (BATCH * BATCHES) as u16;
 /// First pause before applying again a round the database could not take (then the
 /// services' backoff policy, up to its longest wait).
 const HOLD_FIRST_WAIT: Duration = Duration::from_millis(250);
+/// How often a consumer with deliveries in hand checks that its connection still stands.
+const LIVENESS_CHECK: Duration = Duration::from_millis(250);
 /// How long decisions in hand may take to finish once consuming stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -74,6 +76,16 @@ async fn settle_one(delivery: &Delivery, settle: Settle) -> lapin::Result<()> {
         }
     };
     Ok(())
+}
+
+/// Returns once `connection` or `channel` has failed. An ack on a dead connection may never
+/// complete, and while the ack of one batch waits, the deliveries' stream (which would report
+/// the failure) is not polled: without this watch a broker cut left the consumer waiting
+/// for good, with every later decision unapplied until the API restarted.
+async fn until_lost(connection: &lapin::Connection, channel: &Channel) {
+    while connection.status().connected() && channel.status().connected() {
+        tokio::time::sleep(LIVENESS_CHECK).await;
+    }
 }
 
 /// Acks `last` and every earlier delivery of its channel still unsettled (`multiple`). The
@@ -171,6 +183,10 @@ impl DecisionConsumer {
             _ = work => {}
             _ = drain_deadline => {
                 tracing::warn!("decisions in hand did not finish in time; the broker will redeliver them");
+                broken.cancel();
+            }
+            _ = until_lost(connection, &channel) => {
+                tracing::warn!("lost the broker with decisions in hand; the broker will redeliver them");
                 broken.cancel();
             }
         }
