@@ -98,10 +98,10 @@ async fn main() {
     .fetch_all(&system.pool)
     .await
     .expect("latencies");
-    let histogram = histogram_ms(stages.iter().map(|(total, _)| *total));
-    let to_risk = histogram_ms(stages.iter().map(|(_, risk)| *risk));
-    let to_visible = histogram_ms(stages.iter().map(|(total, risk)| total - risk));
-    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    let histogram = micros_histogram(stages.iter().map(|(total, _)| *total));
+    let to_risk = micros_histogram(stages.iter().map(|(_, risk)| *risk));
+    let to_visible = micros_histogram(stages.iter().map(|(total, risk)| total - risk));
+    let ms = |q: f64| ms_at(&histogram, q);
     let http = |q: f64| stats.latency.value_at_quantile(q) as f64 / 1000.0;
     println!("sent               {:>10}", stats.sent);
     println!("answers by status  {:>10}", format!("{:?}", stats.statuses));
@@ -134,8 +134,8 @@ async fn main() {
     ] {
         println!(
             "{stage}  p50 {:.2} ms, p99 {:.2} ms",
-            h.value_at_quantile(0.5) as f64 / 1000.0,
-            h.value_at_quantile(0.99) as f64 / 1000.0
+            ms_at(h, 0.5),
+            ms_at(h, 0.99)
         );
     }
     print_backlog(&backlog_samples);
@@ -154,8 +154,13 @@ async fn main() {
     system.shutdown().await;
 }
 
+/// The quantile `q` of a histogram of microseconds, in milliseconds.
+fn ms_at(histogram: &Histogram<u64>, q: f64) -> f64 {
+    histogram.value_at_quantile(q) as f64 / 1000.0
+}
+
 /// Durations in seconds as a histogram of microseconds.
-fn histogram_ms(seconds: impl Iterator<Item = f64>) -> Histogram<u64> {
+fn micros_histogram(seconds: impl Iterator<Item = f64>) -> Histogram<u64> {
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).unwrap();
     for value in seconds {
         histogram.record((value * 1e6).max(1.0) as u64).unwrap();
