@@ -29,6 +29,11 @@ impl Currency {
         self.0.code()
     }
 
+    /// The ISO 4217 numeric code, e.g. 840 for USD (a stable number for a model's input).
+    pub fn numeric(self) -> u16 {
+        self.0.numeric()
+    }
+
     /// Number of decimal places of the minor unit: USD 2, JPY 0, KWD 3.
     pub fn exponent(self) -> u32 {
         u32::from(self.0.exponent().expect("checked on construction"))

@@ -9,6 +9,7 @@
 //! broker (`tests/dependencies.rs` keeps it so).
 
 pub mod currency;
+pub mod features;
 pub mod messages;
 pub mod money;
 pub mod risk_rules;
@@ -16,6 +17,9 @@ pub mod status;
 pub mod topology;
 
 pub use currency::Currency;
-pub use messages::{DecisionMessage, Outcome, PaymentData, PaymentMessage, Reason, Velocity};
+pub use features::{FEATURE_NAMES, FEATURES_VERSION, FeatureLog, FeatureVector};
+pub use messages::{
+    DecisionMessage, History, ModelScore, Outcome, PaymentData, PaymentMessage, Reason, Velocity,
+};
 pub use money::{AmountError, Money};
 pub use status::PaymentStatus;

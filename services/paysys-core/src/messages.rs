@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::Currency;
+use crate::features::FeatureLog;
 use crate::money::{AmountError, Money};
 
 /// The only schema version this build reads and writes.
@@ -31,6 +32,11 @@ pub struct PaymentMessage {
     /// was accepted, so the risk engine can apply velocity rules while staying stateless.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub velocity: Option<Velocity>,
+    /// The payer's, payee's and payment method's history before this payment, computed by
+    /// the API like `velocity` (incrementally, never by scanning a history): the inputs of the
+    /// risk model's features ([`crate::features`]). Absent means a first payment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<History>,
 }
 
 /// The payment as the client sent it, in the request body's own field names.
@@ -56,13 +62,35 @@ impl PaymentData {
 }
 
 /// The payer's payments accepted within the window before this one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Velocity {
     pub window_seconds: u64,
     /// Payments by the same userId in the window, any currency, this one excluded.
     pub count: u64,
     /// Their total in this payment's currency, minor units, this one excluded.
     pub total_minor: i64,
+}
+
+/// What the API knew of the payer, the payee and the payment method when it accepted a
+/// payment, this payment excluded. Every count is since the party was first seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    /// The payer's earlier payments, any currency.
+    pub payer_payment_count: u64,
+    /// Creation time of the payer's first payment; absent for a first payment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer_first_payment_at: Option<DateTime<Utc>>,
+    /// The payer's earlier payments in this payment's currency, and their total (minor units).
+    pub payer_currency_count: u64,
+    pub payer_currency_total_minor: i64,
+    /// The payer never paid this payee before.
+    pub new_payee: bool,
+    /// The payer never used this payment method before.
+    pub new_payment_method: bool,
+    /// Earlier payments with this payment method, by any payer.
+    pub method_payment_count: u64,
+    /// The payee's payments received within the velocity window before this one, any payer.
+    pub payee_window_count: u64,
 }
 
 /// The risk engine's verdict on one payment.
@@ -79,6 +107,31 @@ pub struct DecisionMessage {
     /// Identifies the rule set (or random-mode settings) that produced the decision.
     pub rules_version: String,
     pub decided_at: DateTime<Utc>,
+    /// What the risk rules alone decided (rules and model modes; absent in random mode), so
+    /// the rules and a model can be compared on the very same payments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_outcome: Option<Outcome>,
+    /// The feature values the engine computed for this payment (in every mode, so that any
+    /// decision can become training data). Absent from engines older than the risk model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<FeatureLog>,
+    /// The model that decided (`RISK_MODE=model`): its version, score and threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelScore>,
+    /// A challenger model's score in shadow: recorded, never deciding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ModelScore>,
+}
+
+/// One model's score of one payment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ModelScore {
+    /// The model card's version (a hash of the model's content).
+    pub version: String,
+    /// Calibrated probability of fraud, 0 to 1.
+    pub score: f64,
+    /// Scores at or above it decline (a shadow's threshold is what it would have used).
+    pub threshold: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -191,6 +244,7 @@ mod tests {
                 count: 2,
                 total_minor: 1000,
             }),
+            history: None,
         }
     }
 
@@ -261,6 +315,10 @@ mod tests {
             }],
             rules_version: "v1".into(),
             decided_at: Utc::now(),
+            rules_outcome: None,
+            features: None,
+            model: None,
+            shadow: None,
         };
         assert_eq!(
             DecisionMessage::decode(&decision.encode()).unwrap(),

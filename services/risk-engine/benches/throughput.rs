@@ -70,6 +70,7 @@ fn payment(i: u64) -> PaymentMessage {
             count: i % 12,
             total_minor: (i % 7) as i64 * 400_000,
         }),
+        history: None,
     }
 }
 

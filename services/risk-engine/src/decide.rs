@@ -55,6 +55,10 @@ impl Decider {
                 reasons,
                 rules_version: self.rules_version(),
                 decided_at: Utc::now(),
+                rules_outcome: None,
+                features: None,
+                model: None,
+                shadow: None,
             },
             why,
         })
@@ -134,6 +138,7 @@ mod tests {
                 created_at: None,
             },
             velocity: None,
+            history: None,
         }
     }
 

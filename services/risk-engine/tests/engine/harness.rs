@@ -232,6 +232,7 @@ pub fn payment() -> PaymentMessage {
             count: 0,
             total_minor: 0,
         }),
+        history: None,
     }
 }
 
