@@ -27,6 +27,9 @@ if [[ -x scripts/ensure-helm.sh ]]; then
   export HELM
 fi
 
+# The chart's alerts are checked with promtool, and scraped by a real Prometheus.
+scripts/ensure-prometheus.sh
+
 # A real Kubernetes control plane for the operator's tests (envtest convention).
 if KUBEBUILDER_ASSETS="$(scripts/ensure-envtest.sh)" && [[ -n "$KUBEBUILDER_ASSETS" ]]; then
   export KUBEBUILDER_ASSETS

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{PodSpec, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -160,6 +160,10 @@ struct Rendered {
     payment_systems: Vec<(Value, PaymentSystem)>,
     /// ServiceMonitor and PodMonitor (no k8s-openapi type): checked as JSON.
     monitors: Vec<Value>,
+    /// PrometheusRule (no k8s-openapi type): checked as JSON.
+    prometheus_rules: Vec<Value>,
+    /// The Grafana dashboards' ConfigMaps.
+    config_maps: Vec<ConfigMap>,
 }
 
 /// Deserialises into `T` and fails when serialising back loses anything: a misspelt or
@@ -208,6 +212,8 @@ impl Rendered {
                 self.payment_systems.push((document, typed));
             }
             "ServiceMonitor" | "PodMonitor" => self.monitors.push(document),
+            "PrometheusRule" => self.prometheus_rules.push(document),
+            "ConfigMap" => self.config_maps.push(strictly(&document)),
             other => panic!("the chart renders a kind this test does not know: {other:?}"),
         }
     }
@@ -949,5 +955,96 @@ mod values {
         for monitor in &rendered.monitors {
             assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
         }
+    }
+}
+
+/// The monitoring the chart ships: alerts (files/prometheus/alerts.yaml, unit-tested with
+/// promtool in tests/monitoring.rs) as a PrometheusRule, and the Grafana dashboards as
+/// ConfigMaps for the sidecar.
+mod monitoring {
+    use super::*;
+
+    /// What a cluster with the Prometheus Operator advertises.
+    const WITH_PROMETHEUS_OPERATOR: &[&str] =
+        &["--api-versions", "monitoring.coreos.com/v1/PrometheusRule"];
+
+    #[test]
+    fn the_prometheus_rule_carries_the_tested_alerts_file_where_its_crd_is_served() {
+        let mut args = vec!["--set", "prometheusRule.enabled=true"];
+        args.extend_from_slice(WITH_PROMETHEUS_OPERATOR);
+        let rendered = Rendered::of(&args);
+        let [rule] = &rendered.prometheus_rules[..] else {
+            panic!("one PrometheusRule when enabled and its CRD is served");
+        };
+        assert!(
+            same(
+                &rule["spec"],
+                &yaml("charts/paysys/files/prometheus/alerts.yaml")
+            ),
+            "the PrometheusRule's spec is the alerts file, unchanged"
+        );
+        assert_eq!(rule["metadata"]["namespace"], NAMESPACE);
+
+        // Off by default, even where the CRD is served.
+        assert!(
+            Rendered::of(WITH_PROMETHEUS_OPERATOR)
+                .prometheus_rules
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn enabling_the_prometheus_rule_without_its_crd_installs_and_notes_say_it_was_skipped() {
+        let rendered = Rendered::of(&["--set", "prometheusRule.enabled=true"]);
+        assert!(rendered.prometheus_rules.is_empty());
+        let notes = helm::run(&[
+            "install",
+            RELEASE,
+            "charts/paysys",
+            "--namespace",
+            NAMESPACE,
+            "--dry-run=client",
+            "--set",
+            "prometheusRule.enabled=true",
+        ])
+        .unwrap_or_else(|error| panic!("helm install --dry-run failed:\n{error}"));
+        assert!(
+            notes.contains("prometheusRule.enabled=true was SKIPPED"),
+            "NOTES say the rule was skipped:\n{notes}"
+        );
+    }
+
+    #[test]
+    fn dashboards_are_config_maps_labelled_for_the_grafana_sidecar() {
+        let rendered = Rendered::of(&["--set", "dashboards.enabled=true"]);
+        let mut names = Vec::new();
+        for config_map in &rendered.config_maps {
+            let labels = config_map.metadata.labels.clone().unwrap_or_default();
+            assert_eq!(
+                labels.get("grafana_dashboard").map(String::as_str),
+                Some("1"),
+                "{:?}",
+                config_map.metadata.name
+            );
+            let data = config_map.data.clone().unwrap_or_default();
+            let [(key, json)] = &data.into_iter().collect::<Vec<_>>()[..] else {
+                panic!("one dashboard per ConfigMap");
+            };
+            let file = key
+                .strip_prefix("paysys-")
+                .expect("dashboard keys start with paysys-");
+            assert_eq!(
+                serde_json::from_str::<Value>(json).expect("dashboard JSON"),
+                serde_json::from_str::<Value>(&read(&format!(
+                    "charts/paysys/files/dashboards/{file}"
+                )))
+                .unwrap(),
+                "the ConfigMap carries the dashboard file unchanged"
+            );
+            names.push(file.to_string());
+        }
+        names.sort();
+        assert_eq!(names, ["operator.json", "payment-flow.json"]);
+        assert!(Rendered::of(&[]).config_maps.is_empty(), "off by default");
     }
 }
