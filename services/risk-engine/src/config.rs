@@ -194,6 +194,45 @@ mod tests {
     }
 
     #[test]
+    fn model_settings() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/model");
+        let config = Config::from_source(&env(&[
+            URL,
+            ("RISK_MODE", "model"),
+            ("MODEL_DIR", dir),
+            ("DRIFT_WINDOW", "500"),
+        ]))
+        .unwrap();
+        assert_eq!(config.decider.mode_name(), "model");
+        assert_eq!(config.decider.rules_version(), "default");
+        assert!(config.decider.champion().is_some());
+        assert!(config.decider.shadow().is_none());
+        assert_eq!(config.drift_window, 500);
+        let shadowed = Config::from_source(&env(&[URL, ("SHADOW_MODEL_DIR", dir)])).unwrap();
+        assert_eq!(shadowed.decider.mode_name(), "rules");
+        assert!(shadowed.decider.champion().is_none());
+        assert_eq!(
+            shadowed.decider.shadow().map(|m| m.version.as_str()),
+            config.decider.champion().map(|m| m.version.as_str())
+        );
+        assert_eq!(
+            Config::from_source(&env(&[URL])).unwrap().drift_window,
+            10_000
+        );
+        let name = |pairs: &[(&str, &str)]| Config::from_source(&env(pairs)).unwrap_err().name;
+        assert_eq!(name(&[URL, ("RISK_MODE", "model")]), "MODEL_DIR");
+        assert_eq!(
+            name(&[URL, ("RISK_MODE", "model"), ("MODEL_DIR", "/nonexistent")]),
+            "MODEL_DIR"
+        );
+        assert_eq!(
+            name(&[URL, ("SHADOW_MODEL_DIR", "/nonexistent")]),
+            "SHADOW_MODEL_DIR"
+        );
+        assert_eq!(name(&[URL, ("DRIFT_WINDOW", "0")]), "DRIFT_WINDOW");
+    }
+
+    #[test]
     fn rules_file_errors_name_the_file_and_the_key() {
         let dir = std::env::temp_dir().join(format!("risk-config-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -185,6 +185,37 @@ mod tests {
         compile(&raw).unwrap_err().to_string()
     }
 
+    /// docs/risk-engine.md lists the hard and the soft rules exactly as `is_hard` splits them.
+    #[test]
+    fn the_hard_rules_are_documented() {
+        use strum::IntoEnumIterator;
+        let doc = include_str!("../../../../docs/risk-engine.md");
+        let listed = |prefix: &str| -> Vec<String> {
+            let line = doc
+                .lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("docs/risk-engine.md has no line {prefix:?}"));
+            line[prefix.len()..]
+                .split(',')
+                .map(|r| r.trim().trim_end_matches('.').trim_matches('`').to_owned())
+                .collect()
+        };
+        let of = |hard: bool| -> Vec<String> {
+            RuleId::iter()
+                .filter(|r| is_hard(*r) == hard)
+                .map(|r| r.as_str().to_owned())
+                .collect()
+        };
+        assert_eq!(
+            listed("Hard rules (decline on their own in model mode): "),
+            of(true)
+        );
+        assert_eq!(
+            listed("Soft rules (replaced by the model's score): "),
+            of(false)
+        );
+    }
+
     #[test]
     fn default_rules_compile() {
         let rules = CompiledRules::default();
