@@ -334,6 +334,80 @@ mod tests {
         );
     }
 
+    fn fixture_model() -> Arc<Model> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/model");
+        Arc::new(Model::load(std::path::Path::new(dir)).unwrap())
+    }
+
+    #[test]
+    fn model_decisions_say_why_and_keep_hard_rules() {
+        let model = fixture_model();
+        let decider = Decider::Model(Box::new(ModelMode {
+            rules: compile(&RiskRules {
+                version: "m9".into(),
+                blocked_user_ids: vec![Uuid::from_u128(5)],
+                ..Default::default()
+            })
+            .unwrap(),
+            model: model.clone(),
+        }));
+        assert_eq!(decider.mode_name(), "model");
+        assert_eq!(decider.rules_version(), "m9");
+        let approved = decider.decide(&payment(1, 2)).unwrap();
+        let s = approved.decision.model.as_ref().unwrap().score;
+        assert!(s < model.threshold, "the plain payment scores low: {s}");
+        assert_eq!(approved.decision.outcome, Outcome::Approved);
+        assert_eq!(approved.decision.rules_outcome, Some(Outcome::Approved));
+        assert_eq!(
+            approved.why,
+            format!(
+                "Model {} score {s:.4} below threshold {:.4}.",
+                model.version, model.threshold
+            )
+        );
+        let blocked = decider.decide(&payment(5, 2)).unwrap();
+        assert_eq!(blocked.decision.outcome, Outcome::Declined);
+        assert_eq!(blocked.decision.score, 100);
+        assert!(
+            blocked.why.contains("; hard rules: blocked_user (userId "),
+            "{}",
+            blocked.why
+        );
+    }
+
+    #[test]
+    fn a_shadow_adds_its_score_and_changes_nothing_else() {
+        let model = fixture_model();
+        let random = Decider::Random(RandomMode::new(0.5, 3).unwrap());
+        let shadowed = Decider::Shadowed(Box::new(random.clone()), model.clone());
+        assert_eq!(shadowed.mode_name(), "random");
+        assert_eq!(shadowed.rules_version(), random.rules_version());
+        for user in 1..50 {
+            let p = payment(user, 1000);
+            let plain = random.decide(&p).unwrap();
+            let with = shadowed.decide(&p).unwrap();
+            assert_eq!(with.why, plain.why);
+            assert_eq!(
+                (
+                    with.decision.outcome,
+                    with.decision.score,
+                    &with.decision.reasons
+                ),
+                (
+                    plain.decision.outcome,
+                    plain.decision.score,
+                    &plain.decision.reasons
+                )
+            );
+            assert_eq!(with.decision.rules_outcome, None);
+            let shadow = with.decision.shadow.unwrap();
+            assert_eq!(shadow.version, model.version);
+            let features = with.decision.features.unwrap();
+            let vector = FeatureVector(features.values.try_into().unwrap());
+            assert_eq!(shadow.score, model.score(&vector).calibrated);
+        }
+    }
+
     #[test]
     fn random_decisions_are_repeatable_and_explained() {
         let always = Decider::Random(RandomMode::new(1.0, 0).unwrap());

@@ -1,7 +1,8 @@
 //! The paysys risk engine.
 //!
-//! Consumes payments from RabbitMQ, decides each (by rules or, as in the original demo, at
-//! random), publishes the decision and acks the payment once the decision is confirmed.
+//! Consumes payments from RabbitMQ, decides each (by rules, by a risk model behind the hard
+//! rules, or, as in the original demo, at random), publishes the decision and acks the payment
+//! once the decision is confirmed.
 //! Stateless: the payer's recent activity arrives in the message, so the engine scales by
 //! adding replicas. Modules: `config` (environment), `rules` (rule file: load, validate,
 //! evaluate), `random` (repeatable random mode), `model` (the risk model: card checks,
