@@ -92,12 +92,15 @@ fn decider(source: &dyn Source) -> Result<Decider, ConfigError> {
         Some(path) => rules::load_file(Path::new(path.trim()))
             .map_err(|e| ConfigError::new("RISK_RULES_FILE", format!("{}: {e}", path.trim())))?,
     };
+    // Checked in any mode too: a model that would be refused is refused before anyone
+    // switches to model mode.
+    let champion = model(source, "MODEL_DIR")?;
     let mode = config::optional(source, "RISK_MODE").unwrap_or_else(|| "rules".into());
     let decider = match mode.trim().to_ascii_lowercase().as_str() {
         "rules" => Decider::Rules(Box::new(rules)),
         "random" => Decider::Random(random),
         "model" => {
-            let Some(model) = model(source, "MODEL_DIR")? else {
+            let Some(model) = champion else {
                 return Err(ConfigError::new(
                     "MODEL_DIR",
                     "is required with RISK_MODE=model (a directory holding model.txt and model-card.json)",
@@ -230,6 +233,11 @@ mod tests {
             "SHADOW_MODEL_DIR"
         );
         assert_eq!(name(&[URL, ("DRIFT_WINDOW", "0")]), "DRIFT_WINDOW");
+        assert_eq!(
+            name(&[URL, ("RISK_MODE", "rules"), ("MODEL_DIR", "/nonexistent")]),
+            "MODEL_DIR",
+            "a bad model is refused before anyone switches to model mode"
+        );
     }
 
     #[test]
