@@ -80,8 +80,8 @@ impl DriftWindow {
             }
             let bucket = reference.bucket(values[*index]);
             counts[bucket] += 1;
-            // A reference has far fewer than 65,536 buckets (deciles in practice).
-            self.ring[row + k] = u16::try_from(bucket).unwrap_or(u16::MAX);
+            // A reference has at most 65,535 buckets (checked when the card is read).
+            self.ring[row + k] = u16::try_from(bucket).expect("bucket numbers fit in u16");
         }
         self.next = (self.next + 1) % self.capacity;
         self.len = (self.len + 1).min(self.capacity);

@@ -299,6 +299,10 @@ pub struct DriftReference {
 
 impl DriftReference {
     fn check(&self) -> Result<(), String> {
+        // The drift window remembers bucket numbers as u16.
+        if self.edges.len() >= usize::from(u16::MAX) {
+            return Err(format!("{} edges; at most 65,534", self.edges.len()));
+        }
         if self.shares.len() != self.edges.len() + 1 {
             return Err(format!(
                 "{} edges need {} shares, got {}",
