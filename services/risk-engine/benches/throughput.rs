@@ -2,28 +2,37 @@
 //!
 //! `cargo bench -p risk-engine --bench throughput` against the RabbitMQ at `AMQP_URL`
 //! (default 127.0.0.1:5672). Pre-loads `BENCH_PAYMENTS` (50,000) payment messages into a
-//! private queue prefix, starts the engine in-process in rules mode for each prefetch in
-//! `BENCH_PREFETCH` (100,200,300), and times it from start until every decision is on the
-//! decisions queue and every payment acked. `BENCH_LOG=1` formats the two log lines per
-//! payment as the service does (written to a sink, so the terminal is not the bottleneck).
+//! private queue prefix, starts the engine in-process for each prefetch in `BENCH_PREFETCH`
+//! (100,200,300), and times it from start until every decision is on the decisions queue and
+//! every payment acked. Each prefetch runs rules mode, then model mode on the same load (the
+//! same rule set plus the model in `BENCH_MODEL_DIR`, default the test fixture: 200 trees, 31
+//! leaves), and prints model/rules (target >= 0.8). First, in-engine scoring latency: features
+//! and model score per payment (target p99 <= 100 µs), and a whole `decide` in each mode, over
+//! `BENCH_SCORING_ROWS` (100,000) payments, in an hdrhistogram. `BENCH_LOG=1` formats the two
+//! log lines per payment as the service does (written to a sink, so the terminal is not the
+//! bottleneck).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use hdrhistogram::Histogram;
 use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use paysys_amqp as amqp;
+use paysys_core::features::FeatureVector;
 use paysys_core::messages::SCHEMA_VERSION;
 use paysys_core::risk_rules::{RiskRules, VelocityRules};
 use paysys_core::topology::PAYMENT_ROUTING_KEY;
-use paysys_core::{PaymentData, PaymentMessage, Velocity};
+use paysys_core::{History, PaymentData, PaymentMessage, Velocity};
 use paysys_testkit::TestBroker;
 use risk_engine::consumer::Consumer;
-use risk_engine::decide::Decider;
+use risk_engine::decide::{Decider, ModelMode};
 use risk_engine::metrics::Metrics;
+use risk_engine::model::Model;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -36,6 +45,25 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 /// A realistic rule set: every rule configured, so every payment is fully evaluated.
 fn rules() -> Decider {
+    Decider::Rules(Box::new(compiled_rules()))
+}
+
+/// The same rules (hard ones still apply) and the model.
+fn model_mode(model: &Arc<Model>) -> Decider {
+    Decider::Model(Box::new(ModelMode {
+        rules: compiled_rules(),
+        model: model.clone(),
+    }))
+}
+
+fn load_model() -> Arc<Model> {
+    let dir = std::env::var("BENCH_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model"));
+    Arc::new(Model::load(&dir).unwrap_or_else(|e| panic!("BENCH_MODEL_DIR: {e}")))
+}
+
+fn compiled_rules() -> risk_engine::rules::CompiledRules {
     let raw = RiskRules {
         version: "bench".into(),
         allowed_currencies: vec!["USD".into(), "EUR".into(), "GBP".into()],
@@ -50,7 +78,7 @@ fn rules() -> Decider {
         }),
         ..Default::default()
     };
-    Decider::Rules(Box::new(risk_engine::rules::compile(&raw).unwrap()))
+    risk_engine::rules::compile(&raw).unwrap()
 }
 
 fn payment(i: u64) -> PaymentMessage {
@@ -70,7 +98,53 @@ fn payment(i: u64) -> PaymentMessage {
             count: i % 12,
             total_minor: (i % 7) as i64 * 400_000,
         }),
-        history: None,
+        // Varied, so the trees take many paths.
+        history: Some(History {
+            payer_payment_count: i % 40,
+            payer_first_payment_at: Some(
+                chrono::Utc::now() - chrono::Duration::seconds((i % 5000) as i64 * 1000),
+            ),
+            payer_currency_count: i % 30,
+            payer_currency_total_minor: (i % 30) as i64 * 7_000,
+            new_payee: i.is_multiple_of(3),
+            new_payment_method: i.is_multiple_of(10),
+            method_payment_count: i % 25,
+            payee_window_count: i % 9,
+        }),
+    }
+}
+
+/// p50 and p99 of `f` over `payments`, in µs.
+fn latency(payments: &[PaymentMessage], mut f: impl FnMut(&PaymentMessage)) -> (f64, f64) {
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+    for p in payments {
+        let started = Instant::now();
+        f(p);
+        h.record(started.elapsed().as_nanos().max(1) as u64)
+            .unwrap();
+    }
+    let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    (us(0.5), us(0.99))
+}
+
+fn scoring_latency(model: &Arc<Model>, rows: u64) {
+    let payments: Vec<PaymentMessage> = (0..rows).map(payment).collect();
+    let now = chrono::Utc::now();
+    let mut declined = 0_u64;
+    let (p50, p99) = latency(&payments, |p| {
+        let score = model.score(&FeatureVector::of(p, now));
+        declined += u64::from(model.declines(score));
+    });
+    println!(
+        "in-engine scoring (features + {} score), {rows} payments: p50 {p50:.1} µs, p99 {p99:.1} µs \
+         (target p99 <= 100 µs; {declined} at or above the threshold)",
+        model.version
+    );
+    for (name, decider) in [("rules", rules()), ("model", model_mode(model))] {
+        let (p50, p99) = latency(&payments, |p| {
+            std::hint::black_box(decider.decide(p).unwrap());
+        });
+        println!("whole decide, {name} mode: p50 {p50:.1} µs, p99 {p99:.1} µs");
     }
 }
 
@@ -128,7 +202,8 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn run_once(n: u64, prefetch: u16) {
+/// One timed run; returns decisions/s.
+async fn run_once(n: u64, prefetch: u16, mode: &str, decider: Decider) -> f64 {
     let broker = TestBroker::new();
     let (_connection, channel) = broker.channel().await;
     let publish_rate = preload(&broker, &channel, n).await;
@@ -140,7 +215,7 @@ async fn run_once(n: u64, prefetch: u16) {
         amqp_url: broker.url.clone(),
         topology: broker.topology.clone(),
         prefetch,
-        decider: Arc::new(rules()),
+        decider: Arc::new(decider),
         metrics: metrics.clone(),
         consuming: Arc::new(AtomicBool::new(false)),
     };
@@ -172,13 +247,14 @@ async fn run_once(n: u64, prefetch: u16) {
     let text = metrics.render();
     let mean_ms = 1000.0 * metric(&text, "paysys_risk_decision_duration_seconds_sum")
         / metric(&text, "paysys_risk_decision_duration_seconds_count");
+    let rate = n as f64 / elapsed;
     println!(
-        "prefetch {prefetch:>3}: {n} payments in {elapsed:.2} s = {:.0} decisions/s \
+        "prefetch {prefetch:>3}, {mode:<5} mode: {n} payments in {elapsed:.2} s = {rate:.0} decisions/s \
          (declined {}, mean in-engine time {mean_ms:.1} ms; preload {publish_rate:.0} msg/s)",
-        n as f64 / elapsed,
         metrics.decided("declined"),
     );
     broker.delete().await;
+    rate
 }
 
 #[tokio::main]
@@ -196,12 +272,19 @@ async fn main() {
             .with_writer(std::io::sink)
             .init();
     }
+    let model = load_model();
+    scoring_latency(&model, env_or("BENCH_SCORING_ROWS", 100_000));
     println!(
-        "risk-engine throughput (consume -> decide -> publish confirmed -> ack), rules mode, \
-         logging {}",
+        "risk-engine throughput (consume -> decide -> publish confirmed -> ack), rules and model \
+         mode, logging {}",
         if log { "on (to a sink)" } else { "off" }
     );
     for prefetch in prefetches {
-        run_once(n, prefetch).await;
+        let rules_rate = run_once(n, prefetch, "rules", rules()).await;
+        let model_rate = run_once(n, prefetch, "model", model_mode(&model)).await;
+        println!(
+            "prefetch {prefetch:>3}: model/rules throughput = {:.2} (target >= 0.80)",
+            model_rate / rules_rate
+        );
     }
 }

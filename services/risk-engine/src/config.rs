@@ -3,11 +3,14 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use paysys_core::topology::{DEFAULT_PREFIX, Topology};
 use paysys_runtime::config::{self, ConfigError, Source};
 
-use crate::decide::Decider;
+use crate::decide::{Decider, ModelMode};
+use crate::drift;
+use crate::model::Model;
 use crate::random::RandomMode;
 use crate::rules::{self, CompiledRules};
 
@@ -22,6 +25,8 @@ pub struct Config {
     pub topology: Topology,
     pub prefetch: u16,
     pub decider: Decider,
+    /// Live feature vectors the drift metrics compare with each model's training data.
+    pub drift_window: usize,
 }
 
 impl fmt::Debug for Config {
@@ -37,6 +42,9 @@ impl fmt::Debug for Config {
             .field("prefetch", &self.prefetch)
             .field("mode", &self.decider.mode_name())
             .field("rules_version", &self.decider.rules_version())
+            .field("model", &self.decider.champion().map(|m| &m.version))
+            .field("shadow", &self.decider.shadow().map(|m| &m.version))
+            .field("drift_window", &self.drift_window)
             .finish()
     }
 }
@@ -57,12 +65,17 @@ impl Config {
                 "must be between 1 and 65535",
             ));
         }
+        let drift_window = config::parse_or(source, "DRIFT_WINDOW", drift::DEFAULT_WINDOW)?;
+        if drift_window == 0 {
+            return Err(ConfigError::new("DRIFT_WINDOW", "must be at least 1"));
+        }
         Ok(Self {
             port: config::parse_or(source, "PORT", 8080)?,
             amqp_url: config::required(source, "AMQP_URL")?,
             topology: Topology::new(prefix.trim()),
             prefetch,
             decider: decider(source)?,
+            drift_window,
         })
     }
 }
@@ -79,15 +92,47 @@ fn decider(source: &dyn Source) -> Result<Decider, ConfigError> {
         Some(path) => rules::load_file(Path::new(path.trim()))
             .map_err(|e| ConfigError::new("RISK_RULES_FILE", format!("{}: {e}", path.trim())))?,
     };
+    // Checked in any mode too: a model that would be refused is refused before anyone
+    // switches to model mode.
+    let champion = model(source, "MODEL_DIR")?;
     let mode = config::optional(source, "RISK_MODE").unwrap_or_else(|| "rules".into());
-    match mode.trim().to_ascii_lowercase().as_str() {
-        "rules" => Ok(Decider::Rules(Box::new(rules))),
-        "random" => Ok(Decider::Random(random)),
-        other => Err(ConfigError::new(
-            "RISK_MODE",
-            format!("must be 'rules' or 'random', got '{other}'"),
-        )),
-    }
+    let decider = match mode.trim().to_ascii_lowercase().as_str() {
+        "rules" => Decider::Rules(Box::new(rules)),
+        "random" => Decider::Random(random),
+        "model" => {
+            let Some(model) = champion else {
+                return Err(ConfigError::new(
+                    "MODEL_DIR",
+                    "is required with RISK_MODE=model (a directory holding model.txt and model-card.json)",
+                ));
+            };
+            Decider::Model(Box::new(ModelMode { rules, model }))
+        }
+        other => {
+            return Err(ConfigError::new(
+                "RISK_MODE",
+                format!("must be 'rules', 'random' or 'model', got '{other}'"),
+            ));
+        }
+    };
+    // A challenger that cannot be loaded stops the engine like a bad champion: a broken model
+    // is never rolled out, and a shadow silently missing would make the comparison it exists
+    // for quietly empty.
+    Ok(match model(source, "SHADOW_MODEL_DIR")? {
+        Some(shadow) => Decider::Shadowed(Box::new(decider), shadow),
+        None => decider,
+    })
+}
+
+/// The model in the directory `variable` names, loaded and checked; `None` if it is unset.
+fn model(source: &dyn Source, variable: &str) -> Result<Option<Arc<Model>>, ConfigError> {
+    let Some(dir) = config::optional(source, variable) else {
+        return Ok(None);
+    };
+    let dir = dir.trim();
+    let model =
+        Model::load(Path::new(dir)).map_err(|e| ConfigError::new(variable, e.to_string()))?;
+    Ok(Some(Arc::new(model)))
 }
 
 #[cfg(test)]
@@ -148,6 +193,50 @@ mod tests {
         assert_eq!(
             name(&[URL, ("RISK_RULES_FILE", "/nonexistent.yaml")]),
             "RISK_RULES_FILE"
+        );
+    }
+
+    #[test]
+    fn model_settings() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/model");
+        let config = Config::from_source(&env(&[
+            URL,
+            ("RISK_MODE", "model"),
+            ("MODEL_DIR", dir),
+            ("DRIFT_WINDOW", "500"),
+        ]))
+        .unwrap();
+        assert_eq!(config.decider.mode_name(), "model");
+        assert_eq!(config.decider.rules_version(), "default");
+        assert!(config.decider.champion().is_some());
+        assert!(config.decider.shadow().is_none());
+        assert_eq!(config.drift_window, 500);
+        let shadowed = Config::from_source(&env(&[URL, ("SHADOW_MODEL_DIR", dir)])).unwrap();
+        assert_eq!(shadowed.decider.mode_name(), "rules");
+        assert!(shadowed.decider.champion().is_none());
+        assert_eq!(
+            shadowed.decider.shadow().map(|m| m.version.as_str()),
+            config.decider.champion().map(|m| m.version.as_str())
+        );
+        assert_eq!(
+            Config::from_source(&env(&[URL])).unwrap().drift_window,
+            10_000
+        );
+        let name = |pairs: &[(&str, &str)]| Config::from_source(&env(pairs)).unwrap_err().name;
+        assert_eq!(name(&[URL, ("RISK_MODE", "model")]), "MODEL_DIR");
+        assert_eq!(
+            name(&[URL, ("RISK_MODE", "model"), ("MODEL_DIR", "/nonexistent")]),
+            "MODEL_DIR"
+        );
+        assert_eq!(
+            name(&[URL, ("SHADOW_MODEL_DIR", "/nonexistent")]),
+            "SHADOW_MODEL_DIR"
+        );
+        assert_eq!(name(&[URL, ("DRIFT_WINDOW", "0")]), "DRIFT_WINDOW");
+        assert_eq!(
+            name(&[URL, ("RISK_MODE", "rules"), ("MODEL_DIR", "/nonexistent")]),
+            "MODEL_DIR",
+            "a bad model is refused before anyone switches to model mode"
         );
     }
 

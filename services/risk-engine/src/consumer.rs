@@ -243,15 +243,22 @@ impl Consumer {
         ack(delivery).await?;
         let outcome = decision.outcome.as_str();
         self.metrics.count_decision(outcome);
+        self.metrics.observe_models(decision);
         self.metrics
             .decision_duration
             .observe(received.elapsed().as_secs_f64());
+        // The model fields are recorded only when present, so the other modes' lines are as
+        // they always were.
         tracing::info!(
             payment_id = %decision.payment_id,
             outcome,
             score = decision.score,
             rules_version = %decision.rules_version,
             rules = ?decision.reasons.iter().map(|r| r.rule.as_str()).collect::<Vec<_>>(),
+            model_version = decision.model.as_ref().map(|m| m.version.as_str()),
+            model_score = decision.model.as_ref().map(|m| m.score),
+            shadow_version = decision.shadow.as_ref().map(|m| m.version.as_str()),
+            shadow_score = decision.shadow.as_ref().map(|m| m.score),
             "Payment {} {}. {}",
             decision.payment_id,
             outcome,

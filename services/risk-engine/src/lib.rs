@@ -1,17 +1,21 @@
 //! The paysys risk engine.
 //!
-//! Consumes payments from RabbitMQ, decides each (by rules or, as in the original demo, at
-//! random), publishes the decision and acks the payment once the decision is confirmed.
+//! Consumes payments from RabbitMQ, decides each (by rules, by a risk model behind the hard
+//! rules, or, as in the original demo, at random), publishes the decision and acks the payment
+//! once the decision is confirmed.
 //! Stateless: the payer's recent activity arrives in the message, so the engine scales by
 //! adding replicas. Modules: `config` (environment), `rules` (rule file: load, validate,
-//! evaluate), `random` (repeatable random mode), `decide` (mode dispatch), `consumer` (the
-//! broker loop), `http` and `metrics` (probes and Prometheus).
+//! evaluate), `random` (repeatable random mode), `model` (the risk model: card checks,
+//! scoring), `decide` (mode dispatch), `consumer` (the broker loop), `http` and `metrics`
+//! (probes and Prometheus), `drift` (live features against the model's training data).
 
 pub mod config;
 pub mod consumer;
 pub mod decide;
+pub mod drift;
 pub mod http;
 pub mod metrics;
+pub mod model;
 pub mod random;
 pub mod rules;
 
@@ -33,7 +37,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::for_decider(&config.decider, config.drift_window));
     let consuming = Arc::new(AtomicBool::new(false));
     let stop = CancellationToken::new();
     let consumer = tokio::spawn(

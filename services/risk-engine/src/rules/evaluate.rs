@@ -17,6 +17,8 @@ use super::{CompiledRules, CompiledVelocity};
 pub struct Evaluation {
     pub score: u32,
     pub reasons: Vec<Reason>,
+    /// Each reason's rule and the points it added, in `reasons` order.
+    fired: Vec<(RuleId, u32)>,
 }
 
 impl Evaluation {
@@ -26,6 +28,24 @@ impl Evaluation {
             rule: rule.as_str().to_owned(),
             detail,
         });
+        self.fired.push((rule, score));
+    }
+
+    /// Only the hard rules that fired ([`super::is_hard`]): what still declines on its own in
+    /// model mode.
+    pub fn hard(&self) -> Evaluation {
+        let mut out = Evaluation::default();
+        for ((rule, score), reason) in self.fired.iter().zip(&self.reasons) {
+            if super::is_hard(*rule) {
+                out.fire(*rule, *score, reason.detail.clone());
+            }
+        }
+        out
+    }
+
+    /// Whether no rule fired.
+    pub fn fired_nothing(&self) -> bool {
+        self.reasons.is_empty()
     }
 
     /// Whether the score reaches `threshold`, i.e. the payment is declined.
@@ -396,6 +416,40 @@ mod tests {
         // Every rule fires here, so this also shows that each has a check.
         let all: Vec<&str> = RuleId::iter().map(RuleId::as_str).collect();
         assert_eq!(fired(&e), all);
+    }
+
+    #[test]
+    fn the_hard_part_keeps_only_hard_rules_with_their_scores() {
+        let mut data = payment("20000", "EUR");
+        data.payee_id = USER;
+        let mut raw = RiskRules {
+            max_amount: BTreeMap::from([("EUR".into(), "10".into())]),
+            blocked_payee_ids: vec![USER],
+            velocity: Some(VelocityRules {
+                max_count: Some(1),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        raw.scores.set(RuleId::BlockedPayee, 30);
+        let e = evaluate(&raw, &data, velocity(1, 0));
+        assert_eq!(
+            fired(&e),
+            [
+                "amount_above_max",
+                "blocked_payee",
+                "velocity_count",
+                "payer_is_payee"
+            ]
+        );
+        let hard = e.hard();
+        assert_eq!(fired(&hard), ["amount_above_max", "blocked_payee"]);
+        assert_eq!(hard.score, 130);
+        assert_eq!(hard.reasons[..], e.reasons[..2]);
+        assert_eq!(
+            fired(&evaluate(&raw, &payment("1", "USD"), velocity(1, 0)).hard()),
+            Vec::<&str>::new()
+        );
     }
 
     /// docs/risk-engine.md lists every rule with its score key and default score.

@@ -13,12 +13,31 @@ use std::collections::{HashMap, HashSet};
 
 use paysys_core::Currency;
 use paysys_core::money::{AmountError, Money};
-use paysys_core::risk_rules::{RiskRules, RuleScores, VelocityRules};
+use paysys_core::risk_rules::{RiskRules, RuleId, RuleScores, VelocityRules};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
 pub use evaluate::Evaluation;
 pub use load::{Format, load_file, parse};
+
+/// Whether `rule` is hard: it declines on its own in model mode, whatever the model's score.
+///
+/// Hard rules are policy the operator states (who may not pay or be paid, which currencies,
+/// which ceilings): no score may overrule them. Soft rules are evidence of fraud (velocity, a
+/// payer paying themselves), which the model weighs among its features instead
+/// (`velocity_count`, `velocity_total_minor`, `payer_is_payee`) and so replaces. In rules mode
+/// every rule adds its score as before. One arm per rule: a new [`RuleId`] does not compile
+/// until it is classified here.
+pub const fn is_hard(rule: RuleId) -> bool {
+    match rule {
+        RuleId::CurrencyNotAllowed
+        | RuleId::AmountAboveMax
+        | RuleId::BlockedUser
+        | RuleId::BlockedPayee
+        | RuleId::BlockedPaymentMethod => true,
+        RuleId::VelocityCount | RuleId::VelocityTotal | RuleId::PayerIsPayee => false,
+    }
+}
 
 /// A rule set that passed validation.
 #[derive(Debug, Clone, PartialEq)]
@@ -164,6 +183,37 @@ mod tests {
 
     fn error_of(raw: RiskRules) -> String {
         compile(&raw).unwrap_err().to_string()
+    }
+
+    /// docs/risk-engine.md lists the hard and the soft rules exactly as `is_hard` splits them.
+    #[test]
+    fn the_hard_rules_are_documented() {
+        use strum::IntoEnumIterator;
+        let doc = include_str!("../../../../docs/risk-engine.md");
+        let listed = |prefix: &str| -> Vec<String> {
+            let line = doc
+                .lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("docs/risk-engine.md has no line {prefix:?}"));
+            line[prefix.len()..]
+                .split(',')
+                .map(|r| r.trim().trim_end_matches('.').trim_matches('`').to_owned())
+                .collect()
+        };
+        let of = |hard: bool| -> Vec<String> {
+            RuleId::iter()
+                .filter(|r| is_hard(*r) == hard)
+                .map(|r| r.as_str().to_owned())
+                .collect()
+        };
+        assert_eq!(
+            listed("Hard rules (decline on their own in model mode): "),
+            of(true)
+        );
+        assert_eq!(
+            listed("Soft rules (replaced by the model's score): "),
+            of(false)
+        );
     }
 
     #[test]

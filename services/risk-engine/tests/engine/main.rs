@@ -3,6 +3,7 @@
 
 mod decisions;
 mod harness;
+mod model;
 mod poison;
 mod process;
 mod resilience;

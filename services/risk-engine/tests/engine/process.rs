@@ -11,7 +11,7 @@ use crate::harness::{Engine, WAIT, payment};
 use paysys_testkit::free_port;
 
 /// A plain HTTP/1.1 GET; returns (status, body).
-async fn get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) async fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
@@ -24,7 +24,7 @@ async fn get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-fn spawn(engine: &Engine, port: u16, extra: &[(&str, &str)]) -> Child {
+pub(crate) fn spawn(engine: &Engine, port: u16, extra: &[(&str, &str)]) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_risk-engine"));
     command
         .env_clear()
@@ -42,7 +42,7 @@ fn spawn(engine: &Engine, port: u16, extra: &[(&str, &str)]) -> Child {
     command.spawn().expect("start risk-engine")
 }
 
-async fn sigterm(child: &Child) {
+pub(crate) async fn sigterm(child: &Child) {
     let pid = child.id().expect("running").to_string();
     let status = Command::new("kill")
         .args(["-TERM", &pid])
