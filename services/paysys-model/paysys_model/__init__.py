@@ -1,0 +1,9 @@
+"""paysys_model: trains the risk engine's model from the data feed and evaluates models.
+
+The loop (docs/risk-model.md): the data feed exports every decision with the feature values
+the engine served (`features`, `features_version`) and the disputes that arrived later;
+`train` turns the mature, approved payments into labeled rows, trains LightGBM on the older
+days, calibrates, picks the threshold for a target false-positive rate on the newest days and
+writes a model directory (model.txt + model-card.json) that the Rust engine loads;
+`evaluate` compares the champion and a shadow challenger on labeled data.
+"""
