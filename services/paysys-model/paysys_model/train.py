@@ -11,7 +11,6 @@ Three parts of the labeled rows, all by time (a random split would leak the futu
 """
 
 import hashlib
-import sys
 
 import numpy as np
 import pyarrow.compute as pc
@@ -54,7 +53,7 @@ def lightgbm_params(seed):
 
 
 def train(feed_path, out, seed, target_fpr, maturity_days, as_of_us, validation_days,
-          log=lambda text: print(text, file=sys.stderr)):
+          log=print):
     """Reads the feed, prepares it and trains (see train_prepared); returns the card."""
     if not 0.0 < target_fpr < 1.0:
         raise ModelError(f"--target-fpr {target_fpr} must be between 0 and 1")
