@@ -48,8 +48,8 @@ EXPORT_SCHEMA = pa.schema([
 
 CURRENCIES = (("USD", 2, 840), ("EUR", 2, 978), ("JPY", 0, 392))
 START_US = 1_790_812_800_000_000  # 2026-10-01T00:00:00Z
-RULES_MAX_MINOR = 150_000
-RULES_MAX_VELOCITY = 6
+RULES_MAX_MINOR = 60_000
+RULES_MAX_VELOCITY = 4
 
 
 def generate(rows, days, seed, fraud_share=0.02, approve_share=0.95, start_us=START_US):

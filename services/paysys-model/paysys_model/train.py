@@ -11,6 +11,7 @@ Three parts of the labeled rows, all by time (a random split would leak the futu
 """
 
 import hashlib
+import time
 
 import numpy as np
 import pyarrow.compute as pc
@@ -58,10 +59,28 @@ def train(feed_path, out, seed, target_fpr, maturity_days, as_of_us, validation_
     if not 0.0 < target_fpr < 1.0:
         raise ModelError(f"--target-fpr {target_fpr} must be between 0 and 1")
     cards.check_out(out)
-    prep = prepare(read_feed(feed_path), as_of_us, maturity_days, validation_days)
-    log(f"prepared {prep.rows.num_rows} labeled payments (as of {iso(prep.as_of_us)}; "
+    lap = Lap(log)
+    feed = read_feed(feed_path)
+    lap(f"read {feed.num_rows} payments")
+    prep = prepare(feed, as_of_us, maturity_days, validation_days)
+    del feed
+    lap(f"prepared {prep.rows.num_rows} labeled payments (as of {iso(prep.as_of_us)}; "
         f"skipped {prep.skipped})")
-    return train_prepared(prep, out, seed, target_fpr, log)
+    return train_prepared(prep, out, seed, target_fpr, lap)
+
+
+class Lap:
+    """Logs each step with the wall and CPU seconds it took (CPU time tells a slow step from a
+    busy machine)."""
+
+    def __init__(self, log):
+        self.log = log
+        self.wall, self.cpu = time.monotonic(), time.process_time()
+
+    def __call__(self, text):
+        wall, cpu = time.monotonic(), time.process_time()
+        self.log(f"{text} [{wall - self.wall:.1f} s, cpu {cpu - self.cpu:.1f} s]")
+        self.wall, self.cpu = wall, cpu
 
 
 def parts(rows):
@@ -99,9 +118,10 @@ def train_prepared(prep, out, seed, target_fpr, log):
     fit_x = prepared_matrix(fit)
     dataset = lgb.Dataset(fit_x, label=label(fit), feature_name=list(FEATURE_NAMES),
                           free_raw_data=True)
-    log(f"training on {fit.num_rows} payments, calibrating on {calibration_rows.num_rows}, "
-        f"validating on {validation.num_rows}")
+    log(f"split: {fit.num_rows} payments to fit, {calibration_rows.num_rows} to calibrate, "
+        f"{validation.num_rows} to validate")
     booster = lgb.train(params, dataset, num_boost_round=NUM_BOOST_ROUND)
+    log(f"trained {NUM_BOOST_ROUND} trees")
     model_bytes = booster.model_to_string().encode("utf-8")
 
     raw_calibration = booster.predict(prepared_matrix(calibration_rows), num_threads=NUM_THREADS)
@@ -113,6 +133,7 @@ def train_prepared(prep, out, seed, target_fpr, log):
         x, y = [0.0, 1.0], [y[0], y[0]]
     calibration = {"method": "isotonic", "x": x, "y": y}
 
+    log(f"calibrated ({len(x)} points)")
     validation_x = prepared_matrix(validation)
     raw_validation = booster.predict(validation_x, num_threads=NUM_THREADS)
     score = cards.calibrate(raw_validation, calibration)
@@ -180,6 +201,7 @@ def train_prepared(prep, out, seed, target_fpr, log):
         "metrics": {"model": model_metrics, "rules": rules_metrics},
         "drift_reference": drift_reference(fit_x),
     }
+    log("measured on validation")
     cards.write_model_dir(out, model_bytes, card)
     log(f"wrote {out}: {card['model_version']}, threshold {threshold:.6g} "
         f"(validation FPR {model_metrics['fpr']:.4g}, recall {model_metrics['recall']:.4g}; "
