@@ -32,6 +32,7 @@ def run(args):
         generated = time.monotonic() - started
         print(f"generated {args.rows} payments over {args.days} days in {generated:.1f} s",
               file=sys.stderr)
+        load_before = os.getloadavg()[0]
         started = time.monotonic()
         child = subprocess.run(
             [sys.executable, "-m", "paysys_model", "train", "--feed", feed_dir, "--out", out,
@@ -44,7 +45,7 @@ def run(args):
             print(f"bench: training failed with exit status {child.returncode}", file=sys.stderr)
             return
         # ru_maxrss of the children is in KiB on Linux: the largest child, here the only one.
-        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         with open(os.path.join(out, "model-card.json"), encoding="utf-8") as f:
             card = json.load(f)
         result = {
@@ -52,8 +53,12 @@ def run(args):
             "days": args.days,
             "labeled_rows": sum(card["training"]["rows"].values()),
             "prepare_and_train_wall_seconds": round(wall, 1),
-            "peak_rss_mib": round(peak_kib / 1024, 1),
+            "prepare_and_train_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
             "cpus": os.cpu_count(),
+            # Other processes' load: the wall time on a shared machine depends on it.
+            "load_average_1min": {"before": round(load_before, 2),
+                                  "after": round(os.getloadavg()[0], 2)},
             "model_version": card["model_version"],
             "validation_roc_auc": card["metrics"]["model"]["roc_auc"],
             "targets": {"wall_seconds": 300, "peak_rss_mib": 4096},
