@@ -71,6 +71,11 @@ def main(argv=None):
     except ModelError as e:
         print(f"paysys_model {args.command}: {e}", file=sys.stderr)
         return 1
+    except Exception as e:  # pyarrow's or LightGBM's own errors, still in one line
+        text = str(e).strip()
+        print(f"paysys_model {args.command}: {type(e).__name__}: "
+              f"{text.splitlines()[0] if text else ''}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -185,7 +185,14 @@ def feature_matrix(features):
         raise ModelError(f"a payment of features_version {FEATURES_VERSION} has {bad} features, "
                          f"expected {n}")
     values = pc.list_flatten(features).to_numpy(zero_copy_only=False)
-    return np.asarray(values, dtype=np.float64).reshape(len(features), n)
+    matrix = np.asarray(values, dtype=np.float64).reshape(len(features), n)
+    # The engine computes every feature from integers and times: a NaN or an infinity means
+    # a broken writer, not a payment to learn from.
+    bad = ~np.isfinite(matrix).all(axis=1)
+    if bad.any():
+        raise ModelError(f"{int(bad.sum())} payment(s) of features_version {FEATURES_VERSION} "
+                         f"have a NaN or infinite feature")
+    return matrix
 
 
 def prepared_matrix(rows):

@@ -107,6 +107,8 @@ def prepare(spark, feed_path, as_of_us=None, maturity_days=DEFAULT_MATURITY_DAYS
         F.max(F.expr(f"created_us div {DAY_US}")).alias("last_day"),
         F.sum(F.when(F.col("features").isNull(), 1).otherwise(0)).alias("no_features"),
         F.sum(F.when(F.size("features") != len(FEATURE_NAMES), 1).otherwise(0)).alias("bad"),
+        F.sum(F.when(F.expr("exists(features, x -> isnan(x) OR abs(x) = double('inf'))"), 1)
+              .otherwise(0)).alias("not_finite"),
     ).first()
     if check["rows"] == 0:
         raise ModelError(
@@ -119,6 +121,9 @@ def prepare(spark, feed_path, as_of_us=None, maturity_days=DEFAULT_MATURITY_DAYS
     if check["bad"]:
         raise ModelError(f"{check['bad']} payment(s) of features_version {FEATURES_VERSION} "
                          f"do not have {len(FEATURE_NAMES)} features")
+    if check["not_finite"]:
+        raise ModelError(f"{check['not_finite']} payment(s) of features_version "
+                         f"{FEATURES_VERSION} have a NaN or infinite feature")
     validation_from_us = (int(check["last_day"]) - (validation_days - 1)) * DAY_US
     label = F.coalesce(F.col("dispute_reason").isin(*FRAUD_REASONS), F.lit(False))
     columns = [

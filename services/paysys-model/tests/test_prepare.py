@@ -104,6 +104,8 @@ def test_days_exported_before_the_model_columns_read_as_another_version(tmp_path
 @pytest.mark.parametrize("features, message", [
     ([1.0, 2.0], "has 2 features, expected 15"),
     (None, "have no features"),
+    ([float("nan")] + [1.0] * 14, "have a NaN or infinite feature"),
+    ([float("inf")] + [1.0] * 14, "have a NaN or infinite feature"),
 ])
 def test_a_feature_vector_of_the_wrong_length_is_refused(tmp_path, features, message):
     rows = [payment(1, T0, features=features), payment(2, T0 + 20 * DAY_US)]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 
 from conftest import PACKAGE_DIR, feed_table, payment, write_day
 from paysys_model import synth
+from paysys_model.contract import ModelError
 from paysys_model.feed import DAY_US, PREPARED_SCHEMA, prepare, read_feed
 
 PREPARE = os.path.join(PACKAGE_DIR, "spark", "prepare.py")
@@ -71,12 +73,28 @@ def test_spark_and_local_preparation_agree_exactly(tmp_path):
                                         PREPARED_SCHEMA.names[7:]])).all()
 
 
-def test_spark_refuses_a_feed_without_labels_in_one_line(tmp_path):
-    feed = str(tmp_path / "feed")
+def feed_without_labels(folder):
     table, _ = synth.generate(500, 5, 3)
-    synth.write_feed(table, feed)
+    synth.write_feed(table, folder)
+
+
+def feed_with_a_nan_feature(folder):
+    features = [float("nan")] + [1.0] * 14
+    write_day(folder, feed_table([payment(1, synth.START_US, features=features),
+                                  payment(2, synth.START_US + 20 * DAY_US)]))
+
+
+@pytest.mark.parametrize("make, message", [
+    (feed_without_labels, "the feed has no labeled payments"),
+    (feed_with_a_nan_feature, "1 payment(s) of features_version payment-features/1 have a "
+                              "NaN or infinite feature"),
+])
+def test_spark_refuses_what_the_local_preparation_refuses(tmp_path, make, message):
+    feed = str(tmp_path / "feed")
+    make(feed)
+    with pytest.raises(ModelError, match=re.escape(message)):
+        prepare(read_feed(feed))
     done = spark_prepare(feed, str(tmp_path / "out"))
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1].startswith(
-        "prepare.py: the feed has no labeled payments")
+    assert done.stderr.strip().splitlines()[-1].startswith(f"prepare.py: {message}")
     assert not os.path.exists(tmp_path / "out")
