@@ -14,7 +14,6 @@ import numpy as np
 
 from .contract import (
     CARD_FILE,
-    CARD_VERSION,
     FEATURE_NAMES,
     FEATURES_VERSION,
     MODEL_FILE,

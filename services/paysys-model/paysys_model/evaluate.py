@@ -14,7 +14,6 @@ threshold).
 
 import json
 import os
-import sys
 
 import numpy as np
 import pyarrow as pa
