@@ -31,22 +31,32 @@ SHOWN = ("rows", "frauds", "recall", "precision", "fpr", "approval_rate", "decli
 
 
 def labeled(feed, truth_path, maturity_days, as_of):
-    """(rows, labels as int array, description) of the payments that have a label."""
+    """(rows, labels as int array, description, groups or None) of the payments that have a
+    label; groups = the truth file's `pattern` of each row, when it has that column."""
     decided = pc.fill_null(pc.is_valid(feed["decision_outcome"]), False)
     if truth_path:
         try:
-            truth = pq.read_table(truth_path, columns=["payment_id", "is_fraud"])
-        except (pa.ArrowException, OSError) as e:
-            raise ModelError(f"cannot read the truth file {truth_path}: {str(e).splitlines()[0]}")
+            names = pq.read_schema(truth_path).names
+            truth = pq.read_table(truth_path, columns=["payment_id", "is_fraud"]
+                                  + (["pattern"] if "pattern" in names else []))
+        except (pa.ArrowException, OSError, KeyError) as e:
+            raise ModelError(f"cannot read the truth file {truth_path} (payment_id, is_fraud, "
+                             f"pattern): {str(e).splitlines()[0]}")
         fraud_by_id = dict(zip(truth["payment_id"].to_pylist(),
                                truth["is_fraud"].cast(pa.bool_()).to_pylist()))
         ids = feed["payment_id"].to_pylist()
         known = np.array([i in fraud_by_id for i in ids]) & decided.to_numpy(zero_copy_only=False)
         rows = feed.filter(pa.array(known))
-        label = np.array([fraud_by_id[i] for i in rows["payment_id"].to_pylist()], np.int64)
+        ids = rows["payment_id"].to_pylist()
+        label = np.array([fraud_by_id[i] for i in ids], np.int64)
+        groups = None
+        if "pattern" in truth.column_names:
+            group_by_id = dict(zip(truth["payment_id"].to_pylist(),
+                                   truth["pattern"].to_pylist()))
+            groups = np.array([str(group_by_id[i]) for i in ids], dtype=object)
         return rows, label, (f"ground truth from {truth_path} on every decided payment "
                              f"({int((~known).sum())} payment(s) of the feed without truth or "
-                             f"decision left out)")
+                             f"decision left out)"), groups
     created = micros(feed["created_at"])
     as_of_us = parse_as_of(as_of) if as_of else int(created.max())
     horizon = as_of_us - maturity_days * DAY_US
@@ -57,7 +67,7 @@ def labeled(feed, truth_path, maturity_days, as_of):
     return rows, label.to_numpy(zero_copy_only=False).astype(np.int64), (
         f"disputes on approved payments created at or before {iso(horizon)}: the champion "
         f"approved every one of them, so its recall is 0 by construction; the challenger's "
-        f"numbers are what it would have changed")
+        f"numbers are what it would have changed"), None
 
 
 def champion_declines(rows):
@@ -86,13 +96,28 @@ def read_card(path):
         raise ModelError(f"cannot read the challenger card {path}: {e}")
 
 
-def champion_challenger(rows, label, card_path):
+def by_group(groups, **declined):
+    """Per value of the truth's `pattern` column (whatever the simulator named them): payments,
+    and how many of them each decision-maker declined."""
+    if groups is None:
+        return None
+    result = {}
+    for group in sorted(set(groups.tolist())):
+        mask = groups == group
+        result[group] = {"payments": int(mask.sum())}
+        result[group].update({f"{who}_declined": int((d & mask).sum())
+                              for who, d in declined.items()})
+    return result
+
+
+def champion_challenger(rows, label, card_path, groups=None):
     currency = rows["currency"].to_numpy(zero_copy_only=False)
     amount = rows["amount_minor"].to_numpy(zero_copy_only=False)
     declined, deciders = champion_declines(rows)
     result = {"champion": {"deciders": deciders}}
     if not card_path:
         result["champion"].update(decision_metrics(label, declined, currency, amount))
+        result["by_pattern"] = by_group(groups, champion=declined)
         result["challenger"] = None
         result["note"] = "no --challenger-card: champion only"
         return result
@@ -112,10 +137,12 @@ def champion_challenger(rows, label, card_path):
     result["approval_rate_change"] = (result["challenger"]["approval_rate"]
                                       - result["champion"]["approval_rate"])
     result["left_out"] = int((~mine).sum())
+    result["by_pattern"] = by_group(None if groups is None else groups[mine],
+                                    champion=declined[mine], challenger=challenger_declined)
     return result
 
 
-def compare_rules(rows, label, model_dir):
+def compare_rules(rows, label, model_dir, groups=None):
     """The model (scored offline from model_dir) against the default rules on the same
     payments, at the rules' own FPR there or MIN_COMPARE_FPR, whichever is higher."""
     booster, card = cards.load_model_dir(model_dir)
@@ -126,6 +153,7 @@ def compare_rules(rows, label, model_dir):
         raise ModelError(f"no labeled payment has features of {card['features_version']} "
                          f"and a rules_outcome")
     rows, label = rows.filter(pa.array(usable)), label[usable]
+    groups = None if groups is None else groups[usable]
     if label.min() == label.max():
         raise ModelError("the labeled payments are of one class only: nothing to compare")
     currency = rows["currency"].to_numpy(zero_copy_only=False)
@@ -149,7 +177,8 @@ def compare_rules(rows, label, model_dir):
            and any(r is not None for r in ratios["fraud_amount_caught"].values()))
     return {"payments": len(label), "compared_at_fpr": fpr, "rules": rules, "model": model,
             "model_at_card_threshold": at_card, "model_over_rules": ratios,
-            "target_2x_met": bool(met)}
+            "target_2x_met": bool(met),
+            "by_pattern": by_group(groups, rules=rules_declined, model=score >= threshold)}
 
 
 def ratio(a, b):
@@ -160,14 +189,14 @@ def ratio(a, b):
 
 def run(args):
     feed = read_feed(args.feed)
-    rows, label, how = labeled(feed, args.truth, args.maturity_days, args.as_of)
+    rows, label, how, groups = labeled(feed, args.truth, args.maturity_days, args.as_of)
     if len(label) == 0:
         raise ModelError(f"no labeled payments ({how})")
     report = {"labels": "truth" if args.truth else "disputes", "how": how,
               "payments": len(label), "frauds": int(label.sum())}
-    report.update(champion_challenger(rows, label, args.challenger_card))
+    report.update(champion_challenger(rows, label, args.challenger_card, groups))
     if args.compare_rules:
-        report["compare_rules"] = compare_rules(rows, label, args.compare_rules)
+        report["compare_rules"] = compare_rules(rows, label, args.compare_rules, groups)
     print(render(report))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
@@ -222,6 +251,7 @@ def render(report):
         out.append(table(["metric", f"champion ({cell(champion['deciders'])})"],
                          [[m, champion[m]] for m in SHOWN]))
         out.append(report["note"])
+    out += pattern_table(report.get("by_pattern"))
     compare = report.get("compare_rules")
     if compare:
         out += ["", f"model vs default rules on {compare['payments']} payments, at FPR "
@@ -236,4 +266,14 @@ def render(report):
         out.append(f"model / rules: fraud caught {cell(r['fraud_caught'])}, fraud amount "
                    f"caught {cell({k: cell(v) for k, v in r['fraud_amount_caught'].items()})}; "
                    f"target (>= 2x both): {'met' if compare['target_2x_met'] else 'NOT met'}")
+        out += pattern_table(compare.get("by_pattern"))
     return "\n".join(out)
+
+
+def pattern_table(groups):
+    if not groups:
+        return []
+    who = [k for k in next(iter(groups.values())) if k != "payments"]
+    return ["", "declined per pattern (the truth file's names):",
+            table(["pattern", "payments"] + who,
+                  [[g, v["payments"]] + [v[k] for k in who] for g, v in groups.items()])]

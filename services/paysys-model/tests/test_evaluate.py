@@ -81,6 +81,11 @@ def test_champion_and_challenger_by_hand(small):
     assert challenger["fraud_amount_caught_minor"] == {"USD": 1001 + 1002}
     assert challenger["legit_amount_declined_minor"] == {"USD": 1005}
     assert report["approval_rate_change"] == pytest.approx(5 / 8 - 4 / 8)
+    # Per pattern of the truth file ("x" for fraud here): payments 1-3 and 4-8.
+    assert report["by_pattern"] == {
+        "legit": {"payments": 5, "champion_declined": 2, "challenger_declined": 1},
+        "x": {"payments": 3, "champion_declined": 2, "challenger_declined": 2},
+    }
     # The table on stdout names both and carries the same figures.
     assert "champion (m-champion, rules)" in done.stdout
     assert "challenger (m-challenger)" in done.stdout
@@ -137,3 +142,7 @@ def test_the_model_catches_twice_what_the_rules_catch_on_a_later_holdout(
     assert compare["model"]["fraud_caught"] >= 2 * compare["rules"]["fraud_caught"]
     assert compare["target_2x_met"] is True
     assert "target (>= 2x both): met" in done.stdout
+    by_pattern = compare["by_pattern"]
+    assert by_pattern["planted"]["model_declined"] == compare["model"]["fraud_caught"]
+    assert by_pattern["planted"]["rules_declined"] == compare["rules"]["fraud_caught"]
+    assert by_pattern["legit"]["payments"] + by_pattern["planted"]["payments"] == table.num_rows

@@ -250,3 +250,13 @@ def test_the_feed_fixture_is_what_the_constants_say(feed_dir):
     assert read_feed(feed_dir).num_rows == FEED_ROWS
     assert len(os.listdir(feed_dir)) == FEED_DAYS
     assert FEED_SEED == 7
+
+
+def test_the_bench_command_reports_its_figures():
+    done = cli("bench", "--rows", 20_000, "--days", 30)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout[done.stdout.index("{\n"):])
+    assert result["rows"] == 20_000 and result["labeled_rows"] > 0
+    assert result["prepare_and_train_wall_seconds"] > 0
+    assert 50 < result["peak_rss_mib"] < 4096
+    assert result["model_version"].startswith("m-")
