@@ -1,6 +1,7 @@
 """evaluate: champion vs challenger by hand, and the model-vs-rules report on a hold-out."""
 
 import json
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -146,3 +147,32 @@ def test_the_model_catches_twice_what_the_rules_catch_on_a_later_holdout(
     assert by_pattern["planted"]["model_declined"] == compare["model"]["fraud_caught"]
     assert by_pattern["planted"]["rules_declined"] == compare["rules"]["fraud_caught"]
     assert by_pattern["legit"]["payments"] + by_pattern["planted"]["payments"] == table.num_rows
+
+
+def test_the_loop_a_trained_model_in_shadow(model_dir, holdout, tmp_path):
+    """The hold-out as an engine with the trained model in shadow would have exported it:
+    shadow_score = the model's score of the logged features. evaluate's challenger must then
+    be exactly the model at its card's threshold, and its champion (the rules) the rules."""
+    feed, truth = holdout
+    days = sorted(os.listdir(feed))
+    table = pa.concat_tables([pq.read_table(os.path.join(feed, d, "payments.parquet"))
+                              for d in days])
+    booster, card = cards.load_model_dir(model_dir)
+    score = cards.score(booster, card, feature_matrix(table["features"]))
+    shadowed = synth.with_columns(
+        table, shadow_model_version=[card["model_version"]] * table.num_rows,
+        shadow_score=score)
+    synth.write_feed(shadowed, str(tmp_path / "feed"))
+    out = tmp_path / "report.json"
+    done = cli("evaluate", "--feed", tmp_path / "feed", "--truth", truth,
+               "--challenger-card", model_dir, "--compare-rules", model_dir, "--json", out)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["left_out"] == 0
+    compare = report["compare_rules"]
+    for key in ("rows", "frauds", "recall", "precision", "fpr", "approval_rate",
+                "fraud_amount_caught_minor", "legit_amount_declined_minor"):
+        assert report["challenger"][key] == compare["model_at_card_threshold"][key], key
+        assert report["champion"][key] == compare["rules"][key], key
+    assert report["champion"]["deciders"] == ["rules"]
+    assert report["challenger"]["recall"] > 2 * report["champion"]["recall"]
