@@ -21,8 +21,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import card as cards
-from .contract import CARD_FILE, FRAUD_REASONS, ModelError
-from .feed import DAY_US, feature_matrix, iso, micros, parse_as_of, read_feed
+from .contract import CARD_FILE, ModelError
+from .feed import feature_matrix, is_fraud, iso, label_rule, parse_as_of, read_feed
 from .metrics import decision_metrics, threshold_for_fpr
 
 MIN_COMPARE_FPR = 0.01
@@ -57,14 +57,10 @@ def labeled(feed, truth_path, maturity_days, as_of):
         return rows, label, (f"ground truth from {truth_path} on every decided payment "
                              f"({int((~known).sum())} payment(s) of the feed without truth or "
                              f"decision left out)"), groups
-    created = micros(feed["created_at"])
-    as_of_us = parse_as_of(as_of) if as_of else int(created.max())
-    horizon = as_of_us - maturity_days * DAY_US
-    approved = pc.fill_null(pc.equal(feed["decision_outcome"], "approved"), False)
-    mask = approved.to_numpy(zero_copy_only=False) & (created <= horizon)
-    rows = feed.filter(pa.array(mask))
-    label = pc.fill_null(pc.is_in(rows["dispute_reason"], pa.array(FRAUD_REASONS)), False)
-    return rows, label.to_numpy(zero_copy_only=False).astype(np.int64), (
+    approved, mature, _, horizon = label_rule(
+        feed, parse_as_of(as_of) if as_of else None, maturity_days)
+    rows = feed.filter(pa.array(approved & mature))
+    return rows, is_fraud(rows["dispute_reason"]).astype(np.int64), (
         f"disputes on approved payments created at or before {iso(horizon)}: the champion "
         f"approved every one of them, so its recall is 0 by construction; the challenger's "
         f"numbers are what it would have changed"), None

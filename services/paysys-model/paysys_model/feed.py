@@ -123,21 +123,33 @@ def micros(column):
     return np.asarray(column.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
+def label_rule(feed, as_of_us, maturity_days):
+    """The label rule's two conditions and its bounds: (approved, mature, as_of_us, horizon):
+    approved = decision_outcome is 'approved'; mature = created_at <= horizon = as_of -
+    maturity (as_of: the newest created_at unless given)."""
+    created = micros(feed["created_at"])
+    if as_of_us is None:
+        as_of_us = int(created.max())
+    horizon = as_of_us - maturity_days * DAY_US
+    approved = pc.fill_null(pc.equal(feed["decision_outcome"], "approved"), False)
+    return approved.to_numpy(zero_copy_only=False), created <= horizon, as_of_us, horizon
+
+
+def is_fraud(dispute_reason):
+    """The label of labeled rows: 1 iff disputed for one of FRAUD_REASONS."""
+    fraud = pc.fill_null(pc.is_in(dispute_reason, pa.array(FRAUD_REASONS)), False)
+    return fraud.to_numpy(zero_copy_only=False).astype(np.int32)
+
+
 def prepare(feed, as_of_us=None, maturity_days=14, validation_days=7):
     """Local preparation of `feed` (a table with FEED_COLUMNS): see the module's doc."""
     if maturity_days < 0 or validation_days < 1:
         raise ModelError("--maturity-days must be >= 0 and --validation-days >= 1")
     if feed.num_rows == 0:
         raise ModelError("the feed has no payments")
-    created = micros(feed["created_at"])
-    if as_of_us is None:
-        as_of_us = int(created.max())
-    horizon = as_of_us - maturity_days * DAY_US
+    approved, mature, as_of_us, horizon = label_rule(feed, as_of_us, maturity_days)
     of_version = pc.fill_null(pc.equal(feed["features_version"], FEATURES_VERSION), False)
-    approved = pc.fill_null(pc.equal(feed["decision_outcome"], "approved"), False)
-    mature = created <= horizon
     of_version = of_version.to_numpy(zero_copy_only=False)
-    approved = approved.to_numpy(zero_copy_only=False)
     labeled = of_version & approved & mature
     skipped = {
         "other_features_version": int((~of_version).sum()),
@@ -156,10 +168,10 @@ def prepare(feed, as_of_us=None, maturity_days=14, validation_days=7):
     days = created // DAY_US
     validation_from_us = int(days.max() - (validation_days - 1)) * DAY_US
     split = np.where(created >= validation_from_us, "validation", "train")
-    label = pc.fill_null(pc.is_in(rows["dispute_reason"], pa.array(FRAUD_REASONS)), False)
     columns = [
         rows["payment_id"], rows["created_at"], rows["currency"], rows["amount_minor"],
-        rows["rules_outcome"], label.cast(pa.int32()), pa.array(split, pa.string()),
+        rows["rules_outcome"], pa.array(is_fraud(rows["dispute_reason"]), pa.int32()),
+        pa.array(split, pa.string()),
     ]
     matrix = feature_matrix(rows["features"])
     columns += [pa.array(matrix[:, i], pa.float64()) for i in range(len(FEATURE_NAMES))]
