@@ -49,6 +49,9 @@ elif [[ "${CI:-}" == "true" ]]; then
   exit 1
 fi
 
+# The risk model's training package: its own pinned venv (scripts/ensure-model-python.sh).
+MODEL_PYTHON="$(scripts/ensure-model-python.sh)"
+
 cargo build --locked --workspace --all-targets
 
 # The API fuzzed from its own OpenAPI document (schemathesis, bounded). Skipped when extra
@@ -70,6 +73,12 @@ if [[ $status -eq 124 || $status -eq 137 ]]; then
   exit 1
 elif [[ $status -ne 0 ]]; then
   exit "$status"
+fi
+
+# The training package (pytest; its Spark tests run Spark in local mode). Skipped with the
+# containers when extra arguments select a subset of the tests.
+if [[ $# -eq 0 ]]; then
+  "$MODEL_PYTHON" -m pytest services/paysys-model/tests -q -p no:cacheprovider
 fi
 
 # The images built from these binaries, run as the chart runs them, and the Compose stack
