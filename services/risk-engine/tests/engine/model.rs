@@ -1,16 +1,15 @@
-//! The risk model: agreement with LightGBM's own `predict`, start-up refusals of a bad model
-//! (the real binary, exit code 2), model-mode and shadow decisions through the real broker,
-//! and the model metrics of a running binary.
+//! The risk model through the broker and the binary: start-up refusals of a bad model (exit
+//! code 2), model-mode and shadow decisions through the real broker, and the model metrics of
+//! a running binary. (The agreement with LightGBM is `tests/agreement.rs`, its own binary.)
 //!
-//! Fixtures (`tests/fixtures/`, made by `make_model_fixture.py`): a 200-tree, 31-leaf LightGBM
-//! model with its card, and 10,000 rows with LightGBM's raw prediction and numpy's calibrated
-//! score of each.
+//! Fixture (`tests/fixtures/model`, made by `make_model_fixture.py`): a 200-tree, 31-leaf
+//! LightGBM model with its card.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::TimeZone;
-use paysys_core::features::{FEATURE_COUNT, FEATURE_NAMES, FeatureVector};
+use paysys_core::features::{FEATURE_COUNT, FeatureVector};
 use paysys_core::risk_rules::RiskRules;
 use paysys_core::{History, Outcome, PaymentMessage, Velocity};
 use risk_engine::decide::{Decider, ModelMode};
@@ -31,59 +30,13 @@ fn model_dir() -> PathBuf {
     fixtures().join("model")
 }
 
+/// The fixture model, parsed once for the whole binary (a debug build parses 680 KB slowly,
+/// and CPU taken here is taken from the timing-sensitive broker tests running beside).
 fn model() -> Arc<Model> {
-    Arc::new(Model::load(&model_dir()).expect("the fixture model loads"))
-}
-
-/// Rows of `agreement.csv`: the features, LightGBM's raw prediction, numpy's calibrated score.
-fn agreement_rows() -> Vec<([f64; FEATURE_COUNT], f64, f64)> {
-    let text = std::fs::read_to_string(fixtures().join("agreement.csv")).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    assert_eq!(
-        header[..FEATURE_COUNT],
-        FEATURE_NAMES,
-        "columns in feature order"
-    );
-    assert_eq!(header[FEATURE_COUNT..], ["raw", "calibrated"]);
-    lines
-        .map(|line| {
-            let v: Vec<f64> = line.split(',').map(|x| x.parse().unwrap()).collect();
-            (
-                v[..FEATURE_COUNT].try_into().unwrap(),
-                v[FEATURE_COUNT],
-                v[FEATURE_COUNT + 1],
-            )
-        })
-        .collect()
-}
-
-/// bosk against LightGBM: raw probabilities within 1e-6 (the contract), calibrated scores too,
-/// on 10,000 rows, with both outcomes represented.
-#[test]
-fn scores_agree_with_lightgbm_on_10000_rows() {
-    let model = model();
-    let rows = agreement_rows();
-    assert_eq!(rows.len(), 10_000);
-    let (mut worst_raw, mut worst_calibrated, mut declined) = (0.0_f64, 0.0_f64, 0);
-    for (features, raw, calibrated) in &rows {
-        let score = model.score(&FeatureVector(*features));
-        worst_raw = worst_raw.max((score.raw - raw).abs());
-        worst_calibrated = worst_calibrated.max((score.calibrated - calibrated).abs());
-        declined += usize::from(model.declines(score));
-    }
-    println!(
-        "bosk vs LightGBM on {} rows: max |raw diff| {worst_raw:e}, max |calibrated diff| {worst_calibrated:e}, {declined} at or above threshold {}",
-        rows.len(),
-        model.threshold
-    );
-    assert!(worst_raw <= 1e-6, "raw probabilities differ by {worst_raw}");
-    assert!(
-        worst_calibrated <= 1e-6,
-        "calibrated scores differ by {worst_calibrated}"
-    );
-    // A model that approved or declined everything would agree with anything trivially.
-    assert!(declined > 0 && declined < rows.len(), "{declined} declined");
+    static MODEL: OnceLock<Arc<Model>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| Arc::new(Model::load(&model_dir()).expect("the fixture model loads")))
+        .clone()
 }
 
 /// A copy of the fixture model directory that a test may break.
