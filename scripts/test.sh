@@ -21,6 +21,9 @@ if [[ "$free_gb" -lt 8 ]]; then
   echo "warning: only ${free_gb} GB free on $(pwd); a run needs about 8 GB" >&2
 fi
 
+# The GitHub workflows (.github/workflows) pass actionlint.
+scripts/check-workflows.sh
+
 # Chart checks need helm; fetch it into .cache when it is not on PATH.
 if [[ -x scripts/ensure-helm.sh ]]; then
   HELM="$(scripts/ensure-helm.sh)"
@@ -44,6 +47,12 @@ if PAYSYS_PYTHON="$(scripts/ensure-python.sh)"; then
 elif [[ "${CI:-}" == "true" ]]; then
   echo "test.sh: scripts/ensure-python.sh failed (see above)" >&2
   exit 1
+fi
+
+# PAYSYS_SETUP_ONLY=1 stops here, after every set-up step (scripts/check-fresh-debian.sh).
+if [[ "${PAYSYS_SETUP_ONLY:-}" == 1 ]]; then
+  echo "test.sh: set-up done (PAYSYS_SETUP_ONLY=1)"
+  exit 0
 fi
 
 cargo build --locked --workspace --all-targets
@@ -74,4 +83,7 @@ fi
 if [[ $# -eq 0 ]]; then
   scripts/test-containers.sh
   scripts/test-compose.sh
+  # Images and chart through a real OCI registry on loopback, installed on the real API
+  # server (about 2 minutes).
+  scripts/test-registry.sh
 fi
