@@ -36,7 +36,8 @@ cleanup() {
 trap cleanup EXIT
 for fs in proc sys dev dev/pts; do
   mkdir -p "$ROOTFS/$fs"
-  mount --bind "/$fs" "$ROOTFS/$fs" && mounts+=("$ROOTFS/$fs")
+  mount --bind "/$fs" "$ROOTFS/$fs" || { say "error: cannot mount /$fs into the root"; exit 1; }
+  mounts+=("$ROOTFS/$fs")
 done
 cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
 
@@ -55,7 +56,7 @@ rust_from_host=""
 while IFS= read -r step; do
   [[ -z "${step// /}" ]] && continue
   if chroot "$ROOTFS" env -i HOME=/root PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    DEBIAN_FRONTEND=noninteractive bash -c "cd /root/paysys && $step" >>"$ROOTFS.steps.log" 2>&1; then
+    DEBIAN_FRONTEND=noninteractive bash -o pipefail -c "cd /root/paysys && $step" >>"$ROOTFS.steps.log" 2>&1; then
     say "ok: ${step:0:100}"
   elif [[ "$step" == *rustup* ]]; then
     say "FAILED: ${step:0:100} (no general internet here?); copying the host's Rust $(rustc --version | cut -d' ' -f2) toolchain instead"

@@ -122,7 +122,7 @@ if [[ -n "$PROFILE" ]]; then
   trap 'rm -rf "$context"' EXIT
   mkdir "$context/bin"
   for service in "${selected[@]}"; do
-    binary="target/$PROFILE/$service"
+    binary="${CARGO_TARGET_DIR:-target}/$PROFILE/$service"
     [[ -x "$binary" ]] || { echo "error: $binary missing: cargo build ${PROFILE/debug/} -p ... first" >&2; exit 1; }
     strip -o "$context/bin/$service" "$binary"
   done

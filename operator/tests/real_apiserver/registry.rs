@@ -95,7 +95,7 @@ async fn the_chart_from_an_oci_registry_points_every_pod_at_that_registry() {
     // with (its appVersion).
     let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &env.namespace);
     let operator = deployments.get("paysys-operator").await.unwrap();
-    let operator_pod = operator.spec.as_ref().unwrap().template.spec.as_ref();
+    let operator_pod = operator.spec.template.spec.as_ref();
     assert_eq!(
         pod_images(operator_pod),
         vec![format!("{registry}/paysys-operator:{tag}")]
@@ -108,23 +108,27 @@ async fn the_chart_from_an_oci_registry_points_every_pod_at_that_registry() {
     // The chart's PaymentSystem, reconciled by the operator: every child from the registry.
     let reconciler = Operator::start(env.client.clone(), &env.namespace);
     let statefulsets: Api<StatefulSet> = Api::namespaced(env.client.clone(), &env.namespace);
-    let children = eventually("the PaymentSystem's children", Duration::from_secs(60), || async {
-        let deployments = deployments.list(&ListParams::default()).await.ok()?;
-        let statefulsets = statefulsets.list(&ListParams::default()).await.ok()?;
-        let mut children: Vec<(String, PodSpec)> = Vec::new();
-        for deployment in deployments.items {
-            let name = deployment.metadata.name.clone().unwrap_or_default();
-            if name != "paysys-operator" {
-                children.push((name, deployment.spec?.template.spec?));
+    let children = eventually(
+        "the PaymentSystem's children",
+        Duration::from_secs(60),
+        || async {
+            let deployments = deployments.list(&ListParams::default()).await.ok()?;
+            let statefulsets = statefulsets.list(&ListParams::default()).await.ok()?;
+            let mut children: Vec<(String, PodSpec)> = Vec::new();
+            for deployment in deployments.items {
+                let name = deployment.metadata.name.clone().unwrap_or_default();
+                if name != "paysys-operator" {
+                    children.push((name, deployment.spec.template.spec?));
+                }
             }
-        }
-        for statefulset in statefulsets.items {
-            let name = statefulset.metadata.name.clone().unwrap_or_default();
-            children.push((name, statefulset.spec?.template.spec?));
-        }
-        // API, risk engine, RabbitMQ, PostgreSQL.
-        (children.len() >= 4).then_some(children)
-    })
+            for statefulset in statefulsets.items {
+                let name = statefulset.metadata.name.clone().unwrap_or_default();
+                children.push((name, statefulset.spec.template.spec?));
+            }
+            // API, risk engine, RabbitMQ, PostgreSQL.
+            (children.len() >= 4).then_some(children)
+        },
+    )
     .await;
     reconciler.stop().await;
     let mut seen = Vec::new();
@@ -153,6 +157,9 @@ async fn the_chart_from_an_oci_registry_points_every_pod_at_that_registry() {
         postgres,
         rabbitmq,
     ] {
-        assert!(seen.contains(&expected), "no child runs {expected}: {seen:?}");
+        assert!(
+            seen.contains(&expected),
+            "no child runs {expected}: {seen:?}"
+        );
     }
 }

@@ -128,7 +128,8 @@ fn declared() -> Vec<String> {
 /// `name` is a declared name, or a pattern (`*` for one dot-separated part) matching one.
 fn is_declared(name: &str, declared: &[String]) -> bool {
     let matches = |candidate: &str| {
-        let (a, b): (Vec<&str>, Vec<&str>) = (name.split('.').collect(), candidate.split('.').collect());
+        let (a, b): (Vec<&str>, Vec<&str>) =
+            (name.split('.').collect(), candidate.split('.').collect());
         a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| *x == "*" || x == y)
     };
     declared.iter().any(|candidate| matches(candidate))
@@ -188,7 +189,10 @@ fn every_rust_version_is_the_pinned_toolchain() {
         .map(|value| value.trim().trim_matches('"').to_owned())
         .expect("rust-toolchain.toml names a channel");
     // rust-version is major.minor(.patch); the toolchain a full version.
-    let mut manifests = vec![root().join("Cargo.toml"), root().join("operator/Cargo.toml")];
+    let mut manifests = vec![
+        root().join("Cargo.toml"),
+        root().join("operator/Cargo.toml"),
+    ];
     for entry in std::fs::read_dir(root().join("services")).expect("services/") {
         let manifest = entry.expect("entry").path().join("Cargo.toml");
         if manifest.exists() {
