@@ -72,7 +72,7 @@ if [[ -n "$rust_from_host" ]]; then
   for tool in cargo rustc rustfmt cargo-clippy clippy-driver rustdoc; do
     ln -sf rustup "$ROOTFS/root/.cargo/bin/$tool"
   done
-  printf '[settings]\ndefault_toolchain = "1.95.0-x86_64-unknown-linux-gnu"\nprofile = "minimal"\nversion = "12"\n' >"$ROOTFS/root/.rustup/settings.toml"
+  printf 'version = "12"\ndefault_toolchain = "1.95.0-x86_64-unknown-linux-gnu"\nprofile = "minimal"\nauto_self_update = "disable"\n' >"$ROOTFS/root/.rustup/settings.toml"
 fi
 say "cargo in the chroot: $(chroot "$ROOTFS" env HOME=/root PATH=/root/.cargo/bin:/usr/bin:/bin bash -c 'cd /root/paysys && cargo --version' 2>&1 | tail -1)"
 
