@@ -67,7 +67,8 @@ while IFS= read -r step; do
 done <<<"$joined"
 if [[ -n "$rust_from_host" ]]; then
   mkdir -p "$ROOTFS/root/.rustup/toolchains" "$ROOTFS/root/.cargo/bin"
-  cp -a "$HOME/.rustup/toolchains/1.95.0-x86_64-unknown-linux-gnu" "$ROOTFS/root/.rustup/toolchains/"
+  rm -rf "$ROOTFS/root/.rustup/toolchains/1.95.0-x86_64-unknown-linux-gnu"
+  cp -aL "$HOME/.rustup/toolchains/1.95.0-x86_64-unknown-linux-gnu" "$ROOTFS/root/.rustup/toolchains/"
   cp -a "$HOME/.cargo/bin/rustup" "$ROOTFS/root/.cargo/bin/"
   for tool in cargo rustc rustfmt cargo-clippy clippy-driver rustdoc; do
     ln -sf rustup "$ROOTFS/root/.cargo/bin/$tool"

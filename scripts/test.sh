@@ -2,9 +2,9 @@
 # The one command that runs every test: builds the workspace and runs all tests against a
 # real PostgreSQL and RabbitMQ (found via DATABASE_URL / AMQP_URL or 127.0.0.1, started
 # locally when absent and installed). Usage: scripts/test.sh [extra cargo test args]
-set -euo pipefail
+set -Eeuo pipefail
 cd "$(dirname "$0")/.."
-# No step fails silently: name the command that stopped the run.
+# No step fails silently: name the command that stopped the run (-E: also inside functions).
 trap 'echo "error: scripts/test.sh stopped at line $LINENO: $BASH_COMMAND (exit $?)" >&2' ERR
 source scripts/services.sh
 
