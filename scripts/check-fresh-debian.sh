@@ -40,6 +40,11 @@ for fs in proc sys dev dev/pts; do
   mounts+=("$ROOTFS/$fs")
 done
 cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
+# The host's trusted certificates (a machine behind a TLS-inspecting proxy trusts its CA
+# there): the network's trust, not a set-up step, so the chroot gets it too.
+cp "${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" "$ROOTFS/etc/host-ca.crt"
+trust=(SSL_CERT_FILE=/etc/host-ca.crt NODE_EXTRA_CA_CERTS=/etc/host-ca.crt PIP_CERT=/etc/host-ca.crt
+  REQUESTS_CA_BUNDLE=/etc/host-ca.crt CURL_CA_BUNDLE=/etc/host-ca.crt)
 
 # The checkout as a fresh clone would have it (committed files only).
 rm -rf "$ROOTFS/root/paysys" && mkdir -p "$ROOTFS/root/paysys"
@@ -55,7 +60,7 @@ joined=$(sed -e ':a' -e '/\\$/N; s/\\\n//; ta' <<<"$setup")
 rust_from_host=""
 while IFS= read -r step; do
   [[ -z "${step// /}" ]] && continue
-  if chroot "$ROOTFS" env -i HOME=/root PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+  if chroot "$ROOTFS" env -i "${trust[@]}" HOME=/root PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     DEBIAN_FRONTEND=noninteractive bash -o pipefail -c "cd /root/paysys && $step" >>"$ROOTFS.steps.log" 2>&1; then
     say "ok: ${step:0:100}"
   elif [[ "$step" == *rustup* ]]; then
@@ -78,7 +83,7 @@ fi
 say "cargo in the chroot: $(chroot "$ROOTFS" env HOME=/root PATH=/root/.cargo/bin:/usr/bin:/bin bash -c 'cd /root/paysys && cargo --version' 2>&1 | tail -1)"
 
 say "running PAYSYS_SETUP_ONLY=1 scripts/test.sh in the chroot"
-if chroot "$ROOTFS" env -i HOME=/root PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+if chroot "$ROOTFS" env -i "${trust[@]}" HOME=/root PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   PAYSYS_SETUP_ONLY=1 DATABASE_URL=postgres://postgres@127.0.0.1:55432/postgres \
   bash -c 'cd /root/paysys && scripts/test.sh' >"$ROOTFS.test.log" 2>&1; then
   say "ok: scripts/test.sh got past every set-up step"
