@@ -59,7 +59,8 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "error: registry test: $*" >&2; exit 1; }
 
-# Starts a registry on a free loopback port (extra config lines in $2); prints host:port.
+# Starts a registry on a free loopback port (extra config lines in $2); sets STARTED to its
+# host:port (not printed: in a $(...) subshell the cleanup would not learn its pid).
 start_registry() { # name [extra-yaml]
   local port dir="$WORK/$1"
   port=$(free_port)
@@ -76,7 +77,7 @@ YAML
   docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
   registries+=($!)
   for _ in $(seq 50); do
-    curl -s -o /dev/null "http://127.0.0.1:$port/v2/" && { echo "127.0.0.1:$port"; return 0; }
+    curl -s -o /dev/null "http://127.0.0.1:$port/v2/" && { STARTED="127.0.0.1:$port"; return 0; }
     sleep 0.1
   done
   cat "$dir/log" >&2
@@ -85,7 +86,8 @@ YAML
 
 started=$SECONDS
 cargo build --quiet --locked -p payments-api -p risk-engine -p paysys-operator -p paysys-feed
-REGISTRY="$(start_registry main)/paysys"
+start_registry main
+REGISTRY="$STARTED/paysys"
 echo "== pushing the images and the chart to $REGISTRY (tag $TAG)"
 scripts/images.sh --prebuilt debug --tag "$TAG" --push "$REGISTRY" --chart | tee "$WORK/pushed"
 for service in "${SERVICES[@]}"; do
@@ -128,6 +130,7 @@ expect_refused() { # registry what
   echo "$2: $err"
 }
 expect_refused "127.0.0.1:$(free_port)/paysys" "a registry that is down"
-READONLY="$(start_registry readonly '  maintenance: {readonly: {enabled: true}}')"
+start_registry readonly '  maintenance: {readonly: {enabled: true}}'
+READONLY="$STARTED"
 expect_refused "$READONLY/paysys" "a read-only registry"
 echo "registry test passed in $((SECONDS - started)) s"
