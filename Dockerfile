@@ -25,7 +25,7 @@
 #   runtime  distroless cc (glibc, libgcc, CA certificates; no shell, no package manager),
 #            user nonroot (65532), one binary each
 
-ARG RUST_VERSION=1.95
+ARG RUST_VERSION=1.95.0
 ARG CARGO_CHEF_VERSION=0.1.78
 # Build image: Rust toolchain on Debian bookworm (the runtime image's glibc must be as new).
 ARG RUST_IMAGE=rust:${RUST_VERSION}-slim-bookworm

@@ -4,8 +4,9 @@
 # errors go to stderr.
 # Order: KUBEBUILDER_ASSETS when it already holds the three binaries; else
 # ../shared/envtest/unpack.sh beside the repository (how CI provides them). When neither is
-# there it prints nothing: the real-API-server tests then skip with a line saying how to get
-# the binaries, except under CI=true, where this script fails instead.
+# there it prints nothing and says, for each missing binary, where it comes from (etcd and
+# kube-apiserver: setup-envtest; kube-controller-manager: the Kubernetes server release
+# archive); the real-API-server tests then skip, except under CI=true, where this fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,9 +34,28 @@ if [[ -x "$unpack" ]]; then
   exit 0
 fi
 
-how="get them with \`setup-envtest use 1.36 -p path\` (etcd, kube-apiserver) plus kube-controller-manager from the Kubernetes 1.36 release archive, and set KUBEBUILDER_ASSETS to their folder"
+# Where each binary comes from, for a machine without ../shared/envtest. The version the
+# tests are known to run against is Kubernetes 1.36 (etcd 3.4 or newer).
+missing=()
+for binary in etcd kube-apiserver kube-controller-manager; do
+  [[ -n "${KUBEBUILDER_ASSETS:-}" && -x "$KUBEBUILDER_ASSETS/$binary" ]] || missing+=("$binary")
+done
+where() {
+  case "$1" in
+    etcd | kube-apiserver)
+      echo "  $1: setup-envtest (go install sigs.k8s.io/controller-runtime/tools/setup-envtest@latest; setup-envtest use 1.36 -p path prints a folder holding etcd and kube-apiserver)" ;;
+    kube-controller-manager)
+      echo "  kube-controller-manager: not in setup-envtest's archives; from the Kubernetes server release archive, https://dl.k8s.io/v1.36.2/kubernetes-server-linux-amd64.tar.gz (kubernetes/server/bin/kube-controller-manager)" ;;
+  esac
+}
+explain() {
+  log "missing ${missing[*]} (KUBEBUILDER_ASSETS=${KUBEBUILDER_ASSETS:-unset}; no $unpack). Put all three in one folder and set KUBEBUILDER_ASSETS to it:"
+  for binary in "${missing[@]}"; do where "$binary" >&2; done
+}
 if [[ "${CI:-}" == true ]]; then
-  log "error: no envtest binaries: KUBEBUILDER_ASSETS is unset or incomplete and $unpack does not exist; $how"
+  explain
+  log "error: the real-API-server tests cannot run without them (CI=true)"
   exit 1
 fi
-log "no envtest binaries (KUBEBUILDER_ASSETS unset, no $unpack): the real-API-server tests will skip; $how"
+explain
+log "the real-API-server tests will skip"

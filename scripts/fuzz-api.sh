@@ -9,10 +9,9 @@ ensure_postgres
 ensure_rabbitmq
 
 EXAMPLES="${1:-100}"
-if ! command -v schemathesis >/dev/null 2>&1; then
-  echo "installing schemathesis (PyPI)" >&2
-  python3 -m pip install --quiet schemathesis
-fi
+# schemathesis from the project venv (scripts/python-tools.txt), never a global pip.
+TOOLS="$(scripts/ensure-tools.sh)"
+PATH="$TOOLS:$PATH"
 cargo build --quiet --locked -p payments-api
 DB="paysys_fuzz_$$"
 psql "$DATABASE_URL" -qc "CREATE DATABASE $DB"

@@ -15,10 +15,9 @@ source scripts/containers/checks.sh
 
 podman_or_skip "the compose test"
 use_private_podman
-if ! command -v podman-compose >/dev/null 2>&1; then
-  echo "installing podman-compose (PyPI)" >&2
-  python3 -m pip install --quiet podman-compose
-fi
+# podman-compose from the project venv (scripts/python-tools.txt), never a global pip.
+TOOLS="$(scripts/ensure-tools.sh)"
+PATH="$TOOLS:$PATH"
 ENGINE=podman
 source scripts/containers/bases.sh
 postgres_standin >/dev/null

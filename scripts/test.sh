@@ -2,9 +2,9 @@
 # The one command that runs every test: builds the workspace and runs all tests against a
 # real PostgreSQL and RabbitMQ (found via DATABASE_URL / AMQP_URL or 127.0.0.1, started
 # locally when absent and installed). Usage: scripts/test.sh [extra cargo test args]
-set -euo pipefail
+set -Eeuo pipefail
 cd "$(dirname "$0")/.."
-# No step fails silently: name the command that stopped the run.
+# No step fails silently: name the command that stopped the run (-E: also inside functions).
 trap 'echo "error: scripts/test.sh stopped at line $LINENO: $BASH_COMMAND (exit $?)" >&2' ERR
 source scripts/services.sh
 
@@ -20,6 +20,9 @@ free_gb=$(df -Pk . | awk 'NR==2 {print int($4 / 1048576)}')
 if [[ "$free_gb" -lt 8 ]]; then
   echo "warning: only ${free_gb} GB free on $(pwd); a run needs about 8 GB" >&2
 fi
+
+# The GitHub workflows (.github/workflows) pass actionlint.
+scripts/check-workflows.sh
 
 # Chart checks need helm; fetch it into .cache when it is not on PATH.
 if [[ -x scripts/ensure-helm.sh ]]; then
@@ -51,6 +54,12 @@ fi
 
 # The risk model's training package: its own pinned venv (scripts/ensure-model-python.sh).
 MODEL_PYTHON="$(scripts/ensure-model-python.sh)"
+
+# PAYSYS_SETUP_ONLY=1 stops here, after every set-up step (scripts/check-fresh-debian.sh).
+if [[ "${PAYSYS_SETUP_ONLY:-}" == 1 ]]; then
+  echo "test.sh: set-up done (PAYSYS_SETUP_ONLY=1)"
+  exit 0
+fi
 
 cargo build --locked --workspace --all-targets
 
@@ -86,4 +95,7 @@ fi
 if [[ $# -eq 0 ]]; then
   scripts/test-containers.sh
   scripts/test-compose.sh
+  # Images and chart through a real OCI registry on loopback, installed on the real API
+  # server (about 2 minutes).
+  scripts/test-registry.sh
 fi

@@ -792,9 +792,107 @@ mod values {
     fn an_empty_spec_is_the_operator_default_system() {
         let rendered = Rendered::of(&["--set", "paymentSystem.enabled=true"]);
         let (document, typed) = &rendered.payment_systems[0];
-        assert_eq!(document["spec"], serde_json::json!({}));
+        // Only the images are filled in, and by default they are the operator's own default.
+        assert_eq!(
+            document["spec"],
+            serde_json::json!({"image": {
+                "repository": "ghcr.io/paysys", "tag": VERSION, "pullPolicy": "IfNotPresent"
+            }})
+        );
         assert_eq!(typed.spec, PaymentSystemSpec::default());
         assert_eq!(typed.metadata.namespace.as_deref(), Some(NAMESPACE));
+    }
+
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn one_registry_value_points_the_operator_and_the_chart_system_at_it() {
+        let rendered = Rendered::of(&[
+            "--set",
+            "paymentSystem.enabled=true",
+            "--set",
+            "image.registry=registry.example.com:5000",
+            "--set",
+            "image.repository=mirror/paysys",
+            "--set",
+            "image.tag=1.2.3",
+            "--set",
+            "imagePullSecrets[0].name=regcred",
+        ]);
+        let pod = rendered.pod();
+        assert_eq!(
+            pod.containers[0].image.as_deref(),
+            Some("registry.example.com:5000/mirror/paysys/paysys-operator:1.2.3")
+        );
+        assert_eq!(
+            pod.image_pull_secrets.as_ref().unwrap()[0].name,
+            "regcred".to_string()
+        );
+        let (_, system) = &rendered.payment_systems[0];
+        assert_eq!(
+            system.spec.image.repository,
+            "registry.example.com:5000/mirror/paysys"
+        );
+        assert_eq!(system.spec.image.tag, "1.2.3");
+        assert_eq!(system.spec.image.pull_secrets, vec!["regcred".to_string()]);
+        assert_eq!(
+            system.spec.payments_api.image, None,
+            "by tag, through image"
+        );
+    }
+
+    #[test]
+    fn a_digest_wins_over_the_tag_and_notes_say_so() {
+        let digest_of = |name: &str| format!("image.digests.{name}={DIGEST}");
+        let args = [
+            "--set".to_string(),
+            "paymentSystem.enabled=true".to_string(),
+            "--set".to_string(),
+            "image.tag=1.2.3".to_string(),
+            "--set".to_string(),
+            digest_of("paysys-operator"),
+            "--set".to_string(),
+            digest_of("payments-api"),
+            // A component image the spec names itself stays as written.
+            "--set".to_string(),
+            digest_of("risk-engine"),
+            "--set".to_string(),
+            "paymentSystem.spec.riskEngine.image=example.com/own/risk:7".to_string(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let rendered = Rendered::of(&args);
+        assert_eq!(
+            rendered.pod().containers[0].image.as_deref(),
+            Some(format!("ghcr.io/paysys/paysys-operator@{DIGEST}").as_str())
+        );
+        let (_, system) = &rendered.payment_systems[0];
+        assert_eq!(
+            system.spec.payments_api.image.as_deref(),
+            Some(format!("ghcr.io/paysys/payments-api@{DIGEST}").as_str())
+        );
+        assert_eq!(
+            system.spec.risk_engine.image.as_deref(),
+            Some("example.com/own/risk:7")
+        );
+        assert_eq!(system.spec.image.tag, "1.2.3", "the rest go by the tag");
+
+        let mut install = vec![
+            "install",
+            RELEASE,
+            "charts/paysys",
+            "--namespace",
+            NAMESPACE,
+            "--dry-run=client",
+        ];
+        install.extend(&args);
+        let output = helm::run(&install).unwrap_or_else(|error| panic!("{error}"));
+        let notes = output.split("NOTES:").nth(1).expect("NOTES");
+        assert!(
+            notes.contains(
+                "Both image.tag (1.2.3) and image.digests are set: a digest wins over the tag"
+            ) && notes.contains("payments-api, paysys-operator, risk-engine are pulled by digest"),
+            "{notes}"
+        );
     }
 
     /// Violations of the chart's CRD schema rules (CEL) by the chart's PaymentSystem.
@@ -850,10 +948,17 @@ mod values {
         let cases: &[(&[&str], &str)] = &[
             (&["--set", "operator.replicas=-1"], "replicas"),
             (&["--set", "operator.logFormat=xml"], "logFormat"),
+            (&["--set", "image.pullPolicy=Sometimes"], "pullPolicy"),
             (
-                &["--set", "operator.image.pullPolicy=Sometimes"],
-                "pullPolicy",
+                &["--set", "image.digests.payments-api=latest"],
+                "payments-api",
             ),
+            (&["--set", "image.digests.typo=sha256:00"], "typo"),
+            (
+                &["--set", "image.registry=https://registry.example.com"],
+                "registry",
+            ),
+            (&["--set", "operator.image.tag=1"], "image"),
             (&["--set", "operator.typo=1"], "typo"),
             (&["--set", "paymentSystem.name=Not_A_Name"], "name"),
             (&["--set", "paymentSystem.spec=oops"], "spec"),

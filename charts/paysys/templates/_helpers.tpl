@@ -56,13 +56,27 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
-{{/* The operator image: tag defaults to the chart's appVersion (the workspace version). */}}
-{{- define "paysys.operatorImage" -}}
-{{- $image := .Values.operator.image }}
-{{- if $image.digest }}
-{{- printf "%s@%s" $image.repository $image.digest }}
+{{/* Registry and path every paysys image name is appended to (spec.image.repository). */}}
+{{- define "paysys.imageRepository" -}}
+{{- printf "%s/%s" (trimSuffix "/" .Values.image.registry) (trimAll "/" .Values.image.repository) }}
+{{- end }}
+
+{{/* The tag of every image: image.tag, else the chart's appVersion (the workspace version). */}}
+{{- define "paysys.imageTag" -}}
+{{- default .Chart.AppVersion .Values.image.tag }}
+{{- end }}
+
+{{/*
+One paysys image, (dict "root" $ "name" "payments-api"): by digest when image.digests has one
+(a digest wins over the tag), else by tag.
+*/}}
+{{- define "paysys.image" -}}
+{{- $root := .root }}
+{{- $digest := get $root.Values.image.digests .name }}
+{{- if $digest }}
+{{- printf "%s/%s@%s" (include "paysys.imageRepository" $root) .name $digest }}
 {{- else }}
-{{- printf "%s:%s" $image.repository (default .Chart.AppVersion $image.tag) }}
+{{- printf "%s/%s:%s" (include "paysys.imageRepository" $root) .name (include "paysys.imageTag" $root) }}
 {{- end }}
 {{- end }}
 

@@ -15,5 +15,6 @@ mod operated;
 mod processes;
 mod rbac;
 mod reconcile;
+mod registry;
 mod support;
 mod upgrade;

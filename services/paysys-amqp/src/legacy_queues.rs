@@ -110,6 +110,7 @@ pub async fn retire(
 }
 
 enum Outcome {
+    /// Absent, or empty with no consumer and deleted on sight: nothing to move or report.
     Absent,
     /// Deleted after moving this many messages.
     Deleted(u64),
@@ -125,14 +126,31 @@ async fn retire_one(
         queue: legacy.queue.clone(),
         source,
     };
-    // A failed passive declare or exclusive consume closes its channel: fresh ones for each.
-    if !exists(
-        &connection.create_channel().await.map_err(broker)?,
-        &legacy.queue,
-    )
-    .await
-    {
-        return Ok(Outcome::Absent);
+    // The common case, on every start of a system that never ran a version-1 release, is
+    // that the queue is absent, and that must cost no error line: a passive declare of an
+    // absent queue makes the broker close the channel, which lapin logs as an ERROR. A
+    // conditional delete does not: RabbitMQ answers delete-ok for an absent queue, deletes
+    // an empty unused one (nothing left to move, and nothing routed to it after the delete),
+    // and refuses (closing this channel) only when messages or a consumer remain, which is
+    // the migration proper below.
+    let probe = connection.create_channel().await.map_err(broker)?;
+    let gone = probe
+        .queue_delete(
+            legacy.queue.as_str().into(),
+            QueueDeleteOptions {
+                if_unused: true,
+                if_empty: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    match gone {
+        Ok(_) => {
+            let _ = probe.close(200, "legacy queue checked".into()).await;
+            return Ok(Outcome::Absent);
+        }
+        Err(error) if is_precondition_failed(&error) => {}
+        Err(error) => return Err(broker(error)),
     }
     let channel = connection.create_channel().await.map_err(broker)?;
     channel
@@ -198,8 +216,9 @@ fn is_not_found(error: &lapin::Error) -> bool {
     error.to_string().contains("NOT_FOUND")
 }
 
-async fn exists(channel: &Channel, queue: &str) -> bool {
-    depth(channel, queue).await.is_ok()
+/// A conditional delete refused: the queue still holds messages or has a consumer.
+fn is_precondition_failed(error: &lapin::Error) -> bool {
+    error.to_string().contains("PRECONDITION_FAILED")
 }
 
 /// How long the queue must stay silent before its depth is checked for the end.
