@@ -237,15 +237,21 @@ async fn concurrent_groups_sharing_a_payer_payee_and_method_stay_exact() {
                 let own_method = Uuid::new_v4();
                 let mut conn = pool.acquire().await.unwrap();
                 for round in 0..GROUPS {
-                    // Mixed groups, in an order that differs by writer: locks are still taken
-                    // in one global order, so no two groups deadlock.
+                    // Every other group has no payer in common with any other writer's: only
+                    // the payee's and the method's locks keep those exact. Mixed groups, in an
+                    // order that differs by writer: locks are still taken in one global
+                    // order, so no two groups deadlock.
                     let mut group = vec![
-                        payment(shared_payer, shared_payee, shared_method, 100, "USD"),
                         payment(own_payer, shared_payee, own_method, 250, "USD"),
-                        payment(shared_payer, own_payee, own_method, 300, "EUR"),
                         payment(own_payer, own_payee, shared_method, 125, "USD"),
-                        payment(shared_payer, shared_payee, shared_method, 50, "USD"),
+                        payment(own_payer, shared_payee, shared_method, 75, "EUR"),
                     ];
+                    if round % 2 == 0 {
+                        group.extend([
+                            payment(shared_payer, shared_payee, shared_method, 100, "USD"),
+                            payment(shared_payer, own_payee, own_method, 300, "EUR"),
+                        ]);
+                    }
                     let turn = (writer + round) % group.len();
                     group.rotate_left(turn);
                     insert_many(&mut conn, &group, WINDOW).await.unwrap();
@@ -260,7 +266,10 @@ async fn concurrent_groups_sharing_a_payer_payee_and_method_stay_exact() {
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(total, (WRITERS * GROUPS * 5) as i64);
+    assert_eq!(
+        total,
+        (WRITERS * (GROUPS * 3 + GROUPS.div_ceil(2) * 2)) as i64
+    );
     assert_eq!(wrong_histories(&pool).await, Vec::<String>::new());
 }
 
