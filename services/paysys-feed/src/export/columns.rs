@@ -190,6 +190,10 @@ impl BatchBuilder {
         self.rows
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
     /// Appends one payment; the user id is encrypted by `tokens` (a fresh IV per token).
     pub fn push(&mut self, row: &PaymentRow<'_>, tokens: &mut TokenMaker) -> anyhow::Result<()> {
         let exponent = exponent_of(row.currency)?;
@@ -271,6 +275,12 @@ impl BatchBuilder {
         ];
         self.rows = 0;
         RecordBatch::try_new(SCHEMA.clone(), columns).expect("builders match the schema")
+    }
+}
+
+impl Default for BatchBuilder {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

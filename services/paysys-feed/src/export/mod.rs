@@ -267,7 +267,7 @@ async fn finish_day(
     builder: &mut BatchBuilder,
 ) -> anyhow::Result<()> {
     let closed = |_| anyhow::anyhow!("the Parquet writer stopped");
-    if builder.len() > 0 {
+    if !builder.is_empty() {
         send.send(ToWriter::Batch(builder.finish()))
             .await
             .map_err(closed)?;
