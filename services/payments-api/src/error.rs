@@ -11,6 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::auth::AuthError;
+use crate::http::views::DisputeView;
 
 /// One problem with one part of the request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -45,6 +46,9 @@ pub struct ErrorBody {
     /// On 409 for a status transition: the payment's status now.
     #[serde(rename = "CurrentStatus", skip_serializing_if = "Option::is_none")]
     pub current_status: Option<String>,
+    /// On 409 for a second dispute: the payment's existing dispute.
+    #[serde(rename = "Dispute", skip_serializing_if = "Option::is_none")]
+    pub dispute: Option<DisputeView>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -62,6 +66,9 @@ pub enum ApiError {
         message: String,
         current_status: Option<String>,
     },
+    /// A second dispute: the body carries the first, which stands.
+    #[error("payment is already disputed")]
+    AlreadyDisputed(Box<DisputeView>),
     #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyMismatch,
     #[error("body exceeds the {0}-byte limit")]
@@ -86,7 +93,7 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Conflict { .. } | Self::AlreadyDisputed(_) => StatusCode::CONFLICT,
             Self::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -111,12 +118,17 @@ impl ApiError {
             Self::Conflict { current_status, .. } => (Vec::new(), current_status.clone()),
             _ => (Vec::new(), None),
         };
+        let dispute = match self {
+            Self::AlreadyDisputed(dispute) => Some(dispute.as_ref().clone()),
+            _ => None,
+        };
         ErrorBody {
             status_code: status.as_u16(),
             status: status.canonical_reason().unwrap_or("Error").to_owned(),
             message: self.to_string(),
             errors,
             current_status,
+            dispute,
         }
     }
 }

@@ -52,6 +52,7 @@ pub struct Metrics {
     pub auth_failures: Family<ReasonLabels, Counter>,
     pub decisions_applied: Family<OutcomeLabels, Counter>,
     pub dead_lettered: Family<ReasonLabels, Counter>,
+    pub disputes: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -130,6 +131,12 @@ impl Metrics {
             "Decision messages moved to the dead-letter queue, by reason",
             dead_lettered.clone(),
         );
+        let disputes = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "disputes",
+            "Disputes recorded, by reason (a replayed Idempotency-Key counts once)",
+            disputes.clone(),
+        );
         Self {
             registry,
             requests,
@@ -143,6 +150,7 @@ impl Metrics {
             auth_failures,
             decisions_applied,
             dead_lettered,
+            disputes,
         }
     }
 

@@ -77,7 +77,7 @@ pub fn message_for(payment: &PaymentRecord) -> PaymentMessage {
             count: payment.velocity_count as u64,
             total_minor: payment.velocity_total_minor,
         }),
-        history: None,
+        history: payment.history.history(),
     }
 }
 

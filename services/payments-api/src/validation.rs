@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::FieldError;
+use crate::store::disputes::DisputeReason;
 
 /// The body of `POST /payments` (the original demo's contract).
 #[derive(Debug, Deserialize, ToSchema)]
@@ -123,6 +124,66 @@ impl CancelRequest {
         } else {
             Err(errors)
         }
+    }
+}
+
+/// The body of `POST /payments/{id}/disputes`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct DisputeRequest {
+    /// Why the payment is contested.
+    #[schema(value_type = DisputeReason)]
+    pub reason: Field<DisputeReason>,
+    /// Free text kept with the dispute; at most 500 bytes of UTF-8.
+    #[schema(value_type = Option<String>, example = "cardholder denies the purchase")]
+    pub note: Field<DisputeNote>,
+}
+
+/// A valid dispute request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDispute {
+    pub reason: DisputeReason,
+    pub note: Option<String>,
+}
+
+impl DisputeRequest {
+    pub fn validate(self, mut errors: Vec<FieldError>) -> Validated<NewDispute> {
+        let Self { reason, note } = self;
+        let reason = reason.required("reason", &mut errors);
+        let note = note.optional("note", &mut errors);
+        match reason {
+            Some(reason) if errors.is_empty() => Ok(NewDispute {
+                reason,
+                note: note.map(|DisputeNote(note)| note),
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+impl FromJson for DisputeReason {
+    fn from_json(raw: &RawValue) -> Result<Self, String> {
+        let expected = || format!("must be one of {}", DisputeReason::expected());
+        string(raw)
+            .ok_or_else(expected)?
+            .parse()
+            .map_err(|_| expected())
+    }
+}
+
+/// A dispute note of at most [`DisputeNote::MAX_BYTES`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisputeNote(pub String);
+
+impl DisputeNote {
+    pub const MAX_BYTES: usize = 500;
+}
+
+impl FromJson for DisputeNote {
+    fn from_json(raw: &RawValue) -> Result<Self, String> {
+        string(raw)
+            .filter(|note| note.len() <= Self::MAX_BYTES)
+            .map(Self)
+            .ok_or_else(|| format!("must be a string of at most {} bytes", Self::MAX_BYTES))
     }
 }
 
@@ -474,5 +535,31 @@ mod tests {
         assert_eq!(capture(b"{}"), Ok(()));
         assert_eq!(capture(b"{\"amount\": 1}").unwrap_err()[0].field, "amount");
         assert_eq!(capture(b"[]").unwrap_err()[0].field, "body");
+    }
+
+    #[test]
+    fn dispute_bodies() {
+        let dispute = |body: &[u8]| {
+            let (request, errors) = read::<DisputeRequest>(body)?;
+            request.validate(errors)
+        };
+        assert_eq!(
+            dispute(br#"{"reason": "product_not_received", "note": "never came"}"#),
+            Ok(NewDispute {
+                reason: DisputeReason::ProductNotReceived,
+                note: Some("never came".into())
+            })
+        );
+        assert_eq!(dispute(br#"{"reason": "fraudulent"}"#).unwrap().note, None);
+        let bad = dispute(br#"{"reason": "chargeback", "note": 5, "amount": 1}"#).unwrap_err();
+        let fields: Vec<_> = bad.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["amount", "reason", "note"]);
+        assert_eq!(
+            bad[1].message,
+            "must be one of fraudulent, product_not_received, duplicate, unrecognized, other"
+        );
+        assert_eq!(dispute(b"{}").unwrap_err()[0].message, "is required");
+        let long = format!(r#"{{"reason": "other", "note": "{}"}}"#, "x".repeat(501));
+        assert_eq!(dispute(long.as_bytes()).unwrap_err()[0].field, "note");
     }
 }

@@ -428,3 +428,115 @@ async fn exported_tokens_decrypt_with_python_cryptography() {
     );
     assert_eq!(decrypted.lines().collect::<Vec<_>>(), users);
 }
+
+/// The risk model's columns: a decided, disputed payment carries its dispute, the rules'
+/// outcome, the feature values bit for bit, and the model's and shadow's scores; a pending
+/// one has them all NULL. The file's schema is the contract's.
+#[tokio::test]
+async fn the_risk_model_columns_are_exported_exactly() {
+    let s = setup().await;
+    let decided = payment(7050, "USD", "approved", at(2, 9));
+    let pending = payment(100, "USD", "pending", at(2, 10));
+    insert(&s.pool, &decided, 0).await;
+    insert(&s.pool, &pending, 0).await;
+    let features = vec![7050.0, 7050f64.ln_1p(), 0.1 + 0.2, -0.0, 1e300, 1.0 / 3.0];
+    sqlx::query(
+        "UPDATE payments SET
+            decision = decision || jsonb_build_object(
+                'rules_outcome', 'declined',
+                'model', '{\"version\": \"m-1\", \"score\": 0.30000000000000004, \"threshold\": 0.8}'::jsonb,
+                'shadow', '{\"version\": \"m-2\", \"score\": 0.1, \"threshold\": 0.5}'::jsonb),
+            decision_features_version = 'payment-features/1', decision_features = $2,
+            dispute_reason = 'fraudulent', disputed_at = '2026-11-20T08:00:00.25Z'
+         WHERE id = $1",
+    )
+    .bind(decided.id)
+    .bind(&features)
+    .execute(&s.pool)
+    .await
+    .unwrap();
+    ok(s.export(&["--from", "2026-11-02", "--to", "2026-11-02"]));
+
+    let batches = query(
+        Path::new(&s.out()),
+        "SELECT payment_id, CAST(disputed_at AS BIGINT) AS disputed, dispute_reason,
+                rules_outcome, features_version, features, model_version, model_score,
+                model_threshold, shadow_model_version, shadow_score
+         FROM t ORDER BY created_at",
+    )
+    .await;
+    let b = &batches[0];
+    assert_eq!(b.num_rows(), 2);
+    let text = |c: usize, r: usize| {
+        let column = b.column(c).as_string::<i32>();
+        column.is_valid(r).then(|| column.value(r).to_owned())
+    };
+    let float = |c: usize, r: usize| {
+        let column = b
+            .column(c)
+            .as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+        column.is_valid(r).then(|| column.value(r))
+    };
+    assert_eq!(text(0, 0).unwrap(), decided.id.to_string());
+    let disputed = at(20, 8).timestamp_micros() + 250_000;
+    assert_eq!(b.column(1).as_primitive::<Int64Type>().value(0), disputed);
+    assert_eq!(text(2, 0).as_deref(), Some("fraudulent"));
+    assert_eq!(text(3, 0).as_deref(), Some("declined"));
+    assert_eq!(text(4, 0).as_deref(), Some("payment-features/1"));
+    let list = b.column(5).as_list::<i32>();
+    let exported = list.value(0);
+    let exported = exported.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+    assert_eq!(
+        exported
+            .values()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>(),
+        features.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        "bit for bit"
+    );
+    assert_eq!(text(6, 0).as_deref(), Some("m-1"));
+    assert_eq!(float(7, 0), Some(0.1 + 0.2));
+    assert_eq!(float(8, 0), Some(0.8));
+    assert_eq!(text(9, 0).as_deref(), Some("m-2"));
+    assert_eq!(float(10, 0), Some(0.1));
+    // The pending payment: every risk-model column is NULL.
+    assert!(b.column(1).is_null(1));
+    for c in [2, 3, 4, 6, 9] {
+        assert_eq!(text(c, 1), None, "column {c}");
+    }
+    assert!(list.is_null(1));
+    for c in [7, 8, 10] {
+        assert_eq!(float(c, 1), None, "column {c}");
+    }
+
+    // The contract's names and types, straight from the file.
+    let file = std::fs::File::open(s.day_file("2026-11-02")).unwrap();
+    let reader =
+        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap();
+    let schema = reader.schema();
+    use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
+    let utc_us = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let list_of_doubles = DataType::List(std::sync::Arc::new(Field::new(
+        "item",
+        DataType::Float64,
+        false,
+    )));
+    for (name, data_type) in [
+        ("disputed_at", utc_us),
+        ("dispute_reason", DataType::Utf8),
+        ("rules_outcome", DataType::Utf8),
+        ("features_version", DataType::Utf8),
+        ("features", list_of_doubles),
+        ("model_version", DataType::Utf8),
+        ("model_score", DataType::Float64),
+        ("model_threshold", DataType::Float64),
+        ("shadow_model_version", DataType::Utf8),
+        ("shadow_score", DataType::Float64),
+    ] {
+        let field = schema.field_with_name(name).unwrap();
+        assert_eq!(field.data_type(), &data_type, "{name}");
+        assert!(field.is_nullable(), "{name}");
+    }
+}

@@ -117,9 +117,11 @@ where
     let reply = match operation(&mut tx).await {
         Ok(reply) => reply,
         // The request ran and its answer is final: store it like a success.
-        Err(error @ (ApiError::NotFound(_) | ApiError::Conflict { .. })) => {
-            Reply::json(error.status(), &error.body())
-        }
+        Err(
+            error @ (ApiError::NotFound(_)
+            | ApiError::Conflict { .. }
+            | ApiError::AlreadyDisputed(_)),
+        ) => Reply::json(error.status(), &error.body()),
         Err(error) => return Err(error),
     };
     let stored = StoredResponse {

@@ -104,6 +104,7 @@ fn routes(limits: &Limits, document: Document) -> OpenApiRouter<AppState> {
         .routes(routes!(payments::get_one))
         .routes(routes!(payments::capture, payments::capture_put))
         .routes(routes!(payments::cancel))
+        .routes(routes!(payments::dispute))
         .route_layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(unavailable))

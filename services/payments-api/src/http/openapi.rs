@@ -7,16 +7,20 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, FieldError};
 use crate::http::Document;
-use crate::http::views::{DecisionView, EventView, PaymentChanged, PaymentPage, PaymentView};
-use crate::validation::{CancelRequest, CreatePaymentRequest};
+use crate::http::views::{
+    DecisionView, DisputeView, EventView, PaymentChanged, PaymentPage, PaymentView,
+};
+use crate::store::disputes::DisputeReason;
+use crate::validation::{CancelRequest, CreatePaymentRequest, DisputeRequest};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "paysys payments API", description = "Take, inspect, capture and cancel payments. Every error answers with ErrorBody."),
+    info(title = "paysys payments API", description = "Take, inspect, capture, cancel and dispute payments. Every error answers with ErrorBody."),
     components(schemas(
         CreatePaymentRequest, CancelRequest, PaymentChanged, PaymentView, PaymentPage,
-        DecisionView, EventView, ErrorBody, FieldError,
-        paysys_core::PaymentStatus, paysys_core::Outcome, paysys_core::Reason,
+        DecisionView, EventView, ErrorBody, FieldError, DisputeRequest, DisputeView,
+        DisputeReason, paysys_core::PaymentStatus, paysys_core::Outcome, paysys_core::Reason,
+        paysys_core::ModelScore,
     )),
     modifiers(&Security),
     tags(

@@ -13,10 +13,13 @@ use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::http::AppState;
 use crate::http::extract::{Caller, IdempotencyKey, JsonBody};
 use crate::http::idempotent::{self, Reply};
-use crate::http::views::{PaymentChanged, PaymentPage, PaymentView};
+use crate::http::views::{DisputeView, PaymentChanged, PaymentPage, PaymentView};
+use crate::metrics::ReasonLabels;
+use crate::store::disputes::{self, Disputed};
 use crate::store::payments::{self, Insert, ListQuery, Transition};
 use crate::validation::{
-    CancelRequest, CaptureRequest, CreatePaymentRequest, parse_new_payment, read_optional,
+    CancelRequest, CaptureRequest, CreatePaymentRequest, DisputeRequest, NewDispute,
+    parse_new_payment, read, read_optional,
 };
 
 const DEFAULT_PAGE: i64 = 10;
@@ -266,6 +269,76 @@ pub async fn cancel(
         detail,
     )
     .await
+}
+
+/// Record a dispute of a payment: a chargeback or fraud report from the payer's bank.
+///
+/// Only a payment that was approved (whatever became of it later) can be disputed, and only
+/// once. A dispute is an outcome the risk model learns from, not a state: the payment's
+/// status does not change. It appears in `GET /payments/{id}` and in its audit trail.
+#[utoipa::path(
+    post, path = "/payments/{id}/disputes", tag = "payments",
+    params(
+        ("id" = Uuid, Path, description = "Payment id"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retries with the same key replay the first response"),
+    ),
+    request_body = DisputeRequest,
+    responses(
+        (status = 201, description = "Dispute recorded", body = DisputeView),
+        (status = 400, description = "Bad id or body; a bad reason names the allowed values", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 404, description = "No such payment for this caller", body = ErrorBody),
+        (status = 409, description = "Never approved (CurrentStatus says what it is), already disputed (Dispute is the existing one), or the Idempotency-Key is in flight", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used with a different request", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn dispute(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    IdempotencyKey(key): IdempotencyKey,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<true>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let NewDispute { reason, note } = read::<DisputeRequest>(&body)
+        .and_then(|(request, errors)| request.validate(errors))
+        .map_err(ApiError::Validation)?;
+    let hash = idempotent::request_hash("POST", &format!("/payments/{id}/disputes"), &body);
+    let owner = principal.0.clone();
+    let response = idempotent::run(&app, &principal, key, hash, move |conn| {
+        Box::pin(async move {
+            match disputes::record(conn, &owner, id, reason, note.as_deref()).await? {
+                Disputed::Recorded(dispute) => Ok(Reply::json(
+                    StatusCode::CREATED,
+                    &DisputeView::from(dispute),
+                )),
+                Disputed::AlreadyDisputed(existing) => Err(ApiError::AlreadyDisputed(Box::new(
+                    DisputeView::from(existing),
+                ))),
+                Disputed::NeverApproved { current } => Err(ApiError::Conflict {
+                    message: format!(
+                        "payment is {current} and was never approved; only a payment that was approved can be disputed"
+                    ),
+                    current_status: Some(current.as_str().into()),
+                }),
+                Disputed::NotFound => Err(ApiError::payment_not_found()),
+            }
+        })
+    })
+    .await?;
+    // Counted when recorded, not when replayed.
+    if response.status() == StatusCode::CREATED
+        && !response.headers().contains_key("idempotent-replayed")
+    {
+        app.metrics
+            .disputes
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str().to_owned(),
+            })
+            .inc();
+    }
+    Ok(response)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -1,12 +1,13 @@
 //! Response bodies.
 
 use chrono::{DateTime, Utc};
-use paysys_core::{Outcome, PaymentStatus, Reason};
+use paysys_core::{ModelScore, Outcome, PaymentStatus, Reason};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::store::disputes::{Dispute, DisputeReason};
 use crate::store::payments::{PaymentEvent, PaymentRecord};
 
 /// The answer to a request that changed a payment: `201` for a new one (the original demo's
@@ -62,6 +63,8 @@ pub struct PaymentView {
     pub updated_at: DateTime<Utc>,
     /// The risk decision, once made.
     pub decision: Option<DecisionView>,
+    /// The dispute, if the payment was disputed (it does not change `status`).
+    pub dispute: Option<DisputeView>,
     /// Every status change, oldest first (only on `GET /payments/{id}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<EventView>>,
@@ -76,6 +79,40 @@ pub struct DecisionView {
     pub reasons: Vec<Reason>,
     pub rules_version: String,
     pub decided_at: DateTime<Utc>,
+    /// What the rules alone decided (rules and model modes), to compare with `outcome`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules_outcome: Option<Outcome>,
+    /// The model that decided (model mode): its version, calibrated score and threshold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelScore>,
+    /// A challenger model's score in shadow (it did not decide).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ModelScore>,
+    /// The version of the feature vector the decision was made on. The values themselves
+    /// are training data, exported by the data feed, not shown here: the model's score and
+    /// the reasons are what explain a decision to a reader.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features_version: Option<String>,
+}
+
+/// A dispute of the payment (a chargeback or fraud report): an outcome, not a status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DisputeView {
+    pub reason: DisputeReason,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    pub disputed_at: DateTime<Utc>,
+}
+
+impl From<Dispute> for DisputeView {
+    fn from(dispute: Dispute) -> Self {
+        Self {
+            reason: dispute.reason,
+            note: dispute.note,
+            disputed_at: dispute.disputed_at,
+        }
+    }
 }
 
 /// One entry of a payment's audit trail.
@@ -85,7 +122,8 @@ pub struct EventView {
     /// Status before (absent for creation).
     pub from: Option<PaymentStatus>,
     pub to: PaymentStatus,
-    /// `created`, `risk_decision`, `risk_decision_ignored`, `captured`, `canceled`.
+    /// `created`, `risk_decision`, `risk_decision_ignored`, `captured`, `canceled`,
+    /// `disputed` (its `from` and `to` are the unchanged status; `detail` has the reason).
     pub cause: String,
     #[schema(value_type = Option<Object>)]
     pub detail: Option<serde_json::Value>,
@@ -105,6 +143,8 @@ pub struct PaymentPage {
 impl PaymentView {
     pub fn from_record(record: PaymentRecord, history: Option<Vec<PaymentEvent>>) -> Self {
         let money = record.money();
+        let dispute = record.dispute().map(DisputeView::from);
+        let features_version = record.decision_features_version;
         Self {
             id: record.id,
             status: record.status,
@@ -124,8 +164,13 @@ impl PaymentView {
                     reasons: d.reasons,
                     rules_version: d.rules_version,
                     decided_at: d.decided_at,
+                    rules_outcome: d.rules_outcome,
+                    model: d.model,
+                    shadow: d.shadow,
+                    features_version,
                 }
             }),
+            dispute,
             history: history.map(|events| {
                 events
                     .into_iter()

@@ -26,15 +26,19 @@ fn status_for(outcome: Outcome) -> PaymentStatus {
     }
 }
 
-/// The statement of [`apply_many`]: `$1` payment ids, `$2` new statuses, `$3` decisions (JSON),
-/// `$4` the pending status. Public for the test of its plan.
+/// The statement of [`apply_many`]: `$1` payment ids, `$2` new statuses, `$3` decisions (JSON,
+/// without their features), `$4` the pending status, `$5` the features' versions and `$6` their
+/// values (float8[] literals; NULL for a decision without features). Public for the test of
+/// its plan.
 pub const APPLY: &str = "WITH input AS (
-        SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[])
-            WITH ORDINALITY AS t(id, status, decision, ord)
+        SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $5::text[], $6::text[])
+            WITH ORDINALITY AS t(id, status, decision, features_version, features, ord)
     ), current AS MATERIALIZED (
         -- One probe by key per decision, locked in payment id order, carrying its input
         -- along: the steps below read this alone, never joining two of these lists.
         SELECT i.ord, i.id, i.status AS new_status, i.decision AS new_decision,
+               i.features_version AS new_features_version,
+               i.features::float8[] AS new_features,
                p.status, p.decision
         FROM (SELECT * FROM input ORDER BY id) AS i
         LEFT JOIN LATERAL (
@@ -43,6 +47,8 @@ pub const APPLY: &str = "WITH input AS (
         ) AS p ON true
     ), changed AS (
         UPDATE payments p SET status = c.new_status, decision = c.new_decision,
+                              decision_features_version = c.new_features_version,
+                              decision_features = c.new_features,
                               updated_at = now()
         FROM current c
         WHERE p.id = c.id AND c.status = $4
@@ -75,7 +81,9 @@ pub async fn apply(
 }
 
 /// Applies decisions for distinct payments in one statement and one commit: each status
-/// change, stored decision and audit event commit together, and the row locks (taken in
+/// change, stored decision (everything the engine sent: outcome, reasons, rules outcome, model
+/// and shadow scores in `decision`, the feature values in `decision_features`) and audit
+/// event commit together, and the row locks (taken in
 /// payment id order, so concurrent batches never deadlock) serialize concurrent deliveries
 /// of decisions for the same payment. Returns what each decision did, in order.
 ///
@@ -98,12 +106,32 @@ pub async fn apply_many(
         "one decision per payment in a batch"
     );
     let statuses: Vec<PaymentStatus> = decisions.iter().map(|d| status_for(d.outcome)).collect();
-    let bodies: Vec<Json<&DecisionMessage>> = decisions.iter().map(Json).collect();
+    // The features have a column of their own (exact float8s, exported by the data feed);
+    // the rest of the decision is kept as received.
+    let bodies: Vec<Json<DecisionMessage>> = decisions
+        .iter()
+        .map(|d| {
+            Json(DecisionMessage {
+                features: None,
+                ..d.clone()
+            })
+        })
+        .collect();
+    let feature_versions: Vec<Option<&str>> = decisions
+        .iter()
+        .map(|d| d.features.as_ref().map(|f| f.version.as_str()))
+        .collect();
+    let feature_values: Vec<Option<String>> = decisions
+        .iter()
+        .map(|d| d.features.as_ref().map(|f| float8_array(&f.values)))
+        .collect();
     let rows: Vec<(Option<PaymentStatus>, bool, bool)> = sqlx::query_as(APPLY)
         .bind(&ids)
         .bind(&statuses)
         .bind(&bodies)
         .bind(PaymentStatus::Pending)
+        .bind(&feature_versions)
+        .bind(&feature_values)
         .fetch_all(conn)
         .await?;
     Ok(rows
@@ -115,4 +143,26 @@ pub async fn apply_many(
             (Some(current), false, false) => Applied::Ignored { current },
         })
         .collect())
+}
+
+/// A float8[] literal holding exactly `values`: `{:?}` writes the shortest text that parses
+/// back to the same f64 (PostgreSQL's float8 input rounds correctly), and names the
+/// non-finite values as PostgreSQL reads them (`NaN`, `inf`, `-inf`).
+fn float8_array(values: &[f64]) -> String {
+    let items: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+    format!("{{{}}}", items.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::float8_array;
+
+    #[test]
+    fn float8_literals_name_every_value() {
+        assert_eq!(
+            float8_array(&[0.1 + 0.2, 1e300, -0.0, 7050.0, f64::NAN, f64::NEG_INFINITY]),
+            "{0.30000000000000004,1e300,-0.0,7050.0,NaN,-inf}"
+        );
+        assert_eq!(float8_array(&[]), "{}");
+    }
 }

@@ -2,6 +2,8 @@
 //! one concern; handlers and workers call them and write no SQL themselves.
 
 pub mod decisions;
+pub mod disputes;
+pub mod history;
 pub mod idempotency;
 pub mod outbox;
 pub mod payments;

@@ -23,20 +23,19 @@ pub async fn take(conn: &mut PgConnection, limit: i64) -> Result<Vec<Pending>, s
     // rows to delete by their `ctid` (a TID scan), their payments by primary key (a lateral
     // probe; `OFFSET 0` keeps it from being turned back into a join, which was planned as a
     // scan of the whole payments table for every batch).
-    sqlx::query_as(
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH taken AS (
             DELETE FROM outbox WHERE ctid = ANY (ARRAY(
                 SELECT ctid FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
             ))
             RETURNING id, payment_id
         )
-        SELECT t.id AS outbox_id, p.id, p.principal, p.amount_minor, p.currency,
-               p.user_id, p.payee_id, p.payment_method_id, p.status, p.velocity_window_seconds,
-               p.velocity_count, p.velocity_total_minor, p.decision, p.created_at, p.updated_at
+        SELECT t.id AS outbox_id, p.*
         FROM taken t
-        CROSS JOIN LATERAL (SELECT * FROM payments p WHERE p.id = t.payment_id OFFSET 0) p
+        CROSS JOIN LATERAL (SELECT {} FROM payments p WHERE p.id = t.payment_id OFFSET 0) p
         ORDER BY t.id",
-    )
+        *super::payments::COLUMNS
+    )))
     .bind(limit)
     .fetch_all(conn)
     .await

@@ -1,5 +1,6 @@
 //! Payments and their audit trail.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -7,6 +8,8 @@ use paysys_core::{Currency, DecisionMessage, Money, PaymentStatus};
 use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
 
+use super::disputes::Dispute;
+use super::history::{self, StoredHistory};
 use crate::validation::NewPayment;
 
 /// A payment row.
@@ -26,6 +29,15 @@ pub struct PaymentRecord {
     pub decision: Option<sqlx::types::Json<DecisionMessage>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// What the risk engine was told of the payer, payee and method ([`super::history`]).
+    #[sqlx(flatten)]
+    pub history: StoredHistory,
+    /// `paysys_core::FEATURES_VERSION` of the features the decision was made on (the values
+    /// themselves, `decision_features`, are read by the data feed only).
+    pub decision_features_version: Option<String>,
+    pub dispute_reason: Option<String>,
+    pub dispute_note: Option<String>,
+    pub disputed_at: Option<DateTime<Utc>>,
 }
 
 impl PaymentRecord {
@@ -37,6 +49,15 @@ impl PaymentRecord {
                 .parse::<Currency>()
                 .expect("stored currencies were validated on the way in"),
         }
+    }
+
+    /// The payment's dispute, if any.
+    pub fn dispute(&self) -> Option<Dispute> {
+        Dispute::from_columns(
+            self.dispute_reason.as_deref(),
+            self.dispute_note.as_deref(),
+            self.disputed_at,
+        )
     }
 }
 
@@ -50,9 +71,15 @@ pub struct PaymentEvent {
     pub at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "id, principal, amount_minor, currency, user_id, payee_id, \
-    payment_method_id, status, velocity_window_seconds, velocity_count, velocity_total_minor, \
-    decision, created_at, updated_at";
+/// The columns of [`PaymentRecord`].
+pub static COLUMNS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "id, principal, amount_minor, currency, user_id, payee_id, payment_method_id, status, \
+         velocity_window_seconds, velocity_count, velocity_total_minor, decision, created_at, \
+         updated_at, {}, decision_features_version, dispute_reason, dispute_note, disputed_at",
+        history::COLUMNS
+    )
+});
 
 /// A validated payment ready to be inserted under its id and owner.
 #[derive(Debug, Clone)]
@@ -136,7 +163,8 @@ pub async fn find(
     id: Uuid,
 ) -> Result<Option<PaymentRecord>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM payments WHERE id = $1 AND principal = $2"
+        "SELECT {} FROM payments WHERE id = $1 AND principal = $2",
+        *COLUMNS
     )))
     .bind(id)
     .bind(principal)
@@ -172,13 +200,14 @@ pub async fn list(
     query: &ListQuery,
 ) -> Result<(Vec<PaymentRecord>, bool), sqlx::Error> {
     let mut rows: Vec<PaymentRecord> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM payments
+        "SELECT {} FROM payments
          WHERE principal = $1
            AND ($2::uuid IS NULL OR id < $2)
            AND ($3::text IS NULL OR status = $3)
            AND ($4::uuid IS NULL OR user_id = $4)
          ORDER BY id DESC
-         LIMIT $5"
+         LIMIT $5",
+        *COLUMNS
     )))
     .bind(principal)
     .bind(query.before)

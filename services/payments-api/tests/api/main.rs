@@ -6,6 +6,8 @@ mod harness;
 mod auth;
 mod create;
 mod decisions;
+mod disputes;
+mod history;
 mod idempotency;
 mod lifecycle;
 mod listing;

@@ -128,12 +128,18 @@ async fn a_batch_of_decisions_is_applied_each_on_its_own_terms() {
 }
 
 /// Tables the payment path reads or writes on every payment, decision and relay batch.
-const HOT_TABLES: [&str; 5] = [
+const HOT_TABLES: [&str; 11] = [
     "payments",
     "payment_events",
     "outbox",
     "velocity_payers",
     "velocity_totals",
+    "payer_history",
+    "payer_currency_history",
+    "payer_payees",
+    "payer_methods",
+    "method_history",
+    "payee_history",
 ];
 
 /// How many times `conn` scanned each hot table whole, as far as its session statistics
@@ -278,7 +284,9 @@ async fn applying_decisions_costs_in_proportion_to_the_batch() {
     let explain = format!(
         "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE apply_plan('{{{}}}',
             array_fill('approved'::text, ARRAY[{BATCH}]),
-            array_fill('{{\"outcome\": \"approved\"}}'::jsonb, ARRAY[{BATCH}]), 'pending')",
+            array_fill('{{\"outcome\": \"approved\"}}'::jsonb, ARRAY[{BATCH}]), 'pending',
+            array_fill('payment-features/1'::text, ARRAY[{BATCH}]),
+            array_fill('{{1.5,2,3}}'::text, ARRAY[{BATCH}]))",
         ids.join(",")
     );
     sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
@@ -313,8 +321,8 @@ async fn prepare_apply(conn: &mut sqlx::PgConnection, name: &str) {
     use payments_api::store::decisions::APPLY;
     // Built from the constant and a fixed name only.
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "PREPARE {name}(uuid[], text[], jsonb[], text) AS {APPLY};
-         EXECUTE {name}('{{}}', '{{}}', '{{}}', 'pending')"
+        "PREPARE {name}(uuid[], text[], jsonb[], text, text[], text[]) AS {APPLY};
+         EXECUTE {name}('{{}}', '{{}}', '{{}}', 'pending', '{{}}', '{{}}')"
     )))
     .execute(&mut *conn)
     .await

@@ -9,27 +9,25 @@
 use anyhow::{Context, bail, ensure};
 use uuid::Uuid;
 
+use super::columns::{ModelScore, PaymentRow, ShadowScore};
+
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC).
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
-/// Fields of each row, in the order of the export's SELECT.
-pub const FIELDS: i16 = 9;
+/// Fields of each row, in the order of the export's SELECT ([`SELECT`]).
+pub const FIELDS: i16 = 19;
 
-/// One payment, borrowed from the received bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RawRow<'a> {
-    pub id: Uuid,
-    pub amount_minor: i64,
-    pub currency: &'a str,
-    pub user_id: Uuid,
-    pub payee_id: Uuid,
-    pub status: &'a str,
-    pub decision_outcome: Option<&'a str>,
-    /// Microseconds since the Unix epoch.
-    pub decided_at: Option<i64>,
-    /// Microseconds since the Unix epoch.
-    pub created_at: i64,
-}
+/// The export's select list, in the order [`CopyReader::next_row`] reads it. The decision's
+/// rules outcome and scores come from the decision as received (JSON: its numbers' text is
+/// what the engine wrote, so the float8 is the engine's f64 exactly); its feature values from
+/// their own float8[] column.
+pub const SELECT: &str = "id, amount_minor, currency::text, user_id, payee_id, status,
+    decision->>'outcome', (decision->>'decided_at')::timestamptz, created_at,
+    disputed_at, dispute_reason, decision->>'rules_outcome',
+    decision_features_version, decision_features,
+    decision->'model'->>'version', (decision->'model'->>'score')::float8,
+    (decision->'model'->>'threshold')::float8,
+    decision->'shadow'->>'version', (decision->'shadow'->>'score')::float8";
 
 /// Parses a stream of COPY data, chunk by chunk; chunks need not end at a row's end.
 #[derive(Default)]
@@ -56,7 +54,7 @@ impl CopyReader {
     }
 
     /// The next complete row, or `None` until more data is fed (or after the trailer).
-    pub fn next_row(&mut self) -> anyhow::Result<Option<RawRow<'_>>> {
+    pub fn next_row(&mut self) -> anyhow::Result<Option<PaymentRow<'_>>> {
         if self.finished {
             return Ok(None);
         }
@@ -105,16 +103,37 @@ impl CopyReader {
             (len >= 0).then(|| &input[offset..offset + len as usize])
         };
         let not_null = |i: usize, name: &str| value(i).with_context(|| format!("{name} is NULL"));
-        Ok(Some(RawRow {
+        let text_at = |i: usize| value(i).map(text).transpose();
+        let float8_at = |i: usize| value(i).map(float8).transpose();
+        let model = match (text_at(14)?, float8_at(15)?, float8_at(16)?) {
+            (Some(version), Some(score), Some(threshold)) => Some(ModelScore {
+                version,
+                score,
+                threshold,
+            }),
+            _ => None,
+        };
+        let shadow = match (text_at(17)?, float8_at(18)?) {
+            (Some(version), Some(score)) => Some(ShadowScore { version, score }),
+            _ => None,
+        };
+        Ok(Some(PaymentRow {
             id: uuid(not_null(0, "id")?)?,
             amount_minor: int8(not_null(1, "amount_minor")?)?,
             currency: text(not_null(2, "currency")?)?,
             user_id: uuid(not_null(3, "user_id")?)?,
             payee_id: uuid(not_null(4, "payee_id")?)?,
             status: text(not_null(5, "status")?)?,
-            decision_outcome: value(6).map(text).transpose()?,
+            decision_outcome: text_at(6)?,
             decided_at: value(7).map(timestamp).transpose()?,
             created_at: timestamp(not_null(8, "created_at")?)?,
+            disputed_at: value(9).map(timestamp).transpose()?,
+            dispute_reason: text_at(10)?,
+            rules_outcome: text_at(11)?,
+            features_version: text_at(12)?,
+            features: value(13).map(float8_array).transpose()?,
+            model,
+            shadow,
         }))
     }
 }
@@ -152,6 +171,45 @@ fn int8(value: &[u8]) -> anyhow::Result<i64> {
         Ok(bytes) => Ok(i64::from_be_bytes(bytes)),
         Err(_) => bail!("a bigint of the wrong length"),
     }
+}
+
+fn float8(value: &[u8]) -> anyhow::Result<f64> {
+    match <[u8; 8]>::try_from(value) {
+        Ok(bytes) => Ok(f64::from_be_bytes(bytes)),
+        Err(_) => bail!("a float8 of the wrong length"),
+    }
+}
+
+/// A one-dimensional float8[] without NULL items, in the array binary format: dimensions,
+/// a has-NULLs flag, the element type, each dimension's length and lower bound, then each
+/// item as a length and a value. An empty array has no dimensions.
+fn float8_array(value: &[u8]) -> anyhow::Result<Vec<f64>> {
+    const FLOAT8_OID: i32 = 701;
+    let header = |at: usize| read_i32(value, at).context("a truncated array");
+    let dimensions = header(0)?;
+    ensure!(
+        header(8)? == FLOAT8_OID,
+        "an array of type {} where float8 was expected",
+        header(8)?
+    );
+    let len = match dimensions {
+        0 => return Ok(Vec::new()),
+        1 => usize::try_from(header(12)?).context("a negative array length")?,
+        n => bail!("a {n}-dimensional array where a list was expected"),
+    };
+    let mut values = Vec::with_capacity(len);
+    let mut at = 20;
+    for _ in 0..len {
+        let item = header(at)?;
+        ensure!(item != -1, "a NULL feature value");
+        ensure!(item == 8, "a float8 item of {item} bytes");
+        values.push(float8(
+            value.get(at + 4..at + 12).context("a truncated array")?,
+        )?);
+        at += 12;
+    }
+    ensure!(at == value.len(), "trailing bytes after an array");
+    Ok(values)
 }
 
 fn text(value: &[u8]) -> anyhow::Result<&str> {
@@ -203,6 +261,9 @@ mod tests {
                 (i % 2 == 0).then_some(0i64.to_be_bytes().as_slice()),
             );
             field(&mut out, Some(&(i as i64).to_be_bytes()));
+            for _ in 9..FIELDS {
+                field(&mut out, None);
+            }
         }
         out.extend_from_slice(&(-1i16).to_be_bytes());
         out
@@ -239,6 +300,41 @@ mod tests {
         }
     }
 
+    fn array(dimensions: i32, items: &[Option<f64>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&dimensions.to_be_bytes());
+        out.extend_from_slice(&i32::from(items.iter().any(Option::is_none)).to_be_bytes());
+        out.extend_from_slice(&701i32.to_be_bytes());
+        if dimensions > 0 {
+            out.extend_from_slice(&(items.len() as i32).to_be_bytes());
+            out.extend_from_slice(&1i32.to_be_bytes());
+        }
+        for item in items {
+            field(
+                &mut out,
+                item.map(|v| v.to_be_bytes()).as_ref().map(|b| b.as_slice()),
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn float8_arrays_are_read_exactly_and_checked() {
+        let values = [0.1 + 0.2, -0.0, 1e300, f64::MIN_POSITIVE];
+        let read = float8_array(&array(1, &values.map(Some))).unwrap();
+        assert_eq!(
+            read.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            values.map(f64::to_bits)
+        );
+        assert_eq!(float8_array(&array(0, &[])).unwrap(), Vec::<f64>::new());
+        let null = float8_array(&array(1, &[Some(1.0), None])).unwrap_err();
+        assert!(null.to_string().contains("NULL"), "{null}");
+        assert!(float8_array(&array(2, &[Some(1.0)])).is_err());
+        let mut truncated = array(1, &[Some(1.0), Some(2.0)]);
+        truncated.pop();
+        assert!(float8_array(&truncated).is_err());
+    }
+
     #[test]
     fn malformed_streams_are_errors() {
         let mut reader = CopyReader::default();
@@ -255,7 +351,7 @@ mod tests {
         assert!(reader.next_row().is_err());
 
         let mut data = stream(1);
-        let created = data.len() - 2 - 8;
+        let created = data.len() - 2 - 4 * (FIELDS as usize - 9) - 8;
         data[created..created + 8].copy_from_slice(&i64::MAX.to_be_bytes());
         let mut reader = CopyReader::default();
         reader.feed(&data);

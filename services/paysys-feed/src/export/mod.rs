@@ -18,8 +18,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use futures::TryStreamExt;
 use sqlx::Connection;
 
-use columns::BatchBuilder;
-pub use columns::SCHEMA;
+pub use columns::{BatchBuilder, ModelScore, PaymentRow, SCHEMA, ShadowScore};
 use copy::CopyReader;
 use datafusion::arrow::record_batch::RecordBatch;
 use partition::DayWriter;
@@ -221,12 +220,12 @@ async fn read_days(
     // COPY sub-protocol takes without parameters.
     let days: Vec<String> = days.iter().map(|day| format!("'{day}'")).collect();
     let statement = format!(
-        "COPY (SELECT id, amount_minor, currency::text, user_id, payee_id, status,
-                      decision->>'outcome', (decision->>'decided_at')::timestamptz, created_at
+        "COPY (SELECT {}
                FROM payments
                WHERE (created_at AT TIME ZONE 'UTC')::date = ANY(ARRAY[{}]::date[])
                ORDER BY created_at)
          TO STDOUT (FORMAT binary)",
+        copy::SELECT,
         days.join(", ")
     );
     let mut stream = conn.copy_out_raw(&statement).await?;
@@ -268,7 +267,7 @@ async fn finish_day(
     builder: &mut BatchBuilder,
 ) -> anyhow::Result<()> {
     let closed = |_| anyhow::anyhow!("the Parquet writer stopped");
-    if builder.len() > 0 {
+    if !builder.is_empty() {
         send.send(ToWriter::Batch(builder.finish()))
             .await
             .map_err(closed)?;
