@@ -85,6 +85,15 @@ pub fn run(args: &HistoryArgs) -> anyhow::Result<Summary> {
             .map_err(|e| anyhow::anyhow!("--rules {}: {e}", path.display()))?,
         None => CompiledRules::default(),
     };
+    // History is the past: a token stamped in the future (each is stamped with its payment's
+    // creation time) is refused by the fernet crate's decrypt until that time comes.
+    let end = args.start + chrono::TimeDelta::days(i64::from(args.days));
+    anyhow::ensure!(
+        end <= chrono::Utc::now().date_naive(),
+        "--start {} with --days {} ends on {end}, after today: history mode simulates the past",
+        args.start,
+        args.days
+    );
     let key = std::fs::read_to_string(&args.key_file)
         .with_context(|| format!("cannot read the key file {}", args.key_file.display()))?;
     let config = StoryConfig {

@@ -685,16 +685,16 @@ impl Story {
         }
 
         // Time order, creation times strictly increasing (so per payer too, as the API
-        // guarantees), then ids in that order.
+        // guarantees): from the end backwards, a payment not before its successor moves 1 µs
+        // before it (so payments clamped to the end of the period stay inside it). Then ids,
+        // in time order.
         events.sort_by_key(|e| e.at);
-        let mut previous: Option<DateTime<Utc>> = None;
+        let mut limit = end - TimeDelta::microseconds(1);
+        for e in events.iter_mut().rev() {
+            e.at = e.at.min(limit);
+            limit = e.at - TimeDelta::microseconds(1);
+        }
         for e in &mut events {
-            if let Some(previous) = previous
-                && e.at <= previous
-            {
-                e.at = previous + TimeDelta::microseconds(1);
-            }
-            previous = Some(e.at);
             e.payment_id = draw.uuid();
         }
         Ok(Story {
