@@ -130,9 +130,18 @@ impl TokenMaker {
                 .map_err(|e| anyhow::anyhow!("no randomness for Fernet IVs: {e}"))?;
             self.next_iv = 0;
         }
-        let iv = &self.ivs[self.next_iv..self.next_iv + 16];
+        let iv: [u8; 16] = self.ivs[self.next_iv..self.next_iv + 16]
+            .try_into()
+            .expect("16 bytes");
         self.next_iv += 16;
+        Ok(self.encrypt_with_iv(value, now, iv))
+    }
 
+    /// The token of `value` made at `now` with the given IV. Only for generated (simulated)
+    /// data that must be byte-identical for a given seed (`paysys-sim`): a real export never
+    /// chooses its IVs, it draws them from the OS ([`Self::encrypt_at`]).
+    pub fn encrypt_with_iv(&mut self, value: &[u8], now: u64, iv: [u8; 16]) -> &[u8] {
+        let iv = &iv[..];
         let raw = &mut self.raw;
         raw.clear();
         raw.push(VERSION);
@@ -153,7 +162,7 @@ impl TokenMaker {
         let written = URL_SAFE
             .encode_slice(&*raw, &mut self.text)
             .expect("room for the base64");
-        Ok(&self.text[..written])
+        &self.text[..written]
     }
 
     /// The token of `value`, made now.
