@@ -166,6 +166,7 @@ pub fn validate_observed(
         pull_policy: spec.image.pull_policy,
         pull_secrets: spec.image.pull_secrets.clone(),
         network_policies: spec.network_policy.enabled,
+        service_monitor: spec.monitoring.service_monitor.clone(),
         names,
         namespace,
         owner,

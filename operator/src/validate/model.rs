@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
-use crate::crd::{AutoscalingSpec, JwtSpec, PullPolicy, RiskMode, ServiceType, StorageSpec};
+use crate::crd::{
+    AutoscalingSpec, JwtSpec, PullPolicy, RiskMode, ServiceMonitorSpec, ServiceType, StorageSpec,
+};
 use crate::foreign::spec::{CloudNativePgSpec, ClusterOperatorSpec, DeletionPolicy, VolumeSpec};
 use crate::names::{Names, Server, Workload};
 use crate::observe::SecretData;
@@ -157,6 +159,8 @@ pub struct Validated {
     pub network_policies: bool,
     /// The scheduled export, when `spec.dataFeed` is set.
     pub data_feed: Option<DataFeed>,
+    /// The Prometheus Operator `ServiceMonitor`s, when `spec.monitoring.serviceMonitor` is set.
+    pub service_monitor: Option<ServiceMonitorSpec>,
     /// The referenced Secrets' data, hashed into the pod templates that use them.
     pub secrets: SecretData,
 }
