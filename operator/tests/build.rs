@@ -123,8 +123,11 @@ fn every_listed_child_kind_is_built() {
     let managed = children(
         "paymentsApi:\n  autoscaling: {maxReplicas: 4}\nrabbitmq:\n  managed:\n    storage: {size: 2Gi}\ndatabase:\n  managed:\n    storage: {size: 2Gi}\ndataFeed: {}\n",
     );
-    // The kinds of other operators (CloudNativePG, RabbitMQ Cluster Operator).
-    let operated = children("rabbitmq: {clusterOperator: {}}\ndatabase: {cloudNativePG: {}}\n");
+    // The kinds of other operators (CloudNativePG, RabbitMQ Cluster Operator, Prometheus
+    // Operator).
+    let operated = children(
+        "rabbitmq: {clusterOperator: {}}\ndatabase: {cloudNativePG: {}}\nmonitoring: {serviceMonitor: {}}\n",
+    );
     let built: std::collections::BTreeSet<String> = managed
         .metas()
         .into_iter()

@@ -19,6 +19,7 @@ mod pdb;
 pub mod pod;
 mod risk_engine;
 pub mod secrets;
+pub mod service_monitor;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -28,6 +29,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 use self::kinds::declare_children;
+use self::service_monitor::ServiceMonitor;
 use crate::foreign::cnpg::Cluster;
 use crate::foreign::rabbitmq::RabbitmqCluster;
 use crate::validate::Validated;
@@ -49,7 +51,8 @@ macro_rules! child_kinds {
             /// Servers run by other operators, before the services that connect to them.
             rabbitmq_clusters: RabbitmqCluster [foreign] => operated::rabbitmq_clusters,
             cnpg_clusters: Cluster [foreign] => operated::cnpg_clusters,
-            services: Service,
+            /// The workloads' Services first (see `workloads`).
+            services: Service => service_monitor::metrics_services,
             deployments: Deployment,
             /// The data feed's export, after the database it reads and the claim it writes to.
             cron_jobs: CronJob,
@@ -58,6 +61,8 @@ macro_rules! child_kinds {
             /// After the Deployments they scale (an autoscaler of a missing target only
             /// complains).
             horizontal_pod_autoscalers: HorizontalPodAutoscaler => autoscaling::build,
+            /// Prometheus Operator monitors of the services' metrics, once the Services exist.
+            service_monitors: ServiceMonitor [foreign] => service_monitor::build,
         }
     };
 }
