@@ -362,7 +362,8 @@ async fn idle_memory() {
             .unwrap_or(f64::NAN)
     };
     println!(
-        "idle operator (leader; watching PaymentSystems, 6 child kinds and Secret metadata; no resources): resident {:.1} MiB (peak {:.1} MiB) [{metrics_url}]",
+        "idle operator (leader; watching PaymentSystems, {} child kinds and Secret metadata; no resources): resident {:.1} MiB (peak {:.1} MiB) [{metrics_url}]",
+        paysys_operator::build::Children::kinds().len(),
         field("VmRSS:") / 1024.0,
         field("VmHWM:") / 1024.0,
     );

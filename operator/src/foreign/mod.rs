@@ -5,7 +5,7 @@
 //!
 //! Their CRDs are optional: a cluster without them runs every `PaymentSystem` that does not
 //! build them. So, unlike the built-in child kinds (each marked `[foreign]` in the list of
-//! kinds, `build/kinds.rs`, and implementing [`ForeignKind`]):
+//! kinds, `build/mod.rs`, and implementing [`ForeignKind`]):
 //! - before applying, the operator checks (through API discovery, which every authenticated
 //!   client may read) that the CRD of every foreign kind the system *builds* is served
 //!   (`observe::crds`); if not, the system is `Degraded` with reason `CrdMissing`, a message
