@@ -25,7 +25,8 @@ use paysys_operator::build::{build, secrets};
 use paysys_operator::controller::{self, Context};
 use paysys_operator::crd::PaymentSystem;
 use paysys_operator::metrics::Metrics;
-use paysys_operator::validate::{self, SecretData};
+use paysys_operator::observe::SecretData;
+use paysys_operator::validate;
 use serde_json::{Value, json};
 
 const RESOURCES: usize = 1_000;
@@ -63,7 +64,7 @@ fn resource(i: usize) -> PaymentSystem {
 
 fn cluster_secrets(ps: &PaymentSystem) -> SecretData {
     let mut data = SecretData::new();
-    for (secret, name) in validate::generated_secrets(ps) {
+    for (secret, name) in paysys_operator::observe::secrets::generated_secrets(ps) {
         data.insert(
             name,
             secrets::template(ps, secret, "0123456789abcdef0123456789abcdef")
@@ -145,6 +146,12 @@ async fn mock_api(
                     )
                 }
             }
+            // The managed servers' Deployments, read for their storage before the first
+            // apply: none yet.
+            Method::GET if path.contains("/deployments/") => (
+                404,
+                json!({"kind": "Status", "apiVersion": "v1", "code": 404, "reason": "NotFound", "status": "Failure", "metadata": {}}),
+            ),
             // Listing children to prune: none left over.
             Method::GET => (
                 200,
@@ -355,7 +362,8 @@ async fn idle_memory() {
             .unwrap_or(f64::NAN)
     };
     println!(
-        "idle operator (leader; watching PaymentSystems, 6 child kinds and Secret metadata; no resources): resident {:.1} MiB (peak {:.1} MiB) [{metrics_url}]",
+        "idle operator (leader; watching PaymentSystems, {} child kinds and Secret metadata; no resources): resident {:.1} MiB (peak {:.1} MiB) [{metrics_url}]",
+        paysys_operator::build::Children::kinds().len(),
         field("VmRSS:") / 1024.0,
         field("VmHWM:") / 1024.0,
     );

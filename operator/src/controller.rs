@@ -1,4 +1,5 @@
-//! The reconcile loop: validate -> build -> apply -> status, for every `PaymentSystem`.
+//! The reconcile loop: observe -> validate -> build -> apply -> status, for every
+//! `PaymentSystem`, and the watches that trigger it.
 //!
 //! Failures never crash the operator: each becomes a `Degraded` condition, a Warning Event on
 //! the resource, a failure metric, and a retry with exponential backoff. A resource that
@@ -16,22 +17,69 @@ use kube::core::error_boundary::{DeserializeGuard, InvalidObject};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::watcher::ExponentialBackoff;
 use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
-use crate::apply::{self, FIELD_MANAGER};
-use crate::build::{self, Children, payments_api};
+use crate::apply;
+use crate::build::each_kind;
+use crate::build::kinds::{ChildKind, EachKind};
+use crate::build::{self, secrets};
 use crate::crd::{PaymentSystem, PaymentSystemStatus};
-pub use crate::error::Error;
-use crate::foreign;
+use crate::foreign::ForeignKind;
 use crate::metrics::Metrics;
-use crate::replicas;
-use crate::status::{self, Conditions, Outcome};
-use crate::storage::{self, Ephemeral, Storage};
-use crate::validate::{self, Auth};
+use crate::names::FIELD_MANAGER;
+use crate::observe::{self, crds};
+use crate::status::{self, Conditions, Failure, Outcome};
+use crate::validate::{self, Ephemeral, ValidationError};
 use crate::watch;
+
+/// Why a reconcile failed: the failed step's error, whose variant name is the reason users
+/// see (the `reason` of the `Degraded` condition, of the Warning Event, and the `reason` label
+/// of `paysys_operator_reconcile_failures_total`), so an alert or a `kubectl describe` tells a
+/// Secret that cannot be read from a Deployment that cannot be applied. The message says which
+/// object.
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
+pub enum Error {
+    /// Reading the cluster (or creating a generated Secret) failed, or a needed CRD is absent.
+    #[error(transparent)]
+    Observe(#[from] observe::Error),
+    /// The spec, or a Secret it references, does not allow a working system.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// Applying or pruning the children failed.
+    #[error(transparent)]
+    Apply(#[from] apply::Error),
+    /// Writing the `PaymentSystem`'s status failed.
+    #[error("writing the status: {0}")]
+    StatusWriteFailed(#[source] kube::Error),
+    /// The resource cannot be parsed (e.g. written before a CRD change).
+    #[error("the resource cannot be read: {0}")]
+    InvalidResource(String),
+}
+
+impl Error {
+    /// CamelCase reason for conditions, Events and the failure metric: the name of the
+    /// innermost variant.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Observe(error) => error.reason(),
+            Self::Invalid(error) => error.reason(),
+            Self::Apply(error) => error.reason(),
+            other => other.into(),
+        }
+    }
+
+    /// The failure as the status reports it.
+    pub fn failure(&self) -> Failure {
+        Failure {
+            reason: self.reason(),
+            message: self.to_string(),
+        }
+    }
+}
 
 /// How often a healthy system is reconciled anyway, to undo drift nobody was told about.
 pub const RESYNC: Duration = Duration::from_secs(600);
@@ -40,16 +88,19 @@ pub const RESYNC: Duration = Duration::from_secs(600);
 /// 100 connections and ~30 MiB more memory. A reconcile takes well under a second, so 8 at
 /// once still reconcile 100 new systems in seconds.
 pub const CONCURRENT_RECONCILES: u16 = 8;
-const BACKOFF_BASE: Duration = Duration::from_secs(5);
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// First retry after a failure; doubles up to [`RETRY_MAX`].
+const RETRY_MIN: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// Shared state of every reconcile.
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    /// Consecutive failures per resource, for exponential backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    /// The retry schedule of each failing resource (dropped once it succeeds). The delays
+    /// are kube-runtime's `ExponentialBackoff` (backon underneath, like the watches' and the
+    /// services' retries); only which resource is at which step is kept here.
+    failures: Mutex<HashMap<String, ExponentialBackoff>>,
 }
 
 impl Context {
@@ -69,15 +120,27 @@ impl Context {
     /// The delay before retrying `key` after one more failure: 5 s doubling up to 5 min.
     fn next_backoff(&self, key: &str) -> Duration {
         let mut failures = self.failures.lock().expect("not poisoned");
-        let count = failures.entry(key.to_owned()).or_insert(0);
-        let delay = BACKOFF_BASE.saturating_mul(2u32.saturating_pow(*count));
-        *count = count.saturating_add(1);
-        delay.min(BACKOFF_MAX)
+        let schedule = failures
+            .entry(key.to_owned())
+            .or_insert_with(retry_schedule);
+        // The schedule has no end (`without_max_times`); the maximum is a safe fallback.
+        schedule.next().unwrap_or(RETRY_MAX)
     }
 
     fn succeeded(&self, key: &str) {
         self.failures.lock().expect("not poisoned").remove(key);
     }
+}
+
+/// A new resource's retry schedule after failures.
+fn retry_schedule() -> ExponentialBackoff {
+    ExponentialBackoff::from(
+        backon::ExponentialBuilder::default()
+            .with_min_delay(RETRY_MIN)
+            .with_max_delay(RETRY_MAX)
+            .with_factor(2.0)
+            .without_max_times(),
+    )
 }
 
 fn key_of(meta: &kube::api::ObjectMeta) -> String {
@@ -141,53 +204,30 @@ async fn reconcile_system(ps: &PaymentSystem, ctx: &Context) -> Result<Action, E
     }
 }
 
-/// validate -> build -> apply -> status.
+/// observe -> validate -> build -> apply -> status.
 async fn pipeline(ps: &PaymentSystem, ctx: &Context) -> Result<(), Error> {
     let client = &ctx.client;
     // What needs no cluster is checked first, so a bad spec creates nothing.
     validate::check(ps)?;
-    let mut secrets = apply::ensure_generated_secrets(client, ps).await?;
-    secrets.extend(apply::read_referenced_secrets(client, ps).await?);
-    let on_empty_dir = storage::servers_on_empty_dir(client, ps).await?;
-    let system = validate::validate_observed(ps, &secrets, &on_empty_dir)?;
+    let observed =
+        observe::observe(client, ps, |generated| secrets::generate(ps, generated)).await?;
+    let system = validate::observed(&observed)?;
     let children = build::build(&system);
     // Before anything is written: a missing CRD leaves the system untouched (CrdMissing).
-    foreign::require_crds(client, &system).await?;
-    replicas::hand_over(client, &system).await?;
-    let applied = children.apply(client, &system.namespace).await?;
+    crds::require_served(client, &children.foreign_crds()).await?;
+    let applied = apply::apply(client, &system, &observed.autoscaled, &children).await?;
     // The generated Secrets still wanted, and those kept for the system's life.
     let keep = validate::kept_for_life(&system.names);
-    let keep_secrets: Vec<String> = validate::generated_secrets(ps)
+    let keep_secrets: Vec<String> = observe::secrets::generated_secrets(ps)
         .into_iter()
         .map(|(_, name)| name)
         .chain(keep.iter().cloned())
         .collect();
     apply::prune(client, &system, &children, &keep_secrets, &keep).await?;
-    let api_key_secret = match &system.auth {
-        Auth::Generated { secret_name } => Some(secret_name.clone()),
-        Auth::User { .. } => None,
-    };
-    let ephemeral: Vec<(String, Ephemeral)> = system
-        .managed_servers()
-        .filter_map(|server| match server.storage {
-            Storage::Ephemeral(why) => {
-                Some((system.names.workload(server.server.component()), why))
-            }
-            Storage::Claim { .. } => None,
-        })
-        .collect();
-    warn_if_newly_ephemeral(ctx, ps, &ephemeral).await;
-    let data_feed = system
-        .data_feed
-        .as_ref()
-        .map(|feed| status::data_feed(feed, applied.cron_jobs.first()));
+    warn_if_newly_ephemeral(ctx, ps, &status::ephemeral(&system)).await;
     let outcome = Outcome::Applied {
-        deployments: &applied.deployments,
-        operated: &foreign::readiness(&applied.cnpg_clusters, &applied.rabbitmq_clusters),
-        ephemeral: &ephemeral,
-        api_url: payments_api::in_cluster_url(&system),
-        api_key_secret,
-        data_feed: data_feed.as_ref(),
+        system: &system,
+        applied: &applied,
     };
     write_status(ctx, ps, &outcome).await
 }
@@ -200,7 +240,7 @@ async fn warn_if_newly_ephemeral(
     ps: &PaymentSystem,
     ephemeral: &[(String, Ephemeral)],
 ) {
-    let Some((why, message)) = crate::storage::warning(ephemeral) else {
+    let Some((why, message)) = status::warning(ephemeral) else {
         return;
     };
     let previous = ps
@@ -256,7 +296,7 @@ async fn patch_status(
 /// Best effort: the failure is also returned to the controller, which retries; a status or
 /// event that cannot be written is only logged.
 async fn report_failure(ps: &PaymentSystem, error: &Error, ctx: &Context) {
-    if let Err(status_error) = write_status(ctx, ps, &Outcome::Failed(error)).await {
+    if let Err(status_error) = write_status(ctx, ps, &Outcome::Failed(&error.failure())).await {
         warn!(error = %status_error, "cannot record the failure in the status");
     }
     publish(ctx, &ps.object_ref(&()), error).await;
@@ -301,7 +341,7 @@ async fn report_unparsable(invalid: &InvalidObject, ctx: &Context) -> Result<Act
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let generation = invalid.metadata.generation;
     // The previous status cannot be read either: every transition time is now.
-    let conditions = Conditions::unparsable(&error).to_api(&[], generation, &now);
+    let conditions = Conditions::unparsable(&error.failure()).to_api(&[], generation, &now);
     let patch = json!({"status": {
         "observedGeneration": generation,
         "conditions": conditions,
@@ -382,7 +422,17 @@ pub async fn run(
         ),
     )
     .touched_objects();
-    Children::owns(controller, &scope, &client, owned)
+    let mut children = ChildWatches {
+        controller: Some(controller),
+        scope: &scope,
+        client: &client,
+        config: owned,
+    };
+    each_kind(&mut children);
+    let controller = children
+        .controller
+        .expect("every watch gives the controller back");
+    controller
         .watches_stream(secrets, move |secret: PartialObjectMeta<Secret>| {
             systems_using(&store.state(), &secret)
         })
@@ -406,8 +456,8 @@ fn systems_using(
         .filter(|guard| guard.meta().namespace == secret.metadata.namespace)
         .filter(|guard| match &guard.0 {
             Ok(ps) => {
-                validate::referenced_secrets(ps).contains(&name)
-                    || validate::generated_secrets(ps)
+                observe::secrets::referenced_secrets(ps).contains(&name)
+                    || observe::secrets::generated_secrets(ps)
                         .iter()
                         .any(|(_, generated)| *generated == name)
             }
@@ -415,4 +465,166 @@ fn systems_using(
         })
         .map(|guard| ObjectRef::from_obj(guard.as_ref()))
         .collect()
+}
+
+/// Adds to the controller a watch of each child kind in `scope` with `config`: a change to a
+/// child reconciles its owner. Each watch resumes on its own (see [`crate::watch`]).
+struct ChildWatches<'a> {
+    controller: Option<Controller<DeserializeGuard<PaymentSystem>>>,
+    scope: &'a Scope,
+    client: &'a Client,
+    config: watcher::Config,
+}
+
+impl EachKind for ChildWatches<'_> {
+    /// A built-in kind: by metadata, as owned (a change reconciles the controlling
+    /// `PaymentSystem`).
+    fn built_in<K: ChildKind>(&mut self) {
+        let controller = self.controller.take().expect("set between kinds");
+        let children = watch::children(
+            self.scope.api::<PartialObjectMeta<K>>(self.client),
+            &self.config,
+        );
+        self.controller = Some(controller.owns_stream(children));
+    }
+
+    /// A kind of another operator's CRD: a watch that survives the CRD being absent (it
+    /// retries with backoff until the CRD is installed) and maps each object to the
+    /// `PaymentSystem` named by its instance label, owned or not.
+    fn foreign<K: ChildKind + ForeignKind>(&mut self) {
+        let controller = self.controller.take().expect("set between kinds");
+        // Like every other watch, through `watch::resilient*`: failures (the CRD absent, an
+        // API server restart) stay in this watch's own backoff instead of the controller's
+        // shared one, which would stall every other watch with it.
+        let kind = match K::kind(&()) {
+            std::borrow::Cow::Borrowed(kind) => kind,
+            std::borrow::Cow::Owned(_) => "foreign",
+        };
+        let stream = watch::resilient_optional(
+            kind,
+            watcher(self.scope.api::<K>(self.client), self.config.clone()),
+        )
+        .touched_objects();
+        self.controller = Some(controller.watches_stream(stream, |object: K| {
+            let instance = object.labels().get("app.kubernetes.io/instance")?.clone();
+            let namespace = object.namespace()?;
+            Some(ObjectRef::new(&instance).within(&namespace))
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error() -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure("etcd is sad", "InternalError")
+                .with_code(500)
+                .boxed(),
+        )
+    }
+
+    /// Each step's error nests into the controller's, and the reason stays the innermost
+    /// variant's name (the reasons users and alerts already know).
+    #[test]
+    fn the_reason_is_the_variant_name() {
+        let cases: Vec<(Error, &str)> = vec![
+            (
+                observe::Error::SecretReadFailed {
+                    name: "db".into(),
+                    source: api_error(),
+                }
+                .into(),
+                "SecretReadFailed",
+            ),
+            (
+                observe::Error::SecretCreateFailed {
+                    name: "db".into(),
+                    source: api_error(),
+                }
+                .into(),
+                "SecretCreateFailed",
+            ),
+            (
+                observe::Error::StorageReadFailed {
+                    name: "shop-postgresql".into(),
+                    source: api_error(),
+                }
+                .into(),
+                "StorageReadFailed",
+            ),
+            (
+                observe::Error::ReplicasHandoverFailed {
+                    name: "shop-payments-api".into(),
+                    source: api_error(),
+                }
+                .into(),
+                "ReplicasHandoverFailed",
+            ),
+            (
+                observe::Error::CrdMissing {
+                    missing: "clusters.postgresql.cnpg.io".into(),
+                }
+                .into(),
+                "CrdMissing",
+            ),
+            (
+                observe::Error::CrdCheckFailed {
+                    crd: "clusters.postgresql.cnpg.io".into(),
+                    source: api_error(),
+                }
+                .into(),
+                "CrdCheckFailed",
+            ),
+            (
+                ValidationError::SecretNotFound("db".into()).into(),
+                "SecretNotFound",
+            ),
+            (
+                apply::Error::ReplicasHandoverFailed {
+                    name: "shop-payments-api".into(),
+                    source: api_error(),
+                }
+                .into(),
+                "ReplicasHandoverFailed",
+            ),
+            (
+                apply::Error::ApplyFailed {
+                    kind: "Deployment",
+                    name: "shop-payments-api".into(),
+                    source: api_error(),
+                }
+                .into(),
+                "ApplyFailed",
+            ),
+            (
+                apply::Error::PruneFailed {
+                    kind: "Service",
+                    name: "shop-rabbitmq".into(),
+                    source: api_error(),
+                }
+                .into(),
+                "PruneFailed",
+            ),
+            (Error::StatusWriteFailed(api_error()), "StatusWriteFailed"),
+            (Error::InvalidResource("bad".into()), "InvalidResource"),
+        ];
+        for (error, reason) in cases {
+            assert_eq!(error.reason(), reason, "{error}");
+            assert_eq!(error.failure().reason, reason);
+            // The message is the step's own, not wrapped.
+            assert_eq!(error.failure().message, error.to_string());
+        }
+        let nested = Error::from(apply::Error::ApplyFailed {
+            kind: "Deployment",
+            name: "shop-payments-api".into(),
+            source: api_error(),
+        });
+        assert!(
+            nested
+                .to_string()
+                .starts_with("applying Deployment shop-payments-api: ")
+        );
+    }
 }

@@ -10,6 +10,8 @@
 // Each `printcolumn(...)` repeats `type_ =`; clippy reads the repeats as duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
@@ -83,6 +85,9 @@ pub struct PaymentSystemSpec {
     pub database: DatabaseSpec,
     /// NetworkPolicies isolating the broker and the database.
     pub network_policy: NetworkPolicySpec,
+    /// Prometheus scraping of the services' metrics (`/metrics` of the payments API and of the
+    /// risk engine).
+    pub monitoring: MonitoringSpec,
     /// A scheduled Parquet export of the payments (`paysys-feed export`, see
     /// docs/data-feed.md); absent means no export.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -100,6 +105,7 @@ impl Default for PaymentSystemSpec {
             rabbitmq: RabbitMqSpec::managed(),
             database: DatabaseSpec::managed(),
             network_policy: NetworkPolicySpec::default(),
+            monitoring: MonitoringSpec::default(),
             data_feed: None,
             paused: false,
         }
@@ -576,6 +582,26 @@ impl Default for NetworkPolicySpec {
     fn default() -> Self {
         Self { enabled: true }
     }
+}
+
+/// How Prometheus finds the services' metrics.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MonitoringSpec {
+    /// A Prometheus Operator `ServiceMonitor` (`monitoring.coreos.com/v1`) per service; needs
+    /// the Prometheus Operator's CRDs (else the system is `Degraded`, `CrdMissing`). Absent
+    /// means none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_monitor: Option<ServiceMonitorSpec>,
+}
+
+/// The `ServiceMonitor`s of the payments API and the risk engine.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServiceMonitorSpec {
+    /// Extra labels on each `ServiceMonitor`: those a Prometheus selects its monitors by
+    /// (e.g. `release: kube-prometheus-stack`).
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The shape of a schedule the CronJob controller accepts: a macro, or five cron fields, each

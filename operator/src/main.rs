@@ -75,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
         .with_namespace(&lease_namespace)
         .with_duration(15)
         .with_grace(5)
-        .with_field_manager(format!("{}-lease", paysys_operator::apply::FIELD_MANAGER));
+        .with_field_manager(format!("{}-lease", paysys_operator::names::FIELD_MANAGER));
     if let Some(identity) = &identity {
         builder = builder.with_identity(identity);
     }

@@ -3,6 +3,14 @@
 //! Deterministic names let the operator find (and delete) a child without listing, and let
 //! users guess them: `<instance>-payments-api`, `<instance>-api-key`, ...
 
+/// The one field manager of every write the operator makes. It has been `paysys-operator`
+/// since the first release and must keep that name: a field applied under another name stays
+/// owned by it, so a release that no longer sets it could not remove it.
+pub const FIELD_MANAGER: &str = "paysys-operator";
+
+/// Name of the data volume in a managed server's pod.
+pub const DATA_VOLUME: &str = "data";
+
 /// Longest `PaymentSystem` name: `<name>-payments-api` must stay a valid Service name
 /// (a DNS label of at most 63 characters).
 pub const MAX_INSTANCE_NAME: usize = 63 - "-payments-api".len();
@@ -178,6 +186,17 @@ impl Names {
             Server::Postgres => "pg",
         };
         format!("{}-{suffix}", self.instance)
+    }
+
+    /// The Secret holding the connection URL of `server` run by its operator: CloudNativePG
+    /// names its application Secret `<cluster>-app`, the Cluster Operator its default user's
+    /// `<cluster>-default-user`.
+    pub fn operated_secret(&self, server: Server) -> String {
+        let name = self.operated(server);
+        match server {
+            Server::Postgres => format!("{name}-app"),
+            Server::RabbitMq => format!("{name}-default-user"),
+        }
     }
 
     /// The name of a generated Secret.

@@ -1,7 +1,8 @@
 //! Every Kubernetes permission the operator needs, in one place: [`required`].
 //!
-//! This list is the contract with the Helm chart (its ClusterRole is compared against
-//! [`required`] by a test on the chart side), and the operator's own mock-API-server tests check
+//! This list is the contract with the Helm chart (its ClusterRole is generated from
+//! [`required_rules`], see [`crate::generate`], and compared against [`required`] by a test on
+//! the chart side), and the operator's own mock-API-server tests check
 //! every request it sends against it with [`allows`], so an API call added without its
 //! permission fails a test here rather than with a 403 in a cluster.
 //!
@@ -24,7 +25,7 @@ use std::borrow::Cow;
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
 
-use crate::children::Children;
+use crate::build::Children;
 
 /// One resource's grant; `group` `""` is the core group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +36,8 @@ pub struct Permission {
 }
 
 const READ: &[&str] = &["get", "list", "watch"];
+/// The API group of the leader-election Lease (granted in the operator's namespace only).
+pub const LEASE_GROUP: &str = "coordination.k8s.io";
 /// What the operator does with each child kind: watch, apply (`create` + `patch`), prune.
 pub const MANAGE: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
 
@@ -58,7 +61,7 @@ const OWN: &[Permission] = &[
     // watched (metadata only).
     row("", "secrets", MANAGE),
     row("events.k8s.io", "events", &["create", "patch"]),
-    row("coordination.k8s.io", "leases", &["get", "create", "patch"]),
+    row(LEASE_GROUP, "leases", &["get", "create", "patch"]),
 ];
 
 /// The permissions the operator uses, one row per resource.

@@ -116,15 +116,18 @@ fn empty_spec_builds_a_complete_system() {
     );
 }
 
-/// Every kind in the list of child kinds (operator/src/children.rs) is built by some spec:
+/// Every kind in the list of child kinds (operator/src/build/mod.rs) is built by some spec:
 /// a kind listed (and so applied, pruned, watched and granted) but never built fails here.
 #[test]
 fn every_listed_child_kind_is_built() {
     let managed = children(
         "paymentsApi:\n  autoscaling: {maxReplicas: 4}\nrabbitmq:\n  managed:\n    storage: {size: 2Gi}\ndatabase:\n  managed:\n    storage: {size: 2Gi}\ndataFeed: {}\n",
     );
-    // The kinds of other operators (CloudNativePG, RabbitMQ Cluster Operator).
-    let operated = children("rabbitmq: {clusterOperator: {}}\ndatabase: {cloudNativePG: {}}\n");
+    // The kinds of other operators (CloudNativePG, RabbitMQ Cluster Operator, Prometheus
+    // Operator).
+    let operated = children(
+        "rabbitmq: {clusterOperator: {}}\ndatabase: {cloudNativePG: {}}\nmonitoring: {serviceMonitor: {}}\n",
+    );
     let built: std::collections::BTreeSet<String> = managed
         .metas()
         .into_iter()
@@ -386,7 +389,7 @@ fn external_dependencies_replace_the_managed_servers() {
         ("broker".into(), "url".into())
     );
     // No generated credentials are needed any more.
-    let generated: Vec<String> = validate::generated_secrets(&ps)
+    let generated: Vec<String> = paysys_operator::observe::secrets::generated_secrets(&ps)
         .into_iter()
         .map(|(_, n)| n)
         .collect();
@@ -481,7 +484,7 @@ fn user_auth_secret_with_jwt_is_wired_by_its_keys() {
         "the Secret has no api-keys"
     );
     assert!(
-        validate::generated_secrets(&ps)
+        paysys_operator::observe::secrets::generated_secrets(&ps)
             .iter()
             .all(|(_, n)| n != "shop-api-key")
     );
@@ -665,7 +668,7 @@ fn ephemeral_storage_is_an_explicit_choice_and_keeps_no_claim() {
 #[test]
 fn a_server_already_on_an_empty_dir_keeps_it_until_storage_is_set() {
     use paysys_operator::names::Server;
-    use paysys_operator::storage::{Ephemeral, Storage};
+    use paysys_operator::validate::{Ephemeral, Storage};
     let ps = system("");
     let system_ =
         validate::validate_observed(&ps, &secrets_for(&ps, &[]), &[Server::Postgres]).unwrap();

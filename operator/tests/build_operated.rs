@@ -74,10 +74,11 @@ fn operated_dependencies_build_their_resources_instead_of_servers() {
     assert_eq!(deployments, ["shop-payments-api", "shop-risk-engine"]);
     assert!(children.persistent_volume_claims.is_empty());
     assert_eq!(children.network_policies.len(), 2);
-    let generated: Vec<String> = validate::generated_secrets(&system(BOTH))
-        .into_iter()
-        .map(|(_, name)| name)
-        .collect();
+    let generated: Vec<String> =
+        paysys_operator::observe::secrets::generated_secrets(&system(BOTH))
+            .into_iter()
+            .map(|(_, name)| name)
+            .collect();
     assert_eq!(generated, ["shop-api-key"]);
 }
 
@@ -136,7 +137,7 @@ fn services_read_the_urls_from_the_operators_secrets() {
 #[test]
 fn the_operators_secrets_are_watched_and_hashed_once_they_exist() {
     let ps = system(BOTH);
-    let referenced = validate::referenced_secrets(&ps);
+    let referenced = paysys_operator::observe::secrets::referenced_secrets(&ps);
     assert_eq!(referenced, ["shop-mq-default-user", "shop-pg-app"]);
     // Absent, the system is still valid (the operators create them later); present, their
     // content rolls the pods that read them.

@@ -1,15 +1,43 @@
-//! The committed CRD must be exactly what `crdgen` prints, so the Helm chart and
-//! `kubectl apply -f crds/` never ship a schema the operator does not implement.
+//! Every file generated from the operator's code (the CRD, its copy in the chart, the chart's
+//! operator RBAC) must be committed exactly as `generate` writes it, so the Helm chart and
+//! `kubectl apply -f crds/` never ship a schema or a grant the operator does not implement.
 
 #[test]
-fn committed_crd_matches_crdgen_output() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/paymentsystems.yaml");
-    let committed = std::fs::read_to_string(path).expect("crds/paymentsystems.yaml exists");
-    let generated = paysys_operator::crd_yaml();
-    assert!(
-        committed == generated,
-        "crds/paymentsystems.yaml is stale: run `cargo run -p paysys-operator --bin crdgen > crds/paymentsystems.yaml`"
+fn committed_generated_files_match_the_generator() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let files = paysys_operator::generate::files();
+    let paths: Vec<&str> = files.iter().map(|(path, _)| *path).collect();
+    assert_eq!(
+        paths,
+        [
+            "crds/paymentsystems.yaml",
+            "charts/paysys/files/paymentsystems.crd.yaml",
+            "charts/paysys/templates/rbac.yaml",
+        ]
     );
+    for (path, generated) in files {
+        let committed = std::fs::read_to_string(format!("{root}/{path}"))
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(
+            committed == generated,
+            "{path} is stale: run `cargo run -p paysys-operator --bin generate`"
+        );
+    }
+}
+
+/// The chart's rules are the operator's: a child kind added to the list appears in the
+/// generated role, with every verb the operator uses on a child kind.
+#[test]
+fn the_generated_role_grants_every_child_kind() {
+    let rbac = paysys_operator::generate::chart_rbac();
+    for kind in paysys_operator::build::Children::kinds() {
+        assert!(
+            rbac.contains(&format!("{:?}", kind.plural)),
+            "{} missing from the chart's role",
+            kind.plural
+        );
+    }
+    assert!(rbac.contains(r#"verbs: ["get", "list", "watch", "create", "patch", "delete"]"#));
 }
 
 #[test]

@@ -53,7 +53,7 @@ fn no_data_feed_builds_no_cron_job_and_generates_no_key() {
     assert!(validated(&ps, &[]).data_feed.is_none());
     assert!(build(&validated(&ps, &[])).cron_jobs.is_empty());
     assert!(
-        !validate::generated_secrets(&ps)
+        !paysys_operator::observe::secrets::generated_secrets(&ps)
             .iter()
             .any(|(secret, _)| *secret == GeneratedSecret::FeedKey)
     );
@@ -264,11 +264,14 @@ dataFeed:
     // A user's key is read, never generated.
     let ps = system(spec_with_user_key());
     assert!(
-        !validate::generated_secrets(&ps)
+        !paysys_operator::observe::secrets::generated_secrets(&ps)
             .iter()
             .any(|(secret, _)| *secret == GeneratedSecret::FeedKey)
     );
-    assert!(validate::referenced_secrets(&ps).contains(&"shop-feed".to_string()));
+    assert!(
+        paysys_operator::observe::secrets::referenced_secrets(&ps)
+            .contains(&"shop-feed".to_string())
+    );
 }
 
 fn spec_with_user_key() -> &'static str {
@@ -279,7 +282,7 @@ fn spec_with_user_key() -> &'static str {
 fn the_generated_key_is_a_fresh_fernet_key_made_once() {
     let ps = system("dataFeed: {}");
     assert!(
-        validate::generated_secrets(&ps)
+        paysys_operator::observe::secrets::generated_secrets(&ps)
             .contains(&(GeneratedSecret::FeedKey, "shop-feed-key".to_string()))
     );
     let key_of = |secret: k8s_openapi::api::core::v1::Secret| {

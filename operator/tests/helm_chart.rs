@@ -562,7 +562,7 @@ mod rbac {
             let extra_grants: Vec<_> = granted.difference(&required).collect();
             assert!(
                 missing.is_empty() && extra_grants.is_empty(),
-                "{extra:?}: chart RBAC differs from operator/src/rbac.rs required() (child kinds: operator/src/children.rs)\n\
+                "{extra:?}: chart RBAC differs from operator/src/rbac.rs required() (child kinds: operator/src/build/mod.rs)\n\
                  missing: {missing:#?}\nnot used by the operator: {extra_grants:#?}"
             );
         }
@@ -725,7 +725,7 @@ mod crd {
         assert!(
             read(CHART_COPY) == read(PROJECT),
             "{CHART_COPY} differs from {PROJECT}; refresh it with:\n  \
-             cargo run -p paysys-operator --bin crdgen > {PROJECT} && cp {PROJECT} {CHART_COPY}"
+             cargo run -p paysys-operator --bin generate"
         );
     }
 

@@ -11,6 +11,11 @@ use crate::validate::Validated;
 /// Key (and file name) of the rules in the ConfigMap.
 pub const RULES_KEY: &str = "rules.yaml";
 
+/// Every ConfigMap: the risk rules.
+pub fn build(system: &Validated) -> Vec<ConfigMap> {
+    vec![risk_rules(system)]
+}
+
 pub fn risk_rules(system: &Validated) -> ConfigMap {
     ConfigMap {
         metadata: meta::object_meta(system, Component::RiskEngine, system.names.rules()),

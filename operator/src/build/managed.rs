@@ -1,6 +1,6 @@
 //! The single-instance RabbitMQ and PostgreSQL the operator runs when a dependency is
 //! `managed`: Deployment (Recreate: one pod owns the volume), Service, and the data's
-//! PersistentVolumeClaim unless the storage is ephemeral (see [`crate::storage`]).
+//! PersistentVolumeClaim unless the storage is ephemeral (see [`crate::validate::Storage`]).
 
 use std::collections::BTreeMap;
 
@@ -15,10 +15,15 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::meta;
 use super::pod::{self, Rollout};
-use super::secrets::{MANAGED_DATABASE, RABBITMQ_CONF};
-use crate::names::{Component, Server};
-use crate::storage::{DATA_VOLUME, Storage};
-use crate::validate::{ManagedServer, Validated};
+use crate::names::{Component, DATA_VOLUME, Server};
+use crate::validate::{ManagedServer, Storage, Validated};
+
+/// User and database of the managed servers (in their generated credentials, see
+/// [`super::secrets`]).
+pub const MANAGED_USER: &str = "paysys";
+pub const MANAGED_DATABASE: &str = "paysys";
+/// Key of the RabbitMQ configuration file in its credentials Secret.
+pub const RABBITMQ_CONF: &str = "paysys.conf";
 
 /// Users the official images run their servers as (postgres alpine: 70, rabbitmq: 999).
 pub const POSTGRES_UID: i64 = 70;

@@ -17,7 +17,11 @@ use super::risk_engine::RISK_PORT;
 use crate::names::{Component, Server};
 use crate::validate::Validated;
 
+/// The NetworkPolicies, unless `networkPolicy.enabled` is false.
 pub fn build(system: &Validated) -> Vec<NetworkPolicy> {
+    if !system.network_policies {
+        return Vec::new();
+    }
     let mut policies: Vec<NetworkPolicy> = system
         .managed_servers()
         .map(|managed| {

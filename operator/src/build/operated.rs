@@ -11,9 +11,11 @@ use crate::foreign::rabbitmq::{Persistence, RabbitmqCluster, RabbitmqClusterSpec
 use crate::validate::{Operated, Validated};
 
 /// The `Cluster` CloudNativePG runs PostgreSQL from, if the database is `cloudNativePG`.
-pub fn cnpg_cluster(system: &Validated) -> Option<Cluster> {
-    let operated = system.database.operated()?;
-    Some(Cluster {
+pub fn cnpg_clusters(system: &Validated) -> Vec<Cluster> {
+    let Some(operated) = system.database.operated() else {
+        return Vec::new();
+    };
+    vec![Cluster {
         metadata: metadata(system, operated),
         spec: ClusterSpec {
             instances: operated.replicas,
@@ -25,13 +27,15 @@ pub fn cnpg_cluster(system: &Validated) -> Option<Cluster> {
             resources: operated.resources.clone(),
         },
         status: None,
-    })
+    }]
 }
 
 /// The `RabbitmqCluster`, if the broker is `clusterOperator`.
-pub fn rabbitmq_cluster(system: &Validated) -> Option<RabbitmqCluster> {
-    let operated = system.rabbitmq.operated()?;
-    Some(RabbitmqCluster {
+pub fn rabbitmq_clusters(system: &Validated) -> Vec<RabbitmqCluster> {
+    let Some(operated) = system.rabbitmq.operated() else {
+        return Vec::new();
+    };
+    vec![RabbitmqCluster {
         metadata: metadata(system, operated),
         spec: RabbitmqClusterSpec {
             replicas: operated.replicas,
@@ -43,7 +47,7 @@ pub fn rabbitmq_cluster(system: &Validated) -> Option<RabbitmqCluster> {
             },
         },
         status: None,
-    })
+    }]
 }
 
 /// The usual labels; the owner reference only with `deletionPolicy: Delete`, so that by

@@ -12,7 +12,8 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
-use super::{managed, meta};
+use super::managed::{self, MANAGED_DATABASE, MANAGED_USER, RABBITMQ_CONF};
+use super::meta;
 use crate::crd::PaymentSystem;
 use crate::names::{GeneratedSecret, Names, Server};
 use crate::validate::{
@@ -21,11 +22,6 @@ use crate::validate::{
 
 /// Principal of the generated API key (`API_KEYS_FILE` entry `default=<key>`).
 pub const DEFAULT_PRINCIPAL: &str = "default";
-/// User and database of the managed servers.
-pub const MANAGED_USER: &str = "paysys";
-pub const MANAGED_DATABASE: &str = "paysys";
-/// Key of the RabbitMQ configuration file in its credentials Secret.
-pub const RABBITMQ_CONF: &str = "paysys.conf";
 
 /// The template of the generated Secret `secret` for `ps`, with fresh random values.
 pub fn generate(ps: &PaymentSystem, secret: GeneratedSecret) -> Secret {

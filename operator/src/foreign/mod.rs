@@ -1,92 +1,96 @@
-//! Dependencies run by other operators: a CloudNativePG `Cluster` for PostgreSQL, a
-//! `RabbitmqCluster` of the RabbitMQ Cluster Operator for the broker.
+//! Kinds of other operators' CRDs that paysys creates, and what those operators report:
+//! a CloudNativePG `Cluster` for PostgreSQL, a `RabbitmqCluster` of the RabbitMQ Cluster
+//! Operator for the broker (and, with their builders, any other such kind, e.g. the Prometheus
+//! Operator's `ServiceMonitor`, see `build/service_monitor.rs`).
 //!
-//! Their CRDs are optional: a cluster without them runs every `PaymentSystem` that does not ask
-//! for them. So, unlike the built-in child kinds,
+//! Their CRDs are optional: a cluster without them runs every `PaymentSystem` that does not
+//! build them. So, unlike the built-in child kinds (each marked `[foreign]` in the list of
+//! kinds, `build/mod.rs`, and implementing [`ForeignKind`]):
 //! - before applying, the operator checks (through API discovery, which every authenticated
-//!   client may read) that the CRDs a system needs are served; if not, the system is `Degraded`
-//!   with reason `CrdMissing`, a message naming the CRD and how to install it, and nothing is
-//!   applied; the reconcile is retried with backoff (at most 5 minutes), so installing the
-//!   CRD later is picked up without a restart;
+//!   client may read) that the CRD of every foreign kind the system *builds* is served
+//!   (`observe::crds`); if not, the system is `Degraded` with reason `CrdMissing`, a message
+//!   naming the CRD and how to install it, and nothing is applied; the reconcile is retried
+//!   with backoff (at most 5 minutes), so installing the CRD later is picked up without a
+//!   restart;
 //! - their watches retry with backoff while the CRD is absent (a plain `owns` would spin on
 //!   404s), and start delivering once it is installed;
 //! - their watches map an object to its `PaymentSystem` by the instance label, not by owner
-//!   reference: with `deletionPolicy: Retain` (the default) the cluster has no owner, so that
+//!   reference: with `deletionPolicy: Retain` (the default) a cluster has no owner, so that
 //!   deleting the `PaymentSystem` keeps the data;
-//! - pruning a kind whose CRD is absent finds nothing to prune (see [`crate::apply`]).
+//! - pruning a kind whose CRD is absent finds nothing to prune (see `apply`);
+//! - the status waits for what [`ForeignKind::readiness`] reports of each applied object.
+//!
+//! Group, version and plural of each CRD come from the kind's Rust type (`kube::Resource`),
+//! never restated.
 
 pub mod cnpg;
 pub mod rabbitmq;
 pub mod spec;
 
 use kube::api::ApiResource;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, WatchStreamExt, watcher};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use crate::names::Server;
 
-use self::spec::{CloudNativePgSpec, ClusterOperatorSpec, DeletionPolicy, VolumeSpec};
-use crate::children::ChildKind;
-use crate::controller::Scope;
-use crate::crd::PaymentSystem;
-use crate::error::Error;
-use crate::names::{Names, Server};
-use crate::validate::Validated;
-use kube::core::error_boundary::DeserializeGuard;
+/// A kind of another operator's CRD: who serves it, and how ready an object of it is.
+pub trait ForeignKind: Resource<DynamicType = ()> {
+    /// The operator that serves the CRD, for messages.
+    const OPERATOR: &'static str;
+    /// How to install that operator (and so the CRD).
+    const INSTALL: &'static str;
 
-/// An operator's CRD paysys can use, and how a user installs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    /// How ready the object is, from the status its operator wrote; `None`: nothing to wait
+    /// for (the object is configuration, not a server).
+    fn readiness(&self) -> Option<Readiness> {
+        None
+    }
+}
+
+/// The CRD serving a foreign kind, and how a user installs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForeignCrd {
     /// `<plural>.<group>`, the CRD's name.
-    pub name: &'static str,
-    pub group: &'static str,
-    pub version: &'static str,
-    pub plural: &'static str,
+    pub name: String,
+    pub group: String,
+    pub version: String,
+    pub plural: String,
     /// The operator that serves it, for messages.
     pub operator: &'static str,
     /// How to install that operator (and so the CRD).
     pub install: &'static str,
 }
 
-/// CloudNativePG's `Cluster`.
-pub const CLOUDNATIVE_PG: ForeignCrd = ForeignCrd {
-    name: "clusters.postgresql.cnpg.io",
-    group: "postgresql.cnpg.io",
-    version: "v1",
-    plural: "clusters",
-    operator: "CloudNativePG",
-    install: "kubectl apply --server-side -f https://raw.githubusercontent.com/cloudnative-pg/cloudnative-pg/release-1.30/releases/cnpg-1.30.0.yaml (or helm install cnpg cnpg/cloudnative-pg)",
-};
-
-/// The RabbitMQ Cluster Operator's `RabbitmqCluster`.
-pub const RABBITMQ_CLUSTER_OPERATOR: ForeignCrd = ForeignCrd {
-    name: "rabbitmqclusters.rabbitmq.com",
-    group: "rabbitmq.com",
-    version: "v1beta1",
-    plural: "rabbitmqclusters",
-    operator: "the RabbitMQ Cluster Operator",
-    install: "kubectl apply -f https://github.com/rabbitmq/cluster-operator/releases/download/v2.22.3/cluster-operator.yml",
-};
-
-/// Every foreign CRD paysys knows.
-pub const CRDS: [ForeignCrd; 2] = [CLOUDNATIVE_PG, RABBITMQ_CLUSTER_OPERATOR];
-
 impl ForeignCrd {
-    /// The CRD serving `server` when it is run by another operator.
-    pub fn of(server: Server) -> Self {
-        match server {
-            Server::Postgres => CLOUDNATIVE_PG,
-            Server::RabbitMq => RABBITMQ_CLUSTER_OPERATOR,
+    /// The CRD of kind `K`, from `K`'s own API resource.
+    pub fn of<K: ForeignKind>() -> Self {
+        let resource = ApiResource::erase::<K>(&());
+        Self {
+            name: format!("{}.{}", resource.plural, resource.group),
+            group: resource.group,
+            version: resource.version,
+            plural: resource.plural,
+            operator: K::OPERATOR,
+            install: K::INSTALL,
         }
     }
+}
 
-    /// The foreign CRD serving kind `K`, if `K` is one.
-    pub fn of_kind<K: Resource<DynamicType = ()>>() -> Option<Self> {
-        let kind = ApiResource::erase::<K>(&());
-        CRDS.into_iter()
-            .find(|crd| crd.group == kind.group && crd.plural == kind.plural)
+impl ForeignKind for cnpg::Cluster {
+    const OPERATOR: &'static str = "CloudNativePG";
+    const INSTALL: &'static str = "kubectl apply --server-side -f https://raw.githubusercontent.com/cloudnative-pg/cloudnative-pg/release-1.30/releases/cnpg-1.30.0.yaml (or helm install cnpg cnpg/cloudnative-pg)";
+
+    fn readiness(&self) -> Option<Readiness> {
+        Some(cnpg_readiness(self))
+    }
+}
+
+impl ForeignKind for rabbitmq::RabbitmqCluster {
+    const OPERATOR: &'static str = "the RabbitMQ Cluster Operator";
+    const INSTALL: &'static str = "kubectl apply -f https://github.com/rabbitmq/cluster-operator/releases/download/v2.22.3/cluster-operator.yml";
+
+    fn readiness(&self) -> Option<Readiness> {
+        Some(rabbitmq_readiness(self))
     }
 }
 
@@ -105,67 +109,6 @@ pub struct ForeignCondition {
 
 fn condition<'a>(conditions: &'a [ForeignCondition], type_: &str) -> Option<&'a ForeignCondition> {
     conditions.iter().find(|condition| condition.type_ == type_)
-}
-
-/// Checks that every CRD `system` needs is served, before anything is applied; names every
-/// one that is not.
-pub async fn require_crds(client: &Client, system: &Validated) -> Result<(), Error> {
-    let mut missing = Vec::new();
-    for server in system.operated_servers() {
-        let crd = ForeignCrd::of(server.server);
-        let group_version = format!("{}/{}", crd.group, crd.version);
-        let served = match client.list_api_group_resources(&group_version).await {
-            Ok(list) => list
-                .resources
-                .iter()
-                .any(|resource| resource.name == crd.plural),
-            Err(kube::Error::Api(status)) if status.code == 404 => false,
-            Err(source) => {
-                return Err(Error::CrdCheckFailed {
-                    crd: crd.name,
-                    source,
-                });
-            }
-        };
-        if !served {
-            missing.push(format!(
-                "CustomResourceDefinition {} ({}); install it with: {}",
-                crd.name, crd.operator, crd.install
-            ));
-        }
-    }
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::CrdMissing {
-            missing: missing.join("; "),
-        })
-    }
-}
-
-/// Adds to `controller` a watch of the foreign kind `K` that survives its CRD being absent
-/// (it retries with backoff until the CRD is installed) and maps each object to the
-/// `PaymentSystem` named by its instance label, owned or not.
-pub fn watch<K: ChildKind>(
-    controller: Controller<DeserializeGuard<PaymentSystem>>,
-    scope: &Scope,
-    client: &Client,
-    config: watcher::Config,
-) -> Controller<DeserializeGuard<PaymentSystem>> {
-    // Like every other watch, through `watch::resilient*`: failures (the CRD absent, an API
-    // server restart) stay in this watch's own backoff instead of the controller's shared
-    // one, which would stall every other watch with it.
-    let kind = match K::kind(&()) {
-        std::borrow::Cow::Borrowed(kind) => kind,
-        std::borrow::Cow::Owned(_) => "foreign",
-    };
-    let stream = crate::watch::resilient_optional(kind, watcher(scope.api::<K>(client), config))
-        .touched_objects();
-    controller.watches_stream(stream, |object: K| {
-        let instance = object.labels().get("app.kubernetes.io/instance")?.clone();
-        let namespace = object.namespace()?;
-        Some(ObjectRef::new(&instance).within(&namespace))
-    })
 }
 
 /// How ready an operated cluster is, from the status its operator wrote.
@@ -249,86 +192,6 @@ pub fn rabbitmq_readiness(cluster: &rabbitmq::RabbitmqCluster) -> Readiness {
     }
 }
 
-/// Readiness of every operated cluster, as the API server returned them after the apply.
-pub fn readiness(
-    clusters: &[cnpg::Cluster],
-    rabbitmq_clusters: &[rabbitmq::RabbitmqCluster],
-) -> Vec<Readiness> {
-    rabbitmq_clusters
-        .iter()
-        .map(rabbitmq_readiness)
-        .chain(clusters.iter().map(cnpg_readiness))
-        .collect()
-}
-
-/// A server another operator runs, with defaults resolved.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Operated {
-    pub server: Server,
-    /// The `Cluster` or `RabbitmqCluster`.
-    pub name: String,
-    /// The Secret that operator generates with the connection URL, and its key.
-    pub secret: String,
-    pub key: &'static str,
-    pub replicas: i32,
-    pub storage: VolumeSpec,
-    pub image: Option<String>,
-    pub resources: Option<ResourceRequirements>,
-    pub deletion_policy: DeletionPolicy,
-}
-
-/// Key of the URL in CloudNativePG's application Secret (`postgresql://app:...@<name>-rw...`).
-pub const CNPG_URI_KEY: &str = "uri";
-/// Key of the URL in the RabbitMQ Cluster Operator's default-user Secret
-/// (`amqp://<user>:<password>@<host>:5672/`, no vhost: see [`crate::build::pod`]).
-pub const RABBITMQ_URL_KEY: &str = "connection_string";
-
-impl Operated {
-    /// The Secret holding the connection URL of `server` run by its operator: CloudNativePG
-    /// names its application Secret `<cluster>-app`, the Cluster Operator its default user's
-    /// `<cluster>-default-user`.
-    pub fn secret_of(names: &Names, server: Server) -> String {
-        let name = names.operated(server);
-        match server {
-            Server::Postgres => format!("{name}-app"),
-            Server::RabbitMq => format!("{name}-default-user"),
-        }
-    }
-
-    pub fn cloud_native_pg(names: &Names, spec: &CloudNativePgSpec) -> Self {
-        Self {
-            server: Server::Postgres,
-            name: names.operated(Server::Postgres),
-            secret: Self::secret_of(names, Server::Postgres),
-            key: CNPG_URI_KEY,
-            replicas: spec.instances,
-            storage: spec.storage.clone(),
-            image: spec.image_name.clone(),
-            resources: spec.resources.clone(),
-            deletion_policy: spec.deletion_policy,
-        }
-    }
-
-    pub fn rabbitmq(names: &Names, spec: &ClusterOperatorSpec) -> Self {
-        Self {
-            server: Server::RabbitMq,
-            name: names.operated(Server::RabbitMq),
-            secret: Self::secret_of(names, Server::RabbitMq),
-            key: RABBITMQ_URL_KEY,
-            replicas: spec.replicas,
-            storage: spec.storage.clone(),
-            image: spec.image.clone(),
-            resources: spec.resources.clone(),
-            deletion_policy: spec.deletion_policy,
-        }
-    }
-
-    /// The Secret and key holding the connection URL.
-    pub fn url_source(&self) -> (&str, &str) {
-        (&self.secret, self.key)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,15 +264,15 @@ mod tests {
     }
 
     #[test]
-    fn only_the_foreign_kinds_are_foreign() {
-        assert_eq!(ForeignCrd::of_kind::<cnpg::Cluster>(), Some(CLOUDNATIVE_PG));
+    fn a_foreign_crd_is_named_after_its_kinds_resource() {
+        let cnpg = ForeignCrd::of::<cnpg::Cluster>();
+        assert_eq!(cnpg.name, "clusters.postgresql.cnpg.io");
         assert_eq!(
-            ForeignCrd::of_kind::<rabbitmq::RabbitmqCluster>(),
-            Some(RABBITMQ_CLUSTER_OPERATOR)
+            (cnpg.group.as_str(), cnpg.version.as_str()),
+            ("postgresql.cnpg.io", "v1")
         );
-        assert_eq!(
-            ForeignCrd::of_kind::<k8s_openapi::api::core::v1::Service>(),
-            None
-        );
+        let rabbitmq = ForeignCrd::of::<rabbitmq::RabbitmqCluster>();
+        assert_eq!(rabbitmq.name, "rabbitmqclusters.rabbitmq.com");
+        assert_eq!(rabbitmq.version, "v1beta1");
     }
 }

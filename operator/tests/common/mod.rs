@@ -7,7 +7,8 @@ use k8s_openapi::ByteString;
 use paysys_operator::build::secrets;
 use paysys_operator::crd::PaymentSystem;
 use paysys_operator::names::GeneratedSecret;
-use paysys_operator::validate::{self, SecretData, Validated};
+use paysys_operator::observe::SecretData;
+use paysys_operator::validate::{self, Validated};
 
 /// A valid Fernet key (32 bytes, url-safe base64), as `paysys-feed keygen` prints one.
 pub const FERNET_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
@@ -34,7 +35,7 @@ fn textwrap(spec: &str) -> String {
 /// the user Secrets given as `(name, [(key, value)])`.
 pub fn secrets_for(ps: &PaymentSystem, user: &[(&str, &[(&str, &str)])]) -> SecretData {
     let mut data = SecretData::new();
-    for (secret, name) in validate::generated_secrets(ps) {
+    for (secret, name) in paysys_operator::observe::secrets::generated_secrets(ps) {
         let token = match secret {
             GeneratedSecret::FeedKey => FERNET_KEY,
             _ => "0123456789abcdef0123456789abcdef",

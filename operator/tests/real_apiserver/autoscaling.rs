@@ -9,8 +9,8 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use paysys_operator::apply::FIELD_MANAGER;
-use paysys_operator::replicas::{HANDOVER_MANAGER, operator_owns_replicas};
+use paysys_operator::apply::replicas::{HANDOVER_MANAGER, operator_owns_replicas};
+use paysys_operator::names::FIELD_MANAGER;
 use serde_json::json;
 
 use crate::support::{Env, Operator, apply_system, env, eventually, wait_condition};

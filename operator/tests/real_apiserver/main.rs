@@ -10,6 +10,7 @@ mod crd;
 mod data_feed;
 mod helm;
 mod kube_play;
+mod monitoring;
 mod numbers;
 mod operated;
 mod processes;

@@ -146,7 +146,7 @@ async fn reconciles_without_forbidden(env: &Env, client: Client) {
     .await;
     wait_condition(env, "shop", "Degraded", "False", TIMEOUT).await;
     let metrics = operator.metrics.encode();
-    // A 403 would be the failure of one of the API steps (operator/src/error.rs).
+    // A 403 would be the failure of one of the API steps (the step errors nested in operator/src/controller.rs `Error`).
     for reason in [
         "SecretReadFailed",
         "SecretCreateFailed",

@@ -17,8 +17,10 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-use paysys_operator::apply::{FIELD_MANAGER, ensure_generated_secrets};
+use paysys_operator::build::secrets;
 use paysys_operator::crd::PaymentSystem;
+use paysys_operator::names::FIELD_MANAGER;
+use paysys_operator::observe;
 use serde_json::{Value, json};
 
 use crate::support::{
@@ -64,7 +66,11 @@ async fn install_crd(env: &Env, crd: &CustomResourceDefinition, knows_autoscalin
 async fn old_objects(client: &Client, ps: &PaymentSystem) -> Vec<Value> {
     // The generated Secrets, created once as both releases do; the pods' config hash covers
     // the credentials in them, computed the same way by both releases.
-    let secrets = ensure_generated_secrets(client, ps).await.unwrap();
+    let secrets = observe::secrets::ensure_generated(client, ps, |generated| {
+        secrets::generate(ps, generated)
+    })
+    .await
+    .unwrap();
     let system = paysys_operator::validate::validate(ps, &secrets).unwrap();
     let built = paysys_operator::build::build(&system);
     let hashes: BTreeMap<String, String> = built

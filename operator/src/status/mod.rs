@@ -1,5 +1,6 @@
 //! Last step of the pipeline: what the cluster made of the children, as the resource's
-//! status.
+//! status. A successful status is computed only from [`Applied`] children (which only the
+//! apply step makes), so it can only describe what was applied.
 //!
 //! Every outcome sets the same three conditions ([`Conditions`]), each outcome through one
 //! small constructor. The status is a pure function of its inputs (and of the previous
@@ -13,12 +14,12 @@ use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
+use crate::apply::Applied;
+use crate::build::payments_api;
 use crate::crd::{ComponentStatus, DataFeedStatus, PaymentSystem, PaymentSystemStatus};
-use crate::error::Error;
 use crate::foreign::Readiness;
 use crate::names::{Component, Names, Server};
-use crate::storage::{self, Ephemeral};
-use crate::validate::DataFeed;
+use crate::validate::{Auth, DataFeed, Ephemeral, Storage, Validated};
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
@@ -125,28 +126,28 @@ impl Conditions {
         }
     }
 
-    /// The reconcile failed with `error` and is retried with backoff.
-    pub fn failed(error: &Error) -> Self {
-        let message = error.to_string();
+    /// The reconcile failed (`failure`) and is retried with backoff.
+    pub fn failed(failure: &Failure) -> Self {
+        let Failure { reason, message } = failure;
         Self {
-            ready: State::new(Truth::False, error.reason(), message.clone()),
+            ready: State::new(Truth::False, *reason, message.clone()),
             progressing: State::new(
                 Truth::False,
-                error.reason(),
+                *reason,
                 "the last reconcile failed; retrying with backoff",
             ),
-            degraded: State::new(Truth::True, error.reason(), message),
+            degraded: State::new(Truth::True, *reason, message.clone()),
         }
     }
 
-    /// The resource cannot be parsed (`error`); only a change to it can help, so it is not
+    /// The resource cannot be parsed (`failure`); only a change to it can help, so it is not
     /// retried.
-    pub fn unparsable(error: &Error) -> Self {
-        let message = error.to_string();
+    pub fn unparsable(failure: &Failure) -> Self {
+        let Failure { reason, message } = failure;
         Self {
-            ready: State::new(Truth::False, error.reason(), message.clone()),
-            progressing: State::new(Truth::False, error.reason(), message.clone()),
-            degraded: State::new(Truth::True, error.reason(), message),
+            ready: State::new(Truth::False, *reason, message.clone()),
+            progressing: State::new(Truth::False, *reason, message.clone()),
+            degraded: State::new(Truth::True, *reason, message.clone()),
         }
     }
 
@@ -238,23 +239,61 @@ pub fn rolled_out(deployment: &Deployment) -> bool {
         && status.replicas.unwrap_or(0) <= desired
 }
 
+/// Why a reconcile failed, as the conditions say it: the failed step's reason (the name of
+/// its error's variant) and its message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub reason: &'static str,
+    pub message: String,
+}
+
 /// The outcome of one reconcile, as the status step sees it.
 pub enum Outcome<'a> {
-    /// Children applied; here are the Deployments the API server returned.
+    /// `system`'s children were applied; `applied` is what the API server answered.
     Applied {
-        deployments: &'a [Deployment],
-        /// Servers run by other operators, as their status says.
-        operated: &'a [Readiness],
-        /// The managed servers keeping their data in an emptyDir, and why.
-        ephemeral: &'a [(String, Ephemeral)],
-        api_url: String,
-        api_key_secret: Option<String>,
-        data_feed: Option<&'a DataFeedStatus>,
+        system: &'a Validated,
+        applied: &'a Applied,
     },
     /// `paused: true`: nothing was touched.
     Paused,
     /// The reconcile failed.
-    Failed(&'a Error),
+    Failed(&'a Failure),
+}
+
+/// The managed servers of `system` keeping their data in an emptyDir, and why.
+pub fn ephemeral(system: &Validated) -> Vec<(String, Ephemeral)> {
+    system
+        .managed_servers()
+        .filter_map(|server| match server.storage {
+            Storage::Ephemeral(why) => {
+                Some((system.names.workload(server.server.component()), why))
+            }
+            Storage::Claim { .. } => None,
+        })
+        .collect()
+}
+
+/// What the status says of the managed servers' data: every claim-backed server is durable;
+/// the first ephemeral one names the reason, and all of them are listed.
+pub fn warning(ephemeral: &[(String, Ephemeral)]) -> Option<(Ephemeral, String)> {
+    let (_, first) = ephemeral.first()?;
+    let servers: Vec<&str> = ephemeral.iter().map(|(name, _)| name.as_str()).collect();
+    let why = match first {
+        Ephemeral::OptedIn => "storage.ephemeral is true",
+        Ephemeral::Legacy => {
+            "no storage is set and the server was created on the emptyDir default of releases \
+             before 0.2.0; set storage (after a backup) or storage.ephemeral, see \
+             docs/production.md"
+        }
+    };
+    Some((
+        *first,
+        format!(
+            "{} keep their data in an emptyDir: every payment or queued message is lost when \
+             the pod is replaced ({why})",
+            servers.join(", ")
+        ),
+    ))
 }
 
 /// The data feed's status from its spec and its CronJob as the API server returned it (the
@@ -278,14 +317,10 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
         ..previous.clone()
     };
     let conditions = match outcome {
-        Outcome::Applied {
-            deployments,
-            operated,
-            ephemeral: _,
-            api_url,
-            api_key_secret,
-            data_feed,
-        } => {
+        Outcome::Applied { system, applied } => {
+            let children = applied.children();
+            let deployments = &children.deployments;
+            let operated = &children.readiness();
             let names = Names::new(&ps.name_any());
             let find = |component: Component| {
                 deployments
@@ -308,10 +343,16 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
                 find(Component::RabbitMq).or_else(|| operated_status(Server::RabbitMq));
             status.database =
                 find(Component::Postgres).or_else(|| operated_status(Server::Postgres));
-            status.api_url = Some(api_url.clone());
-            status.api_key_secret = api_key_secret.clone();
-            status.data_feed = data_feed.cloned();
-            applied(deployments, operated)
+            status.api_url = Some(payments_api::in_cluster_url(system));
+            status.api_key_secret = match &system.auth {
+                Auth::Generated { secret_name } => Some(secret_name.clone()),
+                Auth::User { .. } => None,
+            };
+            status.data_feed = system
+                .data_feed
+                .as_ref()
+                .map(|feed| data_feed(feed, children.cron_jobs.first()));
+            rolled_out_or_waiting(deployments, operated)
         }
         Outcome::Paused => Conditions::paused(
             previous
@@ -323,16 +364,14 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
     };
     status.conditions = conditions.to_api(&previous.conditions, ps.metadata.generation, now);
     let durable = match outcome {
-        Outcome::Applied {
-            ephemeral,
-            operated,
-            ..
-        } => Some(durable(ephemeral, operated).to_api(
-            DURABLE,
-            &previous.conditions,
-            ps.metadata.generation,
-            now,
-        )),
+        Outcome::Applied { system, applied } => Some(
+            durable(&ephemeral(system), &applied.children().readiness()).to_api(
+                DURABLE,
+                &previous.conditions,
+                ps.metadata.generation,
+                now,
+            ),
+        ),
         _ => previous
             .conditions
             .iter()
@@ -348,7 +387,7 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
 /// always give each instance a PersistentVolumeClaim (paysys offers them no emptyDir), so they
 /// count as durable and are named as such.
 pub fn durable(ephemeral: &[(String, Ephemeral)], operated: &[Readiness]) -> State {
-    if let Some((why, message)) = storage::warning(ephemeral) {
+    if let Some((why, message)) = warning(ephemeral) {
         return State::new(Truth::False, why.reason(), message);
     }
     let managed =
@@ -371,7 +410,7 @@ pub fn durable(ephemeral: &[(String, Ephemeral)], operated: &[Readiness]) -> Sta
 }
 
 /// The conditions after a successful apply: rolled out, or still waiting for some.
-fn applied(deployments: &[Deployment], operated: &[Readiness]) -> Conditions {
+fn rolled_out_or_waiting(deployments: &[Deployment], operated: &[Readiness]) -> Conditions {
     let waiting: Vec<String> = deployments
         .iter()
         .filter(|deployment| !rolled_out(deployment))
@@ -439,8 +478,14 @@ mod tests {
 
     #[test]
     fn a_failure_is_degraded_with_its_reason_everywhere() {
-        let error = Error::InvalidResource("x".repeat(2 * MAX_MESSAGE));
-        for conditions in [Conditions::failed(&error), Conditions::unparsable(&error)] {
+        let failure = Failure {
+            reason: "InvalidResource",
+            message: "x".repeat(2 * MAX_MESSAGE),
+        };
+        for conditions in [
+            Conditions::failed(&failure),
+            Conditions::unparsable(&failure),
+        ] {
             let api = conditions.to_api(&[], Some(3), &time(10));
             assert_eq!(find(&api, DEGRADED).status, "True");
             assert_eq!(find(&api, READY).status, "False");
@@ -495,5 +540,23 @@ mod tests {
             (Truth::False, "EphemeralStorage")
         );
         assert!(mixed.message.contains("shop-rabbitmq"), "{}", mixed.message);
+    }
+
+    #[test]
+    fn the_warning_names_every_ephemeral_server_and_the_first_reason() {
+        assert_eq!(warning(&[]), None);
+        let (why, message) = warning(&[
+            ("shop-rabbitmq".into(), Ephemeral::Legacy),
+            ("shop-postgresql".into(), Ephemeral::OptedIn),
+        ])
+        .unwrap();
+        assert_eq!(why.reason(), "LegacyEphemeralStorage");
+        assert!(
+            message.starts_with("shop-rabbitmq, shop-postgresql keep their data in an emptyDir")
+        );
+        assert!(message.contains("docs/production.md"), "{message}");
+        let (why, message) = warning(&[("shop-rabbitmq".into(), Ephemeral::OptedIn)]).unwrap();
+        assert_eq!(why.reason(), "EphemeralStorage");
+        assert!(message.contains("storage.ephemeral is true"), "{message}");
     }
 }

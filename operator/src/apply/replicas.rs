@@ -12,39 +12,29 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Patch, PatchParams};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use crate::apply::FIELD_MANAGER;
-use crate::error::Error;
-use crate::names::Workload;
-use crate::validate::Validated;
+use super::Error;
+use crate::names::FIELD_MANAGER;
 
 /// The field manager that holds `spec.replicas` between the operator and the autoscaler.
 pub const HANDOVER_MANAGER: &str = "paysys-operator-replicas-handover";
 
-/// For each autoscaled service whose Deployment's `spec.replicas` the operator still owns,
-/// applies the live count under [`HANDOVER_MANAGER`]. Run before the children are applied.
-pub async fn hand_over(client: &Client, system: &Validated) -> Result<(), Error> {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), &system.namespace);
-    for workload in [Workload::PaymentsApi, Workload::RiskEngine] {
-        if system.autoscaling(workload).is_none() {
-            continue;
-        }
-        let name = system.names.workload(workload.component());
-        let failed = |source| Error::ReplicasHandoverFailed {
-            name: name.clone(),
-            source,
-        };
-        let Some(deployment) = api.get_opt(&name).await.map_err(failed)? else {
-            continue;
-        };
-        if !operator_owns_replicas(&deployment) {
+/// For each of the live `autoscaled` Deployments whose `spec.replicas` the operator still
+/// owns, applies the live count under [`HANDOVER_MANAGER`]. Run before the children are
+/// applied.
+pub async fn hand_over(client: &Client, autoscaled: &[Deployment]) -> Result<(), Error> {
+    for deployment in autoscaled {
+        if !operator_owns_replicas(deployment) {
             continue;
         }
         let Some(replicas) = deployment.spec.replicas else {
             continue;
         };
+        let name = deployment.name_any();
+        let api: Api<Deployment> =
+            Api::namespaced(client.clone(), &deployment.namespace().unwrap_or_default());
         let body = json!({
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -57,7 +47,10 @@ pub async fn hand_over(client: &Client, system: &Validated) -> Result<(), Error>
             &Patch::Apply(body),
         )
         .await
-        .map_err(failed)?;
+        .map_err(|source| Error::ReplicasHandoverFailed {
+            name: name.clone(),
+            source,
+        })?;
     }
     Ok(())
 }

@@ -1,0 +1,29 @@
+//! Why a resource cannot be reconciled.
+
+/// Why a resource cannot be reconciled; each variant's name is a condition reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, strum::IntoStaticStr)]
+pub enum ValidationError {
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    #[error("Secret {0} not found")]
+    SecretNotFound(String),
+    #[error("Secret {secret} has no key {key}")]
+    SecretKeyMissing { secret: String, key: String },
+    #[error("Secret {secret} key {key} {problem}")]
+    SecretKeyInvalid {
+        secret: String,
+        key: String,
+        problem: &'static str,
+    },
+}
+
+impl ValidationError {
+    /// CamelCase reason for conditions, Events and the failure metric.
+    pub fn reason(&self) -> &'static str {
+        self.into()
+    }
+}
+
+pub(super) fn invalid(message: impl Into<String>) -> ValidationError {
+    ValidationError::InvalidSpec(message.into())
+}

@@ -1,0 +1,406 @@
+//! The resolved model: a [`Validated`] system, every default filled in, all the builders
+//! read (they never see the raw spec).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+use crate::crd::{
+    AutoscalingSpec, JwtSpec, PullPolicy, RiskMode, ServiceMonitorSpec, ServiceType, StorageSpec,
+};
+use crate::foreign::spec::{CloudNativePgSpec, ClusterOperatorSpec, DeletionPolicy, VolumeSpec};
+use crate::names::{Names, Server, Workload};
+use crate::observe::SecretData;
+
+/// Default images of the managed dependencies, pinned so an operator upgrade is the only thing
+/// that changes them.
+pub const POSTGRES_IMAGE: &str = "postgres:16.6-alpine";
+pub const RABBITMQ_IMAGE: &str = "rabbitmq:3.13.7";
+
+/// Keys the operator reads from a user-supplied auth Secret.
+pub const AUTH_API_KEYS: &str = "api-keys";
+pub const AUTH_JWT_SECRET: &str = "jwt-secret";
+pub const AUTH_JWT_PUBLIC_KEY: &str = "jwt-public-key.pem";
+
+/// Keys of the generated API key Secret: the raw key for people, the `principal=key` file for
+/// the API (`API_KEYS_FILE`).
+pub const GENERATED_API_KEY: &str = "api-key";
+pub const GENERATED_API_KEYS_FILE: &str = "api-keys";
+
+/// Key of the Fernet key in the generated data feed Secret (the default key of a user's).
+pub const GENERATED_FEED_KEY: &str = "fernet-key";
+
+/// Image name of the export, appended to `image.repository` like the services'.
+pub const FEED_IMAGE: &str = "paysys-feed";
+
+/// Key holding the connection URL in a generated credentials Secret.
+pub const CREDENTIALS_URL: &str = "url";
+
+/// Where a service finds a dependency.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Connection {
+    /// Run by the operator; the URL is in the generated credentials Secret.
+    Managed(ManagedServer),
+    /// Run elsewhere; the URL is in a user's Secret.
+    External { secret_name: String, key: String },
+    /// Run by another operator (CloudNativePG, RabbitMQ Cluster Operator) from a resource the
+    /// operator creates; the URL is in the Secret that operator generates.
+    Operated(Operated),
+}
+
+impl Connection {
+    /// The Secret and key holding the connection URL.
+    pub fn url_source(&self) -> (&str, &str) {
+        match self {
+            Self::Managed(server) => (&server.credentials_secret, CREDENTIALS_URL),
+            Self::External { secret_name, key } => (secret_name, key),
+            Self::Operated(operated) => operated.url_source(),
+        }
+    }
+
+    pub fn managed(&self) -> Option<&ManagedServer> {
+        match self {
+            Self::Managed(server) => Some(server),
+            Self::External { .. } | Self::Operated(_) => None,
+        }
+    }
+
+    pub fn operated(&self) -> Option<&Operated> {
+        match self {
+            Self::Operated(operated) => Some(operated),
+            Self::Managed(_) | Self::External { .. } => None,
+        }
+    }
+}
+
+/// A single-instance server the operator runs, with defaults resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagedServer {
+    pub server: Server,
+    pub image: String,
+    pub resources: ResourceRequirements,
+    pub storage: Storage,
+    pub credentials_secret: String,
+}
+
+/// How API callers authenticate, resolved against the auth Secret's keys.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Auth {
+    /// The operator's generated key in this Secret.
+    Generated { secret_name: String },
+    /// A user Secret; only the keys present are mounted and wired.
+    User {
+        secret_name: String,
+        api_keys: bool,
+        jwt: Option<(JwtSpec, &'static str)>,
+    },
+}
+
+impl Auth {
+    pub fn secret_name(&self) -> &str {
+        match self {
+            Self::Generated { secret_name } | Self::User { secret_name, .. } => secret_name,
+        }
+    }
+
+    /// Secret keys mounted into the API pods.
+    pub fn mounted_keys(&self) -> Vec<&'static str> {
+        match self {
+            Self::Generated { .. } => vec![GENERATED_API_KEYS_FILE],
+            Self::User { api_keys, jwt, .. } => {
+                let mut keys = Vec::new();
+                if *api_keys {
+                    keys.push(AUTH_API_KEYS);
+                }
+                if let Some((_, key)) = jwt {
+                    keys.push(*key);
+                }
+                keys
+            }
+        }
+    }
+}
+
+/// The scheduled export, with defaults resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataFeed {
+    pub schedule: String,
+    pub image: String,
+    pub resources: ResourceRequirements,
+    /// The claim the files go to.
+    pub claim_name: String,
+    /// Set when the operator creates that claim.
+    pub created_claim: Option<StorageSpec>,
+    /// Secret and key of the Fernet key.
+    pub key_secret: String,
+    pub key: String,
+    pub retention_days: Option<i32>,
+    pub suspend: bool,
+}
+
+/// A `PaymentSystem` that passed every check, with every default resolved: all the builders
+/// read (they never see the raw spec).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validated {
+    pub names: Names,
+    pub namespace: String,
+    pub owner: OwnerReference,
+    /// `image.tag`: the paysys version, the pods' `app.kubernetes.io/version` label.
+    pub version: String,
+    pub pull_policy: PullPolicy,
+    pub pull_secrets: Vec<String>,
+    pub payments_api: PaymentsApi,
+    pub risk_engine: RiskEngine,
+    pub auth: Auth,
+    pub rabbitmq: Connection,
+    pub database: Connection,
+    /// Whether NetworkPolicies are built.
+    pub network_policies: bool,
+    /// The scheduled export, when `spec.dataFeed` is set.
+    pub data_feed: Option<DataFeed>,
+    /// The Prometheus Operator `ServiceMonitor`s, when `spec.monitoring.serviceMonitor` is set.
+    pub service_monitor: Option<ServiceMonitorSpec>,
+    /// The referenced Secrets' data, hashed into the pod templates that use them.
+    pub secrets: SecretData,
+}
+
+impl Validated {
+    /// The servers the operator runs, RabbitMQ first.
+    pub fn managed_servers(&self) -> impl Iterator<Item = &ManagedServer> {
+        [&self.rabbitmq, &self.database]
+            .into_iter()
+            .filter_map(Connection::managed)
+    }
+
+    /// The servers other operators run, RabbitMQ first.
+    pub fn operated_servers(&self) -> impl Iterator<Item = &Operated> {
+        [&self.rabbitmq, &self.database]
+            .into_iter()
+            .filter_map(Connection::operated)
+    }
+
+    /// The autoscaler of a paysys service, if it has one.
+    pub fn autoscaling(&self, workload: Workload) -> Option<&AutoscalingSpec> {
+        match workload {
+            Workload::PaymentsApi => self.payments_api.autoscaling.as_ref(),
+            Workload::RiskEngine => self.risk_engine.autoscaling.as_ref(),
+        }
+    }
+
+    /// The replica count the operator writes into a paysys service's Deployment: none when
+    /// its autoscaler owns it.
+    pub fn fixed_replicas(&self, workload: Workload) -> Option<i32> {
+        if self.autoscaling(workload).is_some() {
+            return None;
+        }
+        Some(match workload {
+            Workload::PaymentsApi => self.payments_api.replicas,
+            Workload::RiskEngine => self.risk_engine.replicas,
+        })
+    }
+
+    /// The fewest pods a paysys service runs (while it runs at all): what its disruption
+    /// budget protects.
+    pub fn min_replicas(&self, workload: Workload) -> i32 {
+        match self.autoscaling(workload) {
+            Some(autoscaling) => autoscaling.min_replicas,
+            None => self.fixed_replicas(workload).unwrap_or(0),
+        }
+    }
+}
+
+/// The payments API, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentsApi {
+    pub image: String,
+    pub resources: ResourceRequirements,
+    pub replicas: i32,
+    pub autoscaling: Option<AutoscalingSpec>,
+    pub service_type: ServiceType,
+    pub service_port: i32,
+    pub max_amount: Option<String>,
+    pub db_max_connections: Option<i32>,
+    /// `velocity.windowSeconds` of the risk rules (`VELOCITY_WINDOW_SECONDS`).
+    pub velocity_window_seconds: Option<u64>,
+    pub log_level: Option<String>,
+}
+
+/// The risk engine, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RiskEngine {
+    pub image: String,
+    pub resources: ResourceRequirements,
+    pub replicas: i32,
+    pub autoscaling: Option<AutoscalingSpec>,
+    pub mode: RiskMode,
+    pub approval_probability: f64,
+    pub prefetch: Option<i32>,
+    pub log_level: Option<String>,
+    /// The risk rules as rendered into the ConfigMap.
+    pub rules_yaml: String,
+}
+
+/// A server another operator runs, with defaults resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Operated {
+    pub server: Server,
+    /// The `Cluster` or `RabbitmqCluster`.
+    pub name: String,
+    /// The Secret that operator generates with the connection URL, and its key.
+    pub secret: String,
+    pub key: &'static str,
+    pub replicas: i32,
+    pub storage: VolumeSpec,
+    pub image: Option<String>,
+    pub resources: Option<ResourceRequirements>,
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// Key of the URL in CloudNativePG's application Secret (`postgresql://app:...@<name>-rw...`).
+pub const CNPG_URI_KEY: &str = "uri";
+/// Key of the URL in the RabbitMQ Cluster Operator's default-user Secret
+/// (`amqp://<user>:<password>@<host>:5672/`, no vhost: see [`crate::build::pod`]).
+pub const RABBITMQ_URL_KEY: &str = "connection_string";
+
+impl Operated {
+    pub fn cloud_native_pg(names: &Names, spec: &CloudNativePgSpec) -> Self {
+        Self {
+            server: Server::Postgres,
+            name: names.operated(Server::Postgres),
+            secret: names.operated_secret(Server::Postgres),
+            key: CNPG_URI_KEY,
+            replicas: spec.instances,
+            storage: spec.storage.clone(),
+            image: spec.image_name.clone(),
+            resources: spec.resources.clone(),
+            deletion_policy: spec.deletion_policy,
+        }
+    }
+
+    pub fn rabbitmq(names: &Names, spec: &ClusterOperatorSpec) -> Self {
+        Self {
+            server: Server::RabbitMq,
+            name: names.operated(Server::RabbitMq),
+            secret: names.operated_secret(Server::RabbitMq),
+            key: RABBITMQ_URL_KEY,
+            replicas: spec.replicas,
+            storage: spec.storage.clone(),
+            image: spec.image.clone(),
+            resources: spec.resources.clone(),
+            deletion_policy: spec.deletion_policy,
+        }
+    }
+
+    /// The Secret and key holding the connection URL.
+    pub fn url_source(&self) -> (&str, &str) {
+        (&self.secret, self.key)
+    }
+}
+
+/// A managed server's data, resolved: a PersistentVolumeClaim by default, an emptyDir only
+/// when asked for.
+///
+/// Releases before 0.2.0 defaulted to an emptyDir. A server created then runs on one; turning
+/// it into a claim would replace its pod and lose every payment or queued message at the
+/// upgrade. So a server whose spec leaves `storage` out and whose Deployment already mounts an
+/// emptyDir keeps it ([`Ephemeral::Legacy`]), flagged in the status and by an Event until the
+/// user chooses (docs/production.md, "Upgrading from the emptyDir default"). Any other server
+/// without `storage` gets the default claim.
+/// Size of the default claim (`storage` absent).
+pub const DEFAULT_SIZE: &str = "1Gi";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// A PersistentVolumeClaim of `size` (`class`: the cluster default when `None`).
+    Claim { size: String, class: Option<String> },
+    /// An emptyDir: the data is lost with the pod.
+    Ephemeral(Ephemeral),
+}
+
+/// Why a server keeps its data in an emptyDir.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+pub enum Ephemeral {
+    /// `storage: {ephemeral: true}`.
+    #[strum(serialize = "EphemeralStorage")]
+    OptedIn,
+    /// No `storage`, and the server already ran on the emptyDir of releases before 0.2.0.
+    #[strum(serialize = "LegacyEphemeralStorage")]
+    Legacy,
+}
+
+impl Ephemeral {
+    /// The reason of the `Durable` condition and of the Warning Event.
+    pub fn reason(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// `spec`, resolved; `on_empty_dir`: the server's Deployment mounts an emptyDir today.
+pub fn resolve(spec: Option<&StorageSpec>, on_empty_dir: bool) -> Storage {
+    match spec {
+        Some(spec) if spec.ephemeral => Storage::Ephemeral(Ephemeral::OptedIn),
+        Some(spec) => Storage::Claim {
+            size: spec.size.clone(),
+            class: spec.storage_class_name.clone(),
+        },
+        None if on_empty_dir => Storage::Ephemeral(Ephemeral::Legacy),
+        None => Storage::Claim {
+            size: DEFAULT_SIZE.into(),
+            class: None,
+        },
+    }
+}
+
+/// Requests of `cpu` and `memory`, and a memory limit (no CPU limit: throttling a payment
+/// path hurts latency more than sharing idle CPU costs).
+pub fn resources(cpu: &str, memory: &str, memory_limit: &str) -> ResourceRequirements {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.into())),
+            ("memory".to_string(), Quantity(memory.into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity(memory_limit.into()),
+        )])),
+        ..ResourceRequirements::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(ephemeral: bool) -> StorageSpec {
+        StorageSpec {
+            size: "5Gi".into(),
+            storage_class_name: Some("fast".into()),
+            ephemeral,
+        }
+    }
+
+    #[test]
+    fn an_explicit_choice_wins_over_what_runs_today() {
+        let claim = Storage::Claim {
+            size: "5Gi".into(),
+            class: Some("fast".into()),
+        };
+        for on_empty_dir in [false, true] {
+            assert_eq!(resolve(Some(&spec(false)), on_empty_dir), claim);
+            assert_eq!(
+                resolve(Some(&spec(true)), on_empty_dir),
+                Storage::Ephemeral(Ephemeral::OptedIn)
+            );
+        }
+        assert_eq!(
+            resolve(None, false),
+            Storage::Claim {
+                size: DEFAULT_SIZE.into(),
+                class: None
+            }
+        );
+        assert_eq!(resolve(None, true), Storage::Ephemeral(Ephemeral::Legacy));
+    }
+}
