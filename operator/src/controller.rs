@@ -412,6 +412,7 @@ pub async fn run(
         .any_semantic();
     let controller = Controller::for_stream(systems, reader);
     let store = controller.store();
+    ctx.metrics.watch_systems(store.clone());
     // Secrets: metadata only (no data in memory), mapped to the systems that use them, so
     // editing a referenced Secret rolls the pods that read it.
     let secrets = watch::resilient(
