@@ -4,10 +4,7 @@
 //! times. If the API's history (SQL) and the tracker (memory) disagreed on any payment, one
 //! of the 300 vectors would differ.
 //!
-//! Needs the workspace built (`cargo build --workspace`: the test starts the binaries) and
-//! the other parts of issue 20: the API sending `history` and storing the decision's
-//! features, and the export's `features` column. Until those are merged it cannot pass:
-//! run it with `cargo test -p paysys-sim --test live_agrees -- --ignored`.
+//! Needs the workspace built (`cargo build --workspace`: the test starts the binaries).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -72,8 +69,6 @@ fn exported_features(feed: &Path) -> HashMap<Uuid, Vec<f64>> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the API's history and the feed's features column (issue 20 parts 1-2); \
-            run with --ignored after merging them"]
 async fn exported_features_equal_the_replayed_ones() {
     let _serial = SERIAL.lock().await;
     let system = System::start_with(1, 1, &[("RISK_MODE", "rules")]).await;
