@@ -9,6 +9,7 @@
 //! broker (`tests/dependencies.rs` keeps it so).
 
 pub mod currency;
+pub mod dispute;
 pub mod features;
 pub mod messages;
 pub mod money;
@@ -17,6 +18,7 @@ pub mod status;
 pub mod topology;
 
 pub use currency::Currency;
+pub use dispute::DisputeReason;
 pub use features::{FEATURE_NAMES, FEATURES_VERSION, FeatureLog, FeatureVector};
 pub use messages::{
     DecisionMessage, History, ModelScore, Outcome, PaymentData, PaymentMessage, Reason, Velocity,

@@ -7,6 +7,7 @@
 //! docs/simulator.md describes the story and every parameter with its default.
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+pub use paysys_core::DisputeReason;
 use paysys_core::{Currency, Money};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
@@ -55,28 +56,6 @@ impl Pattern {
 
     pub fn is_fraud(self) -> bool {
         self != Self::Legit
-    }
-}
-
-/// The reasons `POST /payments/{id}/disputes` accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DisputeReason {
-    Fraudulent,
-    ProductNotReceived,
-    Duplicate,
-    Unrecognized,
-    Other,
-}
-
-impl DisputeReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Fraudulent => "fraudulent",
-            Self::ProductNotReceived => "product_not_received",
-            Self::Duplicate => "duplicate",
-            Self::Unrecognized => "unrecognized",
-            Self::Other => "other",
-        }
     }
 }
 

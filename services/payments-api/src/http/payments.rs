@@ -289,6 +289,8 @@ pub async fn cancel(
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 404, description = "No such payment for this caller", body = ErrorBody),
         (status = 409, description = "Never approved (CurrentStatus says what it is), already disputed (Dispute is the existing one), or the Idempotency-Key is in flight", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
         (status = 422, description = "The Idempotency-Key was used with a different request", body = ErrorBody),
     ),
     security(("api_key" = []), ("bearer" = []))
