@@ -33,6 +33,42 @@ pub async fn get_status(client: &HttpClient, url: &str) -> Option<u16> {
     Some(response.status().as_u16())
 }
 
+/// One API request with the system's key: its status and its JSON body (`Null` when the body
+/// is not JSON). For tests that check single answers, not for load.
+pub async fn call(
+    method: &str,
+    url: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("authorization", API_KEY);
+    if body.is_some() {
+        request = request.header("content-type", "application/json");
+    }
+    let request = request
+        .body(Full::new(Bytes::from(
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        )))
+        .expect("a valid request");
+    let response = http_client()
+        .request(request)
+        .await
+        .unwrap_or_else(|error| panic!("{method} {url}: {error}"));
+    let status = response.status().as_u16();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("the whole body")
+        .to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
 /// What the clients saw.
 #[derive(Debug, Clone)]
 pub struct DriverStats {

@@ -3,35 +3,9 @@
 
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
 use paysys_system_tests::System;
-use paysys_system_tests::driver::http_client;
-use paysys_system_tests::system::API_KEY;
-use serde_json::{Value, json};
-
-async fn call(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
-    let client = http_client();
-    let mut request = hyper::Request::builder()
-        .method(method)
-        .uri(url)
-        .header("authorization", API_KEY);
-    if body.is_some() {
-        request = request.header("content-type", "application/json");
-    }
-    let request = request
-        .body(Full::new(Bytes::from(
-            body.map(|b| b.to_string()).unwrap_or_default(),
-        )))
-        .unwrap();
-    let response = client.request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
+use paysys_system_tests::driver::call;
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_is_decided_and_the_decision_is_visible() {

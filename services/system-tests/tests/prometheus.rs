@@ -23,9 +23,8 @@ use kube::core::{ApiResource, GroupVersionKind};
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
 use paysys_system_tests::System;
-use paysys_system_tests::driver::http_client;
+use paysys_system_tests::driver::{call, http_client};
 use paysys_system_tests::process::binary;
-use paysys_system_tests::system::API_KEY;
 use paysys_testkit::envtest::ControlPlane;
 use paysys_testkit::{eventually, free_port};
 use serde_json::{Value, json};
@@ -199,28 +198,6 @@ fn dashboard_queries() -> Vec<(String, String)> {
         }
     }
     queries
-}
-
-async fn call(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = hyper::Request::builder()
-        .method(method)
-        .uri(url)
-        .header("authorization", API_KEY);
-    if body.is_some() {
-        request = request.header("content-type", "application/json");
-    }
-    let request = request
-        .body(Full::new(Bytes::from(
-            body.map(|b| b.to_string()).unwrap_or_default(),
-        )))
-        .unwrap();
-    let response = http_client().request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
 }
 
 /// Creates `n` payments; some are declined by the default rules (a payer paying themselves).
