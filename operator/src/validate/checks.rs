@@ -93,9 +93,10 @@ pub(super) fn check_spec(name: &str, spec: &PaymentSystemSpec) -> Result<(), Val
             "paymentsApi.maxAmount must be a positive decimal number",
         ));
     }
-    if spec.risk_engine.rules.decline_threshold == 0 {
-        return Err(invalid("riskEngine.rules.declineThreshold must be >= 1"));
-    }
+    // The engine's own validation (the schema already bounds declineThreshold; currencies and
+    // their decimal places need ISO 4217's table, which CEL does not have).
+    paysys_core::risk_rules::compile(&spec.risk_engine.rules)
+        .map_err(ValidationError::InvalidRiskRules)?;
     if let Some(feed) = &spec.data_feed {
         check_data_feed(name, feed)?;
     }
