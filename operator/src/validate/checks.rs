@@ -6,7 +6,7 @@ use kube::ResourceExt;
 
 use super::error::{ValidationError, invalid};
 use super::schedule::is_schedule;
-use crate::crd::{DataFeedSpec, PaymentSystem, PaymentSystemSpec, SCHEDULE_MESSAGE};
+use crate::crd::{DataFeedSpec, JwtAlgorithm, PaymentSystem, PaymentSystemSpec, SCHEDULE_MESSAGE};
 use crate::names::{MAX_FEED_INSTANCE_NAME, MAX_INSTANCE_NAME};
 
 /// The checks that need nothing from the cluster.
@@ -84,6 +84,14 @@ pub(super) fn check_spec(name: &str, spec: &PaymentSystemSpec) -> Result<(), Val
     if spec.payments_api.auth.jwt.is_some() && spec.payments_api.auth.secret_name.is_none() {
         return Err(invalid(
             "paymentsApi.auth.jwt needs paymentsApi.auth.secretName",
+        ));
+    }
+    if let Some(jwt) = &spec.payments_api.auth.jwt
+        && jwt.jwks_url.is_some()
+        && jwt.algorithm == JwtAlgorithm::HS256
+    {
+        return Err(invalid(
+            "paymentsApi.auth.jwt.jwksUrl needs algorithm RS256 or ES256",
         ));
     }
     if let Some(amount) = &spec.payments_api.max_amount

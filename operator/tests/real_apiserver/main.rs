@@ -9,6 +9,7 @@ mod contract;
 mod crd;
 mod data_feed;
 mod helm;
+mod jwks;
 mod kube_play;
 mod monitoring;
 mod numbers;
