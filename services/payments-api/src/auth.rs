@@ -506,6 +506,37 @@ mod tests {
     }
 
     #[test]
+    fn a_jwks_needs_a_pinned_public_key_algorithm_and_no_other_key() {
+        const URL: (&str, &str) = ("JWT_JWKS_URL", "https://idp.example.com/jwks");
+        let error = |pairs: &[(&str, &str)]| {
+            let env: std::collections::HashMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            JwtSettings::from_source(&env).err().unwrap()
+        };
+        let unpinned = error(&[URL]);
+        assert_eq!(unpinned.name, "JWT_ALGORITHM");
+        assert!(unpinned.message.contains("pinned"), "{unpinned}");
+        let hs256 = error(&[URL, ("JWT_ALGORITHM", "HS256"), ("JWT_SECRET", SECRET)]);
+        assert_eq!(hs256.name, "JWT_JWKS_URL");
+        assert_eq!(
+            error(&[
+                URL,
+                ("JWT_ALGORITHM", "RS256"),
+                ("JWT_PUBLIC_KEY_FILE", "/keys/idp.pem")
+            ])
+            .name,
+            "JWT_PUBLIC_KEY_FILE"
+        );
+        let settings = JwtSettings::from_source(&[URL, ("JWT_ALGORITHM", "ES256")])
+            .unwrap()
+            .unwrap();
+        assert!(settings.jwks().is_some());
+        assert_eq!(settings.jwks().unwrap().health(), jwks::JwksHealth::Down);
+    }
+
+    #[test]
     fn configuration_errors_never_echo_keys() {
         let error = ApiKeys::from_source(&[("API_KEYS", "alice=short-key")]).unwrap_err();
         assert_eq!(error.name, "API_KEYS");
