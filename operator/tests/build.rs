@@ -528,7 +528,10 @@ fn a_jwks_url_replaces_the_public_key_file() {
         .flat_map(|secret| secret.items.iter().flatten().map(|item| item.key.clone()))
         .collect();
     assert!(mounted.contains(&"api-keys".to_owned()), "{mounted:?}");
-    assert!(!mounted.contains(&"jwt-public-key.pem".to_owned()), "{mounted:?}");
+    assert!(
+        !mounted.contains(&"jwt-public-key.pem".to_owned()),
+        "{mounted:?}"
+    );
 
     // HS256 has no JWKS: refused before anything is built (the CRD's CEL refuses it too).
     let ps = system(

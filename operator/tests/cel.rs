@@ -370,7 +370,9 @@ fn jwks_urls_over_https_or_to_loopback_are_accepted() {
         "http://[::1]:5556/keys",
     ] {
         assert_eq!(
-            violations(json!({"paymentsApi": {"auth": {"secretName": "a", "jwt": {"algorithm": "RS256", "jwksUrl": url}}}})),
+            violations(
+                json!({"paymentsApi": {"auth": {"secretName": "a", "jwt": {"algorithm": "RS256", "jwksUrl": url}}}})
+            ),
             Vec::<String>::new(),
             "{url}"
         );

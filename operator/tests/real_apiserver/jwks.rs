@@ -18,7 +18,12 @@ async fn a_jwks_url_reaches_the_api_instead_of_a_public_key() {
     };
     let _operator = Operator::start(env.client.clone(), &env.namespace);
     // Only API keys in the Secret: with a JWKS, no jwt-public-key.pem is required.
-    create_secret(&env, "shop-auth", &[("api-keys", "checkout=0123456789abcdef0123")]).await;
+    create_secret(
+        &env,
+        "shop-auth",
+        &[("api-keys", "checkout=0123456789abcdef0123")],
+    )
+    .await;
     apply_system(
         &env,
         "
@@ -56,6 +61,9 @@ spec:
         Some("https://idp.example.com/.well-known/openid-configuration")
     );
     assert_eq!(env_of("JWT_ALGORITHM").as_deref(), Some("RS256"));
-    assert_eq!(env_of("JWT_ISSUER").as_deref(), Some("https://idp.example.com"));
+    assert_eq!(
+        env_of("JWT_ISSUER").as_deref(),
+        Some("https://idp.example.com")
+    );
     assert_eq!(env_of("JWT_PUBLIC_KEY_FILE"), None);
 }

@@ -57,21 +57,29 @@ async fn rules_the_engine_refuses_are_a_degraded_reason_and_never_reach_the_engi
     };
     let _operator = Operator::start(env.client.clone(), &env.namespace);
     apply_system(&env, MINIMAL).await;
-    set_rules(&env, json!({"version": "good", "maxAmount": {"USD": "10000.50"}})).await;
+    set_rules(
+        &env,
+        json!({"version": "good", "maxAmount": {"USD": "10000.50"}}),
+    )
+    .await;
     wait_condition(&env, "shop", "Degraded", "False", TIMEOUT).await;
     let good = risk_engine_rules(&env).await;
     assert!(good.1.contains("10000.50"), "{}", good.1);
 
     // The API server's schema accepts it (any string is an amount there); the engine's
     // compile does not: USD has two decimal places.
-    set_rules(&env, json!({"version": "bad", "maxAmount": {"USD": "12.345"}})).await;
+    set_rules(
+        &env,
+        json!({"version": "bad", "maxAmount": {"USD": "12.345"}}),
+    )
+    .await;
     let ps = wait_condition(&env, "shop", "Degraded", "True", TIMEOUT).await;
     let degraded = condition(&ps, "Degraded").unwrap();
     assert_eq!(degraded.reason, "InvalidRiskRules");
     assert!(
-        degraded
-            .message
-            .contains(r#"riskEngine.rules.maxAmount.USD: "12.345" has more decimals than USD allows (2)"#),
+        degraded.message.contains(
+            r#"riskEngine.rules.maxAmount.USD: "12.345" has more decimals than USD allows (2)"#
+        ),
         "{}",
         degraded.message
     );
@@ -80,12 +88,18 @@ async fn rules_the_engine_refuses_are_a_degraded_reason_and_never_reach_the_engi
     assert_eq!(risk_engine_rules(&env).await, good);
 
     // Another refused value, another message: the condition follows the spec.
-    set_rules(&env, json!({"version": "bad", "allowedCurrencies": ["USD", "XAU"]})).await;
+    set_rules(
+        &env,
+        json!({"version": "bad", "allowedCurrencies": ["USD", "XAU"]}),
+    )
+    .await;
     let ps = wait_condition(&env, "shop", "Degraded", "True", TIMEOUT).await;
     let degraded = condition(&ps, "Degraded").unwrap();
     assert_eq!(degraded.reason, "InvalidRiskRules");
     assert!(
-        degraded.message.contains("riskEngine.rules.allowedCurrencies[1]: 'XAU'"),
+        degraded
+            .message
+            .contains("riskEngine.rules.allowedCurrencies[1]: 'XAU'"),
         "{}",
         degraded.message
     );
@@ -100,5 +114,9 @@ async fn rules_the_engine_refuses_are_a_degraded_reason_and_never_reach_the_engi
     wait_condition(&env, "shop", "Degraded", "False", TIMEOUT).await;
     let fixed = risk_engine_rules(&env).await;
     assert_ne!(fixed.0, good.0, "the engine rolls to the fixed rules");
-    assert!(fixed.1.contains("12.34") && !fixed.1.contains("12.345"), "{}", fixed.1);
+    assert!(
+        fixed.1.contains("12.34") && !fixed.1.contains("12.345"),
+        "{}",
+        fixed.1
+    );
 }

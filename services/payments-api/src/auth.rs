@@ -401,9 +401,13 @@ mod tests {
     async fn api_keys_with_or_without_bearer() {
         let auth = authenticator(&[]);
         let alice = Ok(Principal("alice".into()));
-        assert_eq!(auth.authenticate(Some(b"alice-key-0123456789")).await, alice);
         assert_eq!(
-            auth.authenticate(Some(b"Bearer alice-key-0123456789")).await,
+            auth.authenticate(Some(b"alice-key-0123456789")).await,
+            alice
+        );
+        assert_eq!(
+            auth.authenticate(Some(b"Bearer alice-key-0123456789"))
+                .await,
             alice
         );
         assert_eq!(
@@ -430,7 +434,8 @@ mod tests {
         let auth = authenticator(&[]);
         let t = token(json!({"sub": "carol", "exp": in_an_hour()}));
         assert_eq!(
-            auth.authenticate(Some(format!("Bearer {t}").as_bytes())).await,
+            auth.authenticate(Some(format!("Bearer {t}").as_bytes()))
+                .await,
             Ok(Principal("carol".into()))
         );
     }

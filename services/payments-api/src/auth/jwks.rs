@@ -224,7 +224,10 @@ impl Jwks {
     }
 
     fn cache(&self) -> Arc<KeyCache> {
-        self.cache.read().expect("the key cache lock is never poisoned").clone()
+        self.cache
+            .read()
+            .expect("the key cache lock is never poisoned")
+            .clone()
     }
 
     /// The key a token with `kid` is verified with. An unknown `kid` refreshes the keys first
@@ -287,7 +290,8 @@ impl Jwks {
                 return;
             }
         }
-        if last_attempt.is_some_and(|at| now.duration_since(at) < self.settings.min_refresh_interval)
+        if last_attempt
+            .is_some_and(|at| now.duration_since(at) < self.settings.min_refresh_interval)
         {
             return;
         }
@@ -327,7 +331,10 @@ impl Jwks {
                 }
             }
         };
-        *self.cache.write().expect("the key cache lock is never poisoned") = Arc::new(updated);
+        *self
+            .cache
+            .write()
+            .expect("the key cache lock is never poisoned") = Arc::new(updated);
         self.fetched.notify_one();
     }
 
@@ -548,7 +555,10 @@ mod tests {
             JwksSettings::from_source(&env).unwrap_err().name
         };
         assert_eq!(error(&[("JWT_JWKS_URL", "not a url")]), "JWT_JWKS_URL");
-        assert_eq!(error(&[("JWT_JWKS_URL", "http://idp.example.com/")]), "JWT_JWKS_URL");
+        assert_eq!(
+            error(&[("JWT_JWKS_URL", "http://idp.example.com/")]),
+            "JWT_JWKS_URL"
+        );
         assert_eq!(
             error(&[
                 ("JWT_JWKS_URL", "https://idp.example.com/"),

@@ -55,7 +55,10 @@ impl Key {
         let mut header = Header::new(self.algorithm);
         header.kid = Some(kid.into());
         let claims = json!({"sub": sub, "exp": chrono::Utc::now().timestamp() + 3600});
-        format!("Bearer {}", encode(&header, &claims, &self.encoding).unwrap())
+        format!(
+            "Bearer {}",
+            encode(&header, &claims, &self.encoding).unwrap()
+        )
     }
 
     fn bearer(&self, sub: &str) -> String {
@@ -199,11 +202,17 @@ async fn an_idp_rotating_its_keys_needs_no_restart() {
     .await;
     let api = start_api(&idp, &[]).await;
     wait_for_readiness(&api, "up").await;
-    assert_eq!(status_as(&api, &first.bearer("carol")).await, StatusCode::OK);
+    assert_eq!(
+        status_as(&api, &first.bearer("carol")).await,
+        StatusCode::OK
+    );
     // An API key still works beside the JWKS.
     assert_eq!(status_as(&api, ALICE).await, StatusCode::OK);
     let shown = metrics(&api).await;
-    assert_eq!(metric_line(&shown, "paysys_api_jwks_keys "), "paysys_api_jwks_keys 1");
+    assert_eq!(
+        metric_line(&shown, "paysys_api_jwks_keys "),
+        "paysys_api_jwks_keys 1"
+    );
 
     // The ignored keys verify nothing: the RSA key's token is another algorithm, and an
     // ES256 token naming the ignored keys' kids finds no key.
@@ -225,7 +234,10 @@ async fn an_idp_rotating_its_keys_needs_no_restart() {
     idp.publish(vec![second.jwk(None)]);
     tokio::time::sleep(PAST_THE_RATE_LIMIT).await;
     let before = idp.fetches();
-    assert_eq!(status_as(&api, &second.bearer("carol")).await, StatusCode::OK);
+    assert_eq!(
+        status_as(&api, &second.bearer("carol")).await,
+        StatusCode::OK
+    );
     assert_eq!(idp.fetches(), before + 1, "one fetch for the new kid");
     // The retired key is gone with the JWKS that no longer lists it.
     assert_eq!(
@@ -237,13 +249,23 @@ async fn an_idp_rotating_its_keys_needs_no_restart() {
     let before = idp.fetches();
     let unknown = second.bearer_as("made-up", "mallory");
     let statuses = futures::future::join_all((0..20).map(|_| status_as(&api, &unknown))).await;
-    assert!(statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED), "{statuses:?}");
-    assert_eq!(idp.fetches(), before, "rate-limited: no fetch within the interval");
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        idp.fetches(),
+        before,
+        "rate-limited: no fetch within the interval"
+    );
     // Past the interval, an unknown kid may look once more, and many at once share that one
     // fetch.
     tokio::time::sleep(PAST_THE_RATE_LIMIT).await;
     let statuses = futures::future::join_all((0..20).map(|_| status_as(&api, &unknown))).await;
-    assert!(statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED),
+        "{statuses:?}"
+    );
     assert_eq!(idp.fetches(), before + 1, "one shared fetch");
 
     // The IdP goes down: a refresh fails, the last good keys keep working, readiness says
@@ -251,14 +273,20 @@ async fn an_idp_rotating_its_keys_needs_no_restart() {
     idp.down.store(true, Ordering::SeqCst);
     tokio::time::sleep(PAST_THE_RATE_LIMIT).await;
     assert_eq!(status_as(&api, &unknown).await, StatusCode::UNAUTHORIZED);
-    assert_eq!(status_as(&api, &second.bearer("carol")).await, StatusCode::OK);
+    assert_eq!(
+        status_as(&api, &second.bearer("carol")).await,
+        StatusCode::OK
+    );
     let (status, jwks) = jwks_readiness(&api).await;
     assert_eq!(jwks, "stale");
     assert_eq!(status, StatusCode::OK, "stale keys leave the API ready");
     let shown = metrics(&api).await;
     // At least this one; the background retry may have failed again since.
     assert!(metric_value(&shown, "paysys_api_jwks_refresh_total{result=\"failed\"}") >= 1.0);
-    assert_eq!(metric_line(&shown, "paysys_api_jwks_keys "), "paysys_api_jwks_keys 1");
+    assert_eq!(
+        metric_line(&shown, "paysys_api_jwks_keys "),
+        "paysys_api_jwks_keys 1"
+    );
     assert!(
         shown.contains("reason=\"unknown_key_id\""),
         "unknown kids are counted as auth failures:\n{shown}"
@@ -267,7 +295,10 @@ async fn an_idp_rotating_its_keys_needs_no_restart() {
     // Back up: the next refresh (the background retry) clears the staleness.
     idp.down.store(false, Ordering::SeqCst);
     wait_for_readiness(&api, "up").await;
-    assert_eq!(status_as(&api, &second.bearer("carol")).await, StatusCode::OK);
+    assert_eq!(
+        status_as(&api, &second.bearer("carol")).await,
+        StatusCode::OK
+    );
     api.stop().await;
 }
 
@@ -278,7 +309,10 @@ async fn keys_are_refreshed_when_their_max_age_passes() {
     let idp = Idp::start(vec![first.jwk(None)], Some(1)).await;
     let api = start_api(&idp, &[("JWT_JWKS_CACHE_TTL_SECONDS", "3600")]).await;
     wait_for_readiness(&api, "up").await;
-    assert_eq!(status_as(&api, &first.bearer("carol")).await, StatusCode::OK);
+    assert_eq!(
+        status_as(&api, &first.bearer("carol")).await,
+        StatusCode::OK
+    );
 
     // Only the first key is known; no token names the second, yet once max-age (1 s, not the
     // configured hour) passes, the background refresh drops the first key.
@@ -288,7 +322,10 @@ async fn keys_are_refreshed_when_their_max_age_passes() {
     })
     .await
     .expect("the expired keys were refreshed");
-    assert_eq!(status_as(&api, &second.bearer("carol")).await, StatusCode::OK);
+    assert_eq!(
+        status_as(&api, &second.bearer("carol")).await,
+        StatusCode::OK
+    );
     api.stop().await;
 }
 
@@ -321,6 +358,9 @@ async fn an_api_that_never_loaded_keys_is_not_ready_until_it_does() {
     // The IdP comes up: the retry loads the keys without a restart.
     idp.down.store(false, Ordering::SeqCst);
     wait_for_readiness(&api, "up").await;
-    assert_eq!(status_as(&api, &first.bearer("carol")).await, StatusCode::OK);
+    assert_eq!(
+        status_as(&api, &first.bearer("carol")).await,
+        StatusCode::OK
+    );
     api.stop().await;
 }

@@ -31,7 +31,6 @@ pub const fn is_hard(rule: RuleId) -> bool {
     }
 }
 
-
 /// The rules that fired and their summed score.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Evaluation {
