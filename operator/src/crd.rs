@@ -291,7 +291,7 @@ pub struct AuthSpec {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "!has(self.jwksUrl) || self.algorithm != 'HS256'", "message": "auth.jwt.jwksUrl needs algorithm RS256 or ES256: an HS256 secret is never published in a JWKS"},
-    {"rule": "!has(self.jwksUrl) || self.jwksUrl.startsWith('https://') || self.jwksUrl.matches('^http://(localhost|127[.][0-9.]+|[[]::1[]])([:/].*)?$')", "message": "auth.jwt.jwksUrl must be an https URL (plain http only to a loopback address)"}
+    {"rule": "!has(self.jwksUrl) || self.jwksUrl.startsWith('https://') || self.jwksUrl.matches('^http://(localhost|127[.][0-9.]+|\\\\[::1\\\\])([:/].*)?$')", "message": "auth.jwt.jwksUrl must be an https URL (plain http only to a loopback address)"}
 ]))]
 pub struct JwtSpec {
     /// Signature algorithm: HS256 uses `jwt-secret`, RS256/ES256 use `jwt-public-key.pem` or

@@ -513,14 +513,7 @@ fn a_jwks_url_replaces_the_public_key_file() {
     );
     assert!(env(api, "JWT_PUBLIC_KEY_FILE").is_none());
     assert!(env(api, "API_KEYS_FILE").is_some());
-    let mounted: Vec<String> = deployment
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
+    let mounted: Vec<String> = pod(deployment)
         .volumes
         .iter()
         .flatten()
