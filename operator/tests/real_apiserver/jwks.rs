@@ -47,7 +47,7 @@ spec:
         .get("shop-payments-api")
         .await
         .unwrap();
-    let container = &deployment.spec.unwrap().template.spec.unwrap().containers[0];
+    let container = &deployment.spec.template.spec.unwrap().containers[0];
     let env_of = |name: &str| {
         container
             .env

@@ -25,7 +25,6 @@ async fn risk_engine_rules(env: &Env) -> (String, String) {
         .unwrap();
     let hash = deployment
         .spec
-        .unwrap()
         .template
         .metadata
         .unwrap()
