@@ -281,12 +281,30 @@ pub struct AuthSpec {
     pub jwt: Option<JwtSpec>,
 }
 
-/// JWT verification settings; the key comes from the auth Secret.
+/// JWT verification settings; the key comes from the auth Secret, or from the identity
+/// provider's JWKS at `jwksUrl`.
+///
+/// The URL rules are checked here (CEL) because the API refuses the same at start-up and a
+/// crash-looping pod is a worse place to learn it; whether the Secret holds the key can only
+/// be checked by the operator, which reads the Secret.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.jwksUrl) || self.algorithm != 'HS256'", "message": "auth.jwt.jwksUrl needs algorithm RS256 or ES256: an HS256 secret is never published in a JWKS"},
+    {"rule": "!has(self.jwksUrl) || self.jwksUrl.startsWith('https://') || self.jwksUrl.matches('^http://(localhost|127[.][0-9.]+|\\\\[::1\\\\])([:/].*)?$')", "message": "auth.jwt.jwksUrl must be an https URL (plain http only to a loopback address)"}
+]))]
 pub struct JwtSpec {
-    /// Signature algorithm: HS256 uses `jwt-secret`, RS256/ES256 use `jwt-public-key.pem`.
+    /// Signature algorithm: HS256 uses `jwt-secret`, RS256/ES256 use `jwt-public-key.pem` or
+    /// the keys at `jwksUrl`. Pinned: a token or a JWKS key of another algorithm is refused.
     pub algorithm: JwtAlgorithm,
+    /// The identity provider's OpenID Provider configuration
+    /// (`https://idp.example.com/.well-known/openid-configuration`) or JWKS URL. The API
+    /// verifies tokens with the keys published there, chosen by `kid`, cached and refreshed
+    /// (on expiry and on an unknown `kid`), so the IdP's key rotation needs no restart;
+    /// `jwt-public-key.pem` is then not used. RS256 or ES256 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub jwks_url: Option<String>,
     /// Required `iss` claim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,

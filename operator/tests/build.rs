@@ -491,6 +491,51 @@ fn user_auth_secret_with_jwt_is_wired_by_its_keys() {
 }
 
 #[test]
+fn a_jwks_url_replaces_the_public_key_file() {
+    let ps = system(
+        "paymentsApi:\n  auth:\n    secretName: shop-auth\n    jwt: {algorithm: ES256, jwksUrl: \"https://idp.example.com/.well-known/openid-configuration\"}",
+    );
+    // No jwt-public-key.pem is needed; one that is there anyway is not mounted.
+    let user: &[(&str, &[(&str, &str)])] = &[(
+        "shop-auth",
+        &[
+            ("api-keys", "a=bbbbbbbbbbbbbbbbbbbbbb"),
+            ("jwt-public-key.pem", "unused"),
+        ],
+    )];
+    let children = build(&validated(&ps, user));
+    let deployment = deployment(&children, "shop-payments-api");
+    let api = container(deployment);
+    assert_eq!(env_value(api, "JWT_ALGORITHM").as_deref(), Some("ES256"));
+    assert_eq!(
+        env_value(api, "JWT_JWKS_URL").as_deref(),
+        Some("https://idp.example.com/.well-known/openid-configuration")
+    );
+    assert!(env(api, "JWT_PUBLIC_KEY_FILE").is_none());
+    assert!(env(api, "API_KEYS_FILE").is_some());
+    let mounted: Vec<String> = pod(deployment)
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|volume| volume.secret.as_ref())
+        .flat_map(|secret| secret.items.iter().flatten().map(|item| item.key.clone()))
+        .collect();
+    assert!(mounted.contains(&"api-keys".to_owned()), "{mounted:?}");
+    assert!(
+        !mounted.contains(&"jwt-public-key.pem".to_owned()),
+        "{mounted:?}"
+    );
+
+    // HS256 has no JWKS: refused before anything is built (the CRD's CEL refuses it too).
+    let ps = system(
+        "paymentsApi:\n  auth:\n    secretName: shop-auth\n    jwt: {algorithm: HS256, jwksUrl: \"https://idp.example.com/jwks\"}",
+    );
+    let error = validate::check(&ps).unwrap_err();
+    assert_eq!(error.reason(), "InvalidSpec");
+    assert!(error.to_string().contains("jwksUrl"), "{error}");
+}
+
+#[test]
 fn missing_secrets_and_keys_are_validation_errors() {
     let ps =
         system("paymentsApi:\n  auth:\n    secretName: shop-auth\n    jwt: {algorithm: RS256}");

@@ -199,6 +199,18 @@ fn field_rules_refuse_bad_values() {
             "auth.jwt needs auth.secretName holding jwt-secret or jwt-public-key.pem",
         ),
         (
+            json!({"paymentsApi": {"auth": {"secretName": "a", "jwt": {"algorithm": "HS256", "jwksUrl": "https://idp.example.com/jwks"}}}}),
+            "auth.jwt.jwksUrl needs algorithm RS256 or ES256: an HS256 secret is never published in a JWKS",
+        ),
+        (
+            json!({"paymentsApi": {"auth": {"secretName": "a", "jwt": {"algorithm": "ES256", "jwksUrl": "http://idp.example.com/jwks"}}}}),
+            "auth.jwt.jwksUrl must be an https URL (plain http only to a loopback address)",
+        ),
+        (
+            json!({"paymentsApi": {"auth": {"secretName": "a", "jwt": {"algorithm": "ES256", "jwksUrl": "http://127.0.0.1.evil.example/jwks"}}}}),
+            "auth.jwt.jwksUrl must be an https URL (plain http only to a loopback address)",
+        ),
+        (
             json!({"riskEngine": {"prefetch": 0}}),
             "riskEngine.prefetch must be between 1 and 65535",
         ),
@@ -345,6 +357,24 @@ fn data_feed_rules_refuse_bad_values_with_their_own_messages() {
             violations(json!({"dataFeed": {"schedule": shape_only}})),
             Vec::<String>::new(),
             "{shape_only}"
+        );
+    }
+}
+
+#[test]
+fn jwks_urls_over_https_or_to_loopback_are_accepted() {
+    for url in [
+        "https://idp.example.com/.well-known/openid-configuration",
+        "http://127.0.0.1:8080/jwks",
+        "http://localhost/jwks",
+        "http://[::1]:5556/keys",
+    ] {
+        assert_eq!(
+            violations(
+                json!({"paymentsApi": {"auth": {"secretName": "a", "jwt": {"algorithm": "RS256", "jwksUrl": url}}}})
+            ),
+            Vec::<String>::new(),
+            "{url}"
         );
     }
 }

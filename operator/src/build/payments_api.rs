@@ -10,7 +10,8 @@ use super::meta;
 use super::pod::{self, Rollout, SERVICE_UID};
 use crate::names::{Component, Workload};
 use crate::validate::{
-    AUTH_API_KEYS, AUTH_JWT_PUBLIC_KEY, AUTH_JWT_SECRET, Auth, GENERATED_API_KEYS_FILE, Validated,
+    AUTH_API_KEYS, AUTH_JWT_PUBLIC_KEY, AUTH_JWT_SECRET, Auth, GENERATED_API_KEYS_FILE, JwtKey,
+    Validated,
 };
 
 /// Port the API listens on inside its pods (`PORT`).
@@ -70,13 +71,18 @@ fn environment(system: &Validated) -> Vec<EnvVar> {
             }
             if let Some((jwt, key)) = jwt {
                 env.push(pod::env("JWT_ALGORITHM", jwt.algorithm.as_str()));
-                let variable = if *key == AUTH_JWT_SECRET {
-                    "JWT_SECRET_FILE"
-                } else {
-                    debug_assert_eq!(*key, AUTH_JWT_PUBLIC_KEY);
-                    "JWT_PUBLIC_KEY_FILE"
-                };
-                env.push(pod::env(variable, file(key)));
+                match key {
+                    JwtKey::SecretKey(key) => {
+                        let variable = if *key == AUTH_JWT_SECRET {
+                            "JWT_SECRET_FILE"
+                        } else {
+                            debug_assert_eq!(*key, AUTH_JWT_PUBLIC_KEY);
+                            "JWT_PUBLIC_KEY_FILE"
+                        };
+                        env.push(pod::env(variable, file(key)));
+                    }
+                    JwtKey::Jwks(url) => env.push(pod::env("JWT_JWKS_URL", url)),
+                }
                 if let Some(issuer) = &jwt.issuer {
                     env.push(pod::env("JWT_ISSUER", issuer));
                 }

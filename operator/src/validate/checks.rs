@@ -6,7 +6,7 @@ use kube::ResourceExt;
 
 use super::error::{ValidationError, invalid};
 use super::schedule::is_schedule;
-use crate::crd::{DataFeedSpec, PaymentSystem, PaymentSystemSpec, SCHEDULE_MESSAGE};
+use crate::crd::{DataFeedSpec, JwtAlgorithm, PaymentSystem, PaymentSystemSpec, SCHEDULE_MESSAGE};
 use crate::names::{MAX_FEED_INSTANCE_NAME, MAX_INSTANCE_NAME};
 
 /// The checks that need nothing from the cluster.
@@ -86,6 +86,14 @@ pub(super) fn check_spec(name: &str, spec: &PaymentSystemSpec) -> Result<(), Val
             "paymentsApi.auth.jwt needs paymentsApi.auth.secretName",
         ));
     }
+    if let Some(jwt) = &spec.payments_api.auth.jwt
+        && jwt.jwks_url.is_some()
+        && jwt.algorithm == JwtAlgorithm::HS256
+    {
+        return Err(invalid(
+            "paymentsApi.auth.jwt.jwksUrl needs algorithm RS256 or ES256",
+        ));
+    }
     if let Some(amount) = &spec.payments_api.max_amount
         && !is_positive_decimal(amount)
     {
@@ -93,9 +101,10 @@ pub(super) fn check_spec(name: &str, spec: &PaymentSystemSpec) -> Result<(), Val
             "paymentsApi.maxAmount must be a positive decimal number",
         ));
     }
-    if spec.risk_engine.rules.decline_threshold == 0 {
-        return Err(invalid("riskEngine.rules.declineThreshold must be >= 1"));
-    }
+    // The engine's own validation (the schema already bounds declineThreshold; currencies and
+    // their decimal places need ISO 4217's table, which CEL does not have).
+    paysys_core::risk_rules::compile(&spec.risk_engine.rules)
+        .map_err(ValidationError::InvalidRiskRules)?;
     if let Some(feed) = &spec.data_feed {
         check_data_feed(name, feed)?;
     }

@@ -5,6 +5,10 @@
 pub enum ValidationError {
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
+    /// `spec.riskEngine.rules` is a rule set the risk engine would refuse at start-up (its
+    /// pods would crash-loop on it): the message is the engine's own, from the same `compile`.
+    #[error("invalid risk rules: riskEngine.rules.{}: {}", .0.path, .0.message)]
+    InvalidRiskRules(paysys_core::risk_rules::RulesError),
     #[error("Secret {0} not found")]
     SecretNotFound(String),
     #[error("Secret {secret} has no key {key}")]

@@ -23,8 +23,8 @@ use self::error::invalid;
 pub use self::model::{
     AUTH_API_KEYS, AUTH_JWT_PUBLIC_KEY, AUTH_JWT_SECRET, Auth, CREDENTIALS_URL, Connection,
     DataFeed, Ephemeral, FEED_IMAGE, GENERATED_API_KEY, GENERATED_API_KEYS_FILE,
-    GENERATED_FEED_KEY, ManagedServer, Operated, POSTGRES_IMAGE, PaymentsApi, RABBITMQ_IMAGE,
-    RiskEngine, Storage, Validated, resources,
+    GENERATED_FEED_KEY, JwtKey, ManagedServer, Operated, POSTGRES_IMAGE, PaymentsApi,
+    RABBITMQ_IMAGE, RiskEngine, Storage, Validated, resources,
 };
 pub use self::schedule::is_schedule;
 use crate::crd::{DataFeedSpec, ExternalSpec, ManagedSpec, PaymentSystem, PaymentSystemSpec};

@@ -93,8 +93,17 @@ pub enum Auth {
     User {
         secret_name: String,
         api_keys: bool,
-        jwt: Option<(JwtSpec, &'static str)>,
+        jwt: Option<(JwtSpec, JwtKey)>,
     },
+}
+
+/// Where the API finds the key that verifies JWTs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JwtKey {
+    /// This key of the auth Secret, mounted as a file.
+    SecretKey(&'static str),
+    /// The identity provider's keys at this URL (`JWT_JWKS_URL`); nothing is mounted.
+    Jwks(String),
 }
 
 impl Auth {
@@ -113,7 +122,7 @@ impl Auth {
                 if *api_keys {
                     keys.push(AUTH_API_KEYS);
                 }
-                if let Some((_, key)) = jwt {
+                if let Some((_, JwtKey::SecretKey(key))) = jwt {
                     keys.push(*key);
                 }
                 keys

@@ -4,7 +4,7 @@
 use super::error::ValidationError;
 use super::model::{
     AUTH_API_KEYS, AUTH_JWT_PUBLIC_KEY, AUTH_JWT_SECRET, Auth, GENERATED_API_KEYS_FILE,
-    GENERATED_FEED_KEY,
+    GENERATED_FEED_KEY, JwtKey,
 };
 use crate::crd::{DataFeedSpec, JwtAlgorithm, PaymentSystemSpec};
 use crate::names::Names;
@@ -27,11 +27,17 @@ pub(super) fn auth(
     let jwt = match &auth.jwt {
         None => None,
         Some(jwt) => {
-            let key = match jwt.algorithm {
-                JwtAlgorithm::HS256 => AUTH_JWT_SECRET,
-                JwtAlgorithm::RS256 | JwtAlgorithm::ES256 => AUTH_JWT_PUBLIC_KEY,
+            let key = match (&jwt.jwks_url, jwt.algorithm) {
+                // checks.rs refused HS256 with a JWKS.
+                (Some(url), _) => JwtKey::Jwks(url.clone()),
+                (None, JwtAlgorithm::HS256) => JwtKey::SecretKey(AUTH_JWT_SECRET),
+                (None, JwtAlgorithm::RS256 | JwtAlgorithm::ES256) => {
+                    JwtKey::SecretKey(AUTH_JWT_PUBLIC_KEY)
+                }
             };
-            require_key(secrets, secret_name, key)?;
+            if let JwtKey::SecretKey(key) = key {
+                require_key(secrets, secret_name, key)?;
+            }
             Some((jwt.clone(), key))
         }
     };

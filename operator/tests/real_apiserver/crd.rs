@@ -94,6 +94,14 @@ fn bad_cases() -> Vec<(&'static str, Value)> {
             json!({"paymentsApi": {"auth": {"jwt": {"algorithm": "HS256"}}}}),
         ),
         (
+            ".spec.paymentsApi.auth.jwt",
+            json!({"paymentsApi": {"auth": {"secretName": "auth", "jwt": {"algorithm": "HS256", "jwksUrl": "https://idp.example.com/jwks"}}}}),
+        ),
+        (
+            ".spec.paymentsApi.auth.jwt",
+            json!({"paymentsApi": {"auth": {"secretName": "auth", "jwt": {"algorithm": "RS256", "jwksUrl": "http://idp.example.com/jwks"}}}}),
+        ),
+        (
             ".spec.paymentsApi.autoscaling",
             json!({"paymentsApi": {"autoscaling": {"minReplicas": 5, "maxReplicas": 3}}}),
         ),

@@ -3,10 +3,15 @@
 //! `Authorization: <credential>` or `Authorization: Bearer <credential>`, where the credential
 //! is an API key or, when JWT is configured, a JWT. API keys are held only as SHA-256 hashes
 //! and compared in constant time against every configured key; a JWT's algorithm is pinned
-//! by configuration, `exp` is required, and `iss`/`aud` are checked when configured.
-//! Neither keys nor tokens are ever logged or echoed.
+//! by configuration, `exp` is required, and `iss`/`aud` are checked when configured. The JWT
+//! key is configured (a secret or a PEM public key) or comes from an identity provider's
+//! JWKS ([`jwks`]). Neither keys nor tokens are ever logged or echoed.
 
+pub mod jwks;
+
+use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use paysys_runtime::config::{self, ConfigError, Source};
@@ -131,17 +136,35 @@ impl ApiKeys {
 #[derive(Clone)]
 pub struct JwtSettings {
     pub algorithm: Algorithm,
-    key: DecodingKey,
+    key: VerificationKey,
     issuer: Option<String>,
     audience: Option<String>,
 }
 
+/// Where a token's key comes from.
+#[derive(Clone)]
+enum VerificationKey {
+    /// The one configured key (HS256 secret, or PEM public key).
+    Configured(DecodingKey),
+    /// The identity provider's current keys, chosen by `kid`.
+    Jwks(Arc<jwks::Jwks>),
+}
+
 impl JwtSettings {
     /// `JWT_ALGORITHM` (HS256, RS256 or ES256; unset disables JWT), with `JWT_SECRET` /
-    /// `JWT_SECRET_FILE` for HS256 or `JWT_PUBLIC_KEY_FILE` (PEM) for RS256/ES256, and the
-    /// optional `JWT_ISSUER` and `JWT_AUDIENCE`.
+    /// `JWT_SECRET_FILE` for HS256, and for RS256/ES256 either `JWT_PUBLIC_KEY_FILE` (PEM) or
+    /// `JWT_JWKS_URL` (see [`jwks::JwksSettings`]); and the optional `JWT_ISSUER` and
+    /// `JWT_AUDIENCE`.
     pub fn from_source(source: &dyn Source) -> Result<Option<Self>, ConfigError> {
+        let jwks = jwks::JwksSettings::from_source(source)?;
         let Some(name) = config::optional(source, "JWT_ALGORITHM") else {
+            if jwks.is_some() {
+                return Err(ConfigError::new(
+                    "JWT_ALGORITHM",
+                    "JWT_JWKS_URL needs JWT_ALGORITHM (RS256 or ES256): the algorithm is \
+                     pinned here, never taken from a token or from the JWKS",
+                ));
+            }
             return Ok(None);
         };
         let algorithm = match name.trim() {
@@ -155,9 +178,30 @@ impl JwtSettings {
                 ));
             }
         };
-        let key = match algorithm {
-            Algorithm::HS256 => DecodingKey::from_secret(&hs256_secret(source)?),
-            _ => {
+        let key = match (algorithm, jwks) {
+            (Algorithm::HS256, Some(_)) => {
+                return Err(ConfigError::new(
+                    "JWT_JWKS_URL",
+                    "HS256 verifies with a shared secret, which no JWKS publishes: use RS256 \
+                     or ES256 with JWT_JWKS_URL",
+                ));
+            }
+            (Algorithm::HS256, None) => {
+                VerificationKey::Configured(DecodingKey::from_secret(&hs256_secret(source)?))
+            }
+            (_, Some(settings)) => {
+                if config::optional(source, "JWT_PUBLIC_KEY_FILE").is_some() {
+                    return Err(ConfigError::new(
+                        "JWT_PUBLIC_KEY_FILE",
+                        "set JWT_PUBLIC_KEY_FILE or JWT_JWKS_URL, not both",
+                    ));
+                }
+                let jwks = jwks::Jwks::new(settings, algorithm).map_err(|e| {
+                    ConfigError::new("JWT_JWKS_URL", format!("cannot make its HTTP client: {e}"))
+                })?;
+                VerificationKey::Jwks(Arc::new(jwks))
+            }
+            (_, None) => {
                 let path = config::required(source, "JWT_PUBLIC_KEY_FILE")?;
                 let pem = std::fs::read(&path).map_err(|e| {
                     ConfigError::new("JWT_PUBLIC_KEY_FILE", format!("cannot read {path}: {e}"))
@@ -167,12 +211,12 @@ impl JwtSettings {
                 } else {
                     DecodingKey::from_ec_pem(&pem)
                 };
-                parsed.map_err(|e| {
+                VerificationKey::Configured(parsed.map_err(|e| {
                     ConfigError::new(
                         "JWT_PUBLIC_KEY_FILE",
                         format!("{path}: not a {name} public key: {e}"),
                     )
-                })?
+                })?)
             }
         };
         Ok(Some(Self {
@@ -181,6 +225,14 @@ impl JwtSettings {
             issuer: config::optional(source, "JWT_ISSUER"),
             audience: config::optional(source, "JWT_AUDIENCE"),
         }))
+    }
+
+    /// The identity provider's keys, when they come from a JWKS.
+    pub fn jwks(&self) -> Option<&Arc<jwks::Jwks>> {
+        match &self.key {
+            VerificationKey::Jwks(jwks) => Some(jwks),
+            VerificationKey::Configured(_) => None,
+        }
     }
 
     fn validation(&self) -> Validation {
@@ -240,7 +292,14 @@ impl Authenticator {
         Self { keys, jwt }
     }
 
-    pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Principal, AuthError> {
+    /// The identity provider's keys, when JWTs are verified with a JWKS.
+    pub fn jwks(&self) -> Option<&Arc<jwks::Jwks>> {
+        self.jwt.as_ref().and_then(JwtSettings::jwks)
+    }
+
+    /// The caller named by the header. Waits only when a JWT names a key the JWKS cache does
+    /// not hold yet (one rate-limited refresh).
+    pub async fn authenticate(&self, header: Option<&[u8]>) -> Result<Principal, AuthError> {
         let header = header.ok_or(AuthError::Missing)?;
         let header = std::str::from_utf8(header).map_err(|_| AuthError::Malformed)?;
         let credential = match header.split_once(' ') {
@@ -254,7 +313,7 @@ impl Authenticator {
         if looks_like_jwt(credential)
             && let Some(jwt) = &self.jwt
         {
-            return verify_jwt(jwt, credential);
+            return verify_jwt(jwt, credential).await;
         }
         self.keys
             .principal_of(credential)
@@ -267,9 +326,22 @@ fn looks_like_jwt(credential: &str) -> bool {
     credential.split('.').count() == 3
 }
 
-fn verify_jwt(jwt: &JwtSettings, token: &str) -> Result<Principal, AuthError> {
+async fn verify_jwt(jwt: &JwtSettings, token: &str) -> Result<Principal, AuthError> {
     use jsonwebtoken::errors::ErrorKind;
-    match jsonwebtoken::decode::<Claims>(token, &jwt.key, &jwt.validation()) {
+    let key = match &jwt.key {
+        VerificationKey::Configured(key) => Cow::Borrowed(key),
+        VerificationKey::Jwks(jwks) => {
+            let header = jsonwebtoken::decode_header(token)
+                .map_err(|_| AuthError::InvalidToken("malformed_token"))?;
+            // Checked before the key is looked up, so that a token for another algorithm
+            // never makes the API fetch the JWKS again.
+            if header.alg != jwt.algorithm {
+                return Err(AuthError::InvalidToken("wrong_algorithm"));
+            }
+            Cow::Owned(jwks.key(header.kid.as_deref()).await?)
+        }
+    };
+    match jsonwebtoken::decode::<Claims>(token, &key, &jwt.validation()) {
         Ok(data) if !data.claims.sub.is_empty() => Ok(Principal(data.claims.sub)),
         Ok(_) => Err(AuthError::InvalidToken("empty_subject")),
         Err(error) => Err(AuthError::InvalidToken(match error.kind() {
@@ -325,71 +397,77 @@ mod tests {
         chrono::Utc::now().timestamp() + 3600
     }
 
-    #[test]
-    fn api_keys_with_or_without_bearer() {
+    #[tokio::test]
+    async fn api_keys_with_or_without_bearer() {
         let auth = authenticator(&[]);
         let alice = Ok(Principal("alice".into()));
-        assert_eq!(auth.authenticate(Some(b"alice-key-0123456789")), alice);
         assert_eq!(
-            auth.authenticate(Some(b"Bearer alice-key-0123456789")),
+            auth.authenticate(Some(b"alice-key-0123456789")).await,
             alice
         );
         assert_eq!(
-            auth.authenticate(Some(b"bob-key-0123456789ab")),
+            auth.authenticate(Some(b"Bearer alice-key-0123456789"))
+                .await,
+            alice
+        );
+        assert_eq!(
+            auth.authenticate(Some(b"bob-key-0123456789ab")).await,
             Ok(Principal("bob".into()))
         );
         assert_eq!(
-            auth.authenticate(Some(b"alice-key-012345678")),
+            auth.authenticate(Some(b"alice-key-012345678")).await,
             Err(AuthError::UnknownKey)
         );
-        assert_eq!(auth.authenticate(None), Err(AuthError::Missing));
+        assert_eq!(auth.authenticate(None).await, Err(AuthError::Missing));
         assert_eq!(
-            auth.authenticate(Some(b"Basic abc")),
+            auth.authenticate(Some(b"Basic abc")).await,
             Err(AuthError::Malformed)
         );
         assert_eq!(
-            auth.authenticate(Some(b"Bearer ")),
+            auth.authenticate(Some(b"Bearer ")).await,
             Err(AuthError::Malformed)
         );
     }
 
-    #[test]
-    fn jwt_subject_is_the_principal() {
+    #[tokio::test]
+    async fn jwt_subject_is_the_principal() {
         let auth = authenticator(&[]);
         let t = token(json!({"sub": "carol", "exp": in_an_hour()}));
         assert_eq!(
-            auth.authenticate(Some(format!("Bearer {t}").as_bytes())),
+            auth.authenticate(Some(format!("Bearer {t}").as_bytes()))
+                .await,
             Ok(Principal("carol".into()))
         );
     }
 
-    #[test]
-    fn bad_tokens_are_refused_with_their_reason() {
+    #[tokio::test]
+    async fn bad_tokens_are_refused_with_their_reason() {
         let auth = authenticator(&[("JWT_ISSUER", "paysys-idp"), ("JWT_AUDIENCE", "paysys")]);
         let good = json!({"sub": "c", "exp": in_an_hour(), "iss": "paysys-idp", "aud": "paysys"});
-        let check = |claims: serde_json::Value, reason: &'static str| {
+        let check = async |claims: serde_json::Value, reason: &'static str| {
             let t = token(claims);
             assert_eq!(
-                auth.authenticate(Some(t.as_bytes())),
+                auth.authenticate(Some(t.as_bytes())).await,
                 Err(AuthError::InvalidToken(reason))
             );
         };
         assert!(
             auth.authenticate(Some(token(good.clone()).as_bytes()))
+                .await
                 .is_ok()
         );
         let mut expired = good.clone();
         expired["exp"] = json!(chrono::Utc::now().timestamp() - 3600);
-        check(expired, "expired");
+        check(expired, "expired").await;
         let mut no_exp = good.clone();
         no_exp.as_object_mut().unwrap().remove("exp");
-        check(no_exp, "missing_claim");
+        check(no_exp, "missing_claim").await;
         let mut wrong_aud = good.clone();
         wrong_aud["aud"] = json!("someone-else");
-        check(wrong_aud, "wrong_audience");
+        check(wrong_aud, "wrong_audience").await;
         let mut wrong_iss = good.clone();
         wrong_iss["iss"] = json!("evil");
-        check(wrong_iss, "wrong_issuer");
+        check(wrong_iss, "wrong_issuer").await;
 
         let forged = encode(
             &Header::new(Algorithm::HS256),
@@ -398,13 +476,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            auth.authenticate(Some(forged.as_bytes())),
+            auth.authenticate(Some(forged.as_bytes())).await,
             Err(AuthError::InvalidToken("bad_signature"))
         );
     }
 
-    #[test]
-    fn alg_none_and_other_algorithms_are_refused() {
+    #[tokio::test]
+    async fn alg_none_and_other_algorithms_are_refused() {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let auth = authenticator(&[]);
@@ -416,7 +494,7 @@ mod tests {
             let header = b64.encode(header.to_string());
             let unsigned = format!("{header}.{claims}.");
             assert!(matches!(
-                auth.authenticate(Some(unsigned.as_bytes())),
+                auth.authenticate(Some(unsigned.as_bytes())).await,
                 Err(AuthError::InvalidToken(_))
             ));
         }
@@ -427,9 +505,40 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            auth.authenticate(Some(hs512.as_bytes())),
+            auth.authenticate(Some(hs512.as_bytes())).await,
             Err(AuthError::InvalidToken("wrong_algorithm"))
         );
+    }
+
+    #[test]
+    fn a_jwks_needs_a_pinned_public_key_algorithm_and_no_other_key() {
+        const URL: (&str, &str) = ("JWT_JWKS_URL", "https://idp.example.com/jwks");
+        let error = |pairs: &[(&str, &str)]| {
+            let env: std::collections::HashMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            JwtSettings::from_source(&env).err().unwrap()
+        };
+        let unpinned = error(&[URL]);
+        assert_eq!(unpinned.name, "JWT_ALGORITHM");
+        assert!(unpinned.message.contains("pinned"), "{unpinned}");
+        let hs256 = error(&[URL, ("JWT_ALGORITHM", "HS256"), ("JWT_SECRET", SECRET)]);
+        assert_eq!(hs256.name, "JWT_JWKS_URL");
+        assert_eq!(
+            error(&[
+                URL,
+                ("JWT_ALGORITHM", "RS256"),
+                ("JWT_PUBLIC_KEY_FILE", "/keys/idp.pem")
+            ])
+            .name,
+            "JWT_PUBLIC_KEY_FILE"
+        );
+        let settings = JwtSettings::from_source(&[URL, ("JWT_ALGORITHM", "ES256")])
+            .unwrap()
+            .unwrap();
+        assert!(settings.jwks().is_some());
+        assert_eq!(settings.jwks().unwrap().health(), jwks::JwksHealth::Down);
     }
 
     #[test]

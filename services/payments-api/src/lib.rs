@@ -47,13 +47,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let pool = store::connect(&config.database_url, config.db_max_connections).await?;
-    let metrics = Arc::new(metrics::Metrics::new());
+    let auth = Arc::new(Authenticator::new(
+        config.api_keys.clone(),
+        config.jwt.clone(),
+    ));
+    let mut metrics = metrics::Metrics::new();
+    if let Some(jwks) = auth.jwks() {
+        metrics.register_jwks(jwks.metrics());
+    }
+    let metrics = Arc::new(metrics);
     let state = AppState {
         pool: pool.clone(),
-        auth: Arc::new(Authenticator::new(
-            config.api_keys.clone(),
-            config.jwt.clone(),
-        )),
+        auth: auth.clone(),
         metrics: metrics.clone(),
         limits: config.limits.clone(),
         velocity_window: config.velocity_window,
@@ -95,6 +100,10 @@ pub async fn run(
         metrics.clone(),
         workers.clone(),
     ));
+    // Loads the identity provider's keys at once and keeps them fresh.
+    let jwks = auth
+        .jwks()
+        .map(|jwks| tokio::spawn(jwks.clone().run(workers.clone())));
     let reaper = tokio::spawn(housekeeping(
         pool.clone(),
         config.velocity_window,
@@ -111,6 +120,9 @@ pub async fn run(
     let stopped = async {
         futures::future::join_all(relays).await;
         let _ = tokio::join!(consumer, reaper, backlog);
+        if let Some(jwks) = jwks {
+            let _ = jwks.await;
+        }
     };
     // Every worker bounds its own stop; this is the last guard, so that a stop always ends.
     // Leaving is safe: an unfinished relay batch rolls back into the outbox and unacked

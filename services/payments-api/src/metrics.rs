@@ -154,6 +154,27 @@ impl Metrics {
         }
     }
 
+    /// Adds the JWKS metrics: `jwks_refresh_total{result}`, `jwks_keys` and
+    /// `jwks_last_success_timestamp_seconds` (only when a JWKS is configured, so that an alert
+    /// on "no keys" never fires for an API that uses none).
+    pub fn register_jwks(&mut self, jwks: &crate::auth::jwks::JwksMetrics) {
+        self.registry.register(
+            "jwks_refresh",
+            "JWKS refreshes by result (ok, failed); a failed one keeps the last good keys",
+            jwks.refreshes.clone(),
+        );
+        self.registry.register(
+            "jwks_keys",
+            "JWKS keys held that fit the pinned JWT algorithm",
+            jwks.keys.clone(),
+        );
+        self.registry.register(
+            "jwks_last_success_timestamp_seconds",
+            "Unix time of the last successful JWKS refresh (0: never)",
+            jwks.last_success.clone(),
+        );
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -3,10 +3,11 @@
 //! Everything both the payments API and the risk engine must agree on lives here, so the
 //! contract between them is a type, not a convention: money and currencies, the payment
 //! status machine, the messages exchanged over RabbitMQ and the broker topology that carries
-//! them, and the risk rules the operator renders for the engine. It is pure domain code: the
-//! runtime (tokio, logging, the shared `main`) is `paysys-runtime` and the broker client is
-//! `paysys-amqp`, so the operator, which needs only `RiskRules`, compiles neither lapin nor a
-//! broker (`tests/dependencies.rs` keeps it so).
+//! them, and the risk rules the operator renders for the engine and validates with the
+//! engine's own `compile`. It is pure domain code: the runtime (tokio, logging, the shared
+//! `main`) is `paysys-runtime` and the broker client is `paysys-amqp`, so the operator, which
+//! needs only the risk rules, compiles neither lapin nor a broker (`tests/dependencies.rs`
+//! keeps it so).
 
 pub mod currency;
 pub mod dispute;

@@ -1,16 +1,24 @@
 //! The risk engine's rule set, as written in `RISK_RULES_FILE` (YAML or JSON) and in the
 //! `PaymentSystem` resource's `spec.riskEngine.rules`.
 //!
-//! This is the raw, serialisable form shared by the risk engine (which validates and evaluates
-//! it) and the operator (which embeds it in its CRD schema and renders it into a ConfigMap).
+//! This is the raw, serialisable form shared by the risk engine (which evaluates it) and the
+//! operator (which embeds it in its CRD schema and renders it into a ConfigMap). Both validate
+//! it with the same [`compile`], so a rule set the operator accepts is one the engine starts
+//! with; [`CompiledRules::evaluate`] scores a payment.
 //! Amounts are decimal strings in major units (`"10000.00"`) so no float ever holds money.
 //! Unknown keys are refused so a typo in a rule name cannot silently disable it.
+
+mod compile;
+mod evaluate;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use strum::IntoEnumIterator;
 use uuid::Uuid;
+
+pub use compile::{CompiledRules, RulesError, compile};
+pub use evaluate::{Evaluation, is_hard};
 
 /// A complete rule set. Every field has a default, so `{}` is valid: it approves everything
 /// except a payment whose payer is also its payee.

@@ -21,7 +21,7 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(AUTHORIZATION)
             .map(|value| value.as_bytes());
-        match state.auth.authenticate(header) {
+        match state.auth.authenticate(header).await {
             Ok(principal) => {
                 state
                     .rate_limits

@@ -9,6 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::json;
 
+use crate::auth::jwks::JwksHealth;
 use crate::http::AppState;
 
 /// The process is alive.
@@ -19,11 +20,13 @@ pub async fn healthz() -> impl IntoResponse {
 }
 
 /// Ready when the database answers and the broker connections are up: the relay can publish
-/// and decisions are being consumed.
+/// and decisions are being consumed; and, with a JWKS, once its keys were loaded. A JWKS that
+/// cannot be refreshed later shows as `stale` but leaves the API ready: the last good keys
+/// still verify tokens.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Object,
-         example = json!({"status": "ready", "checks": {"database": "up", "broker": "up", "decisionConsumer": "up"}})),
+         example = json!({"status": "ready", "checks": {"database": "up", "broker": "up", "decisionConsumer": "up", "jwks": "up"}})),
         (status = 503, description = "A dependency is down; `checks` says which", body = Object),
     ))]
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
@@ -32,8 +35,17 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
         .is_ok_and(|result| result.is_ok());
     let broker = app.relays_connected.load(Ordering::SeqCst) > 0;
     let decisions = app.consuming_decisions.load(Ordering::SeqCst);
-    let ready = database && broker && decisions;
+    let jwks = app.auth.jwks().map(|jwks| jwks.health());
+    let ready = database && broker && decisions && jwks != Some(JwksHealth::Down);
     let word = |up: bool| if up { "up" } else { "down" };
+    let mut checks = json!({
+        "database": word(database),
+        "broker": word(broker),
+        "decisionConsumer": word(decisions),
+    });
+    if let Some(jwks) = jwks {
+        checks["jwks"] = jwks.as_str().into();
+    }
     let status = if ready {
         StatusCode::OK
     } else {
@@ -43,11 +55,7 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
         status,
         Json(json!({
             "status": if ready { "ready" } else { "not ready" },
-            "checks": {
-                "database": word(database),
-                "broker": word(broker),
-                "decisionConsumer": word(decisions),
-            }
+            "checks": checks,
         })),
     )
 }

@@ -9,6 +9,7 @@ mod decisions;
 mod disputes;
 mod history;
 mod idempotency;
+mod jwks;
 mod lifecycle;
 mod listing;
 mod process;

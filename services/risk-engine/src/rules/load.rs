@@ -104,9 +104,9 @@ scores:
     fn reads_yaml_and_json() {
         let rules = parse(YAML, Format::Yaml).unwrap();
         assert_eq!(rules.version, "2026-11-01");
-        assert_eq!(rules.scores.get(RuleId::VelocityCount), 50);
+        assert_eq!(rules.scores().get(RuleId::VelocityCount), 50);
         // Unset scores keep their defaults.
-        assert_eq!(rules.scores.get(RuleId::VelocityTotal), 60);
+        assert_eq!(rules.scores().get(RuleId::VelocityTotal), 60);
         let json = r#"{"version": "j1", "maxAmount": {"EUR": "5.50"}}"#;
         let rules = parse(json, Format::Json).unwrap();
         assert_eq!(rules.version, "j1");

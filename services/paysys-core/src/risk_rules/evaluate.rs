@@ -5,12 +5,31 @@
 //! the payment message: the engine keeps no state, and a redelivered message gets the same
 //! score and reasons.
 
-use paysys_core::messages::{PaymentData, Velocity};
-use paysys_core::risk_rules::RuleId;
-use paysys_core::{Money, Reason};
 use strum::IntoEnumIterator;
 
-use super::{CompiledRules, CompiledVelocity};
+use super::RuleId;
+use super::compile::{CompiledRules, CompiledVelocity};
+use crate::messages::{PaymentData, Velocity};
+use crate::{Money, Reason};
+
+/// Whether `rule` is hard: it declines on its own in model mode, whatever the model's score.
+///
+/// Hard rules are policy the operator states (who may not pay or be paid, which currencies,
+/// which ceilings): no score may overrule them. Soft rules are evidence of fraud (velocity, a
+/// payer paying themselves), which the model weighs among its features instead
+/// (`velocity_count`, `velocity_total_minor`, `payer_is_payee`) and so replaces. In rules mode
+/// every rule adds its score as before. One arm per rule: a new [`RuleId`] does not compile
+/// until it is classified here.
+pub const fn is_hard(rule: RuleId) -> bool {
+    match rule {
+        RuleId::CurrencyNotAllowed
+        | RuleId::AmountAboveMax
+        | RuleId::BlockedUser
+        | RuleId::BlockedPayee
+        | RuleId::BlockedPaymentMethod => true,
+        RuleId::VelocityCount | RuleId::VelocityTotal | RuleId::PayerIsPayee => false,
+    }
+}
 
 /// The rules that fired and their summed score.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -31,12 +50,12 @@ impl Evaluation {
         self.fired.push((rule, score));
     }
 
-    /// Only the hard rules that fired ([`super::is_hard`]): what still declines on its own in
+    /// Only the hard rules that fired ([`is_hard`]): what still declines on its own in
     /// model mode.
     pub fn hard(&self) -> Evaluation {
         let mut out = Evaluation::default();
         for ((rule, score), reason) in self.fired.iter().zip(&self.reasons) {
-            if super::is_hard(*rule) {
+            if is_hard(*rule) {
                 out.fire(*rule, *score, reason.detail.clone());
             }
         }
@@ -196,11 +215,10 @@ fn major(minor: i64, like: Money) -> rust_decimal::Decimal {
 mod tests {
     use std::collections::BTreeMap;
 
-    use paysys_core::risk_rules::{RiskRules, VelocityRules};
     use uuid::Uuid;
 
     use super::*;
-    use crate::rules::compile;
+    use crate::risk_rules::{RiskRules, VelocityRules, compile};
 
     const USER: Uuid = Uuid::from_u128(1);
     const PAYEE: Uuid = Uuid::from_u128(2);
@@ -233,6 +251,37 @@ mod tests {
             count,
             total_minor,
         })
+    }
+
+    /// docs/risk-engine.md lists the hard and the soft rules exactly as `is_hard` splits them.
+    #[test]
+    fn the_hard_rules_are_documented() {
+        use strum::IntoEnumIterator;
+        let doc = include_str!("../../../../docs/risk-engine.md");
+        let listed = |prefix: &str| -> Vec<String> {
+            let line = doc
+                .lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("docs/risk-engine.md has no line {prefix:?}"));
+            line[prefix.len()..]
+                .split(',')
+                .map(|r| r.trim().trim_end_matches('.').trim_matches('`').to_owned())
+                .collect()
+        };
+        let of = |hard: bool| -> Vec<String> {
+            RuleId::iter()
+                .filter(|r| is_hard(*r) == hard)
+                .map(|r| r.as_str().to_owned())
+                .collect()
+        };
+        assert_eq!(
+            listed("Hard rules (decline on their own in model mode): "),
+            of(true)
+        );
+        assert_eq!(
+            listed("Soft rules (replaced by the model's score): "),
+            of(false)
+        );
     }
 
     #[test]
