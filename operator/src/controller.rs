@@ -4,6 +4,8 @@
 //! Failures never crash the operator: each becomes a `Degraded` condition, a Warning Event on
 //! the resource, a failure metric, and a retry with exponential backoff. A resource that
 //! cannot even be parsed is reported the same way and then left alone until it changes.
+//! What the operator did (children created, a rollout finished, the system became ready) is
+//! a Normal Event, told once per change of the status.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -259,7 +261,7 @@ async fn warn_if_newly_ephemeral(
 }
 
 /// Writes the status `outcome` implies, unless it is already there (no write, no event, no
-/// new reconcile).
+/// new reconcile), then tells what changed as Normal Events (see [`status::notices`]).
 async fn write_status(
     ctx: &Context,
     ps: &PaymentSystem,
@@ -272,7 +274,19 @@ async fn write_status(
     }
     patch_status(ctx, ps, &status)
         .await
-        .map_err(Error::StatusWriteFailed)
+        .map_err(Error::StatusWriteFailed)?;
+    // After the write: a status that could not be written is recomputed, and told, next time.
+    for notice in status::notices(ps.status.as_ref(), &status, outcome) {
+        event(
+            ctx,
+            &ps.object_ref(&()),
+            EventType::Normal,
+            notice.reason,
+            &notice.note,
+        )
+        .await;
+    }
+    Ok(())
 }
 
 async fn patch_status(
@@ -317,8 +331,19 @@ async fn warn_event(
     reason: &str,
     note: &str,
 ) {
+    event(ctx, reference, EventType::Warning, reason, note).await;
+}
+
+/// Best effort: an Event of `type_` and `reason` on `reference`.
+async fn event(
+    ctx: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
     let event = Event {
-        type_: EventType::Warning,
+        type_,
         reason: reason.into(),
         note: Some(status::truncate(note, status::MAX_MESSAGE)),
         action: "Reconcile".into(),

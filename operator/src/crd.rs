@@ -92,6 +92,8 @@ pub struct PaymentSystemSpec {
     /// docs/data-feed.md); absent means no export.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_feed: Option<DataFeedSpec>,
+    /// Users, groups and the platform policy of every pod the operator runs.
+    pub security_context: SecurityContextSpec,
     /// While true the operator changes nothing of this system (children are left as they are).
     pub paused: bool,
 }
@@ -107,6 +109,7 @@ impl Default for PaymentSystemSpec {
             network_policy: NetworkPolicySpec::default(),
             monitoring: MonitoringSpec::default(),
             data_feed: None,
+            security_context: SecurityContextSpec::default(),
             paused: false,
         }
     }
@@ -602,6 +605,58 @@ impl Default for NetworkPolicySpec {
     }
 }
 
+/// Who the pods run as. Whatever is set here, every pod the operator runs (payments API, risk
+/// engine, data feed, managed RabbitMQ and PostgreSQL) is non-root with the runtime's default
+/// seccomp profile, and every container has a read-only root filesystem, no privilege
+/// escalation and no capabilities (the `restricted` Pod Security Standard): only the user
+/// and group ids differ between clusters.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.mode) || self.mode != 'OpenShiftRestricted' || !has(self.runAsUser)", "message": "securityContext: mode OpenShiftRestricted leaves the user to OpenShift: drop securityContext.runAsUser (or set mode Fixed to keep it)"},
+    {"rule": "!has(self.mode) || self.mode != 'OpenShiftRestricted' || !has(self.runAsGroup)", "message": "securityContext: mode OpenShiftRestricted leaves the group to OpenShift: drop securityContext.runAsGroup (or set mode Fixed to keep it)"},
+    {"rule": "!has(self.mode) || self.mode != 'OpenShiftRestricted' || !has(self.fsGroup)", "message": "securityContext: mode OpenShiftRestricted leaves the fsGroup to OpenShift: drop securityContext.fsGroup (or set mode Fixed to keep it)"}
+]))]
+pub struct SecurityContextSpec {
+    /// `Fixed`: every pod runs as a fixed user and group (its image's own: 65532 for the paysys
+    /// services, 70 for PostgreSQL, 999 for RabbitMQ, unless `runAsUser`, `runAsGroup` or
+    /// `fsGroup` say otherwise), and its volumes belong to that group. `OpenShiftRestricted`:
+    /// no user, group or fsGroup is set, so OpenShift's `restricted-v2` SecurityContextConstraints
+    /// assign them from the namespace's range (it refuses pods that fix ids outside it).
+    pub mode: SecurityMode,
+    /// User id of every pod instead of its image's (mode `Fixed` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self >= 1", "message": "securityContext.runAsUser must be >= 1 (pods never run as root)"}
+    ]))]
+    pub run_as_user: Option<i64>,
+    /// Primary group id of every pod instead of its image's (mode `Fixed` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self >= 0", "message": "securityContext.runAsGroup must be >= 0"}
+    ]))]
+    pub run_as_group: Option<i64>,
+    /// Group that owns every pod's volumes instead of its image's group (mode `Fixed` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self >= 0", "message": "securityContext.fsGroup must be >= 0"}
+    ]))]
+    pub fs_group: Option<i64>,
+}
+
+/// How the pods' user and group ids are chosen: fixed by the operator (`Fixed`), or left to
+/// OpenShift's `restricted-v2` SecurityContextConstraints (`OpenShiftRestricted`).
+///
+/// A mode rather than a boolean: the two are mutually exclusive ways of choosing ids, and
+/// another platform's way would be one more value, not a second flag to reconcile with the
+/// first (the Kubernetes API conventions' advice on booleans).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum SecurityMode {
+    #[default]
+    Fixed,
+    OpenShiftRestricted,
+}
+
 /// How Prometheus finds the services' metrics.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
@@ -729,6 +784,7 @@ impl Default for FeedDestination {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
+    /// Name of the Secret.
     #[schemars(extend("x-kubernetes-validations" = [
         {"rule": "self != ''", "message": "keySecret.secretName must not be empty"}
     ]))]
@@ -749,8 +805,11 @@ pub struct PaymentSystemStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Progressing` and `Degraded`, each with its own `observedGeneration`.
+    /// `Ready`, `Progressing`, `Degraded` and `Durable`, each with its own
+    /// `observedGeneration`; at most one of each type (a list keyed by `type`, so server-side
+    /// apply merges conditions by type).
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Replicas of the payments API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -797,6 +856,8 @@ pub struct DataFeedStatus {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ComponentStatus {
+    /// Pods the component should run.
     pub desired_replicas: i32,
+    /// Pods that are ready.
     pub ready_replicas: i32,
 }

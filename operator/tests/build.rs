@@ -313,6 +313,101 @@ fn every_container_is_locked_down_and_probed() {
     }
 }
 
+/// The pods' user, group and fsGroup of every Deployment and of the data feed's CronJob.
+fn pod_ids(children: &Children) -> Vec<(String, Option<i64>, Option<i64>, Option<i64>)> {
+    let deployments = children
+        .deployments
+        .iter()
+        .map(|deployment| (deployment.metadata.name.clone().unwrap(), pod(deployment)));
+    let cron_jobs = children.cron_jobs.iter().map(|cron_job| {
+        let pod = cron_job.spec.job_template.spec.as_ref().unwrap();
+        (
+            cron_job.metadata.name.clone().unwrap(),
+            pod.template.spec.as_ref().unwrap(),
+        )
+    });
+    deployments
+        .chain(cron_jobs)
+        .map(|(name, pod)| {
+            let security = pod.security_context.as_ref().unwrap();
+            // Whatever the ids, never root and the default seccomp profile.
+            assert_eq!(security.run_as_non_root, Some(true), "{name}");
+            assert_eq!(
+                security.seccomp_profile.as_ref().unwrap().type_,
+                "RuntimeDefault",
+                "{name}"
+            );
+            for container in &pod.containers {
+                let container = container.security_context.as_ref().unwrap();
+                assert_eq!(container.run_as_user, None, "{name}: ids only at pod level");
+                assert_eq!(container.read_only_root_filesystem, Some(true), "{name}");
+                assert_eq!(container.allow_privilege_escalation, Some(false), "{name}");
+            }
+            (
+                name,
+                security.run_as_user,
+                security.run_as_group,
+                security.fs_group,
+            )
+        })
+        .collect()
+}
+
+const WITH_FEED: &str = "dataFeed: {schedule: \"@daily\"}";
+
+#[test]
+fn pods_run_as_their_images_users_by_default() {
+    let ids = pod_ids(&children(WITH_FEED));
+    let expected = [
+        ("shop-rabbitmq", 999),
+        ("shop-postgresql", 70),
+        ("shop-payments-api", 65532),
+        ("shop-risk-engine", 65532),
+        ("shop-data-feed", 65532),
+    ];
+    assert_eq!(ids.len(), expected.len(), "{ids:?}");
+    for (name, id) in expected {
+        assert!(
+            ids.contains(&(name.to_string(), Some(id), Some(id), Some(id))),
+            "{name} runs as {id}: {ids:?}"
+        );
+    }
+}
+
+#[test]
+fn fixed_ids_from_the_spec_replace_every_images_own() {
+    let ids = pod_ids(&children(&format!(
+        "{WITH_FEED}\nsecurityContext: {{runAsUser: 1001, runAsGroup: 2002}}"
+    )));
+    assert_eq!(ids.len(), 5);
+    for (name, user, group, fs_group) in &ids {
+        // The group also owns the volumes when no fsGroup is given.
+        assert_eq!(
+            (*user, *group, *fs_group),
+            (Some(1001), Some(2002), Some(2002)),
+            "{name}"
+        );
+    }
+    let ids = pod_ids(&children("securityContext: {fsGroup: 3003}"));
+    assert!(
+        ids.iter()
+            .all(|(_, _, _, fs_group)| *fs_group == Some(3003)),
+        "{ids:?}"
+    );
+    assert!(ids.contains(&("shop-postgresql".into(), Some(70), Some(70), Some(3003))));
+}
+
+#[test]
+fn openshift_restricted_mode_sets_no_ids_anywhere() {
+    let ids = pod_ids(&children(&format!(
+        "{WITH_FEED}\nsecurityContext: {{mode: OpenShiftRestricted}}"
+    )));
+    assert_eq!(ids.len(), 5);
+    for (name, user, group, fs_group) in &ids {
+        assert_eq!((*user, *group, *fs_group), (None, None, None), "{name}");
+    }
+}
+
 #[test]
 fn pod_disruption_budgets_only_above_one_replica() {
     let pdbs = |spec: &str| names(&children(spec).pod_disruption_budgets);
@@ -579,6 +674,10 @@ fn invalid_specs_are_refused_before_anything_is_built() {
         (
             "paymentsApi:\n  auth:\n    jwt: {algorithm: HS256}",
             "secretName",
+        ),
+        (
+            "securityContext: {mode: OpenShiftRestricted, fsGroup: 5}",
+            "drop securityContext.fsGroup",
         ),
     ] {
         let error = validate::check(&system(spec)).unwrap_err();

@@ -378,3 +378,29 @@ fn jwks_urls_over_https_or_to_loopback_are_accepted() {
         );
     }
 }
+
+#[test]
+fn a_fixed_id_with_openshift_restricted_names_the_field_to_drop() {
+    for field in ["runAsUser", "runAsGroup", "fsGroup"] {
+        let found =
+            violations(json!({"securityContext": {"mode": "OpenShiftRestricted", field: 1000}}));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains(&format!("drop securityContext.{field}")),
+            "{found:?}"
+        );
+        assert_eq!(
+            violations(json!({"securityContext": {field: 1000}})),
+            Vec::<String>::new()
+        );
+    }
+    assert_eq!(
+        violations(json!({"securityContext": {"mode": "OpenShiftRestricted"}})),
+        Vec::<String>::new()
+    );
+    let root = violations(json!({"securityContext": {"runAsUser": 0}}));
+    assert!(
+        root.iter().any(|m| m.contains("never run as root")),
+        "{root:?}"
+    );
+}

@@ -108,3 +108,103 @@ fn documented_default_images_are_the_ones_used() {
         }
     }
 }
+
+/// The schema paths of every field (property, at any depth: under `items` as `[]`, under
+/// `additionalProperties` as `{}`) whose description is absent or empty.
+fn undescribed_fields(schema: &serde_json::Value) -> Vec<String> {
+    fn walk(node: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        for (key, child) in node["properties"].as_object().into_iter().flatten() {
+            let field = format!("{path}.{key}");
+            let described = child["description"]
+                .as_str()
+                .is_some_and(|text| !text.trim().is_empty());
+            if !described {
+                out.push(field.clone());
+            }
+            walk(child, &field, out);
+        }
+        for (key, suffix) in [("items", "[]"), ("additionalProperties", "{}")] {
+            if node[key].is_object() {
+                walk(&node[key], &format!("{path}{suffix}"), out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(schema, "", &mut out);
+    out
+}
+
+/// `kubectl explain paymentsystem.<field>` has something to say for every field: a doc
+/// comment in crd.rs (or the types it uses), or k8s-openapi's own description.
+#[test]
+fn every_field_of_the_crd_has_a_description() {
+    let crd = serde_json::to_value(paysys_operator::crd()).unwrap();
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let missing = undescribed_fields(schema);
+    assert!(
+        missing.is_empty(),
+        "CRD fields without a description (add a doc comment to the field in \
+         operator/src/crd.rs or the type it uses):\n  {}",
+        missing.join("\n  ")
+    );
+    // The walk reaches nested fields: deep ones are among those it checks.
+    let mut all = Vec::new();
+    fn count(node: &serde_json::Value, out: &mut Vec<String>) {
+        for (key, child) in node["properties"].as_object().into_iter().flatten() {
+            out.push(key.clone());
+            count(child, out);
+        }
+        for key in ["items", "additionalProperties"] {
+            if node[key].is_object() {
+                count(&node[key], out);
+            }
+        }
+    }
+    count(schema, &mut all);
+    for deep in [
+        "lastTransitionTime",
+        "blockedPaymentMethod",
+        "storageClassName",
+    ] {
+        assert!(all.iter().any(|key| key == deep), "{deep} not walked");
+    }
+}
+
+#[test]
+fn the_description_check_names_each_field_without_one() {
+    let schema = serde_json::json!({
+        "description": "root",
+        "properties": {
+            "spec": {"description": "d", "properties": {
+                "a": {"type": "string"},
+                "b": {"description": " ", "type": "string"},
+                "list": {"description": "d", "items": {"properties": {"c": {"type": "integer"}}}},
+                "map": {"description": "d", "additionalProperties": {"properties": {"d": {}}}},
+                "ok": {"description": "fine"}
+            }}
+        }
+    });
+    assert_eq!(
+        undescribed_fields(&schema),
+        [".spec.a", ".spec.b", ".spec.list[].c", ".spec.map{}.d"]
+    );
+}
+
+/// Conditions are a map keyed by `type`: at most one of each, and server-side apply merges
+/// them by type instead of replacing the list.
+#[test]
+fn status_conditions_are_a_list_map_keyed_by_type() {
+    let crd = serde_json::to_value(paysys_operator::crd()).unwrap();
+    let conditions = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+        ["properties"]["conditions"];
+    assert_eq!(conditions["x-kubernetes-list-type"], "map");
+    assert_eq!(
+        conditions["x-kubernetes-list-map-keys"],
+        serde_json::json!(["type"])
+    );
+    let required = conditions["items"]["required"].as_array().unwrap();
+    assert!(
+        required.iter().any(|key| key == "type"),
+        "a list map's key must be required"
+    );
+}

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -164,6 +164,8 @@ struct Rendered {
     prometheus_rules: Vec<Value>,
     /// The Grafana dashboards' ConfigMaps.
     config_maps: Vec<ConfigMap>,
+    /// The `helm test` pods.
+    test_pods: Vec<Pod>,
 }
 
 /// Deserialises into `T` and fails when serialising back loses anything: a misspelt or
@@ -214,6 +216,7 @@ impl Rendered {
             "ServiceMonitor" | "PodMonitor" => self.monitors.push(document),
             "PrometheusRule" => self.prometheus_rules.push(document),
             "ConfigMap" => self.config_maps.push(strictly(&document)),
+            "Pod" => self.test_pods.push(strictly(&document)),
             other => panic!("the chart renders a kind this test does not know: {other:?}"),
         }
     }
@@ -240,7 +243,8 @@ mod lint {
 
     #[test]
     fn chart_lints_strictly_with_default_values_and_with_every_option() {
-        for extra in [&[][..], &["--values", ALL_VALUES][..]] {
+        let restricted = ["--set", "securityMode=OpenShiftRestricted"];
+        for extra in [&[][..], &["--values", ALL_VALUES][..], &restricted[..]] {
             let mut args = vec![
                 "lint",
                 "--strict",
@@ -417,6 +421,101 @@ mod pods {
         }
     }
 
+    const OPENSHIFT: &[&str] = &["--set", "securityMode=OpenShiftRestricted"];
+
+    /// The ids set on the operator's pod and container: `(runAsUser, runAsGroup, fsGroup)` of
+    /// the pod, `(runAsUser, runAsGroup)` of the container.
+    fn operator_ids(rendered: &Rendered) -> [Option<i64>; 5] {
+        let pod = rendered.pod().security_context.clone().unwrap_or_default();
+        let container = rendered.pod().containers[0]
+            .security_context
+            .clone()
+            .unwrap_or_default();
+        [
+            pod.run_as_user,
+            pod.run_as_group,
+            pod.fs_group,
+            container.run_as_user,
+            container.run_as_group,
+        ]
+    }
+
+    #[test]
+    fn the_operator_runs_as_65532_by_default_and_as_openshift_assigns_in_restricted_mode() {
+        let fixed = Rendered::of(&[]);
+        assert_eq!(operator_ids(&fixed), [Some(65532); 5]);
+        let restricted = Rendered::of(OPENSHIFT);
+        assert_eq!(operator_ids(&restricted), [None; 5]);
+        // Hardened either way.
+        for rendered in [&fixed, &restricted] {
+            let problems = problems(rendered.pod());
+            assert!(problems.is_empty(), "{problems:#?}");
+            let pod = rendered.pod().security_context.clone().unwrap();
+            assert_eq!(pod.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        }
+        // The values are the operator's contexts: an id of one's own is used.
+        let own = Rendered::of(&[
+            "--set",
+            "operator.podSecurityContext.runAsUser=1000",
+            "--set",
+            "operator.containerSecurityContext.runAsUser=1000",
+        ]);
+        let [pod_user, _, _, container_user, _] = operator_ids(&own);
+        assert_eq!((pod_user, container_user), (Some(1000), Some(1000)));
+        assert!(problems(own.pod()).is_empty());
+    }
+
+    #[test]
+    fn restricted_mode_reaches_the_chart_payment_system_unless_its_spec_chooses() {
+        let mut args = OPENSHIFT.to_vec();
+        args.extend(["--set", "paymentSystem.enabled=true"]);
+        let rendered = Rendered::of(&args);
+        let (document, system) = &rendered.payment_systems[0];
+        assert_eq!(
+            document["spec"]["securityContext"],
+            serde_json::json!({"mode": "OpenShiftRestricted"})
+        );
+        assert_eq!(
+            system.spec.security_context.mode,
+            paysys_operator::crd::SecurityMode::OpenShiftRestricted
+        );
+        // Fixed (the default) writes nothing: the operator's default is Fixed.
+        let fixed = Rendered::of(&["--set", "paymentSystem.enabled=true"]);
+        assert!(
+            fixed.payment_systems[0].0["spec"]
+                .get("securityContext")
+                .is_none()
+        );
+        // A spec that chooses keeps its choice.
+        args.extend([
+            "--set",
+            "paymentSystem.spec.securityContext.mode=Fixed",
+            "--set",
+            "paymentSystem.spec.securityContext.runAsUser=1000",
+        ]);
+        let chosen = Rendered::of(&args);
+        assert_eq!(
+            chosen.payment_systems[0].0["spec"]["securityContext"],
+            serde_json::json!({"mode": "Fixed", "runAsUser": 1000})
+        );
+    }
+
+    #[test]
+    fn restricted_mode_with_a_fixed_id_in_the_chart_system_fails_naming_the_field() {
+        let mut args = OPENSHIFT.to_vec();
+        args.extend([
+            "--set",
+            "paymentSystem.enabled=true",
+            "--set",
+            "paymentSystem.spec.securityContext.runAsGroup=1000",
+        ]);
+        let error = helm::template(&args).expect_err("refused at template time");
+        assert!(
+            error.contains("paymentSystem.spec.securityContext.runAsGroup fixes one: drop it"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn operator_runs_two_replicas_with_leader_election_inputs_and_its_default_image() {
         let rendered = Rendered::of(&[]);
@@ -531,10 +630,26 @@ mod rbac {
             .collect()
     }
 
-    fn cluster_grants(rendered: &Rendered) -> BTreeSet<Grant> {
-        let rules: Vec<PolicyRule> = rendered
+    /// The operator's own ClusterRoles (labelled as the operator's component), not the
+    /// aggregated ones the chart adds to users' `view` and `edit`.
+    fn operator_cluster_roles(rendered: &Rendered) -> Vec<&ClusterRole> {
+        rendered
             .cluster_roles
             .iter()
+            .filter(|role| is_operators(&role.metadata))
+            .collect()
+    }
+
+    fn is_operators(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+        meta.labels
+            .as_ref()
+            .and_then(|labels| labels.get("app.kubernetes.io/component"))
+            .is_some_and(|component| component == "operator")
+    }
+
+    fn cluster_grants(rendered: &Rendered) -> BTreeSet<Grant> {
+        let rules: Vec<PolicyRule> = operator_cluster_roles(rendered)
+            .into_iter()
             .flat_map(|role| role.rules.clone().unwrap_or_default())
             .collect();
         expand(&rules)
@@ -640,7 +755,10 @@ mod rbac {
     #[test]
     fn watching_one_namespace_turns_every_rule_into_a_role_there() {
         let rendered = Rendered::of(&["--set", "operator.watchNamespace=payments"]);
-        assert!(rendered.cluster_roles.is_empty() && rendered.cluster_role_bindings.is_empty());
+        assert!(
+            operator_cluster_roles(&rendered).is_empty()
+                && rendered.cluster_role_bindings.is_empty()
+        );
         assert_eq!(env(&rendered, "WATCH_NAMESPACE"), Some("payments"));
         let in_payments: Vec<&Role> = rendered
             .roles
@@ -694,13 +812,80 @@ mod rbac {
                 .iter()
                 .map(|binding| bound(&binding.role_ref.name, "Role", &binding.subjects))
                 .collect();
-            for role in &rendered.cluster_roles {
+            for role in operator_cluster_roles(&rendered) {
                 assert!(cluster_bound.contains(role.metadata.name.as_ref().unwrap()));
             }
             for role in &rendered.roles {
                 assert!(bound_roles.contains(role.metadata.name.as_ref().unwrap()));
             }
         }
+    }
+
+    /// The aggregated ClusterRole labelled `rbac.authorization.k8s.io/aggregate-to-<role>`.
+    fn aggregated_to<'a>(rendered: &'a Rendered, role: &str) -> Vec<&'a ClusterRole> {
+        let label = format!("rbac.authorization.k8s.io/aggregate-to-{role}");
+        rendered
+            .cluster_roles
+            .iter()
+            .filter(|cluster_role| {
+                cluster_role
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|labels| labels.get(&label))
+                    .is_some_and(|value| value == "true")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn view_and_edit_aggregate_payment_systems_and_nothing_else() {
+        let crd: CustomResourceDefinition = strictly(&yaml("crds/paymentsystems.yaml"));
+        let (group, plural) = (crd.spec.group.clone(), crd.spec.names.plural.clone());
+        for extra in [&[][..], &["--values", ALL_VALUES][..]] {
+            let rendered = Rendered::of(extra);
+            let [view] = &aggregated_to(&rendered, "view")[..] else {
+                panic!("{extra:?}: one ClusterRole aggregated to view");
+            };
+            let [edit] = &aggregated_to(&rendered, "edit")[..] else {
+                panic!("{extra:?}: one ClusterRole aggregated to edit");
+            };
+            let grants = |role: &ClusterRole| expand(role.rules.as_deref().unwrap_or_default());
+            for (group_, resource, _) in grants(view).iter().chain(&grants(edit)) {
+                assert_eq!(group_, &group);
+                assert!(resource.starts_with(&plural), "{resource}");
+            }
+            let verbs = |role: &ClusterRole| -> BTreeSet<String> {
+                grants(role).into_iter().map(|(_, _, verb)| verb).collect()
+            };
+            assert_eq!(
+                verbs(view),
+                BTreeSet::from(["get", "list", "watch"].map(String::from))
+            );
+            assert!(verbs(edit).contains("patch") && verbs(edit).contains("delete"));
+            // Only the operator writes the status.
+            assert!(
+                !grants(edit)
+                    .iter()
+                    .any(|(_, resource, _)| resource.ends_with("/status")),
+                "edit must not change the status"
+            );
+            // Nobody is bound to them: aggregation is what grants them.
+            for role in [view, edit] {
+                assert!(!is_operators(&role.metadata));
+                let name = role.metadata.name.as_deref().unwrap();
+                assert!(
+                    !rendered
+                        .cluster_role_bindings
+                        .iter()
+                        .any(|binding| binding.role_ref.name == name),
+                    "{name} is bound"
+                );
+            }
+        }
+        let off = Rendered::of(&["--set", "rbac.aggregateClusterRoles=false"]);
+        assert!(aggregated_to(&off, "view").is_empty() && aggregated_to(&off, "edit").is_empty());
+        assert_eq!(off.cluster_roles.len(), 1, "the operator's own remains");
     }
 
     #[test]
@@ -771,6 +956,159 @@ mod crd {
     }
 }
 
+/// The `helm test` pod: the payments API image's `smoke-test` mode against the chart's
+/// PaymentSystem (the mode itself runs for real in services/system-tests/tests/smoke_test.rs).
+mod helm_test {
+    use super::*;
+
+    fn test_pod(extra: &[&str]) -> Option<Pod> {
+        let mut rendered = Rendered::of(extra);
+        assert!(rendered.test_pods.len() <= 1, "at most one test pod");
+        rendered.test_pods.pop()
+    }
+
+    fn env<'a>(pod: &'a Pod, name: &str) -> &'a k8s_openapi::api::core::v1::EnvVar {
+        pod.spec.as_ref().unwrap().containers[0]
+            .env
+            .iter()
+            .flatten()
+            .find(|var| var.name == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+    }
+
+    #[test]
+    fn the_test_pod_creates_a_payment_through_the_systems_service_with_its_generated_key() {
+        assert!(test_pod(&[]).is_none(), "no system, no test");
+        let pod = test_pod(&["--set", "paymentSystem.enabled=true"]).expect("a test pod");
+        let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            annotations.get("helm.sh/hook").map(String::as_str),
+            Some("test")
+        );
+        assert_eq!(pod.metadata.namespace.as_deref(), Some(NAMESPACE));
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        let container = &spec.containers[0];
+        // The payments API image the system runs, in its smoke-test mode.
+        assert_eq!(
+            container.image.as_deref(),
+            Some(format!("ghcr.io/paysys/payments-api:{VERSION}").as_str())
+        );
+        assert_eq!(
+            container.args.as_deref(),
+            Some(&["smoke-test".to_string()][..])
+        );
+        assert_eq!(
+            env(&pod, "SMOKE_API_URL").value.as_deref(),
+            Some(format!("http://paysys-payments-api.{NAMESPACE}.svc:80").as_str())
+        );
+        // The key the operator generates, where the operator puts it.
+        let key = env(&pod, "API_KEY")
+            .value_from
+            .as_ref()
+            .and_then(|from| from.secret_key_ref.clone())
+            .expect("API_KEY from a Secret");
+        assert_eq!(
+            key.name,
+            paysys_operator::names::Names::new("paysys").api_key()
+        );
+        assert_eq!(key.key, paysys_operator::validate::GENERATED_API_KEY);
+        // Only variables the smoke test reads.
+        let smoke = read("services/payments-api/src/smoke.rs");
+        for var in container.env.iter().flatten() {
+            assert!(
+                smoke.contains(&format!("\"{}\"", var.name)),
+                "the test pod sets {}, which smoke.rs never reads",
+                var.name
+            );
+        }
+        assert!(smoke.contains(&format!("pub const ARG: &str = \"{}\";", "smoke-test")));
+        // Hardened like every pod of the chart.
+        let pod_security = spec.security_context.clone().unwrap();
+        assert_eq!(pod_security.run_as_non_root, Some(true));
+        let security = container.security_context.clone().unwrap();
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert!(container.resources.as_ref().unwrap().limits.is_some());
+    }
+
+    #[test]
+    fn the_test_pod_follows_the_systems_image_port_and_security_mode() {
+        let pod = test_pod(&["--values", ALL_VALUES]).expect("a test pod");
+        let container = &pod.spec.as_ref().unwrap().containers[0];
+        assert_eq!(
+            container.image.as_deref(),
+            Some("registry.example.com/paysys/payments-api:0.1.0-rc1")
+        );
+        assert_eq!(container.image_pull_policy.as_deref(), Some("Always"));
+        assert_eq!(pod.metadata.namespace.as_deref(), Some("payments"));
+        assert_eq!(
+            env(&pod, "SMOKE_API_URL").value.as_deref(),
+            Some("http://shop-payments-api.payments.svc:8000")
+        );
+        // ALL_VALUES is OpenShiftRestricted: no ids.
+        let security = pod.spec.as_ref().unwrap().security_context.clone().unwrap();
+        assert_eq!((security.run_as_user, security.fs_group), (None, None));
+        let digest = format!("image.digests.payments-api={}", super::values::DIGEST);
+        let pinned = test_pod(&["--set", "paymentSystem.enabled=true", "--set", &digest])
+            .expect("a test pod");
+        assert!(
+            pinned.spec.unwrap().containers[0]
+                .image
+                .as_deref()
+                .unwrap()
+                .ends_with(super::values::DIGEST)
+        );
+    }
+
+    #[test]
+    fn with_own_api_keys_the_test_needs_a_key_secret_and_notes_say_so() {
+        let own = [
+            "--set",
+            "paymentSystem.enabled=true",
+            "--set",
+            "paymentSystem.spec.paymentsApi.auth.secretName=shop-keys",
+        ];
+        assert!(test_pod(&own).is_none());
+        let mut install = vec![
+            "install",
+            RELEASE,
+            "charts/paysys",
+            "--namespace",
+            NAMESPACE,
+            "--dry-run=client",
+        ];
+        install.extend(own);
+        let output = helm::run(&install).unwrap_or_else(|error| panic!("{error}"));
+        assert!(output.contains("helm test was SKIPPED"), "{output}");
+        let mut with_key = own.to_vec();
+        with_key.extend([
+            "--set",
+            "tests.apiKeySecret.name=smoke-key",
+            "--set",
+            "tests.apiKeySecret.key=key",
+        ]);
+        let pod = test_pod(&with_key).expect("a test pod");
+        let key = env(&pod, "API_KEY")
+            .value_from
+            .clone()
+            .unwrap()
+            .secret_key_ref
+            .unwrap();
+        assert_eq!((key.name.as_str(), key.key.as_str()), ("smoke-key", "key"));
+        assert!(
+            test_pod(&[
+                "--set",
+                "paymentSystem.enabled=true",
+                "--set",
+                "tests.enabled=false"
+            ])
+            .is_none()
+        );
+    }
+}
+
 mod values {
     use super::*;
 
@@ -803,7 +1141,8 @@ mod values {
         assert_eq!(typed.metadata.namespace.as_deref(), Some(NAMESPACE));
     }
 
-    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    pub(super) const DIGEST: &str =
+        "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     #[test]
     fn one_registry_value_points_the_operator_and_the_chart_system_at_it() {
@@ -925,7 +1264,17 @@ mod values {
             "--set",
             "paymentSystem.spec.paymentsApi.replicas=1",
         ];
-        for extra in [&["--values", ALL_VALUES][..], &tilt_like[..]] {
+        let restricted = [
+            "--set",
+            "paymentSystem.enabled=true",
+            "--set",
+            "securityMode=OpenShiftRestricted",
+        ];
+        for extra in [
+            &["--values", ALL_VALUES][..],
+            &tilt_like[..],
+            &restricted[..],
+        ] {
             assert_eq!(cel_violations(extra), Vec::<String>::new(), "{extra:?}");
         }
         // The check is live: a spec the API server would refuse is reported.
@@ -966,6 +1315,15 @@ mod values {
             (&["--set", "serviceMonitor.interval=often"], "interval"),
             (&["--set", "operator.resources.requests.cpu=lots"], "cpu"),
             (&["--set", "crds.install=maybe"], "install"),
+            (&["--set", "securityMode=Openshift"], "securityMode"),
+            (
+                &["--set", "operator.podSecurityContext.runAsUser=0"],
+                "runAsUser",
+            ),
+            (
+                &["--set", "rbac.aggregateClusterRoles=yes"],
+                "aggregateClusterRoles",
+            ),
             (
                 &["--set", "localAccess.enabled=true"],
                 "paymentSystem.enabled",

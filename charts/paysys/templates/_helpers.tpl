@@ -108,3 +108,58 @@ app.kubernetes.io/instance: {{ .Values.paymentSystem.name }}
 {{- define "paysys.leaseName" -}}
 {{- include "paysys.operatorName" . }}
 {{- end }}
+
+{{/*
+A security context from values, (dict "root" $ "context" .Values.operator.podSecurityContext):
+as given with securityMode Fixed; without runAsUser, runAsGroup and fsGroup with
+OpenShiftRestricted, whose restricted-v2 SCC assigns them (and refuses ids outside the
+namespace's range).
+*/}}
+{{- define "paysys.securityContext" -}}
+{{- $context := deepCopy (.context | default dict) }}
+{{- if eq .root.Values.securityMode "OpenShiftRestricted" }}
+{{- $context = omit $context "runAsUser" "runAsGroup" "fsGroup" }}
+{{- end }}
+{{- toYaml $context }}
+{{- end }}
+
+{{/*
+The spec of the PaymentSystem created from values, as YAML: paymentSystem.spec with what it
+leaves unset filled in from the chart's values, so that one value points the operator and this
+system's pods at the same registry (image, imagePullSecrets, digests) and the same security
+mode (securityMode). The PaymentSystem and the helm test pod (its image) both read it.
+*/}}
+{{- define "paysys.paymentSystemSpec" -}}
+{{- $spec := deepCopy (.Values.paymentSystem.spec | default dict) }}
+{{- $image := dict "repository" (include "paysys.imageRepository" .) "tag" (include "paysys.imageTag" .) "pullPolicy" .Values.image.pullPolicy }}
+{{- if .Values.imagePullSecrets }}
+{{- $names := list }}
+{{- range .Values.imagePullSecrets }}{{ $names = append $names .name }}{{ end }}
+{{- $_ := set $image "pullSecrets" $names }}
+{{- end }}
+{{- $_ := set $spec "image" (mergeOverwrite $image (get $spec "image" | default dict)) }}
+{{- /* The chart's securityMode is the system's too, unless its spec chooses. */}}
+{{- if eq .Values.securityMode "OpenShiftRestricted" }}
+{{- $security := get $spec "securityContext" | default dict }}
+{{- if not (hasKey $security "mode") }}
+{{- range $field := list "runAsUser" "runAsGroup" "fsGroup" }}
+{{- if hasKey $security $field }}
+{{- fail (printf "securityMode=OpenShiftRestricted leaves ids to OpenShift, but paymentSystem.spec.securityContext.%s fixes one: drop it (or set paymentSystem.spec.securityContext.mode=Fixed to keep it)" $field) }}
+{{- end }}
+{{- end }}
+{{- $_ := set $security "mode" "OpenShiftRestricted" }}
+{{- $_ := set $spec "securityContext" $security }}
+{{- end }}
+{{- end }}
+{{- /* A digest pins a component through its full image reference (spec.<component>.image). */}}
+{{- range $field, $name := dict "paymentsApi" "payments-api" "riskEngine" "risk-engine" "dataFeed" "paysys-feed" }}
+{{- if and (get $.Values.image.digests $name) (or (ne $field "dataFeed") (hasKey $spec "dataFeed")) }}
+{{- $component := get $spec $field | default dict }}
+{{- if not (get $component "image") }}
+{{- $_ := set $component "image" (include "paysys.image" (dict "root" $ "name" $name)) }}
+{{- $_ := set $spec $field $component }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toYaml $spec }}
+{{- end }}

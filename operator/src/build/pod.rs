@@ -16,19 +16,36 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::meta::{self, CONFIG_HASH};
 use crate::names::{Component, Server};
-use crate::validate::{Connection, Validated};
+use crate::validate::{Connection, PodIds, Validated};
 
 /// User and group the paysys service images run as (distroless `nonroot`).
 pub const SERVICE_UID: i64 = 65532;
 
-/// Pod-level security: never root, the runtime's default seccomp profile, and volumes
-/// group-owned by `gid` so a non-root server can write its data.
-pub fn pod_security(uid: i64, gid: i64) -> PodSecurityContext {
+/// Pod-level security: never root and the runtime's default seccomp profile, whatever `ids`
+/// say. With fixed ids the pod runs as `image_id` (user and group; the images' own) unless
+/// `ids` replace them, and its volumes are group-owned so a non-root server can write its
+/// data; with platform-assigned ids none is set (OpenShift's `restricted-v2` sets them).
+pub fn pod_security(ids: PodIds, image_id: i64) -> PodSecurityContext {
+    let (run_as_user, run_as_group, fs_group) = match ids {
+        PodIds::Fixed {
+            user,
+            group,
+            fs_group,
+        } => {
+            let group = group.unwrap_or(image_id);
+            (
+                Some(user.unwrap_or(image_id)),
+                Some(group),
+                Some(fs_group.unwrap_or(group)),
+            )
+        }
+        PodIds::PlatformAssigned => (None, None, None),
+    };
     PodSecurityContext {
         run_as_non_root: Some(true),
-        run_as_user: Some(uid),
-        run_as_group: Some(gid),
-        fs_group: Some(gid),
+        run_as_user,
+        run_as_group,
+        fs_group,
         seccomp_profile: Some(SeccompProfile {
             type_: "RuntimeDefault".into(),
             ..SeccompProfile::default()
@@ -191,9 +208,10 @@ pub fn deployment(
 }
 
 /// The pod settings every component shares; the caller adds containers and volumes.
+/// `image_id` is the user and group the component's image runs as.
 pub fn pod_spec(
     system: &Validated,
-    uid: i64,
+    image_id: i64,
     containers: Vec<Container>,
     volumes: Vec<Volume>,
 ) -> PodSpec {
@@ -201,7 +219,7 @@ pub fn pod_spec(
     PodSpec {
         containers,
         volumes: Some(volumes),
-        security_context: Some(pod_security(uid, uid)),
+        security_context: Some(pod_security(system.pod_ids, image_id)),
         // The services talk to the API server never; no token in their pods.
         automount_service_account_token: Some(false),
         // Service links would add dozens of variables, some colliding with the services'.

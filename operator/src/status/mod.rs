@@ -78,6 +78,8 @@ pub struct Conditions {
 }
 
 const SUCCEEDED: &str = "the last reconcile succeeded";
+/// `Progressing`'s reason once every Deployment runs the current spec.
+const ROLLOUT_COMPLETE: &str = "RolloutComplete";
 
 impl Conditions {
     /// Applied, and every Deployment runs the current spec and is ready.
@@ -90,7 +92,7 @@ impl Conditions {
             ),
             progressing: State::new(
                 Truth::False,
-                "RolloutComplete",
+                ROLLOUT_COMPLETE,
                 "every Deployment runs the current spec",
             ),
             degraded: State::new(Truth::False, "ReconcileSucceeded", SUCCEEDED),
@@ -409,6 +411,79 @@ pub fn durable(ephemeral: &[(String, Ephemeral)], operated: &[Readiness]) -> Sta
     )
 }
 
+/// What the operator did, told as a Normal Event (beside the Warning Events of failures).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// The Event's reason: `Created`, `RolledOut` or `Ready`.
+    pub reason: &'static str,
+    pub note: String,
+}
+
+/// The Normal Events the status change from `previous` to `next` (after `outcome`) tells:
+/// the children created (the first successful apply: `apiUrl` appears), a rollout finished
+/// (`Progressing` turns to `RolloutComplete`), the system became ready (`Ready` turns
+/// `True`). Each is a change of the status, so a reconcile that changes nothing tells
+/// nothing, and a rollout or recovery is told once.
+pub fn notices(
+    previous: Option<&PaymentSystemStatus>,
+    next: &PaymentSystemStatus,
+    outcome: &Outcome<'_>,
+) -> Vec<Notice> {
+    let find = |status: Option<&PaymentSystemStatus>, type_: &str| -> Option<Condition> {
+        status?
+            .conditions
+            .iter()
+            .find(|condition| condition.type_ == type_)
+            .cloned()
+    };
+    let mut notices = Vec::new();
+    let was_applied = previous.is_some_and(|status| status.api_url.is_some());
+    if let (false, Outcome::Applied { applied, .. }) = (was_applied, outcome) {
+        notices.push(Notice {
+            reason: "Created",
+            note: format!("created {}", count_by_kind(applied)),
+        });
+    }
+    let rolled_out = |condition: Option<Condition>| {
+        condition.is_some_and(|c| c.status == Truth::False.as_str() && c.reason == ROLLOUT_COMPLETE)
+    };
+    if rolled_out(find(Some(next), PROGRESSING)) && !rolled_out(find(previous, PROGRESSING)) {
+        let generation = next.observed_generation.unwrap_or_default();
+        notices.push(Notice {
+            reason: "RolledOut",
+            note: format!(
+                "generation {generation} rolled out: every Deployment runs the current spec"
+            ),
+        });
+    }
+    let ready =
+        |condition: Option<Condition>| condition.is_some_and(|c| c.status == Truth::True.as_str());
+    if ready(find(Some(next), READY)) && !ready(find(previous, READY)) {
+        notices.push(Notice {
+            reason: "Ready",
+            note: "every component is ready".into(),
+        });
+    }
+    notices
+}
+
+/// `12 objects (1 ConfigMap, 4 Deployment, ...)`, kinds in apply order.
+fn count_by_kind(applied: &Applied) -> String {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    let metas = applied.children().metas();
+    for (kind, _) in &metas {
+        match counts.iter_mut().find(|(seen, _)| seen == kind) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((kind.to_string(), 1)),
+        }
+    }
+    let kinds: Vec<String> = counts
+        .iter()
+        .map(|(kind, count)| format!("{count} {kind}"))
+        .collect();
+    format!("{} objects ({})", metas.len(), kinds.join(", "))
+}
+
 /// The conditions after a successful apply: rolled out, or still waiting for some.
 fn rolled_out_or_waiting(deployments: &[Deployment], operated: &[Readiness]) -> Conditions {
     let waiting: Vec<String> = deployments
@@ -496,6 +571,51 @@ mod tests {
                     .all(|c| c.message.chars().count() <= MAX_MESSAGE + 1)
             );
         }
+    }
+
+    fn status(generation: i64, conditions: &Conditions) -> PaymentSystemStatus {
+        PaymentSystemStatus {
+            observed_generation: Some(generation),
+            conditions: conditions.to_api(&[], Some(generation), &time(10)),
+            api_url: Some("http://shop-payments-api.payments.svc:80".into()),
+            ..PaymentSystemStatus::default()
+        }
+    }
+
+    fn reasons(notices: Vec<Notice>) -> Vec<&'static str> {
+        notices.into_iter().map(|notice| notice.reason).collect()
+    }
+
+    /// A rollout and readiness are told when the conditions change to them, once; the same
+    /// status again, a failure or a pause tells nothing.
+    #[test]
+    fn notices_tell_each_change_once() {
+        let waiting = status(
+            1,
+            &Conditions::rolling_out(&["shop-payments-api 0/2 ready".into()]),
+        );
+        let done = status(2, &Conditions::rolled_out());
+        let failure = Failure {
+            reason: "ApplyFailed",
+            message: "x".into(),
+        };
+        let failed = Outcome::Failed(&failure);
+        let told = notices(Some(&waiting), &done, &failed);
+        assert_eq!(reasons(told.clone()), ["RolledOut", "Ready"]);
+        assert!(told[0].note.contains("generation 2"), "{:?}", told[0]);
+        assert!(reasons(notices(Some(&done), &done, &failed)).is_empty());
+        assert!(reasons(notices(Some(&done), &waiting, &failed)).is_empty());
+        let degraded = status(2, &Conditions::failed(&failure));
+        assert!(reasons(notices(Some(&done), &degraded, &failed)).is_empty());
+        // Recovering from a failure is a change again.
+        assert_eq!(
+            reasons(notices(Some(&degraded), &done, &failed)),
+            ["RolledOut", "Ready"]
+        );
+        let paused = status(2, &Conditions::paused(None));
+        assert!(reasons(notices(Some(&done), &paused, &Outcome::Paused)).is_empty());
+        // Only an apply creates anything.
+        assert!(!reasons(notices(None, &done, &failed)).contains(&"Created"));
     }
 
     fn operated(server: Server, object: &str) -> Readiness {

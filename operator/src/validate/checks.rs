@@ -6,7 +6,10 @@ use kube::ResourceExt;
 
 use super::error::{ValidationError, invalid};
 use super::schedule::is_schedule;
-use crate::crd::{DataFeedSpec, JwtAlgorithm, PaymentSystem, PaymentSystemSpec, SCHEDULE_MESSAGE};
+use crate::crd::{
+    DataFeedSpec, JwtAlgorithm, PaymentSystem, PaymentSystemSpec, SCHEDULE_MESSAGE,
+    SecurityContextSpec, SecurityMode,
+};
 use crate::names::{MAX_FEED_INSTANCE_NAME, MAX_INSTANCE_NAME};
 
 /// The checks that need nothing from the cluster.
@@ -108,7 +111,29 @@ pub(super) fn check_spec(name: &str, spec: &PaymentSystemSpec) -> Result<(), Val
     if let Some(feed) = &spec.data_feed {
         check_data_feed(name, feed)?;
     }
+    if let Some(conflict) = security_conflict(&spec.security_context) {
+        return Err(invalid(conflict));
+    }
     Ok(())
+}
+
+/// The first id `security` fixes although its mode leaves ids to the platform, as the CRD's
+/// CEL rule words it (which field to drop).
+pub fn security_conflict(security: &SecurityContextSpec) -> Option<String> {
+    if security.mode != SecurityMode::OpenShiftRestricted {
+        return None;
+    }
+    let (what, field) = [
+        ("user", "runAsUser", security.run_as_user),
+        ("group", "runAsGroup", security.run_as_group),
+        ("fsGroup", "fsGroup", security.fs_group),
+    ]
+    .into_iter()
+    .find_map(|(what, field, id)| id.map(|_| (what, field)))?;
+    Some(format!(
+        "securityContext: mode OpenShiftRestricted leaves the {what} to OpenShift: drop \
+         securityContext.{field} (or set mode Fixed to keep it)"
+    ))
 }
 
 fn check_data_feed(name: &str, feed: &DataFeedSpec) -> Result<(), ValidationError> {

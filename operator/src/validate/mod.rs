@@ -23,7 +23,7 @@ use self::error::invalid;
 pub use self::model::{
     AUTH_API_KEYS, AUTH_JWT_PUBLIC_KEY, AUTH_JWT_SECRET, Auth, CREDENTIALS_URL, Connection,
     DataFeed, Ephemeral, FEED_IMAGE, GENERATED_API_KEY, GENERATED_API_KEYS_FILE,
-    GENERATED_FEED_KEY, JwtKey, ManagedServer, Operated, POSTGRES_IMAGE, PaymentsApi,
+    GENERATED_FEED_KEY, JwtKey, ManagedServer, Operated, POSTGRES_IMAGE, PaymentsApi, PodIds,
     RABBITMQ_IMAGE, RiskEngine, Storage, Validated, resources,
 };
 pub use self::schedule::is_schedule;
@@ -165,6 +165,7 @@ pub fn validate_observed(
         version: spec.image.tag.clone(),
         pull_policy: spec.image.pull_policy,
         pull_secrets: spec.image.pull_secrets.clone(),
+        pod_ids: PodIds::of(&spec.security_context),
         network_policies: spec.network_policy.enabled,
         service_monitor: spec.monitoring.service_monitor.clone(),
         names,

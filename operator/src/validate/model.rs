@@ -7,7 +7,8 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use crate::crd::{
-    AutoscalingSpec, JwtSpec, PullPolicy, RiskMode, ServiceMonitorSpec, ServiceType, StorageSpec,
+    AutoscalingSpec, JwtSpec, PullPolicy, RiskMode, SecurityContextSpec, SecurityMode,
+    ServiceMonitorSpec, ServiceType, StorageSpec,
 };
 use crate::foreign::spec::{CloudNativePgSpec, ClusterOperatorSpec, DeletionPolicy, VolumeSpec};
 use crate::names::{Names, Server, Workload};
@@ -172,6 +173,35 @@ pub struct Validated {
     pub service_monitor: Option<ServiceMonitorSpec>,
     /// The referenced Secrets' data, hashed into the pod templates that use them.
     pub secrets: SecretData,
+    /// How every pod's user and group ids are chosen.
+    pub pod_ids: PodIds,
+}
+
+/// How the pods' user and group ids are chosen (`spec.securityContext`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodIds {
+    /// Fixed ids: each one given replaces the image's own (the group also owns the volumes
+    /// unless `fs_group` is given).
+    Fixed {
+        user: Option<i64>,
+        group: Option<i64>,
+        fs_group: Option<i64>,
+    },
+    /// No ids at all: OpenShift's `restricted-v2` assigns them from the namespace's range.
+    PlatformAssigned,
+}
+
+impl PodIds {
+    pub fn of(spec: &SecurityContextSpec) -> Self {
+        match spec.mode {
+            SecurityMode::Fixed => Self::Fixed {
+                user: spec.run_as_user,
+                group: spec.run_as_group,
+                fs_group: spec.fs_group,
+            },
+            SecurityMode::OpenShiftRestricted => Self::PlatformAssigned,
+        }
+    }
 }
 
 impl Validated {

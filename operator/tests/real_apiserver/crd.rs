@@ -3,7 +3,8 @@
 
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use paysys_operator::crd::{PaymentSystem, PaymentSystemSpec};
+use paysys_operator::crd::{PaymentSystem, PaymentSystemSpec, SecurityContextSpec};
+use paysys_operator::validate::checks::security_conflict;
 use serde_json::{Value, json};
 
 use crate::support::{TEST_MANAGER, env, shipped_crd};
@@ -172,6 +173,30 @@ fn bad_cases() -> Vec<(&'static str, Value)> {
         (
             ".spec.riskEngine.replicas",
             json!({"riskEngine": {"replicas": -2}}),
+        ),
+        (
+            ".spec.securityContext",
+            json!({"securityContext": {"mode": "OpenShiftRestricted", "runAsUser": 1000}}),
+        ),
+        (
+            ".spec.securityContext",
+            json!({"securityContext": {"mode": "OpenShiftRestricted", "runAsGroup": 1000}}),
+        ),
+        (
+            ".spec.securityContext",
+            json!({"securityContext": {"mode": "OpenShiftRestricted", "fsGroup": 1000}}),
+        ),
+        (
+            ".spec.securityContext.runAsUser",
+            json!({"securityContext": {"runAsUser": 0}}),
+        ),
+        (
+            ".spec.securityContext.runAsGroup",
+            json!({"securityContext": {"runAsGroup": -1}}),
+        ),
+        (
+            ".spec.securityContext.fsGroup",
+            json!({"securityContext": {"fsGroup": -1}}),
         ),
     ]
 }
@@ -344,4 +369,65 @@ async fn the_server_fills_the_same_defaults_the_operator_assumes() {
     );
     let storage = created.spec.database.managed.unwrap().storage.unwrap();
     assert!(storage.ephemeral);
+}
+
+/// A fixed user in the mode that leaves users to OpenShift is refused at apply time, with the
+/// field to drop named, in the words the operator's own check uses (for resources that
+/// predate the rule); each id alone is accepted in mode Fixed, the mode alone too.
+#[tokio::test]
+async fn a_fixed_id_in_openshift_restricted_mode_is_refused_naming_the_field_to_drop() {
+    let Some(env) = env("crd-security").await else {
+        return;
+    };
+    let api: Api<PaymentSystem> = Api::namespaced(env.client.clone(), &env.namespace);
+    let params = PatchParams::apply(TEST_MANAGER);
+    for (index, field) in ["runAsUser", "runAsGroup", "fsGroup"]
+        .into_iter()
+        .enumerate()
+    {
+        let security = json!({"mode": "OpenShiftRestricted", field: 1000650000});
+        let name = format!("restricted-{index}");
+        let error = api
+            .patch(
+                &name,
+                &params,
+                &Patch::Apply(resource(&name, &json!({"securityContext": security}))),
+            )
+            .await
+            .expect_err("a fixed id with mode OpenShiftRestricted is refused");
+        let kube::Error::Api(status) = &error else {
+            panic!("not an API answer: {error}");
+        };
+        assert_eq!(status.code, 422, "{status:?}");
+        let operator_says =
+            security_conflict(&serde_json::from_value::<SecurityContextSpec>(security).unwrap())
+                .expect("the operator's check refuses it too");
+        assert!(
+            operator_says.contains(&format!("drop securityContext.{field}")),
+            "{operator_says}"
+        );
+        assert!(
+            status.message.contains(&operator_says),
+            "the API server's message {:?} is not the operator's {operator_says:?}",
+            status.message
+        );
+        // Either half alone is fine.
+        let fixed = json!({"securityContext": {"mode": "Fixed", field: 1000650000}});
+        api.patch(&name, &params, &Patch::Apply(resource(&name, &fixed)))
+            .await
+            .unwrap_or_else(|e| panic!("{field} in mode Fixed is valid: {e}"));
+    }
+    let restricted = json!({"securityContext": {"mode": "OpenShiftRestricted"}});
+    let created = api
+        .patch(
+            "restricted",
+            &params,
+            &Patch::Apply(resource("restricted", &restricted)),
+        )
+        .await
+        .expect("mode OpenShiftRestricted alone is valid");
+    assert_eq!(
+        serde_json::to_value(&created.spec.security_context).unwrap(),
+        json!({"mode": "OpenShiftRestricted"})
+    );
 }

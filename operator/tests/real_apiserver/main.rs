@@ -8,6 +8,7 @@ mod autoscaling;
 mod contract;
 mod crd;
 mod data_feed;
+mod events;
 mod helm;
 mod jwks;
 mod kube_play;

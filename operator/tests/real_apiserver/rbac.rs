@@ -218,3 +218,141 @@ async fn the_chart_rbac_with_watch_namespace_reaches_no_other_namespace() {
         }
     }
 }
+
+/// Whether `user` may `verb` PaymentSystems (or `subresource` of them) in `namespace`, as
+/// the API server's authorizer answers a SubjectAccessReview.
+async fn user_can(
+    admin: &Client,
+    user: &str,
+    verb: &str,
+    subresource: Option<&str>,
+    namespace: &str,
+) -> bool {
+    use k8s_openapi::api::authorization::v1::{SubjectAccessReview, SubjectAccessReviewSpec};
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.into()),
+            groups: Some(vec!["system:authenticated".into()]),
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.into()),
+                group: Some("paysys.io".into()),
+                resource: Some("paymentsystems".into()),
+                subresource: subresource.map(Into::into),
+                namespace: Some(namespace.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<SubjectAccessReview>::all(admin.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("the admin may review access")
+        .status
+        .expect("answered")
+        .allowed
+}
+
+/// Binds `user` to the built-in ClusterRole `role` in `namespace`.
+async fn bind(admin: &Client, namespace: &str, user: &str, role: &str) {
+    let binding = serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": format!("{user}-{role}"), "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    });
+    apply_objects(admin, &[binding]).await;
+}
+
+/// The chart's aggregated ClusterRoles, through the cluster's aggregation controller and the
+/// RBAC authorizer: a user bound to the built-in `view` in a namespace may read its
+/// PaymentSystems and change nothing; one bound to `edit` may change them, not their status;
+/// neither reaches another namespace. Before the chart's roles exist, `view` grants nothing
+/// on PaymentSystems (so the check can fail). Alone: another test's chart release (helm.rs)
+/// would add its own aggregated roles meanwhile.
+#[tokio::test]
+async fn users_bound_to_view_or_edit_read_or_change_payment_systems() {
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    let _alone = crate::support::DISRUPTION.write().await;
+    let Some(env) = crate::support::exclusive_env("rbac-users").await else {
+        return;
+    };
+    let admin = &env.client;
+    let ns = env.namespace.as_str();
+    // Users of this test only: the namespace name is unique.
+    let viewer = format!("{ns}-viewer");
+    let editor = format!("{ns}-editor");
+    bind(admin, ns, &viewer, "view").await;
+    bind(admin, ns, &editor, "edit").await;
+    assert!(
+        !user_can(admin, &viewer, "get", None, ns).await,
+        "view reads PaymentSystems before the chart's roles exist"
+    );
+
+    let release = format!("agg-{}", &ns[ns.len().saturating_sub(8)..]);
+    let roles = helm_template(
+        &release,
+        ns,
+        &["--show-only", "templates/aggregated-roles.yaml"],
+    );
+    assert_eq!(roles.len(), 2, "the view and edit roles");
+    apply_objects(admin, &roles).await;
+
+    crate::support::eventually(
+        "the aggregation controller to add PaymentSystems to view and edit",
+        TIMEOUT,
+        || async {
+            (user_can(admin, &viewer, "list", None, ns).await
+                && user_can(admin, &editor, "patch", None, ns).await)
+                .then_some(())
+        },
+    )
+    .await;
+    for verb in ["get", "list", "watch"] {
+        assert!(
+            user_can(admin, &viewer, verb, None, ns).await,
+            "view {verb}"
+        );
+        assert!(
+            user_can(admin, &editor, verb, None, ns).await,
+            "edit {verb}"
+        );
+        assert!(
+            user_can(admin, &viewer, verb, Some("status"), ns).await,
+            "view {verb} status"
+        );
+    }
+    for verb in ["create", "update", "patch", "delete", "deletecollection"] {
+        assert!(
+            !user_can(admin, &viewer, verb, None, ns).await,
+            "view may {verb}"
+        );
+        assert!(
+            user_can(admin, &editor, verb, None, ns).await,
+            "edit may not {verb}"
+        );
+        for user in [&viewer, &editor] {
+            assert!(
+                !user_can(admin, user, verb, Some("status"), ns).await,
+                "{user} may {verb} the status"
+            );
+        }
+    }
+    for user in [&viewer, &editor] {
+        assert!(
+            !user_can(admin, user, "get", None, "default").await,
+            "{user} reaches another namespace"
+        );
+    }
+
+    let cluster_roles: Api<ClusterRole> = Api::all(admin.clone());
+    for role in &roles {
+        let name = role["metadata"]["name"].as_str().unwrap();
+        cluster_roles
+            .delete(name, &Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete ClusterRole {name}: {e}"));
+    }
+}

@@ -14,6 +14,7 @@ pub mod http;
 pub mod metrics;
 pub mod protection;
 pub mod relay;
+pub mod smoke;
 pub mod store;
 pub mod validation;
 pub mod writer;

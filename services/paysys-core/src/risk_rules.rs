@@ -106,6 +106,21 @@ impl RuleId {
         Self::iter().find(|rule| rule.score_key() == key)
     }
 
+    /// When the rule fires, in the rules file's words (the description of its score in the
+    /// CRD, which `kubectl explain` shows).
+    pub const fn fires_when(self) -> &'static str {
+        match self {
+            Self::CurrencyNotAllowed => "the currency is not one of allowedCurrencies",
+            Self::AmountAboveMax => "the amount is above maxAmount for its currency",
+            Self::BlockedUser => "the payer is one of blockedUserIds",
+            Self::BlockedPayee => "the payee is one of blockedPayeeIds",
+            Self::BlockedPaymentMethod => "the payment method is one of blockedPaymentMethodIds",
+            Self::VelocityCount => "the payer exceeds velocity.maxCount payments in the window",
+            Self::VelocityTotal => "the payer exceeds velocity.maxTotal in the window",
+            Self::PayerIsPayee => "the payer is the payee (with flagPayerIsPayee)",
+        }
+    }
+
     /// The score when the rules file sets none. Hard rules (lists, currency, ceilings)
     /// decline on their own at the default threshold of 100; velocity rules need a second
     /// signal.
@@ -221,6 +236,11 @@ impl schemars::JsonSchema for RuleScores {
         let properties: serde_json::Map<String, serde_json::Value> = RuleId::iter()
             .map(|rule| {
                 let property = serde_json::json!({
+                    "description": format!(
+                        "Points added when {} (rule {}).",
+                        rule.fires_when(),
+                        rule.as_str()
+                    ),
                     "type": "integer",
                     "format": "uint32",
                     "minimum": 0,
