@@ -47,7 +47,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let pool = store::connect(&config.database_url, config.db_max_connections).await?;
-    let metrics = Arc::new(metrics::Metrics::new());
+    let mut metrics = metrics::Metrics::new();
+    metrics.watch_pool(pool.clone());
+    let metrics = Arc::new(metrics);
     let state = AppState {
         pool: pool.clone(),
         auth: Arc::new(Authenticator::new(
@@ -95,6 +97,11 @@ pub async fn run(
         metrics.clone(),
         workers.clone(),
     ));
+    let outbox_depth = tokio::spawn(relay::watch_depth(
+        pool.clone(),
+        metrics.clone(),
+        workers.clone(),
+    ));
     let reaper = tokio::spawn(housekeeping(
         pool.clone(),
         config.velocity_window,
@@ -110,7 +117,7 @@ pub async fn run(
     workers.cancel();
     let stopped = async {
         futures::future::join_all(relays).await;
-        let _ = tokio::join!(consumer, reaper, backlog);
+        let _ = tokio::join!(consumer, reaper, backlog, outbox_depth);
     };
     // Every worker bounds its own stop; this is the last guard, so that a stop always ends.
     // Leaving is safe: an unfinished relay batch rolls back into the outbox and unacked

@@ -3,13 +3,16 @@
 use paysys_core::{DecisionMessage, Outcome, PaymentStatus};
 use sqlx::PgConnection;
 use sqlx::types::Json;
+use std::time::Duration;
+
 use uuid::Uuid;
 
 /// What a decision did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
-    /// The payment moved from pending to approved or declined.
-    Decided,
+    /// The payment moved from pending to approved or declined, `since_creation` after it was
+    /// created (both ends by the database's clock).
+    Decided { since_creation: Duration },
     /// The same decision was applied before (a redelivery): nothing changed.
     Duplicate,
     /// The payment is no longer pending (canceled, or decided differently): the decision was
@@ -29,7 +32,9 @@ fn status_for(outcome: Outcome) -> PaymentStatus {
 /// The statement of [`apply_many`]: `$1` payment ids, `$2` new statuses, `$3` decisions (JSON,
 /// without their features), `$4` the pending status, `$5` the features' versions and `$6` their
 /// values (float8[] literals; NULL for a decision without features). Public for the test of
-/// its plan.
+/// its plan. Returns, per decision in order: the status found (NULL: no such payment), whether
+/// the same decision was stored, whether it decided the payment, and if so the seconds since
+/// the payment's creation.
 pub const APPLY: &str = "WITH input AS (
         SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $5::text[], $6::text[])
             WITH ORDINALITY AS t(id, status, decision, features_version, features, ord)
@@ -39,10 +44,10 @@ pub const APPLY: &str = "WITH input AS (
         SELECT i.ord, i.id, i.status AS new_status, i.decision AS new_decision,
                i.features_version AS new_features_version,
                i.features::float8[] AS new_features,
-               p.status, p.decision
+               p.status, p.decision, p.created_at
         FROM (SELECT * FROM input ORDER BY id) AS i
         LEFT JOIN LATERAL (
-            SELECT status, decision FROM payments p WHERE p.id = i.id
+            SELECT status, decision, created_at FROM payments p WHERE p.id = i.id
             OFFSET 0 FOR UPDATE
         ) AS p ON true
     ), changed AS (
@@ -67,7 +72,10 @@ pub const APPLY: &str = "WITH input AS (
     -- Every payment `current` found pending is changed (its row is locked since), so
     -- `status = $4` says which were; `changed` runs whether read or not.
     SELECT c.status, coalesce(c.decision = c.new_decision, false),
-           coalesce(c.status = $4, false)
+           coalesce(c.status = $4, false),
+           CASE WHEN c.status = $4
+                THEN greatest(extract(epoch FROM clock_timestamp() - c.created_at), 0)::float8
+           END
     FROM current c
     ORDER BY c.ord";
 
@@ -125,7 +133,7 @@ pub async fn apply_many(
         .iter()
         .map(|d| d.features.as_ref().map(|f| float8_array(&f.values)))
         .collect();
-    let rows: Vec<(Option<PaymentStatus>, bool, bool)> = sqlx::query_as(APPLY)
+    let rows: Vec<(Option<PaymentStatus>, bool, bool, Option<f64>)> = sqlx::query_as(APPLY)
         .bind(&ids)
         .bind(&statuses)
         .bind(&bodies)
@@ -137,10 +145,12 @@ pub async fn apply_many(
     Ok(rows
         .into_iter()
         .map(|row| match row {
-            (None, _, _) => Applied::UnknownPayment,
-            (Some(_), _, true) => Applied::Decided,
-            (Some(_), true, _) => Applied::Duplicate,
-            (Some(current), false, false) => Applied::Ignored { current },
+            (None, _, _, _) => Applied::UnknownPayment,
+            (Some(_), _, true, seconds) => Applied::Decided {
+                since_creation: Duration::from_secs_f64(seconds.unwrap_or_default()),
+            },
+            (Some(_), true, _, _) => Applied::Duplicate,
+            (Some(current), false, false, _) => Applied::Ignored { current },
         })
         .collect())
 }
