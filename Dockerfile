@@ -47,6 +47,9 @@ COPY --from=planner /src/recipe.json recipe.json
 # Dependencies only: this layer is reused until Cargo.toml or Cargo.lock change.
 RUN cargo chef cook --release --recipe-path recipe.json
 COPY . .
+# The commit in `paysys_build_info` (paysys_runtime::build_info); the release workflow passes
+# it. Declared after the dependencies' layer, so a new commit does not rebuild them.
+ARG PAYSYS_GIT_COMMIT=unknown
 # --locked: the image contains exactly the dependency versions that were tested.
 RUN cargo build --release --locked \
         --bin payments-api --bin risk-engine --bin paysys-operator --bin paysys-feed \

@@ -3,7 +3,9 @@
 //!
 //! 1. how long a new `PaymentSystem` waits for all of its children (target: 2 s), over
 //!    `SAMPLES` systems created one after another;
-//! 2. the operator's resident memory idling with `SYSTEMS` reconciled systems (target: 30 MiB).
+//! 2. the operator's resident memory idling with `SYSTEMS` reconciled systems (target: 30 MiB),
+//!    and the size of its `/metrics` scrape then (issue 24's target: 64 KiB), with the deepest
+//!    reconcile queue (`paysys_operator_reconcile_queue_depth`) seen while they were created.
 //!
 //! `cargo bench -p paysys-operator --bench real_apiserver` (a release build of the operator);
 //! `PAYSYS_OPERATOR_BIN` runs another build of the binary (e.g. `target/release/...` while
@@ -27,6 +29,7 @@ const SAMPLES: usize = 10;
 const SYSTEMS: usize = 100;
 const CHILDREN_TARGET: Duration = Duration::from_secs(2);
 const RSS_TARGET_KIB: u64 = 30 * 1024;
+const SCRAPE_TARGET_BYTES: usize = 64 * 1024;
 /// Children of `spec: {}`: 4 Deployments, 3 Services, 1 ConfigMap, 3 Secrets, 4
 /// NetworkPolicies, 1 PodDisruptionBudget.
 const CHILDREN_OF_MINIMAL: usize = 16;
@@ -47,10 +50,11 @@ async fn run() {
     let binary = std::env::var("PAYSYS_OPERATOR_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_paysys-operator").to_owned());
     println!("operator binary: {binary}");
+    let http_port = paysys_testkit::free_port();
     let mut operator = tokio::process::Command::new(binary)
         .env_clear()
         .env("KUBECONFIG", cluster.admin_kubeconfig())
-        .env("HTTP_PORT", paysys_testkit::free_port().to_string())
+        .env("HTTP_PORT", http_port.to_string())
         .env("WATCH_NAMESPACE", &namespace)
         .env("LEADER_ELECTION", "false")
         .env("RUST_LOG", "warn")
@@ -89,7 +93,11 @@ async fn run() {
         create(&client, &namespace, &format!("system-{i}")).await;
     }
     let systems: Api<PaymentSystem> = Api::namespaced(client.clone(), &namespace);
+    let mut deepest_queue = 0.0_f64;
     loop {
+        if let Some(depth) = metric(http_port, "paysys_operator_reconcile_queue_depth").await {
+            deepest_queue = deepest_queue.max(depth);
+        }
         let reconciled = systems
             .list(&ListParams::default())
             .await
@@ -128,7 +136,45 @@ async fn run() {
         status.threads,
         sockets(pid)
     );
+    let scrape = http_get(http_port, "/metrics").await.unwrap_or_default();
+    let conditions = scrape
+        .lines()
+        .filter(|line| line.starts_with("paysys_operator_paymentsystem_condition{"))
+        .count();
+    println!(
+        "/metrics with {SYSTEMS} PaymentSystems: {} bytes ({conditions} condition series; target {} KiB: {:.2}x of it); reconcile queue: deepest {deepest_queue} while they were created, {} idle",
+        scrape.len(),
+        SCRAPE_TARGET_BYTES / 1024,
+        scrape.len() as f64 / SCRAPE_TARGET_BYTES as f64,
+        metric(http_port, "paysys_operator_reconcile_queue_depth")
+            .await
+            .map_or("none".to_owned(), |depth| depth.to_string()),
+    );
     let _ = operator.start_kill();
+}
+
+/// The body of `GET path` on the operator's HTTP port.
+async fn http_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    Some(body.to_owned())
+}
+
+/// The value of an unlabelled series in the operator's `/metrics`.
+async fn metric(port: u16, name: &str) -> Option<f64> {
+    http_get(port, "/metrics")
+        .await?
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 async fn install_crd(client: &Client) {

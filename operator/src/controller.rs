@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ApiResource, DynamicObject, PartialObjectMeta, Patch, PatchParams};
@@ -119,6 +119,14 @@ impl Context {
         }
     }
 
+    /// `Action::requeue(after)` for the system `meta` names, noted in the reconcile queue's
+    /// ledger (`Metrics::queue`).
+    fn requeue(&self, meta: &kube::api::ObjectMeta, after: Duration) -> Action {
+        let (namespace, name) = namespace_and_name(meta);
+        self.metrics.queue.requeued(namespace, name, after);
+        Action::requeue(after)
+    }
+
     /// The delay before retrying `key` after one more failure: 5 s doubling up to 5 min.
     fn next_backoff(&self, key: &str) -> Duration {
         let mut failures = self.failures.lock().expect("not poisoned");
@@ -145,6 +153,13 @@ fn retry_schedule() -> ExponentialBackoff {
     )
 }
 
+fn namespace_and_name(meta: &kube::api::ObjectMeta) -> (&str, &str) {
+    (
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+    )
+}
+
 fn key_of(meta: &kube::api::ObjectMeta) -> String {
     format!(
         "{}/{}",
@@ -161,6 +176,8 @@ pub async fn reconcile(
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     let started = Instant::now();
+    let (namespace, name) = namespace_and_name(guard.meta());
+    ctx.metrics.queue.started(namespace, name);
     ctx.metrics.reconciliations.inc();
     let result = match &guard.0 {
         Ok(ps) => reconcile_system(ps, &ctx).await,
@@ -183,7 +200,7 @@ pub fn error_policy(
 ) -> Action {
     let delay = ctx.next_backoff(&key_of(guard.meta()));
     warn!(object = %ObjectRef::from_obj(guard.as_ref()), reason = error.reason(), error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
-    Action::requeue(delay)
+    ctx.requeue(guard.meta(), delay)
 }
 
 async fn reconcile_system(ps: &PaymentSystem, ctx: &Context) -> Result<Action, Error> {
@@ -197,7 +214,7 @@ async fn reconcile_system(ps: &PaymentSystem, ctx: &Context) -> Result<Action, E
     match pipeline(ps, ctx).await {
         Ok(()) => {
             ctx.succeeded(&key);
-            Ok(Action::requeue(RESYNC))
+            Ok(ctx.requeue(&ps.metadata, RESYNC))
         }
         Err(error) => {
             report_failure(ps, &error, ctx).await;
@@ -429,7 +446,14 @@ pub async fn run(
     )
     .reflect(writer)
     .applied_objects()
-    .predicate_filter(predicates::generation, Default::default());
+    .predicate_filter(predicates::generation, Default::default())
+    .inspect_ok({
+        let metrics = ctx.metrics.clone();
+        move |guard| {
+            let (namespace, name) = namespace_and_name(guard.meta());
+            metrics.queue.triggered(namespace, name);
+        }
+    });
     // Children carry this label; watching only them, and only their metadata, keeps the
     // operator's memory flat.
     let owned = watcher::Config::default()
@@ -453,14 +477,21 @@ pub async fn run(
         scope: &scope,
         client: &client,
         config: owned,
+        metrics: &ctx.metrics,
     };
     each_kind(&mut children);
     let controller = children
         .controller
         .expect("every watch gives the controller back");
+    let metrics = ctx.metrics.clone();
     controller
         .watches_stream(secrets, move |secret: PartialObjectMeta<Secret>| {
-            systems_using(&store.state(), &secret)
+            let systems = systems_using(&store.state(), &secret);
+            for system in &systems {
+                let namespace = system.namespace.as_deref().unwrap_or_default();
+                metrics.queue.triggered(namespace, &system.name);
+            }
+            systems
         })
         .with_config(
             kube::runtime::controller::Config::default().concurrency(CONCURRENT_RECONCILES),
@@ -500,6 +531,8 @@ struct ChildWatches<'a> {
     scope: &'a Scope,
     client: &'a Client,
     config: watcher::Config,
+    /// Each child's change is a request for its owners' reconcile (`Metrics::queue`).
+    metrics: &'a Arc<Metrics>,
 }
 
 impl EachKind for ChildWatches<'_> {
@@ -507,10 +540,26 @@ impl EachKind for ChildWatches<'_> {
     /// `PaymentSystem`).
     fn built_in<K: ChildKind>(&mut self) {
         let controller = self.controller.take().expect("set between kinds");
+        let metrics = self.metrics.clone();
         let children = watch::children(
             self.scope.api::<PartialObjectMeta<K>>(self.client),
             &self.config,
-        );
+        )
+        // The owners the controller reconciles for this child (as `owns_stream` finds them).
+        .inspect_ok(move |child| {
+            let namespace = child.metadata.namespace.as_deref().unwrap_or_default();
+            for owner in child.owner_references() {
+                let owned_by_a_system =
+                    ObjectRef::<DeserializeGuard<PaymentSystem>>::from_owner_ref(
+                        Some(namespace),
+                        owner,
+                        (),
+                    );
+                if owned_by_a_system.is_some() {
+                    metrics.queue.triggered(namespace, &owner.name);
+                }
+            }
+        });
         self.controller = Some(controller.owns_stream(children));
     }
 
@@ -531,9 +580,11 @@ impl EachKind for ChildWatches<'_> {
             watcher(self.scope.api::<K>(self.client), self.config.clone()),
         )
         .touched_objects();
-        self.controller = Some(controller.watches_stream(stream, |object: K| {
+        let metrics = self.metrics.clone();
+        self.controller = Some(controller.watches_stream(stream, move |object: K| {
             let instance = object.labels().get("app.kubernetes.io/instance")?.clone();
             let namespace = object.namespace()?;
+            metrics.queue.triggered(&namespace, &instance);
             Some(ObjectRef::new(&instance).within(&namespace))
         }));
     }

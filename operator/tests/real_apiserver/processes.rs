@@ -154,6 +154,12 @@ async fn only_the_leader_writes_and_the_other_takes_over_when_it_is_killed() {
         standby.into_iter().next().unwrap(),
     );
     assert!(leading.metric("reconciliations_total").await.unwrap_or(0.0) >= 1.0);
+    // Reconciled, the system has nothing due (its resync is 10 minutes away): the leader's
+    // queue drains.
+    eventually("the leader's reconcile queue to drain", TIMEOUT, || async {
+        (leading.metric("reconcile_queue_depth").await? == 0.0).then_some(())
+    })
+    .await;
     // The standby never reconciled, so it never wrote.
     assert_eq!(standby.metric("reconciliations_total").await, Some(0.0));
 

@@ -284,7 +284,12 @@ impl DecisionConsumer {
         let mut to_ack = Vec::with_capacity(round.len());
         for ((delivery, decision), applied) in round.into_iter().zip(applied) {
             let label = match applied {
-                Applied::Decided => decision.outcome.as_str(),
+                Applied::Decided { since_creation } => {
+                    self.metrics
+                        .decision_latency
+                        .observe(since_creation.as_secs_f64());
+                    decision.outcome.as_str()
+                }
                 Applied::Duplicate => "duplicate",
                 Applied::Ignored { current } => {
                     tracing::info!(payment_id = %decision.payment_id, %current, "decision for a payment no longer pending recorded and ignored");

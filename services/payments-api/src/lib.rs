@@ -53,6 +53,7 @@ pub async fn run(
         config.jwt.clone(),
     ));
     let mut metrics = metrics::Metrics::new();
+    metrics.watch_pool(pool.clone());
     if let Some(jwks) = auth.jwks() {
         metrics.register_jwks(jwks.metrics());
     }
@@ -105,6 +106,11 @@ pub async fn run(
     let jwks = auth
         .jwks()
         .map(|jwks| tokio::spawn(jwks.clone().run(workers.clone())));
+    let outbox_depth = tokio::spawn(relay::watch_depth(
+        pool.clone(),
+        metrics.clone(),
+        workers.clone(),
+    ));
     let reaper = tokio::spawn(housekeeping(
         pool.clone(),
         config.velocity_window,
@@ -120,7 +126,7 @@ pub async fn run(
     workers.cancel();
     let stopped = async {
         futures::future::join_all(relays).await;
-        let _ = tokio::join!(consumer, reaper, backlog);
+        let _ = tokio::join!(consumer, reaper, backlog, outbox_depth);
         if let Some(jwks) = jwks {
             let _ = jwks.await;
         }

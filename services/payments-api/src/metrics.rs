@@ -1,4 +1,8 @@
-//! Prometheus metrics of the payments API, served at `/metrics`.
+//! Prometheus metrics of the payments API, served at `/metrics`: its own under the prefix
+//! `paysys_api`; the build, its database pool, the payments' time to a decision and the
+//! outbox under `paysys` (names shared with the other binaries or about the whole flow).
+
+mod pool;
 
 use std::sync::atomic::AtomicU64;
 
@@ -39,12 +43,23 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.00025, 2.0, 16))
 }
 
+/// From a payment's creation to its decision applied: milliseconds when the flow keeps up,
+/// minutes while a backlog drains (the undecided bound admits up to `MAX_UNDECIDED`).
+/// Round boundaries, so that an objective such as "99 % within 1 s" is a bucket.
+const DECISION_LATENCY_BUCKETS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: HistogramFamily<RouteLabels>,
     pub payments_created: Counter,
-    pub outbox_backlog: Gauge,
+    /// Seconds from a payment's creation to its decision applied (`paysys_payment_*`).
+    pub decision_latency: Histogram,
+    /// The payment outbox (`paysys_outbox_*`), sampled by `relay::watch_depth`.
+    pub outbox_depth: Gauge,
+    pub outbox_oldest_age_seconds: Gauge<f64, AtomicU64>,
     pub broker_blocked: Gauge,
     pub outbox_published: Counter,
     pub undecided: Gauge,
@@ -63,7 +78,27 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("paysys_api");
+        let mut root = Registry::with_prefix("paysys");
+        paysys_runtime::build_info::register(&mut root);
+        let decision_latency = Histogram::new(DECISION_LATENCY_BUCKETS);
+        root.register(
+            "payment_decision_latency_seconds",
+            "Time from a payment's creation to its risk decision applied (approved or declined), by the database's clock",
+            decision_latency.clone(),
+        );
+        let outbox_depth = Gauge::default();
+        root.register(
+            "outbox_depth",
+            "Payment messages committed and not yet confirmed by RabbitMQ, all replicas (the span of the outbox's ids: counts rows a relay or an insert has in flight)",
+            outbox_depth.clone(),
+        );
+        let outbox_oldest_age_seconds = Gauge::<f64, AtomicU64>::default();
+        root.register(
+            "outbox_oldest_age_seconds",
+            "Age of the oldest payment message in the outbox (0 when empty)",
+            outbox_oldest_age_seconds.clone(),
+        );
+        let registry = root.sub_registry_with_prefix("api");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "http_requests",
@@ -82,12 +117,6 @@ impl Metrics {
             "payments_created",
             "Payments accepted (201)",
             payments_created.clone(),
-        );
-        let outbox_backlog = Gauge::default();
-        registry.register(
-            "outbox_backlog",
-            "Payments committed but not yet confirmed by RabbitMQ",
-            outbox_backlog.clone(),
         );
         let broker_blocked = Gauge::default();
         registry.register(
@@ -138,11 +167,13 @@ impl Metrics {
             disputes.clone(),
         );
         Self {
-            registry,
+            registry: root,
             requests,
             request_duration,
             payments_created,
-            outbox_backlog,
+            decision_latency,
+            outbox_depth,
+            outbox_oldest_age_seconds,
             broker_blocked,
             outbox_published,
             undecided,
@@ -173,6 +204,12 @@ impl Metrics {
             "Unix time of the last successful JWKS refresh (0: never)",
             jwks.last_success.clone(),
         );
+    }
+
+    /// Reports the state of `pool` (read at each scrape) as `paysys_db_pool_*`.
+    pub fn watch_pool(&mut self, pool: sqlx::PgPool) {
+        self.registry
+            .register_collector(Box::new(pool::PoolCollector::new(pool)));
     }
 
     /// The text exposition format.

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
@@ -124,7 +124,6 @@ impl Relay {
         channel: &Channel,
         stop: &CancellationToken,
     ) -> Result<(), RelayError> {
-        let mut last_backlog_check = Instant::now() - Duration::from_secs(60);
         let mut db_waits = Backoff::default();
         let mut blocked = BlockedWatch::new(&self.metrics);
         loop {
@@ -149,10 +148,6 @@ impl Relay {
                     continue;
                 }
                 Err(broker) => return Err(broker),
-            }
-            if last_backlog_check.elapsed() >= Duration::from_secs(1) {
-                self.refresh_backlog().await;
-                last_backlog_check = Instant::now();
             }
             if !channel.status().connected() {
                 return Err(RelayError::ChannelClosed);
@@ -205,12 +200,31 @@ impl Relay {
         self.metrics.outbox_published.inc_by(rows.len() as u64);
         Ok(rows.len())
     }
+}
 
-    async fn refresh_backlog(&self) {
-        if let Ok(mut conn) = self.pool.acquire().await
-            && let Ok(backlog) = outbox::backlog(&mut conn).await
-        {
-            self.metrics.outbox_backlog.set(backlog);
+/// How often the outbox's depth and oldest age are read for the metrics.
+const DEPTH_SAMPLE: Duration = Duration::from_secs(1);
+
+/// Sets `paysys_outbox_depth` and `paysys_outbox_oldest_age_seconds` every [`DEPTH_SAMPLE`]
+/// until `stop`: one task per process, whether or not the relays reach the broker (when they
+/// do not is when the outbox grows). Two index probes a reading (`outbox::depth`), whatever
+/// the outbox holds. While the database is unreachable the last reading stays.
+pub async fn watch_depth(pool: PgPool, metrics: Arc<Metrics>, stop: CancellationToken) {
+    loop {
+        if let Ok(mut conn) = pool.acquire().await {
+            match outbox::depth(&mut conn).await {
+                Ok(depth) => {
+                    metrics.outbox_depth.set(depth.rows);
+                    metrics
+                        .outbox_oldest_age_seconds
+                        .set(depth.oldest_age_seconds);
+                }
+                Err(error) => tracing::debug!(%error, "cannot read the outbox's depth"),
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(DEPTH_SAMPLE) => {}
         }
     }
 }
@@ -220,7 +234,7 @@ const BLOCKED_CHECK: Duration = Duration::from_secs(1);
 
 /// Reports, once per change, whether RabbitMQ blocks this relay's connection: under a memory
 /// or disk alarm the broker stops reading from publishers, so confirms wait for the alarm
-/// to clear while accepted payments wait in the outbox (nothing is lost; `outbox_backlog`
+/// to clear while accepted payments wait in the outbox (nothing is lost; `paysys_outbox_depth`
 /// grows). The `broker_blocked` gauge counts the relay connections blocked right now.
 struct BlockedWatch {
     gauge: Gauge,

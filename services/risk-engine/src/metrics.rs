@@ -1,4 +1,5 @@
-//! Prometheus metrics of the risk engine, served at `/metrics` with the prefix `paysys_risk`.
+//! Prometheus metrics of the risk engine, served at `/metrics` with the prefix `paysys_risk`
+//! (and `paysys_build_info`, which every binary serves).
 
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
@@ -95,7 +96,9 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("paysys_risk");
+        let mut root = Registry::with_prefix("paysys");
+        paysys_runtime::build_info::register(&mut root);
+        let registry = root.sub_registry_with_prefix("risk");
         let decisions = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "decisions",
@@ -164,7 +167,7 @@ impl Metrics {
             drift_window_size.clone(),
         );
         let metrics = Self {
-            registry,
+            registry: root,
             decisions,
             decision_duration,
             dead_lettered,
@@ -348,5 +351,6 @@ mod tests {
         assert_eq!(metrics.decided("approved"), 1);
         assert!(text.contains("paysys_risk_decisions_total{outcome=\"declined\"} 0"));
         assert!(text.contains("paysys_risk_dead_lettered_total{reason=\"too_large\"} 0"));
+        assert!(text.contains("paysys_build_info{version=\""), "{text}");
     }
 }

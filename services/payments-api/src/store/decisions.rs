@@ -1,5 +1,7 @@
 //! Applying the risk engine's decisions to payments.
 
+use std::time::Duration;
+
 use paysys_core::{DecisionMessage, Outcome, PaymentStatus};
 use sqlx::types::Json;
 use sqlx::{PgConnection, query};
@@ -8,8 +10,9 @@ use uuid::Uuid;
 /// What a decision did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
-    /// The payment moved from pending to approved or declined.
-    Decided,
+    /// The payment moved from pending to approved or declined, `since_creation` after it was
+    /// created (both ends by the database's clock).
+    Decided { since_creation: Duration },
     /// The same decision was applied before (a redelivery): nothing changed.
     Duplicate,
     /// The payment is no longer pending (canceled, or decided differently): the decision was
@@ -29,7 +32,9 @@ fn status_for(outcome: Outcome) -> PaymentStatus {
 /// The statement of [`apply_many`], handed to `$then!` (`sqlx`'s macro there, `sql_text` for
 /// [`APPLY`]) so that it is written once: `$1` payment ids, `$2` new statuses, `$3` decisions
 /// (JSON, without their features), `$4` the pending status, `$5` the features' versions and
-/// `$6` their values (float8[] literals; NULL for a decision without features).
+/// `$6` their values (float8[] literals; NULL for a decision without features). Returns, per
+/// decision in order: the status found (NULL: no such payment), whether the same decision was
+/// stored, whether it decided the payment, and if so the seconds since the payment's creation.
 macro_rules! apply_statement {
     ($then:ident ! ($($before:tt)*) $($after:tt)*) => {
         $then!($($before)* r#"WITH input AS (
@@ -41,10 +46,10 @@ macro_rules! apply_statement {
         SELECT i.ord, i.id, i.status AS new_status, i.decision AS new_decision,
                i.features_version AS new_features_version,
                i.features::float8[] AS new_features,
-               p.status, p.decision
+               p.status, p.decision, p.created_at
         FROM (SELECT * FROM input ORDER BY id) AS i
         LEFT JOIN LATERAL (
-            SELECT status, decision FROM payments p WHERE p.id = i.id
+            SELECT status, decision, created_at FROM payments p WHERE p.id = i.id
             OFFSET 0 FOR UPDATE
         ) AS p ON true
     ), changed AS (
@@ -71,7 +76,10 @@ macro_rules! apply_statement {
     -- NULL for an unknown payment (nothing joined): "?" tells sqlx, which cannot see it.
     SELECT c.status AS "status?: PaymentStatus",
            coalesce(c.decision = c.new_decision, false) AS "same_decision!",
-           coalesce(c.status = $4, false) AS "decided!"
+           coalesce(c.status = $4, false) AS "decided!",
+           CASE WHEN c.status = $4
+                THEN greatest(extract(epoch FROM clock_timestamp() - c.created_at), 0)::float8
+           END AS since_creation_seconds
     FROM current c
     ORDER BY c.ord"# $($after)*)
     };
@@ -152,7 +160,11 @@ pub async fn apply_many(
         .into_iter()
         .map(|row| match (row.status, row.same_decision, row.decided) {
             (None, _, _) => Applied::UnknownPayment,
-            (Some(_), _, true) => Applied::Decided,
+            (Some(_), _, true) => Applied::Decided {
+                since_creation: Duration::from_secs_f64(
+                    row.since_creation_seconds.unwrap_or_default(),
+                ),
+            },
             (Some(_), true, _) => Applied::Duplicate,
             (Some(current), false, false) => Applied::Ignored { current },
         })

@@ -32,9 +32,35 @@ pub async fn take(conn: &mut PgConnection, limit: i64) -> Result<Vec<PaymentReco
     .await
 }
 
-/// Rows waiting to be published (the backlog metric).
-pub async fn backlog(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM outbox"#)
-        .fetch_one(conn)
-        .await
+/// How much the outbox holds, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Depth {
+    /// From the oldest row's id to the newest's: the rows waiting, plus any row a relay has
+    /// published but not yet deleted for good (still in the outbox until it commits) and any
+    /// id an insert has taken and not yet committed or rolled back. Exact when no batch is
+    /// in flight; never a count of the table.
+    pub rows: i64,
+    /// Since the oldest row was committed (0 when the outbox is empty).
+    pub oldest_age_seconds: f64,
+}
+
+/// The outbox's [`Depth`], by two probes of its primary key (the first and the last id):
+/// its cost does not depend on what the outbox holds, while a `count(*)` would read every
+/// waiting row, and every deleted row not yet vacuumed, just when the broker is away and the
+/// outbox grows.
+pub async fn depth(conn: &mut PgConnection) -> Result<Depth, sqlx::Error> {
+    let depth = sqlx::query_as!(
+        Depth,
+        r#"SELECT newest.id - oldest.id + 1 AS "rows!",
+                  greatest(extract(epoch FROM now() - oldest.created_at), 0)::float8
+                      AS "oldest_age_seconds!"
+           FROM (SELECT id, created_at FROM outbox ORDER BY id LIMIT 1) AS oldest,
+                (SELECT id FROM outbox ORDER BY id DESC LIMIT 1) AS newest"#
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(depth.unwrap_or(Depth {
+        rows: 0,
+        oldest_age_seconds: 0.0,
+    }))
 }

@@ -139,7 +139,31 @@ async fn service_endpoints_answer() {
         text.contains("paysys_api_http_request_duration_seconds_bucket"),
         "{text}"
     );
-    assert!(text.contains("paysys_api_outbox_backlog"), "{text}");
+    assert!(text.contains("# TYPE paysys_outbox_depth gauge"), "{text}");
+    // The build, and the pool of DB_MAX_CONNECTIONS=4 (the harness's) with every open
+    // connection either idle or in use.
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        text.contains(&format!(
+            "paysys_build_info{{version=\"{version}\",commit=\""
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        api.metric("paysys_db_pool_max_connections").await,
+        Some(4.0)
+    );
+    let idle = api
+        .metric("paysys_db_pool_connections{state=\"idle\"}")
+        .await;
+    let in_use = api
+        .metric("paysys_db_pool_connections{state=\"in_use\"}")
+        .await;
+    let open = idle.unwrap() + in_use.unwrap();
+    assert!(
+        (1.0..=4.0).contains(&open),
+        "{idle:?} idle, {in_use:?} in use"
+    );
 
     // The document is made from the routes themselves; each operation it lists is served
     // (answered by its handler, not by the 404/405 fallbacks).

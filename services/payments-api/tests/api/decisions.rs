@@ -36,6 +36,16 @@ async fn a_duplicate_decision_changes_nothing() {
     })
     .await
     .expect("the duplicate is consumed");
+    // The time to a decision is observed once, for the decision that decided.
+    let latency = "paysys_payment_decision_latency_seconds";
+    assert_eq!(api.metric(&format!("{latency}_count")).await, Some(1.0));
+    let seconds = api.metric(&format!("{latency}_sum")).await.unwrap();
+    assert!(seconds > 0.0 && seconds < 60.0, "{seconds} s");
+    assert_eq!(
+        api.metric(&format!("{latency}_bucket{{le=\"600.0\"}}"))
+            .await,
+        Some(1.0)
+    );
     assert_eq!(
         events(&api, &id).await,
         vec![

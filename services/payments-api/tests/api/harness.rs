@@ -186,6 +186,17 @@ impl TestApi {
         .await
     }
 
+    /// The value of the series `series` (a metric's name with its labels as `/metrics` writes
+    /// them, e.g. `paysys_db_pool_connections{state="idle"}`) in a scrape, if present.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.get("/metrics", None).await.body;
+        text.as_str()?
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))?
+            .parse()
+            .ok()
+    }
+
     /// Creates the demo payment as alice and returns its id.
     pub async fn create(&self, body: &Value) -> String {
         let reply = self.post("/payments", Some(ALICE), body).await;

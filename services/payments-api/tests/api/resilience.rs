@@ -54,6 +54,15 @@ async fn broker_down_at_request_time_still_201_and_published_once_back() {
     let ready = api.get("/readyz", None).await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready.body["checks"]["broker"], "down");
+    // The metrics see the outbox grow while no relay reaches the broker.
+    let waiting = paysys_testkit::eventually(Duration::from_secs(10), || async {
+        let depth = api.metric("paysys_outbox_depth").await?;
+        let age = api.metric("paysys_outbox_oldest_age_seconds").await?;
+        (depth == 5.0 && age > 0.0).then_some(age)
+    })
+    .await
+    .expect("paysys_outbox_depth reaches 5 with an oldest age");
+    assert!(waiting < 60.0, "oldest age {waiting} s");
 
     proxy.restore();
     let (_conn, channel) = api.broker.channel().await;
@@ -64,6 +73,13 @@ async fn broker_down_at_request_time_still_201_and_published_once_back() {
     })
     .await;
     assert!(drained.is_some(), "the outbox drains");
+    let emptied = paysys_testkit::eventually(Duration::from_secs(10), || async {
+        let depth = api.metric("paysys_outbox_depth").await?;
+        let age = api.metric("paysys_outbox_oldest_age_seconds").await?;
+        (depth == 0.0 && age == 0.0).then_some(())
+    })
+    .await;
+    assert!(emptied.is_some(), "the outbox metrics return to 0");
     api.broker.delete().await;
     api.stop().await;
 }

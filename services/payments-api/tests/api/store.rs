@@ -84,8 +84,20 @@ async fn a_batch_of_decisions_is_applied_each_on_its_own_terms() {
     let (fresh, decided, again) = (group[0].id, group[1].id, group[2].id);
     let before = [decision(decided, "approved"), decision(again, "declined")];
     for earlier in &before {
-        assert_eq!(apply(&mut conn, earlier).await.unwrap(), Applied::Decided);
+        let applied = apply(&mut conn, earlier).await.unwrap();
+        assert!(
+            matches!(applied, Applied::Decided { since_creation } if since_creation < Duration::from_secs(60)),
+            "{applied:?}"
+        );
     }
+    // `fresh` waited 90 s for its decision (as the database's clock says).
+    sqlx::query!(
+        "UPDATE payments SET created_at = created_at - interval '90 seconds' WHERE id = $1",
+        fresh
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
     let unknown = uuid::Uuid::now_v7();
     let batch = [
         decision(fresh, "declined"),
@@ -94,10 +106,16 @@ async fn a_batch_of_decisions_is_applied_each_on_its_own_terms() {
         before[1].clone(),
     ];
     let applied = apply_many(&mut conn, &batch).await.unwrap();
+    let Applied::Decided { since_creation } = applied[0] else {
+        panic!("{applied:?}")
+    };
+    assert!(
+        (90.0..150.0).contains(&since_creation.as_secs_f64()),
+        "{since_creation:?}"
+    );
     assert_eq!(
-        applied,
-        vec![
-            Applied::Decided,
+        applied[1..],
+        [
             Applied::UnknownPayment,
             Applied::Ignored {
                 current: paysys_core::PaymentStatus::Approved
@@ -156,8 +174,9 @@ async fn seq_scans(conn: &mut sqlx::PgConnection) -> std::collections::BTreeMap<
     rows.into_iter().collect()
 }
 
-/// Accepting a group, relaying a batch and applying decisions reach rows by key only, even
-/// with plans made while the tables were empty: a connection reuses its plans (a new
+/// Accepting a group, relaying a batch, applying decisions and reading the outbox's depth
+/// (every second, for the metrics) reach rows by key only, even with plans made while the
+/// tables were empty: a connection reuses its plans (a new
 /// deployment makes them on small tables), and a plan that scans a small table whole keeps
 /// scanning it once it holds millions of rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,6 +204,8 @@ async fn the_payment_path_reaches_rows_by_key_with_plans_made_on_empty_tables() 
         .map(|row| decision(row.id, "approved"))
         .collect();
     apply_many(&mut planned, &decided).await.unwrap();
+    let empty = outbox::depth(&mut planned).await.unwrap();
+    assert_eq!((empty.rows, empty.oldest_age_seconds), (0, 0.0));
 
     // The tables grow, written by another connection.
     let mut other = pool.acquire().await.unwrap();
@@ -203,6 +224,11 @@ async fn the_payment_path_reaches_rows_by_key_with_plans_made_on_empty_tables() 
         .map(|row| decision(row.id, "declined"))
         .collect();
     apply_many(&mut planned, &decided).await.unwrap();
+    // 2,020 rows were added since the outbox was emptied, 50 of them taken (deleted by this
+    // transaction).
+    let depth = outbox::depth(&mut planned).await.unwrap();
+    assert_eq!(depth.rows, 1_970);
+    assert!((0.0..60.0).contains(&depth.oldest_age_seconds), "{depth:?}");
     let after = seq_scans(&mut planned).await;
     sqlx::query("ROLLBACK")
         .execute(&mut *planned)
