@@ -17,5 +17,6 @@ mod processes;
 mod rbac;
 mod reconcile;
 mod registry;
+mod risk_model;
 mod support;
 mod upgrade;
