@@ -167,3 +167,52 @@ pub async fn copies_in_use(client: &Client, ps: &PaymentSystem) -> Result<Vec<St
         .filter(|name| name.starts_with(&prefix))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(container_status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "shop-risk-engine-abc",
+                "annotations": {MODEL_VERSION: "m-2"},
+            },
+            "status": {"containerStatuses": [container_status]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pod_is_refused_when_a_container_exited_2_now_or_before_its_restart() {
+        let restarting = pod(serde_json::json!({
+            "name": "risk-engine", "image": "x", "imageID": "", "ready": false, "restartCount": 2,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 2, "message": "risk-engine: invalid configuration: MODEL_VERSION: ...\n"}},
+        }));
+        assert_eq!(
+            refused(&restarting),
+            Some(RefusedPod {
+                name: "shop-risk-engine-abc".into(),
+                champion: Some("m-2".into()),
+                shadow: None,
+                message: "risk-engine: invalid configuration: MODEL_VERSION: ...".into(),
+            })
+        );
+        let silent = pod(serde_json::json!({
+            "name": "risk-engine", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 2}},
+        }));
+        assert!(refused(&silent).unwrap().message.contains("left no message"));
+        let crashed = pod(serde_json::json!({
+            "name": "risk-engine", "image": "x", "imageID": "", "ready": false, "restartCount": 1,
+            "lastState": {"terminated": {"exitCode": 1, "message": "broker gone"}},
+        }));
+        assert_eq!(refused(&crashed), None, "exit 1 is a failure, not a refusal");
+        let running = pod(serde_json::json!({
+            "name": "risk-engine", "image": "x", "imageID": "", "ready": true, "restartCount": 0,
+            "state": {"running": {}},
+        }));
+        assert_eq!(refused(&running), None);
+    }
+}

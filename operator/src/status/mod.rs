@@ -636,4 +636,80 @@ mod tests {
         assert_eq!(why.reason(), "EphemeralStorage");
         assert!(message.contains("storage.ephemeral is true"), "{message}");
     }
+
+    fn claim(version: &str) -> ServedModel {
+        ServedModel::Claim {
+            version: version.into(),
+            claim_name: "models".into(),
+            sub_path: None,
+        }
+    }
+
+    /// The risk engine Deployment with `annotations` on its template, rolled out or not.
+    fn risk_engine(annotations: &[(&str, &str)], rolled: bool) -> Deployment {
+        let mut deployment: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "shop-risk-engine", "generation": 2},
+            "spec": {
+                "replicas": 1,
+                "selector": {},
+                "template": {"metadata": {"annotations": {}}},
+            },
+            "status": {
+                "observedGeneration": if rolled { 2 } else { 1 },
+                "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1,
+            },
+        }))
+        .unwrap();
+        deployment.spec.template.metadata.as_mut().unwrap().annotations = Some(
+            annotations
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
+        deployment
+    }
+
+    #[test]
+    fn a_model_version_is_reported_once_its_template_rolled_out() {
+        let models = Models {
+            champion: claim("m-2"),
+            shadow: Some(claim("m-s")),
+        };
+        let before = ModelStatus {
+            serving: Some("m-1".into()),
+            shadow: None,
+        };
+        let template = [(MODEL_VERSION, "m-2"), (SHADOW_MODEL_VERSION, "m-s")];
+        // Still rolling: what was reported stays.
+        assert_eq!(
+            model_status(Some(&before), Some(&models), &risk_engine(&template, false)),
+            Some(before.clone())
+        );
+        let after = model_status(Some(&before), Some(&models), &risk_engine(&template, true));
+        assert_eq!(
+            after,
+            Some(ModelStatus {
+                serving: Some("m-2".into()),
+                shadow: Some("m-s".into()),
+            })
+        );
+        // A template of other versions (a refused model not applied) does not count.
+        assert_eq!(
+            model_status(
+                Some(&before),
+                Some(&models),
+                &risk_engine(&[(MODEL_VERSION, "m-1")], true)
+            ),
+            Some(before.clone())
+        );
+        assert_eq!(model_status(Some(&before), None, &risk_engine(&[], true)), None);
+        assert_eq!(
+            models_rolled_out(&before, after.as_ref().unwrap()),
+            vec![
+                "risk engine model m-2 rolled out (was m-1)".to_owned(),
+                "risk engine shadow model m-s rolled out".to_owned(),
+            ]
+        );
+        assert!(models_rolled_out(&before, &before).is_empty());
+    }
 }
