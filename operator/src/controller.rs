@@ -470,10 +470,7 @@ pub async fn run(
     // refusing a model on a claim is reported without waiting for the resync.
     let pods = watch::resilient(
         "Pod",
-        watcher(
-            scope.api::<PartialObjectMeta<Pod>>(&client),
-            owned.clone(),
-        ),
+        watcher(scope.api::<PartialObjectMeta<Pod>>(&client), owned.clone()),
     )
     .touched_objects();
     let model_store = store.clone();
@@ -491,9 +488,12 @@ pub async fn run(
         .watches_stream(secrets, move |secret: PartialObjectMeta<Secret>| {
             systems_using(&store.state(), &secret)
         })
-        .watches_stream(config_maps, move |config_map: PartialObjectMeta<ConfigMap>| {
-            systems_reading_model(&model_store.state(), &config_map)
-        })
+        .watches_stream(
+            config_maps,
+            move |config_map: PartialObjectMeta<ConfigMap>| {
+                systems_reading_model(&model_store.state(), &config_map)
+            },
+        )
         .watches_stream(pods, |pod: PartialObjectMeta<Pod>| {
             let instance = pod.labels().get("app.kubernetes.io/instance")?.clone();
             let namespace = pod.namespace()?;
@@ -541,9 +541,9 @@ fn systems_reading_model(
         .filter(|guard| guard.meta().namespace == config_map.metadata.namespace)
         .filter(|guard| match &guard.0 {
             Ok(ps) => ps.spec.risk_engine.model.as_ref().is_some_and(|model| {
-                observe::models::sources(model).iter().any(|source| {
-                    matches!(source, ModelSourceRef::ConfigMap(c) if c.name == name)
-                })
+                observe::models::sources(model)
+                    .iter()
+                    .any(|source| matches!(source, ModelSourceRef::ConfigMap(c) if c.name == name))
             }),
             Err(_) => false,
         })

@@ -783,21 +783,26 @@ const MODEL_TEXT: &str = include_str!("../../services/risk-engine/tests/fixtures
 /// Children of `spec` with ConfigMap `risk-model` holding the fixture model.
 fn children_with_model(spec: &str) -> Children {
     let ps = system(spec);
-    let files = paysys_operator::observe::models::ModelFiles::from([(
+    let files = paysys_operator::observe::ModelFiles::from([(
         "risk-model".to_owned(),
-        [
-            ("model-card.json", MODEL_CARD),
-            ("model.txt", MODEL_TEXT),
-        ]
-        .into_iter()
-        .map(|(key, value)| (key.to_owned(), value.as_bytes().to_vec()))
-        .collect(),
+        [("model-card.json", MODEL_CARD), ("model.txt", MODEL_TEXT)]
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value.as_bytes().to_vec()))
+            .collect(),
     )]);
     build(&validate::validate_with_models(&ps, &secrets_for(&ps, &[]), &files, &[]).unwrap())
 }
 
 fn annotation(deployment: &Deployment, key: &str) -> Option<String> {
-    deployment.spec.template.metadata.as_ref()?.annotations.as_ref()?.get(key).cloned()
+    deployment
+        .spec
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(key)
+        .cloned()
 }
 
 #[test]
@@ -828,19 +833,31 @@ fn a_config_map_model_is_mounted_from_an_immutable_copy_with_its_version_on_the_
     );
     let engine = container(risk);
     assert_eq!(env_value(engine, "RISK_MODE").as_deref(), Some("model"));
-    assert_eq!(env_value(engine, "MODEL_DIR").as_deref(), Some("/etc/paysys/model"));
-    assert!(env(engine, "MODEL_VERSION").is_none(), "checked by the operator");
+    assert_eq!(
+        env_value(engine, "MODEL_DIR").as_deref(),
+        Some("/etc/paysys/model")
+    );
+    assert!(
+        env(engine, "MODEL_VERSION").is_none(),
+        "checked by the operator"
+    );
     assert_eq!(
         env_value(engine, "SHADOW_MODEL_DIR").as_deref(),
         Some("/etc/paysys/shadow-model")
     );
-    assert_eq!(env_value(engine, "SHADOW_MODEL_VERSION").as_deref(), Some("m-2"));
+    assert_eq!(
+        env_value(engine, "SHADOW_MODEL_VERSION").as_deref(),
+        Some("m-2")
+    );
     let volumes = pod(risk).volumes.as_ref().unwrap();
     let model = volumes.iter().find(|v| v.name == "model").unwrap();
     assert_eq!(model.config_map.as_ref().unwrap().name, copy_name);
     let shadow = volumes.iter().find(|v| v.name == "shadow-model").unwrap();
     let claim = shadow.persistent_volume_claim.as_ref().unwrap();
-    assert_eq!((claim.claim_name.as_str(), claim.read_only), ("models", Some(true)));
+    assert_eq!(
+        (claim.claim_name.as_str(), claim.read_only),
+        ("models", Some(true))
+    );
     let mounts = engine.volume_mounts.as_ref().unwrap();
     let shadow_mount = mounts.iter().find(|m| m.name == "shadow-model").unwrap();
     assert_eq!(shadow_mount.sub_path.as_deref(), Some("m2"));

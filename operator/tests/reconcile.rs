@@ -403,12 +403,7 @@ async fn the_controller_watches_every_child_kind_and_nothing_else() {
         );
         let kind = resource(&seen.path);
         if (children.contains(&kind) && kind != "configmaps") || kind == "pods" {
-            assert!(
-                selects_children(&seen),
-                "{}: {:?}",
-                seen.path,
-                seen.query
-            );
+            assert!(selects_children(&seen), "{}: {:?}", seen.path, seen.query);
         }
     }
     let _ = stop.send(());

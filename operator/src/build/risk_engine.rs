@@ -62,7 +62,10 @@ pub fn deployment(system: &Validated) -> Deployment {
     let mut volumes = Vec::new();
     let mut annotations = Vec::new();
     let models = risk.model.iter().flat_map(|models| {
-        [(&CHAMPION, Some(&models.champion)), (&SHADOW, models.shadow.as_ref())]
+        [
+            (&CHAMPION, Some(&models.champion)),
+            (&SHADOW, models.shadow.as_ref()),
+        ]
     });
     for (slot, model) in models {
         let Some(model) = model else {
@@ -82,15 +85,18 @@ pub fn deployment(system: &Validated) -> Deployment {
     container.resources = Some(risk.resources.clone());
     container.volume_mounts = Some(mounts);
     pod::service_probes(&mut container);
-    volumes.insert(0, Volume {
-        name: "rules".into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: system.names.rules(),
-            default_mode: Some(0o444),
-            ..ConfigMapVolumeSource::default()
-        }),
-        ..Volume::default()
-    });
+    volumes.insert(
+        0,
+        Volume {
+            name: "rules".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: system.names.rules(),
+                default_mode: Some(0o444),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    );
     let hash = meta::config_hash(
         system,
         &[system.rabbitmq.url_source().0],
@@ -112,7 +118,11 @@ pub fn deployment(system: &Validated) -> Deployment {
         template
             .annotations
             .get_or_insert_with(Default::default)
-            .extend(annotations.into_iter().map(|(key, value)| (key.to_owned(), value)));
+            .extend(
+                annotations
+                    .into_iter()
+                    .map(|(key, value)| (key.to_owned(), value)),
+            );
     }
     deployment
 }

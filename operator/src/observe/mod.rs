@@ -27,11 +27,25 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 
 use crate::crd::PaymentSystem;
-use self::models::{ModelFiles, RefusedPod};
 use crate::names::{GeneratedSecret, Server};
 
 /// Data of the Secrets the system references or generates, by name, as read from the cluster.
 pub type SecretData = BTreeMap<String, BTreeMap<String, ByteString>>;
+
+/// The files of each model ConfigMap the spec names, by ConfigMap name (`data` and
+/// `binaryData` together); absent ConfigMaps are left out (validation reports them).
+pub type ModelFiles = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
+
+/// A risk engine pod that exited refusing its configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefusedPod {
+    pub name: String,
+    /// The pod's model annotations (`models::MODEL_VERSION`, `models::SHADOW_MODEL_VERSION`).
+    pub champion: Option<String>,
+    pub shadow: Option<String>,
+    /// Its termination message (what the engine wrote when it refused).
+    pub message: String,
+}
 
 /// Why observing the cluster failed. The variant's name is the reason users see.
 #[derive(Debug, thiserror::Error, strum::IntoStaticStr)]

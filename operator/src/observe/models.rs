@@ -2,13 +2,11 @@
 //! `validate` can check them before anything is rolled out), and, for a model on a
 //! PersistentVolumeClaim the operator cannot read, the risk engine pods that refused it.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
-use super::Error;
+use super::{Error, ModelFiles, RefusedPod};
 use crate::crd::{ModelSourceRef, PaymentSystem, RiskModelSpec};
 use crate::names::{Component, Names};
 
@@ -20,21 +18,6 @@ pub const SHADOW_MODEL_VERSION: &str = "paysys.io/shadow-model-version";
 
 /// Exit status of a paysys service refusing its configuration (a model among it).
 pub const REFUSED_EXIT_CODE: i32 = 2;
-
-/// The files of each model ConfigMap the spec names, by ConfigMap name (`data` and
-/// `binaryData` together); absent ConfigMaps are left out (validation reports them).
-pub type ModelFiles = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
-
-/// A risk engine pod that exited refusing its configuration.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RefusedPod {
-    pub name: String,
-    /// The pod's model annotations ([`MODEL_VERSION`], [`SHADOW_MODEL_VERSION`]).
-    pub champion: Option<String>,
-    pub shadow: Option<String>,
-    /// Its termination message (what the engine wrote when it refused).
-    pub message: String,
-}
 
 /// The model sources of `spec`: the champion's, then the challenger's.
 pub fn sources(spec: &RiskModelSpec) -> Vec<ModelSourceRef<'_>> {
@@ -203,12 +186,21 @@ mod tests {
             "name": "risk-engine", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
             "state": {"terminated": {"exitCode": 2}},
         }));
-        assert!(refused(&silent).unwrap().message.contains("left no message"));
+        assert!(
+            refused(&silent)
+                .unwrap()
+                .message
+                .contains("left no message")
+        );
         let crashed = pod(serde_json::json!({
             "name": "risk-engine", "image": "x", "imageID": "", "ready": false, "restartCount": 1,
             "lastState": {"terminated": {"exitCode": 1, "message": "broker gone"}},
         }));
-        assert_eq!(refused(&crashed), None, "exit 1 is a failure, not a refusal");
+        assert_eq!(
+            refused(&crashed),
+            None,
+            "exit 1 is a failure, not a refusal"
+        );
         let running = pod(serde_json::json!({
             "name": "risk-engine", "image": "x", "imageID": "", "ready": true, "restartCount": 0,
             "state": {"running": {}},

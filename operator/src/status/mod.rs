@@ -20,9 +20,9 @@ use crate::crd::{
     ComponentStatus, DataFeedStatus, ModelStatus, PaymentSystem, PaymentSystemStatus,
     RiskEngineStatus,
 };
-use crate::observe::models::{MODEL_VERSION, SHADOW_MODEL_VERSION};
 use crate::foreign::Readiness;
 use crate::names::{Component, Names, Server};
+use crate::observe::models::{MODEL_VERSION, SHADOW_MODEL_VERSION};
 use crate::validate::{Auth, DataFeed, Ephemeral, Models, ServedModel, Storage, Validated};
 
 pub const READY: &str = "Ready";
@@ -660,7 +660,13 @@ mod tests {
             },
         }))
         .unwrap();
-        deployment.spec.template.metadata.as_mut().unwrap().annotations = Some(
+        deployment
+            .spec
+            .template
+            .metadata
+            .as_mut()
+            .unwrap()
+            .annotations = Some(
             annotations
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -702,7 +708,10 @@ mod tests {
             ),
             Some(before.clone())
         );
-        assert_eq!(model_status(Some(&before), None, &risk_engine(&[], true)), None);
+        assert_eq!(
+            model_status(Some(&before), None, &risk_engine(&[], true)),
+            None
+        );
         assert_eq!(
             models_rolled_out(&before, after.as_ref().unwrap()),
             vec![

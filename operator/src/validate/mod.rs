@@ -31,8 +31,7 @@ pub use self::model::{
 pub use self::schedule::is_schedule;
 use crate::crd::{DataFeedSpec, ExternalSpec, ManagedSpec, PaymentSystem, PaymentSystemSpec};
 use crate::names::{Names, Server, Workload};
-use crate::observe::models::{ModelFiles, RefusedPod};
-use crate::observe::{Observed, SecretData};
+use crate::observe::{ModelFiles, Observed, RefusedPod, SecretData};
 
 /// Children kept as long as the `PaymentSystem` exists once made, even when the spec no longer
 /// asks for them: the API key (switching auth back and forth never changes the key clients

@@ -14,7 +14,7 @@ use super::error::ValidationError;
 use super::model::{Models, ServedModel};
 use crate::crd::{ModelSourceRef, RiskModelSpec};
 use crate::names::Names;
-use crate::observe::models::{ModelFiles, RefusedPod};
+use crate::observe::{ModelFiles, RefusedPod};
 
 /// Resolves `spec` from the model ConfigMaps read (`files`) and the risk engine pods that
 /// refused their model (`refused`).
@@ -104,7 +104,8 @@ pub fn checked_copy(
         String::from_utf8(bytes.clone()).map_err(|_| invalid(key, "is not UTF-8 text".into()))
     };
     let card_text = text(CARD_FILE)?;
-    let card = Card::parse(&card_text).map_err(|refusal| invalid(CARD_FILE, refusal.to_string()))?;
+    let card =
+        Card::parse(&card_text).map_err(|refusal| invalid(CARD_FILE, refusal.to_string()))?;
     let model_text = text(&card.model_file)?;
     card.check_model(model_text.as_bytes())
         .map_err(|refusal| match &refusal {
@@ -140,8 +141,10 @@ mod tests {
     use super::*;
     use crate::crd::{ClaimModel, ConfigMapModel, ModelSource};
 
-    const CARD: &str = include_str!("../../../services/risk-engine/tests/fixtures/model/model-card.json");
-    const MODEL: &str = include_str!("../../../services/risk-engine/tests/fixtures/model/model.txt");
+    const CARD: &str =
+        include_str!("../../../services/risk-engine/tests/fixtures/model/model-card.json");
+    const MODEL: &str =
+        include_str!("../../../services/risk-engine/tests/fixtures/model/model.txt");
 
     fn files(card: &str, model: &str) -> ModelFiles {
         ModelFiles::from([(
@@ -252,8 +255,13 @@ mod tests {
         let models = resolve(&names, &spec, &files(CARD, MODEL), &[pod("m-old")]).unwrap();
         assert_eq!(models.champion.version(), "m-new");
         assert_eq!(models.shadow.as_ref().unwrap().version(), version());
-        let error = resolve(&names, &spec, &files(CARD, MODEL), &[pod("m-old"), pod("m-new")])
-            .unwrap_err();
+        let error = resolve(
+            &names,
+            &spec,
+            &files(CARD, MODEL),
+            &[pod("m-old"), pod("m-new")],
+        )
+        .unwrap_err();
         assert_eq!(
             error,
             ValidationError::ModelRefused {

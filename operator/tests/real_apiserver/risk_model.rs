@@ -21,7 +21,8 @@ use crate::support::{
 };
 
 const TIMEOUT: Duration = Duration::from_secs(30);
-const CARD: &str = include_str!("../../../services/risk-engine/tests/fixtures/model/model-card.json");
+const CARD: &str =
+    include_str!("../../../services/risk-engine/tests/fixtures/model/model-card.json");
 const MODEL: &str = include_str!("../../../services/risk-engine/tests/fixtures/model/model.txt");
 
 /// The fixture card's `model_version`.
@@ -163,13 +164,15 @@ async fn a_config_map_model_is_checked_copied_rolled_out_and_a_broken_one_never_
     )
     .await;
     eventually("the shadow model reported", TIMEOUT, || async {
-        (model_status(&env).await == (Some(version.clone()), Some(version.clone())))
-            .then_some(())
+        (model_status(&env).await == (Some(version.clone()), Some(version.clone()))).then_some(())
     })
     .await;
     let with_shadow = template(&env).await;
     assert_eq!(with_shadow.config_map_volumes["shadow-model"], copy);
-    assert_eq!(with_shadow.env["SHADOW_MODEL_DIR"], "/etc/paysys/shadow-model");
+    assert_eq!(
+        with_shadow.env["SHADOW_MODEL_DIR"],
+        "/etc/paysys/shadow-model"
+    );
     assert_eq!(
         with_shadow.annotations["paysys.io/shadow-model-version"],
         version
@@ -182,7 +185,9 @@ async fn a_config_map_model_is_checked_copied_rolled_out_and_a_broken_one_never_
     let degraded = condition(&ps, "Degraded").unwrap();
     assert_eq!(degraded.reason, "ModelInvalid");
     assert!(
-        degraded.message.contains("ConfigMap risk-model key model.txt")
+        degraded
+            .message
+            .contains("ConfigMap risk-model key model.txt")
             && degraded.message.contains("sha256 is"),
         "{}",
         degraded.message
@@ -233,7 +238,13 @@ async fn a_missing_model_config_map_is_degraded_and_creates_no_risk_engine() {
     assert_eq!(degraded.reason, "ModelNotFound");
     assert!(degraded.message.contains("nowhere"), "{}", degraded.message);
     let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &env.namespace);
-    assert!(deployments.get_opt("shop-risk-engine").await.unwrap().is_none());
+    assert!(
+        deployments
+            .get_opt("shop-risk-engine")
+            .await
+            .unwrap()
+            .is_none()
+    );
     // Creating it is enough: the ConfigMap watch reconciles the system.
     model_config_map(&env, "nowhere", CARD, MODEL).await;
     wait_condition(&env, "shop", "Degraded", "False", TIMEOUT).await;
@@ -316,7 +327,9 @@ async fn a_claim_model_the_engine_refuses_is_degraded_and_the_old_pod_keeps_serv
             .items
             .into_iter()
             .find(|pod| {
-                pod.annotations().get("paysys.io/model-version").map(String::as_str)
+                pod.annotations()
+                    .get("paysys.io/model-version")
+                    .map(String::as_str)
                     == Some("m-new")
             })
     })
@@ -339,7 +352,10 @@ async fn a_claim_model_the_engine_refuses_is_degraded_and_the_old_pod_keeps_serv
         .items
         .into_iter()
         .filter(|pod| {
-            pod.annotations().get("paysys.io/model-version").map(String::as_str) == Some("m-old")
+            pod.annotations()
+                .get("paysys.io/model-version")
+                .map(String::as_str)
+                == Some("m-old")
         })
         .collect();
     assert_eq!(old_pods.len(), 1);

@@ -116,7 +116,9 @@ impl Card {
                 ));
             }
             if let Err(message) = reference.check() {
-                return Err(format!("model {version}: drift_reference.{name}: {message}"));
+                return Err(format!(
+                    "model {version}: drift_reference.{name}: {message}"
+                ));
             }
         }
         Ok(())

@@ -70,7 +70,11 @@ pub const TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
 fn write_termination_message(message: &str) {
     let path = std::env::var_os("TERMINATION_MESSAGE_PATH")
         .unwrap_or_else(|| TERMINATION_MESSAGE_PATH.into());
-    if let Ok(mut file) = std::fs::OpenOptions::new().write(true).truncate(true).open(path) {
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+    {
         use std::io::Write as _;
         let _ = file.write_all(message.as_bytes());
     }

@@ -118,10 +118,12 @@ fn decider(source: &dyn Source) -> Result<Decider, ConfigError> {
     // A challenger that cannot be loaded stops the engine like a bad champion: a broken model
     // is never rolled out, and a shadow silently missing would make the comparison it exists
     // for quietly empty.
-    Ok(match model(source, "SHADOW_MODEL_DIR", "SHADOW_MODEL_VERSION")? {
-        Some(shadow) => Decider::Shadowed(Box::new(decider), shadow),
-        None => decider,
-    })
+    Ok(
+        match model(source, "SHADOW_MODEL_DIR", "SHADOW_MODEL_VERSION")? {
+            Some(shadow) => Decider::Shadowed(Box::new(decider), shadow),
+            None => decider,
+        },
+    )
 }
 
 /// The model in the directory `variable` names, loaded and checked; `None` if it is unset.

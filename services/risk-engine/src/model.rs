@@ -13,9 +13,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use bosk::LgbModel;
+use paysys_core::features::{FEATURE_NAMES, FeatureVector};
 pub use paysys_core::model_card::{CARD_FILE, CARD_VERSION, Calibration, DriftReference};
 use paysys_core::model_card::{Card, Refusal};
-use paysys_core::features::{FEATURE_NAMES, FeatureVector};
 
 /// A model that passed every start-up check.
 pub struct Model {
