@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ApiResource, DynamicObject, PartialObjectMeta, Patch, PatchParams};
 use kube::core::error_boundary::{DeserializeGuard, InvalidObject};
@@ -29,7 +29,7 @@ use crate::apply;
 use crate::build::each_kind;
 use crate::build::kinds::{ChildKind, EachKind};
 use crate::build::{self, secrets};
-use crate::crd::{PaymentSystem, PaymentSystemStatus};
+use crate::crd::{ModelSourceRef, PaymentSystem, PaymentSystemStatus};
 use crate::foreign::ForeignKind;
 use crate::metrics::Metrics;
 use crate::names::FIELD_MANAGER;
@@ -235,8 +235,10 @@ async fn pipeline(ps: &PaymentSystem, ctx: &Context) -> Result<(), Error> {
     // Before anything is written: a missing CRD leaves the system untouched (CrdMissing).
     crds::require_served(client, &children.foreign_crds()).await?;
     let applied = apply::apply(client, &system, &observed.autoscaled, &children).await?;
-    // The generated Secrets still wanted, and those kept for the system's life.
-    let keep = validate::kept_for_life(&system.names);
+    // The generated Secrets still wanted, and those kept for the system's life; the model
+    // copies the live pod template still mounts.
+    let mut keep = validate::kept_for_life(&system.names);
+    keep.extend(observed.model_copies_in_use.iter().cloned());
     let keep_secrets: Vec<String> = observe::secrets::generated_secrets(ps)
         .into_iter()
         .map(|(_, name)| name)
@@ -300,6 +302,22 @@ async fn write_status(
             EventType::Normal,
             notice.reason,
             &notice.note,
+        )
+        .await;
+    }
+    let models = |status: Option<&PaymentSystemStatus>| {
+        status
+            .and_then(|status| status.risk_engine.as_ref())
+            .and_then(|risk| risk.model.clone())
+            .unwrap_or_default()
+    };
+    for note in status::models_rolled_out(&models(ps.status.as_ref()), &models(Some(&status))) {
+        event(
+            ctx,
+            &ps.object_ref(&()),
+            EventType::Normal,
+            status::MODEL_ROLLED_OUT,
+            &note,
         )
         .await;
     }
@@ -472,6 +490,26 @@ pub async fn run(
         ),
     )
     .touched_objects();
+    // ConfigMaps holding risk models: metadata only, mapped to the systems naming them, so a
+    // new model in a ConfigMap is checked and rolled out (the operator's own ConfigMaps come
+    // through the children's watch).
+    let config_maps = watch::resilient(
+        "ConfigMap",
+        watcher(
+            scope.api::<PartialObjectMeta<ConfigMap>>(&client),
+            watcher::Config::default().any_semantic(),
+        ),
+    )
+    .touched_objects();
+    // The services' pods, metadata only (any change, status included, is a new
+    // resourceVersion), mapped to their system by the instance label: a risk engine pod
+    // refusing a model on a claim is reported without waiting for the resync.
+    let pods = watch::resilient(
+        "Pod",
+        watcher(scope.api::<PartialObjectMeta<Pod>>(&client), owned.clone()),
+    )
+    .touched_objects();
+    let model_store = store.clone();
     let mut children = ChildWatches {
         controller: Some(controller),
         scope: &scope,
@@ -492,6 +530,17 @@ pub async fn run(
                 metrics.queue.triggered(namespace, &system.name);
             }
             systems
+        })
+        .watches_stream(
+            config_maps,
+            move |config_map: PartialObjectMeta<ConfigMap>| {
+                systems_reading_model(&model_store.state(), &config_map)
+            },
+        )
+        .watches_stream(pods, |pod: PartialObjectMeta<Pod>| {
+            let instance = pod.labels().get("app.kubernetes.io/instance")?.clone();
+            let namespace = pod.namespace()?;
+            Some(ObjectRef::new(&instance).within(&namespace))
         })
         .with_config(
             kube::runtime::controller::Config::default().concurrency(CONCURRENT_RECONCILES),
@@ -518,6 +567,27 @@ fn systems_using(
                         .iter()
                         .any(|(_, generated)| *generated == name)
             }
+            Err(_) => false,
+        })
+        .map(|guard| ObjectRef::from_obj(guard.as_ref()))
+        .collect()
+}
+
+/// The systems whose risk model (champion or challenger) is in `config_map`.
+fn systems_reading_model(
+    systems: &[Arc<DeserializeGuard<PaymentSystem>>],
+    config_map: &PartialObjectMeta<ConfigMap>,
+) -> Vec<ObjectRef<DeserializeGuard<PaymentSystem>>> {
+    let name = config_map.name_any();
+    systems
+        .iter()
+        .filter(|guard| guard.meta().namespace == config_map.metadata.namespace)
+        .filter(|guard| match &guard.0 {
+            Ok(ps) => ps.spec.risk_engine.model.as_ref().is_some_and(|model| {
+                observe::models::sources(model)
+                    .iter()
+                    .any(|source| matches!(source, ModelSourceRef::ConfigMap(c) if c.name == name))
+            }),
             Err(_) => false,
         })
         .map(|guard| ObjectRef::from_obj(guard.as_ref()))

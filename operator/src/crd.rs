@@ -58,6 +58,19 @@ pub const KIND: &str = "PaymentSystem";
         json_path = ".status.riskEngine.readyReplicas"
     ),
     printcolumn(
+        name = "Model",
+        type_ = "string",
+        description = "Version of the risk model the engine serves",
+        json_path = ".status.riskEngine.model.serving"
+    ),
+    printcolumn(
+        name = "Shadow",
+        type_ = "string",
+        priority = 1,
+        description = "Version of the challenger model scored in shadow",
+        json_path = ".status.riskEngine.model.shadow"
+    ),
+    printcolumn(
         name = "Reason",
         type_ = "string",
         priority = 1,
@@ -334,9 +347,12 @@ impl JwtAlgorithm {
     }
 }
 
-/// The risk engine Deployment and its rules.
+/// The risk engine Deployment, its rules and its model.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.mode) || self.mode != 'model' || has(self.model)", "message": "riskEngine.mode model needs riskEngine.model"}
+]))]
 pub struct RiskEngineSpec {
     /// Number of consumer pods; more than one also gets a PodDisruptionBudget. Ignored with
     /// `autoscaling`.
@@ -353,7 +369,8 @@ pub struct RiskEngineSpec {
     /// CPU and memory; defaults to requests 100m/64Mi and a 256Mi memory limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// `rules` evaluates `rules`; `random` approves with `approvalProbability` (testing only).
+    /// `rules` evaluates `rules`; `model` scores with `model` (the hard rules of `rules` still
+    /// decline on their own); `random` approves with `approvalProbability` (testing only).
     pub mode: RiskMode,
     /// Probability of approval in `random` mode.
     #[schemars(extend("x-kubernetes-validations" = [
@@ -371,6 +388,11 @@ pub struct RiskEngineSpec {
     pub log_level: Option<String>,
     /// The rule set, rendered into a ConfigMap and read from `RISK_RULES_FILE`.
     pub rules: RiskRules,
+    /// The risk model (required with `mode: model`) and an optional challenger scored in
+    /// shadow. A model that fails the engine's checks is never rolled out: the system is
+    /// `Degraded` and the pods keep the model they run (docs/operator.md, "The risk model").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<RiskModelSpec>,
 }
 
 impl Default for RiskEngineSpec {
@@ -385,8 +407,117 @@ impl Default for RiskEngineSpec {
             prefetch: None,
             log_level: None,
             rules: RiskRules::default(),
+            model: None,
         }
     }
+}
+
+/// The CEL rule "exactly one model source".
+macro_rules! one_model_source {
+    () => {
+        "(has(self.configMap) ? 1 : 0) + (has(self.persistentVolumeClaim) ? 1 : 0) == 1"
+    };
+}
+
+/// The champion model: exactly one of `configMap` or `persistentVolumeClaim`, each holding
+/// the trainer's `model-card.json` and the model file it names (`model.txt`); `shadow`, of
+/// the same shape, is the challenger.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": one_model_source!(), "message": "riskEngine.model: set exactly one of configMap or persistentVolumeClaim"}
+]))]
+pub struct RiskModelSpec {
+    /// A ConfigMap in the same namespace holding keys `model-card.json` and `model.txt`. The
+    /// operator checks them and serves an immutable copy named after their content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapModel>,
+    /// A PersistentVolumeClaim holding the model directory; the operator cannot read it, so
+    /// `version` says which model it holds and the engine refuses any other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<ClaimModel>,
+    /// The challenger: scores every payment beside the champion, never decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ModelSource>,
+}
+
+impl RiskModelSpec {
+    /// The champion's source (`None` unless exactly one is set).
+    pub fn champion(&self) -> Option<ModelSourceRef<'_>> {
+        ModelSourceRef::of(&self.config_map, &self.persistent_volume_claim)
+    }
+}
+
+/// A challenger model: exactly one of `configMap` or `persistentVolumeClaim`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": one_model_source!(), "message": "riskEngine.model.shadow: set exactly one of configMap or persistentVolumeClaim"}
+]))]
+pub struct ModelSource {
+    /// A ConfigMap in the same namespace holding keys `model-card.json` and `model.txt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapModel>,
+    /// A PersistentVolumeClaim holding the model directory, with the version it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<ClaimModel>,
+}
+
+impl ModelSource {
+    /// The source (`None` unless exactly one is set).
+    pub fn source(&self) -> Option<ModelSourceRef<'_>> {
+        ModelSourceRef::of(&self.config_map, &self.persistent_volume_claim)
+    }
+}
+
+/// Where one model comes from, as set in the spec.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ModelSourceRef<'a> {
+    ConfigMap(&'a ConfigMapModel),
+    Claim(&'a ClaimModel),
+}
+
+impl<'a> ModelSourceRef<'a> {
+    fn of(config_map: &'a Option<ConfigMapModel>, claim: &'a Option<ClaimModel>) -> Option<Self> {
+        match (config_map, claim) {
+            (Some(config_map), None) => Some(Self::ConfigMap(config_map)),
+            (None, Some(claim)) => Some(Self::Claim(claim)),
+            _ => None,
+        }
+    }
+}
+
+/// A model in a ConfigMap (a ConfigMap holds at most 1 MiB: a 200-tree, 31-leaf model is
+/// about 0.7 MB).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapModel {
+    /// Name of the ConfigMap, in the same namespace.
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self != ''", "message": "model configMap.name must not be empty"}
+    ]))]
+    pub name: String,
+}
+
+/// A model directory on a PersistentVolumeClaim (mounted read-only).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimModel {
+    /// Name of the PersistentVolumeClaim, in the same namespace.
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self != ''", "message": "model persistentVolumeClaim.claimName must not be empty"}
+    ]))]
+    pub claim_name: String,
+    /// The model directory inside the volume; its root when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<String>,
+    /// The card's `model_version` of the model in that directory. The engine refuses to start
+    /// on any other (exit 2), so a new version rolls out only if the volume holds it; changing
+    /// it rolls the pods.
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self != ''", "message": "model persistentVolumeClaim.version must not be empty"}
+    ]))]
+    pub version: String,
 }
 
 /// How the risk engine decides.
@@ -396,6 +527,7 @@ pub enum RiskMode {
     #[default]
     Rules,
     Random,
+    Model,
 }
 
 impl RiskMode {
@@ -403,6 +535,7 @@ impl RiskMode {
         match self {
             Self::Rules => "rules",
             Self::Random => "random",
+            Self::Model => "model",
         }
     }
 }
@@ -814,9 +947,9 @@ pub struct PaymentSystemStatus {
     /// Replicas of the payments API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payments_api: Option<ComponentStatus>,
-    /// Replicas of the risk engine.
+    /// Replicas of the risk engine, and the models it serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub risk_engine: Option<ComponentStatus>,
+    pub risk_engine: Option<RiskEngineStatus>,
     /// Replicas of the managed RabbitMQ (absent when external).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rabbitmq: Option<ComponentStatus>,
@@ -850,6 +983,31 @@ pub struct DataFeedStatus {
     /// When the last export finished successfully.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful_time: Option<Time>,
+}
+
+/// The risk engine's pods and the models they serve.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RiskEngineStatus {
+    pub desired_replicas: i32,
+    pub ready_replicas: i32,
+    /// The model versions every risk engine pod runs (absent without `riskEngine.model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelStatus>,
+}
+
+/// The model versions (the cards' `model_version`) of a completed rollout: a version is
+/// reported once every pod runs it, and stays reported while a newer one is refused or still
+/// rolling out.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelStatus {
+    /// The champion, which decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<String>,
+    /// The challenger, scored in shadow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<String>,
 }
 
 /// Desired and ready pods of one component.

@@ -165,6 +165,16 @@ impl Names {
         format!("{}-risk-rules", self.instance)
     }
 
+    /// The immutable ConfigMap holding a checked copy of a risk model, named after the first
+    /// 12 hex digits of its content's digest (same name, same content: never updated).
+    pub fn model_copy(&self, digest: &str) -> String {
+        format!(
+            "{}-model-{}",
+            self.instance,
+            &digest[..digest.len().min(12)]
+        )
+    }
+
     /// The generated API key Secret.
     pub fn api_key(&self) -> String {
         format!("{}-api-key", self.instance)

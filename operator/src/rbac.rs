@@ -8,7 +8,8 @@
 //!
 //! Notes on the verbs:
 //! - `list` and `watch` back the controller's watches (its own resource and each child kind;
-//!   Secrets are also watched so a change to a referenced Secret rolls the pods).
+//!   Secrets and ConfigMaps are also watched so a change to a referenced Secret rolls the pods
+//!   and a new model in a ConfigMap is rolled out; pods, so a refused model is reported).
 //! - Server-side apply is a `patch`; applying an object that does not exist yet also needs
 //!   `create`.
 //! - `delete` removes children that are no longer wanted (e.g. a dependency switched from
@@ -60,6 +61,9 @@ const OWN: &[Permission] = &[
     // Generated Secrets are created once and pruned; referenced ones are read; all are
     // watched (metadata only).
     row("", "secrets", MANAGE),
+    // The services' pods are watched (metadata) and the risk engine's listed, to see a pod
+    // refusing a model on a claim; never written.
+    row("", "pods", &["list", "watch"]),
     row("events.k8s.io", "events", &["create", "patch"]),
     row(LEASE_GROUP, "leases", &["get", "create", "patch"]),
 ];

@@ -919,3 +919,107 @@ fn autoscaling_is_checked_by_the_operator_too() {
         assert!(error.to_string().contains(message), "{spec}: {error}");
     }
 }
+
+const MODEL_CARD: &str =
+    include_str!("../../services/risk-engine/tests/fixtures/model/model-card.json");
+const MODEL_TEXT: &str = include_str!("../../services/risk-engine/tests/fixtures/model/model.txt");
+
+/// Children of `spec` with ConfigMap `risk-model` holding the fixture model.
+fn children_with_model(spec: &str) -> Children {
+    let ps = system(spec);
+    let files = paysys_operator::observe::ModelFiles::from([(
+        "risk-model".to_owned(),
+        [("model-card.json", MODEL_CARD), ("model.txt", MODEL_TEXT)]
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value.as_bytes().to_vec()))
+            .collect(),
+    )]);
+    build(&validate::validate_with_models(&ps, &secrets_for(&ps, &[]), &files, &[]).unwrap())
+}
+
+fn annotation(deployment: &Deployment, key: &str) -> Option<String> {
+    deployment
+        .spec
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(key)
+        .cloned()
+}
+
+#[test]
+fn a_config_map_model_is_mounted_from_an_immutable_copy_with_its_version_on_the_template() {
+    let version = serde_json::from_str::<serde_json::Value>(MODEL_CARD).unwrap()["model_version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let children = children_with_model(
+        "riskEngine:\n  mode: model\n  model:\n    configMap: {name: risk-model}\n    shadow:\n      persistentVolumeClaim: {claimName: models, subPath: m2, version: m-2}\n",
+    );
+    let copies: Vec<_> = children
+        .config_maps
+        .iter()
+        .filter(|c| c.metadata.name.as_deref() != Some("shop-risk-rules"))
+        .collect();
+    assert_eq!(copies.len(), 1, "one copy: the shadow is on a claim");
+    let copy = copies[0];
+    let copy_name = copy.metadata.name.clone().unwrap();
+    assert!(copy_name.starts_with("shop-model-"), "{copy_name}");
+    assert_eq!(copy.immutable, Some(true));
+    assert_eq!(copy.data.as_ref().unwrap()["model.txt"], MODEL_TEXT);
+    let risk = deployment(&children, "shop-risk-engine");
+    assert_eq!(annotation(risk, "paysys.io/model-version"), Some(version));
+    assert_eq!(
+        annotation(risk, "paysys.io/shadow-model-version").as_deref(),
+        Some("m-2")
+    );
+    let engine = container(risk);
+    assert_eq!(env_value(engine, "RISK_MODE").as_deref(), Some("model"));
+    assert_eq!(
+        env_value(engine, "MODEL_DIR").as_deref(),
+        Some("/etc/paysys/model")
+    );
+    assert!(
+        env(engine, "MODEL_VERSION").is_none(),
+        "checked by the operator"
+    );
+    assert_eq!(
+        env_value(engine, "SHADOW_MODEL_DIR").as_deref(),
+        Some("/etc/paysys/shadow-model")
+    );
+    assert_eq!(
+        env_value(engine, "SHADOW_MODEL_VERSION").as_deref(),
+        Some("m-2")
+    );
+    let volumes = pod(risk).volumes.as_ref().unwrap();
+    let model = volumes.iter().find(|v| v.name == "model").unwrap();
+    assert_eq!(model.config_map.as_ref().unwrap().name, copy_name);
+    let shadow = volumes.iter().find(|v| v.name == "shadow-model").unwrap();
+    let claim = shadow.persistent_volume_claim.as_ref().unwrap();
+    assert_eq!(
+        (claim.claim_name.as_str(), claim.read_only),
+        ("models", Some(true))
+    );
+    let mounts = engine.volume_mounts.as_ref().unwrap();
+    let shadow_mount = mounts.iter().find(|m| m.name == "shadow-model").unwrap();
+    assert_eq!(shadow_mount.sub_path.as_deref(), Some("m2"));
+    assert!(mounts.iter().all(|m| m.read_only == Some(true)));
+    // Rolled with surge and nothing unavailable: a refused pod never replaces a serving one.
+    let strategy = risk.spec.strategy.as_ref().unwrap();
+    let rolling = strategy.rolling_update.as_ref().unwrap();
+    assert_eq!(
+        rolling.max_unavailable,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(0))
+    );
+}
+
+#[test]
+fn without_a_model_the_risk_engine_mounts_none() {
+    let children = children("");
+    let risk = deployment(&children, "shop-risk-engine");
+    assert_eq!(annotation(risk, "paysys.io/model-version"), None);
+    assert!(env(container(risk), "MODEL_DIR").is_none());
+    assert_eq!(children.config_maps.len(), 1);
+}

@@ -284,6 +284,7 @@ fn committed_examples_are_valid() {
         "paymentsystem-minimal.yaml",
         "paymentsystem-full.yaml",
         "paymentsystem-dev.yaml",
+        "paymentsystem-model.yaml",
     ] {
         let path = format!("{}/../examples/{file}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap();
@@ -402,5 +403,50 @@ fn a_fixed_id_with_openshift_restricted_names_the_field_to_drop() {
     assert!(
         root.iter().any(|m| m.contains("never run as root")),
         "{root:?}"
+    );
+}
+
+#[test]
+fn the_risk_model_needs_exactly_one_source_and_mode_model_needs_a_model() {
+    let config_map = json!({"configMap": {"name": "risk-model"}});
+    let claim = json!({"persistentVolumeClaim": {"claimName": "models", "subPath": "m1", "version": "m-1"}});
+    for spec in [
+        json!({"riskEngine": {"mode": "model", "model": config_map}}),
+        json!({"riskEngine": {"mode": "model", "model": claim}}),
+        json!({"riskEngine": {"mode": "model", "model": {
+            "configMap": {"name": "champion"},
+            "shadow": {"persistentVolumeClaim": {"claimName": "models", "version": "m-2"}}
+        }}}),
+        // A challenger beside the rules: scored in shadow, never deciding.
+        json!({"riskEngine": {"mode": "rules", "model": config_map}}),
+    ] {
+        assert_eq!(violations(spec.clone()), Vec::<String>::new(), "{spec}");
+    }
+    assert_eq!(
+        violations(json!({"riskEngine": {"mode": "model"}})),
+        ["riskEngine.mode model needs riskEngine.model"]
+    );
+    assert_eq!(
+        violations(json!({"riskEngine": {"mode": "model", "model": {
+            "configMap": {"name": "a"},
+            "persistentVolumeClaim": {"claimName": "models", "version": "m-1"}
+        }}})),
+        ["riskEngine.model: set exactly one of configMap or persistentVolumeClaim"]
+    );
+    assert_eq!(
+        violations(json!({"riskEngine": {"mode": "model", "model": {}}})),
+        ["riskEngine.model: set exactly one of configMap or persistentVolumeClaim"]
+    );
+    assert_eq!(
+        violations(json!({"riskEngine": {"mode": "model", "model": {
+            "configMap": {"name": "a"}, "shadow": {}
+        }}})),
+        ["riskEngine.model.shadow: set exactly one of configMap or persistentVolumeClaim"]
+    );
+    assert_eq!(
+        violations(json!({"riskEngine": {"mode": "model", "model": {
+            "persistentVolumeClaim": {"claimName": "models", "version": ""}
+        }}})),
+        ["model persistentVolumeClaim.version must not be empty"]
     );
 }

@@ -68,7 +68,10 @@ fn crd_names_follow_the_contract() {
         .flatten()
         .map(|column| column.name.as_str())
         .collect();
-    assert_eq!(columns, ["Ready", "API", "Risk", "Reason", "Age"]);
+    assert_eq!(
+        columns,
+        ["Ready", "API", "Risk", "Model", "Shadow", "Reason", "Age"]
+    );
 }
 
 #[test]

@@ -378,9 +378,22 @@ async fn the_controller_watches_every_child_kind_and_nothing_else() {
     let expected: BTreeSet<String> = children
         .iter()
         .cloned()
-        .chain(["paymentsystems".into(), "secrets".into()])
+        .chain(["paymentsystems".into(), "secrets".into(), "pods".into()])
         .collect();
     assert_eq!(watched, expected);
+    let selects_children = |seen: &&api_server::Seen| {
+        seen.query
+            .get("labelSelector")
+            .is_some_and(|selector| selector.contains("managed-by%3Dpaysys-operator"))
+    };
+    // ConfigMaps twice: the children by label, and every ConfigMap's metadata, for the ones
+    // holding a risk model.
+    let config_map_watches: BTreeSet<bool> = requests
+        .iter()
+        .filter(|seen| seen.is_watch() && resource(&seen.path) == "configmaps")
+        .map(|seen| selects_children(&seen))
+        .collect();
+    assert_eq!(config_map_watches, BTreeSet::from([true, false]));
     for seen in &requests {
         assert!(
             seen.path.starts_with("/api/v1/namespaces/payments/")
@@ -388,13 +401,9 @@ async fn the_controller_watches_every_child_kind_and_nothing_else() {
             "watches only its namespace: {}",
             seen.path
         );
-        if children.contains(&resource(&seen.path)) {
-            assert!(
-                seen.query["labelSelector"].contains("managed-by%3Dpaysys-operator"),
-                "{}: {:?}",
-                seen.path,
-                seen.query
-            );
+        let kind = resource(&seen.path);
+        if (children.contains(&kind) && kind != "configmaps") || kind == "pods" {
+            assert!(selects_children(&seen), "{}: {:?}", seen.path, seen.query);
         }
     }
     let _ = stop.send(());

@@ -1,18 +1,51 @@
 //! The risk engine Deployment (a queue consumer: no Service, only a metrics port).
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, ContainerPort, EnvVar, Volume};
+use k8s_openapi::api::core::v1::{
+    ConfigMapVolumeSource, ContainerPort, EnvVar, PersistentVolumeClaimVolumeSource, Volume,
+    VolumeMount,
+};
 
 use super::config_map::RULES_KEY;
 use super::meta;
 use super::pod::{self, Rollout, SERVICE_UID};
 use crate::names::{Component, Workload};
-use crate::validate::Validated;
+use crate::observe::models::{MODEL_VERSION, SHADOW_MODEL_VERSION};
+use crate::validate::{ServedModel, Validated};
 
 /// Port of the risk engine's health and metrics endpoints (`PORT`).
 pub const RISK_PORT: i32 = 8080;
 /// Directory the rules ConfigMap is mounted in.
 pub const RULES_DIR: &str = "/etc/paysys/risk";
+/// Directory of the champion model (`MODEL_DIR`).
+pub const MODEL_DIR: &str = "/etc/paysys/model";
+/// Directory of the challenger model (`SHADOW_MODEL_DIR`).
+pub const SHADOW_MODEL_DIR: &str = "/etc/paysys/shadow-model";
+
+/// How one model reaches the engine: its volume, mount, variables and annotation.
+struct ModelSlot {
+    volume: &'static str,
+    dir: &'static str,
+    dir_variable: &'static str,
+    version_variable: &'static str,
+    annotation: &'static str,
+}
+
+const CHAMPION: ModelSlot = ModelSlot {
+    volume: "model",
+    dir: MODEL_DIR,
+    dir_variable: "MODEL_DIR",
+    version_variable: "MODEL_VERSION",
+    annotation: MODEL_VERSION,
+};
+
+const SHADOW: ModelSlot = ModelSlot {
+    volume: "shadow-model",
+    dir: SHADOW_MODEL_DIR,
+    dir_variable: "SHADOW_MODEL_DIR",
+    version_variable: "SHADOW_MODEL_VERSION",
+    annotation: SHADOW_MODEL_VERSION,
+};
 
 pub fn deployment(system: &Validated) -> Deployment {
     let component = Component::RiskEngine;
@@ -24,32 +57,106 @@ pub fn deployment(system: &Validated) -> Deployment {
         protocol: Some("TCP".into()),
         ..ContainerPort::default()
     }]);
-    container.env = Some(environment(system));
+    let mut env = environment(system);
+    let mut mounts = vec![pod::mount("rules", RULES_DIR, true)];
+    let mut volumes = Vec::new();
+    let mut annotations = Vec::new();
+    let models = risk.model.iter().flat_map(|models| {
+        [
+            (&CHAMPION, Some(&models.champion)),
+            (&SHADOW, models.shadow.as_ref()),
+        ]
+    });
+    for (slot, model) in models {
+        let Some(model) = model else {
+            continue;
+        };
+        let (volume, mount) = model_volume(slot, model);
+        volumes.push(volume);
+        mounts.push(mount);
+        env.push(pod::env(slot.dir_variable, slot.dir));
+        if let ServedModel::Claim { version, .. } = model {
+            // The operator cannot read the claim: the engine checks the version it holds.
+            env.push(pod::env(slot.version_variable, version));
+        }
+        annotations.push((slot.annotation, model.version().to_owned()));
+    }
+    container.env = Some(env);
     container.resources = Some(risk.resources.clone());
-    container.volume_mounts = Some(vec![pod::mount("rules", RULES_DIR, true)]);
+    container.volume_mounts = Some(mounts);
     pod::service_probes(&mut container);
-    let volumes = vec![Volume {
-        name: "rules".into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: system.names.rules(),
-            default_mode: Some(0o444),
-            ..ConfigMapVolumeSource::default()
-        }),
-        ..Volume::default()
-    }];
+    volumes.insert(
+        0,
+        Volume {
+            name: "rules".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: system.names.rules(),
+                default_mode: Some(0o444),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    );
     let hash = meta::config_hash(
         system,
         &[system.rabbitmq.url_source().0],
         &[&risk.rules_yaml],
     );
-    pod::deployment(
+    // `Surge` keeps every old pod until a new one is ready: pods of a model the engine
+    // refuses (exit 2) never become ready, so they never replace the pods of a good one.
+    let mut deployment = pod::deployment(
         system,
         component,
         system.fixed_replicas(Workload::RiskEngine),
         Rollout::Surge,
         hash,
         pod::pod_spec(system, SERVICE_UID, vec![container], volumes),
-    )
+    );
+    // A new model version is a new pod template: the pods roll, and each pod says which
+    // versions it was started for (what the status and a refusal are matched against).
+    if let Some(template) = deployment.spec.template.metadata.as_mut() {
+        template
+            .annotations
+            .get_or_insert_with(Default::default)
+            .extend(
+                annotations
+                    .into_iter()
+                    .map(|(key, value)| (key.to_owned(), value)),
+            );
+    }
+    deployment
+}
+
+/// The read-only volume and mount of `model` in `slot`.
+fn model_volume(slot: &ModelSlot, model: &ServedModel) -> (Volume, VolumeMount) {
+    let mut mount = pod::mount(slot.volume, slot.dir, true);
+    let volume = match model {
+        ServedModel::Copied { copy, .. } => Volume {
+            name: slot.volume.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: copy.clone(),
+                default_mode: Some(0o444),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        ServedModel::Claim {
+            claim_name,
+            sub_path,
+            ..
+        } => {
+            mount.sub_path = sub_path.clone();
+            Volume {
+                name: slot.volume.into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim_name.clone(),
+                    read_only: Some(true),
+                }),
+                ..Volume::default()
+            }
+        }
+    };
+    (volume, mount)
 }
 
 /// The risk engine's environment contract.

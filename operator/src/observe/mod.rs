@@ -4,7 +4,8 @@
 //! What is read: the Secrets the resource references or the operator generates for it
 //! ([`secrets`]), the state of children that decides how the system is resolved or handed
 //! over ([`children`]: a managed server still on the emptyDir of releases before 0.2.0, the
-//! Deployments whose replicas go to an autoscaler), and, once the children are built, whether
+//! Deployments whose replicas go to an autoscaler), the risk models' ConfigMaps and the risk
+//! engine pods that refused a model ([`models`]), and, once the children are built, whether
 //! the CRDs of the foreign kinds among them are served ([`crds`]). The steps after this one
 //! decide from what it read; only `apply` writes.
 //!
@@ -15,6 +16,7 @@
 
 pub mod children;
 pub mod crds;
+pub mod models;
 pub mod secrets;
 
 use std::collections::BTreeMap;
@@ -29,6 +31,21 @@ use crate::names::{GeneratedSecret, Server};
 
 /// Data of the Secrets the system references or generates, by name, as read from the cluster.
 pub type SecretData = BTreeMap<String, BTreeMap<String, ByteString>>;
+
+/// The files of each model ConfigMap the spec names, by ConfigMap name (`data` and
+/// `binaryData` together); absent ConfigMaps are left out (validation reports them).
+pub type ModelFiles = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
+
+/// A risk engine pod that exited refusing its configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefusedPod {
+    pub name: String,
+    /// The pod's model annotations (`models::MODEL_VERSION`, `models::SHADOW_MODEL_VERSION`).
+    pub champion: Option<String>,
+    pub shadow: Option<String>,
+    /// Its termination message (what the engine wrote when it refused).
+    pub message: String,
+}
 
 /// Why observing the cluster failed. The variant's name is the reason users see.
 #[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
@@ -61,6 +78,21 @@ pub enum Error {
     #[error("handing the replicas of Deployment {name} over to its autoscaler: {source}")]
     ReplicasHandoverFailed {
         name: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Reading a ConfigMap holding a risk model, or the risk engine Deployment to see which
+    /// model copies it mounts, failed.
+    #[error("reading {name} for the risk model: {source}")]
+    ModelReadFailed {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Listing the risk engine's pods, to see whether they refused a model on a claim, failed.
+    #[error("listing the risk engine pods ({selector}): {source}")]
+    PodReadFailed {
+        selector: String,
         #[source]
         source: kube::Error,
     },
@@ -98,6 +130,12 @@ pub struct Observed<'a> {
     pub on_empty_dir: Vec<Server>,
     /// The live Deployments of the autoscaled paysys services (absent ones left out).
     pub autoscaled: Vec<Deployment>,
+    /// The files of the ConfigMaps holding the risk models (absent ones left out).
+    pub model_files: ModelFiles,
+    /// The risk engine pods that refused their configuration, when a model is on a claim.
+    pub refused_pods: Vec<RefusedPod>,
+    /// The operator's model copies the live risk engine Deployment mounts (kept from pruning).
+    pub model_copies_in_use: Vec<String>,
 }
 
 /// Reads everything `ps` depends on, creating its generated Secrets when absent (`make` builds
@@ -111,10 +149,16 @@ pub async fn observe<'a>(
     secrets.extend(secrets::read_referenced(client, ps).await?);
     let on_empty_dir = children::servers_on_empty_dir(client, ps).await?;
     let autoscaled = children::autoscaled_deployments(client, ps).await?;
+    let model_files = models::read_config_maps(client, ps).await?;
+    let refused_pods = models::refused_pods(client, ps).await?;
+    let model_copies_in_use = models::copies_in_use(client, ps).await?;
     Ok(Observed {
         resource: ps,
         secrets,
         on_empty_dir,
         autoscaled,
+        model_files,
+        refused_pods,
+        model_copies_in_use,
     })
 }

@@ -16,10 +16,14 @@ use kube::ResourceExt;
 
 use crate::apply::Applied;
 use crate::build::payments_api;
-use crate::crd::{ComponentStatus, DataFeedStatus, PaymentSystem, PaymentSystemStatus};
+use crate::crd::{
+    ComponentStatus, DataFeedStatus, ModelStatus, PaymentSystem, PaymentSystemStatus,
+    RiskEngineStatus,
+};
 use crate::foreign::Readiness;
 use crate::names::{Component, Names, Server};
-use crate::validate::{Auth, DataFeed, Ephemeral, Storage, Validated};
+use crate::observe::models::{MODEL_VERSION, SHADOW_MODEL_VERSION};
+use crate::validate::{Auth, DataFeed, Ephemeral, Models, ServedModel, Storage, Validated};
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
@@ -241,6 +245,65 @@ pub fn rolled_out(deployment: &Deployment) -> bool {
         && status.replicas.unwrap_or(0) <= desired
 }
 
+/// The model versions to report: each model of `models` once `deployment` (as applied) has
+/// rolled out a pod template started for it, else the version reported before (`previous`):
+/// the pods still serve that one. `None` without models.
+pub fn model_status(
+    previous: Option<&ModelStatus>,
+    models: Option<&Models>,
+    deployment: &Deployment,
+) -> Option<ModelStatus> {
+    let models = models?;
+    let annotations = deployment
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|meta| meta.annotations.as_ref());
+    let done = rolled_out(deployment);
+    let settled = |key: &str, model: Option<&ServedModel>, before: Option<&String>| {
+        let wanted = model.map(ServedModel::version);
+        let templated = annotations.and_then(|a| a.get(key)).map(String::as_str);
+        if done && templated == wanted {
+            wanted.map(str::to_owned)
+        } else {
+            before.cloned()
+        }
+    };
+    Some(ModelStatus {
+        serving: settled(
+            MODEL_VERSION,
+            Some(&models.champion),
+            previous.and_then(|p| p.serving.as_ref()),
+        ),
+        shadow: settled(
+            SHADOW_MODEL_VERSION,
+            models.shadow.as_ref(),
+            previous.and_then(|p| p.shadow.as_ref()),
+        ),
+    })
+}
+
+/// Reason of the Normal Event saying a model version now runs on every risk engine pod.
+pub const MODEL_ROLLED_OUT: &str = "ModelRolledOut";
+
+/// The notes of the Events for the model versions `after` reports that `before` did not.
+pub fn models_rolled_out(before: &ModelStatus, after: &ModelStatus) -> Vec<String> {
+    [
+        ("model", &before.serving, &after.serving),
+        ("shadow model", &before.shadow, &after.shadow),
+    ]
+    .into_iter()
+    .filter_map(|(role, before, after)| {
+        let now = after.as_ref().filter(|now| Some(*now) != before.as_ref())?;
+        Some(match before {
+            Some(was) => format!("risk engine {role} {now} rolled out (was {was})"),
+            None => format!("risk engine {role} {now} rolled out"),
+        })
+    })
+    .collect()
+}
+
 /// Why a reconcile failed, as the conditions say it: the failed step's reason (the name of
 /// its error's variant) and its message.
 #[derive(Debug, Clone, PartialEq)]
@@ -331,7 +394,21 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
                     .map(component_status)
             };
             status.payments_api = find(Component::PaymentsApi);
-            status.risk_engine = find(Component::RiskEngine);
+            let risk_engine = deployments
+                .iter()
+                .find(|deployment| deployment.name_any() == names.workload(Component::RiskEngine));
+            status.risk_engine = risk_engine.map(|deployment| {
+                let replicas = component_status(deployment);
+                RiskEngineStatus {
+                    desired_replicas: replicas.desired_replicas,
+                    ready_replicas: replicas.ready_replicas,
+                    model: model_status(
+                        previous.risk_engine.as_ref().and_then(|r| r.model.as_ref()),
+                        system.risk_engine.model.as_ref(),
+                        deployment,
+                    ),
+                }
+            });
             let operated_status = |server: Server| {
                 operated
                     .iter()
@@ -678,5 +755,90 @@ mod tests {
         let (why, message) = warning(&[("shop-rabbitmq".into(), Ephemeral::OptedIn)]).unwrap();
         assert_eq!(why.reason(), "EphemeralStorage");
         assert!(message.contains("storage.ephemeral is true"), "{message}");
+    }
+
+    fn claim(version: &str) -> ServedModel {
+        ServedModel::Claim {
+            version: version.into(),
+            claim_name: "models".into(),
+            sub_path: None,
+        }
+    }
+
+    /// The risk engine Deployment with `annotations` on its template, rolled out or not.
+    fn risk_engine(annotations: &[(&str, &str)], rolled: bool) -> Deployment {
+        let mut deployment: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "shop-risk-engine", "generation": 2},
+            "spec": {
+                "replicas": 1,
+                "selector": {},
+                "template": {"metadata": {"annotations": {}}},
+            },
+            "status": {
+                "observedGeneration": if rolled { 2 } else { 1 },
+                "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1,
+            },
+        }))
+        .unwrap();
+        deployment
+            .spec
+            .template
+            .metadata
+            .as_mut()
+            .unwrap()
+            .annotations = Some(
+            annotations
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
+        deployment
+    }
+
+    #[test]
+    fn a_model_version_is_reported_once_its_template_rolled_out() {
+        let models = Models {
+            champion: claim("m-2"),
+            shadow: Some(claim("m-s")),
+        };
+        let before = ModelStatus {
+            serving: Some("m-1".into()),
+            shadow: None,
+        };
+        let template = [(MODEL_VERSION, "m-2"), (SHADOW_MODEL_VERSION, "m-s")];
+        // Still rolling: what was reported stays.
+        assert_eq!(
+            model_status(Some(&before), Some(&models), &risk_engine(&template, false)),
+            Some(before.clone())
+        );
+        let after = model_status(Some(&before), Some(&models), &risk_engine(&template, true));
+        assert_eq!(
+            after,
+            Some(ModelStatus {
+                serving: Some("m-2".into()),
+                shadow: Some("m-s".into()),
+            })
+        );
+        // A template of other versions (a refused model not applied) does not count.
+        assert_eq!(
+            model_status(
+                Some(&before),
+                Some(&models),
+                &risk_engine(&[(MODEL_VERSION, "m-1")], true)
+            ),
+            Some(before.clone())
+        );
+        assert_eq!(
+            model_status(Some(&before), None, &risk_engine(&[], true)),
+            None
+        );
+        assert_eq!(
+            models_rolled_out(&before, after.as_ref().unwrap()),
+            vec![
+                "risk engine model m-2 rolled out (was m-1)".to_owned(),
+                "risk engine shadow model m-s rolled out".to_owned(),
+            ]
+        );
+        assert!(models_rolled_out(&before, &before).is_empty());
     }
 }

@@ -7,7 +7,7 @@ use kube::ResourceExt;
 use super::error::{ValidationError, invalid};
 use super::schedule::is_schedule;
 use crate::crd::{
-    DataFeedSpec, JwtAlgorithm, PaymentSystem, PaymentSystemSpec, SCHEDULE_MESSAGE,
+    DataFeedSpec, JwtAlgorithm, PaymentSystem, PaymentSystemSpec, RiskMode, SCHEDULE_MESSAGE,
     SecurityContextSpec, SecurityMode,
 };
 use crate::names::{MAX_FEED_INSTANCE_NAME, MAX_INSTANCE_NAME};
@@ -67,6 +67,9 @@ pub(super) fn check_spec(name: &str, spec: &PaymentSystemSpec) -> Result<(), Val
                 "{field}.managed.storage.ephemeral keeps no volume: remove storageClassName"
             )));
         }
+    }
+    if spec.risk_engine.mode == RiskMode::Model && spec.risk_engine.model.is_none() {
+        return Err(invalid("riskEngine.mode model needs riskEngine.model"));
     }
     let probability = spec.risk_engine.approval_probability;
     if !(0.0..=1.0).contains(&probability) {

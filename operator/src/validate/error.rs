@@ -19,6 +19,20 @@ pub enum ValidationError {
         key: String,
         problem: &'static str,
     },
+    /// A ConfigMap named as a risk model's source does not exist.
+    #[error("the risk model's ConfigMap {0} not found")]
+    ModelNotFound(String),
+    /// A risk model fails the engine's checks (`paysys_core::model_card`): never rolled out.
+    #[error("the risk model in {source_name} cannot be served: {message}")]
+    ModelInvalid {
+        /// The ConfigMap and key the model was read from.
+        source_name: String,
+        message: String,
+    },
+    /// A risk engine pod started for the current model (on a claim, which only the engine can
+    /// read) refused it; the pods of the previous model keep running.
+    #[error("risk engine pod {pod} refused the model it was started for: {message}")]
+    ModelRefused { pod: String, message: String },
 }
 
 impl ValidationError {

@@ -6,11 +6,13 @@
 //! because a resource may predate the current CRD, and because some facts (does the referenced
 //! Secret hold the key?) can only be known from what was read. The parts: the resolved model
 //! ([`model`]), the spec's checks ([`checks`]), resolution against the Secrets read
-//! ([`secrets`]) and the data feed's schedule ([`schedule`]).
+//! ([`secrets`]), the risk models against the ConfigMaps and pods read ([`risk_model`]) and
+//! the data feed's schedule ([`schedule`]).
 
 pub mod checks;
 pub mod error;
 pub mod model;
+pub mod risk_model;
 pub mod schedule;
 pub mod secrets;
 
@@ -23,13 +25,13 @@ use self::error::invalid;
 pub use self::model::{
     AUTH_API_KEYS, AUTH_JWT_PUBLIC_KEY, AUTH_JWT_SECRET, Auth, CREDENTIALS_URL, Connection,
     DataFeed, Ephemeral, FEED_IMAGE, GENERATED_API_KEY, GENERATED_API_KEYS_FILE,
-    GENERATED_FEED_KEY, JwtKey, ManagedServer, Operated, POSTGRES_IMAGE, PaymentsApi, PodIds,
-    RABBITMQ_IMAGE, RiskEngine, Storage, Validated, resources,
+    GENERATED_FEED_KEY, JwtKey, ManagedServer, Models, Operated, POSTGRES_IMAGE, PaymentsApi,
+    PodIds, RABBITMQ_IMAGE, RiskEngine, ServedModel, Storage, Validated, resources,
 };
 pub use self::schedule::is_schedule;
 use crate::crd::{DataFeedSpec, ExternalSpec, ManagedSpec, PaymentSystem, PaymentSystemSpec};
 use crate::names::{Names, Server, Workload};
-use crate::observe::{Observed, SecretData};
+use crate::observe::{ModelFiles, Observed, RefusedPod, SecretData};
 
 /// Children kept as long as the `PaymentSystem` exists once made, even when the spec no longer
 /// asks for them: the API key (switching auth back and forth never changes the key clients
@@ -41,7 +43,12 @@ pub fn kept_for_life(names: &Names) -> Vec<String> {
 
 /// [`validate_observed`] of everything observe read.
 pub fn observed(observed: &Observed<'_>) -> Result<Validated, ValidationError> {
-    validate_observed(observed.resource, &observed.secrets, &observed.on_empty_dir)
+    validate_all(
+        observed.resource,
+        &observed.secrets,
+        &observed.on_empty_dir,
+        (&observed.model_files, &observed.refused_pods),
+    )
 }
 
 /// Checks `ps` against itself and the Secrets read from the cluster, for a system none of
@@ -56,6 +63,26 @@ pub fn validate_observed(
     ps: &PaymentSystem,
     secrets: &SecretData,
     on_empty_dir: &[Server],
+) -> Result<Validated, ValidationError> {
+    validate_all(ps, secrets, on_empty_dir, (&ModelFiles::new(), &[]))
+}
+
+/// [`validate`], with the files of the model ConfigMaps read and the risk engine pods that
+/// refused their model (see `observe::models`).
+pub fn validate_with_models(
+    ps: &PaymentSystem,
+    secrets: &SecretData,
+    model_files: &ModelFiles,
+    refused_pods: &[RefusedPod],
+) -> Result<Validated, ValidationError> {
+    validate_all(ps, secrets, &[], (model_files, refused_pods))
+}
+
+fn validate_all(
+    ps: &PaymentSystem,
+    secrets: &SecretData,
+    on_empty_dir: &[Server],
+    (model_files, refused_pods): (&ModelFiles, &[RefusedPod]),
 ) -> Result<Validated, ValidationError> {
     let name = ps.name_any();
     checks::check_spec(&name, &ps.spec)?;
@@ -90,6 +117,12 @@ pub fn validate_observed(
         )?,
     };
     let auth = secrets::auth(&names, spec, secrets)?;
+    let model = spec
+        .risk_engine
+        .model
+        .as_ref()
+        .map(|model| risk_model::resolve(&names, model, model_files, refused_pods))
+        .transpose()?;
     let data_feed = spec
         .data_feed
         .as_ref()
@@ -161,6 +194,7 @@ pub fn validate_observed(
             prefetch: risk.prefetch,
             log_level: risk.log_level.clone(),
             rules_yaml,
+            model,
         },
         version: spec.image.tag.clone(),
         pull_policy: spec.image.pull_policy,

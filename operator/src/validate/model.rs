@@ -278,6 +278,45 @@ pub struct RiskEngine {
     pub log_level: Option<String>,
     /// The risk rules as rendered into the ConfigMap.
     pub rules_yaml: String,
+    /// The risk model and its challenger, when `riskEngine.model` is set.
+    pub model: Option<Models>,
+}
+
+/// The risk models the engine serves, each checked as far as the operator can.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Models {
+    /// The champion (`MODEL_DIR`), which decides in `mode: model`.
+    pub champion: ServedModel,
+    /// The challenger (`SHADOW_MODEL_DIR`), scored in shadow.
+    pub shadow: Option<ServedModel>,
+}
+
+/// One risk model, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServedModel {
+    /// Read from a ConfigMap and checked like the engine checks it; served from the
+    /// operator's immutable copy, the ConfigMap `copy`, holding `files`.
+    Copied {
+        version: String,
+        copy: String,
+        files: BTreeMap<String, String>,
+    },
+    /// On a PersistentVolumeClaim the operator cannot read: the engine checks that it holds
+    /// `version` (`MODEL_VERSION`).
+    Claim {
+        version: String,
+        claim_name: String,
+        sub_path: Option<String>,
+    },
+}
+
+impl ServedModel {
+    /// The card's `model_version`.
+    pub fn version(&self) -> &str {
+        match self {
+            Self::Copied { version, .. } | Self::Claim { version, .. } => version,
+        }
+    }
 }
 
 /// A server another operator runs, with defaults resolved.

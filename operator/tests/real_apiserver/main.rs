@@ -20,5 +20,6 @@ mod rbac;
 mod reconcile;
 mod registry;
 mod risk_rules;
+mod risk_model;
 mod support;
 mod upgrade;

@@ -141,7 +141,7 @@ fn by_kind(children: &[(String, ObjectMeta)]) -> BTreeMap<String, Vec<String>> {
 }
 
 /// The printer columns of `name` as `kubectl get` shows them (the server computes them).
-async fn printer_columns(env: &Env, name: &str) -> BTreeMap<String, serde_json::Value> {
+pub async fn printer_columns(env: &Env, name: &str) -> BTreeMap<String, serde_json::Value> {
     let request = http::Request::get(format!(
         "/apis/paysys.io/v1alpha1/namespaces/{}/paymentsystems/{name}",
         env.namespace

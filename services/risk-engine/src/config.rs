@@ -94,7 +94,7 @@ fn decider(source: &dyn Source) -> Result<Decider, ConfigError> {
     };
     // Checked in any mode too: a model that would be refused is refused before anyone
     // switches to model mode.
-    let champion = model(source, "MODEL_DIR")?;
+    let champion = model(source, "MODEL_DIR", "MODEL_VERSION")?;
     let mode = config::optional(source, "RISK_MODE").unwrap_or_else(|| "rules".into());
     let decider = match mode.trim().to_ascii_lowercase().as_str() {
         "rules" => Decider::Rules(Box::new(rules)),
@@ -118,20 +118,43 @@ fn decider(source: &dyn Source) -> Result<Decider, ConfigError> {
     // A challenger that cannot be loaded stops the engine like a bad champion: a broken model
     // is never rolled out, and a shadow silently missing would make the comparison it exists
     // for quietly empty.
-    Ok(match model(source, "SHADOW_MODEL_DIR")? {
-        Some(shadow) => Decider::Shadowed(Box::new(decider), shadow),
-        None => decider,
-    })
+    Ok(
+        match model(source, "SHADOW_MODEL_DIR", "SHADOW_MODEL_VERSION")? {
+            Some(shadow) => Decider::Shadowed(Box::new(decider), shadow),
+            None => decider,
+        },
+    )
 }
 
 /// The model in the directory `variable` names, loaded and checked; `None` if it is unset.
-fn model(source: &dyn Source, variable: &str) -> Result<Option<Arc<Model>>, ConfigError> {
+///
+/// `expected` names the variable that, when set, holds the version the directory must hold:
+/// a deployer that cannot read the files itself (the operator with a model on a
+/// PersistentVolumeClaim) states the version it rolls out, and an engine finding another one
+/// refuses to start, so the rollout stops with the old pods still serving.
+fn model(
+    source: &dyn Source,
+    variable: &str,
+    expected: &str,
+) -> Result<Option<Arc<Model>>, ConfigError> {
     let Some(dir) = config::optional(source, variable) else {
         return Ok(None);
     };
     let dir = dir.trim();
     let model =
         Model::load(Path::new(dir)).map_err(|e| ConfigError::new(variable, e.to_string()))?;
+    if let Some(version) = config::optional(source, expected) {
+        let version = version.trim();
+        if model.version != version {
+            return Err(ConfigError::new(
+                expected,
+                format!(
+                    "is {version}, but {dir} ({variable}) holds model {}: the directory is not the model being rolled out",
+                    model.version
+                ),
+            ));
+        }
+    }
     Ok(Some(Arc::new(model)))
 }
 
@@ -233,6 +256,29 @@ mod tests {
             "SHADOW_MODEL_DIR"
         );
         assert_eq!(name(&[URL, ("DRIFT_WINDOW", "0")]), "DRIFT_WINDOW");
+        let version = config.decider.champion().unwrap().version.clone();
+        let stated = |variable: &str, value: &str| {
+            Config::from_source(&env(&[
+                URL,
+                ("MODEL_DIR", dir),
+                ("SHADOW_MODEL_DIR", dir),
+                (variable, value),
+            ]))
+        };
+        assert!(stated("MODEL_VERSION", &version).is_ok());
+        assert!(stated("SHADOW_MODEL_VERSION", &version).is_ok());
+        let refused = stated("MODEL_VERSION", "m-0000").unwrap_err();
+        assert_eq!(refused.name, "MODEL_VERSION");
+        assert_eq!(
+            refused.to_string(),
+            format!(
+                "invalid configuration: MODEL_VERSION: is m-0000, but {dir} (MODEL_DIR) holds model {version}: the directory is not the model being rolled out"
+            )
+        );
+        assert_eq!(
+            stated("SHADOW_MODEL_VERSION", "m-0000").unwrap_err().name,
+            "SHADOW_MODEL_VERSION"
+        );
         assert_eq!(
             name(&[URL, ("RISK_MODE", "rules"), ("MODEL_DIR", "/nonexistent")]),
             "MODEL_DIR",

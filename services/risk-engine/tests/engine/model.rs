@@ -30,6 +30,10 @@ fn model_dir() -> PathBuf {
     fixtures().join("model")
 }
 
+fn model_dir_text() -> &'static str {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/model")
+}
+
 /// The fixture model, parsed once for the whole binary (a debug build parses 680 KB slowly,
 /// and CPU taken here is taken from the timing-sensitive broker tests running beside).
 fn model() -> Arc<Model> {
@@ -149,6 +153,19 @@ async fn a_bad_model_stops_the_engine_with_exit_code_2() {
             vec![("RISK_MODE", "model")],
             vec!["MODEL_DIR: is required with RISK_MODE=model".into()],
         ),
+        // A model on a volume the operator cannot read: it states the version it rolls out,
+        // and a directory holding another one is refused (both versions named).
+        (
+            vec![
+                ("RISK_MODE", "model"),
+                ("MODEL_DIR", model_dir_text()),
+                ("MODEL_VERSION", "m-0123456789abcdef"),
+            ],
+            vec![format!(
+                "MODEL_VERSION: is m-0123456789abcdef, but {} (MODEL_DIR) holds model {version}",
+                model_dir_text()
+            )],
+        ),
         // A bad challenger stops a rules-mode engine too: a broken model is never rolled out.
         (
             vec![("SHADOW_MODEL_DIR", shadow_wrong.path())],
@@ -159,7 +176,12 @@ async fn a_bad_model_stops_the_engine_with_exit_code_2() {
             ],
         ),
     ];
-    for (extra, expected) in cases {
+    // The refusal is also the container's termination message (the file the kubelet makes).
+    let termination = std::env::temp_dir().join(format!("risk-termination-{}", Uuid::new_v4()));
+    let termination_text = termination.to_str().unwrap().to_owned();
+    for (mut extra, expected) in cases {
+        std::fs::write(&termination, "").unwrap();
+        extra.push(("TERMINATION_MESSAGE_PATH", &termination_text));
         let child = spawn(&engine, free_port(), &extra);
         let output = tokio::time::timeout(WAIT, child.wait_with_output())
             .await
@@ -173,7 +195,13 @@ async fn a_bad_model_stops_the_engine_with_exit_code_2() {
                 "{extra:?}: {stderr:?} lacks {part:?}"
             );
         }
+        let message = std::fs::read_to_string(&termination).unwrap();
+        assert!(
+            !message.is_empty() && stderr.contains(&message),
+            "{extra:?}: termination message {message:?} is not the refusal {stderr:?}"
+        );
     }
+    std::fs::remove_file(&termination).unwrap();
     engine.finish().await;
 }
 
