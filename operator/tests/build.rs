@@ -313,8 +313,11 @@ fn every_container_is_locked_down_and_probed() {
     }
 }
 
+/// A workload's name and its pods' user, group and fsGroup.
+type Ids = (String, Option<i64>, Option<i64>, Option<i64>);
+
 /// The pods' user, group and fsGroup of every Deployment and of the data feed's CronJob.
-fn pod_ids(children: &Children) -> Vec<(String, Option<i64>, Option<i64>, Option<i64>)> {
+fn pod_ids(children: &Children) -> Vec<Ids> {
     let deployments = children
         .deployments
         .iter()
