@@ -107,8 +107,9 @@ pub(super) fn check_spec(name: &str, spec: &PaymentSystemSpec) -> Result<(), Val
             "paymentsApi.maxAmount must be a positive decimal number",
         ));
     }
-    // The engine's own validation (the schema already bounds declineThreshold; currencies and
-    // their decimal places need ISO 4217's table, which CEL does not have).
+    // The engine's own validation. The schema refuses the numeric bounds at admission
+    // (declineThreshold, velocity.windowSeconds and maxCount >= 1); currencies and their
+    // decimal places need ISO 4217's table, which CEL does not have, so only this sees them.
     paysys_core::risk_rules::compile(&spec.risk_engine.rules)
         .map_err(ValidationError::InvalidRiskRules)?;
     if let Some(feed) = &spec.data_feed {

@@ -57,6 +57,7 @@ pub struct VelocityRules {
     #[schemars(range(min = 1))]
     pub window_seconds: u64,
     /// Most payments a user may make within the window, this one included.
+    #[schemars(range(min = 1))]
     pub max_count: Option<u64>,
     /// Largest total per currency within the window, this one included, as decimal strings.
     pub max_total: BTreeMap<String, String>,
