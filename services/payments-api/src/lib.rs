@@ -16,6 +16,7 @@ pub mod protection;
 pub mod relay;
 pub mod store;
 pub mod validation;
+pub mod webhooks;
 pub mod writer;
 
 use std::future::Future;
@@ -66,6 +67,7 @@ pub async fn run(
         relays_connected: Arc::new(AtomicUsize::new(0)),
         consuming_decisions: Arc::new(AtomicBool::new(false)),
         backlog: Arc::new(backlog::Backlog::new(config.limits.max_undecided)),
+        webhooks: config.webhooks.clone(),
     };
     let workers = CancellationToken::new();
     let relay = relay::Relay {
@@ -95,6 +97,14 @@ pub async fn run(
         metrics.clone(),
         workers.clone(),
     ));
+    let dispatcher = tokio::spawn(
+        webhooks::dispatcher::Dispatcher {
+            pool: pool.clone(),
+            settings: config.webhooks.clone(),
+            metrics: metrics.clone(),
+        }
+        .run(workers.clone()),
+    );
     let reaper = tokio::spawn(housekeeping(
         pool.clone(),
         config.velocity_window,
@@ -110,7 +120,7 @@ pub async fn run(
     workers.cancel();
     let stopped = async {
         futures::future::join_all(relays).await;
-        let _ = tokio::join!(consumer, reaper, backlog);
+        let _ = tokio::join!(consumer, reaper, backlog, dispatcher);
     };
     // Every worker bounds its own stop; this is the last guard, so that a stop always ends.
     // Leaving is safe: an unfinished relay batch rolls back into the outbox and unacked

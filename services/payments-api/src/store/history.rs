@@ -28,7 +28,7 @@ use sqlx::FromRow;
 
 /// A payment's history as stored on its row; every column is NULL for payments accepted
 /// before the history existed (migration 0006), which are sent without one.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromRow)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromRow, serde::Deserialize)]
 pub struct StoredHistory {
     pub history_payer_payment_count: Option<i64>,
     pub history_payer_first_payment_at: Option<DateTime<Utc>>,

@@ -3,11 +3,13 @@
 
 pub mod decisions;
 pub mod disputes;
+pub mod events;
 pub mod history;
 pub mod idempotency;
 pub mod outbox;
 pub mod payments;
 pub mod velocity;
+pub mod webhooks;
 
 use std::time::Duration;
 

@@ -12,8 +12,8 @@ use super::disputes::Dispute;
 use super::history::{self, StoredHistory};
 use crate::validation::NewPayment;
 
-/// A payment row.
-#[derive(Debug, Clone, FromRow)]
+/// A payment row: read by SELECT, or from the row's JSON (`to_jsonb`) that an event keeps.
+#[derive(Debug, Clone, FromRow, serde::Deserialize)]
 pub struct PaymentRecord {
     pub id: Uuid,
     pub principal: String,
@@ -31,6 +31,7 @@ pub struct PaymentRecord {
     pub updated_at: DateTime<Utc>,
     /// What the risk engine was told of the payer, payee and method ([`super::history`]).
     #[sqlx(flatten)]
+    #[serde(flatten)]
     pub history: StoredHistory,
     /// `paysys_core::FEATURES_VERSION` of the features the decision was made on (the values
     /// themselves, `decision_features`, are read by the data feed only).

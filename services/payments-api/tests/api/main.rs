@@ -18,3 +18,4 @@ mod status;
 mod store;
 mod validation;
 mod velocity;
+mod webhooks;
