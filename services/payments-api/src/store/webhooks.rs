@@ -157,25 +157,29 @@ pub struct Claimed {
     pub payment: String,
 }
 
-/// Claims due deliveries: for each endpoint that is neither paused nor in `busy`, up to
-/// `per_endpoint` of its due deliveries that are the oldest undelivered event of their
-/// payment to it (so each endpoint sees a payment's events in order), at most `limit` in all.
-/// A claim pushes the row's next attempt `lease` ahead: if this process dies, the row comes
-/// due again then. `SKIP LOCKED` lets replicas claim side by side.
+/// Claims due deliveries: for each endpoint that is not paused, up to `per_endpoint` minus
+/// what this process has in flight to it (`in_flight`: endpoint ids and counts) of its due
+/// deliveries that are the oldest undelivered event of their payment to it (so each endpoint
+/// sees a payment's events in order), at most `limit` in all. A claim pushes the row's next
+/// attempt `lease` ahead: if this process dies, the row comes due again then. `SKIP LOCKED`
+/// lets replicas claim side by side.
 pub async fn claim(
     conn: &mut PgConnection,
-    busy: &[Uuid],
+    in_flight: &[(Uuid, i32)],
     per_endpoint: i64,
     limit: i64,
     lease: Duration,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
+    let busy: Vec<Uuid> = in_flight.iter().map(|(id, _)| *id).collect();
+    let counts: Vec<i32> = in_flight.iter().map(|(_, n)| *n).collect();
     sqlx::query_as!(
         Claimed,
         r#"WITH candidates AS (
             SELECT d.id
             FROM webhook_endpoints e
             CROSS JOIN LATERAL (
-                SELECT c.id FROM webhook_deliveries c
+                SELECT c.id, row_number() OVER (ORDER BY c.next_attempt_at, c.id) AS rank
+                FROM webhook_deliveries c
                 WHERE c.endpoint_id = e.id AND c.next_attempt_at <= now()
                   AND NOT EXISTS (
                       SELECT 1 FROM webhook_deliveries o
@@ -185,8 +189,10 @@ pub async fn claim(
                 ORDER BY c.next_attempt_at, c.id
                 LIMIT $2
             ) d
+            LEFT JOIN unnest($1::uuid[], $5::int[]) AS b(endpoint_id, in_flight)
+                ON b.endpoint_id = e.id
             WHERE (e.paused_until IS NULL OR e.paused_until <= now())
-              AND NOT (e.id = ANY ($1::uuid[]))
+              AND d.rank <= $2 - coalesce(b.in_flight, 0)
         ), picked AS (
             SELECT d.id FROM webhook_deliveries d
             WHERE d.id = ANY (ARRAY(SELECT id FROM candidates)) AND d.next_attempt_at <= now()
@@ -207,10 +213,11 @@ pub async fn claim(
         JOIN webhook_endpoints e ON e.id = c.endpoint_id
         JOIN events v ON v.id = c.event_id
         ORDER BY c.id"#,
-        busy,
+        &busy,
         per_endpoint,
         limit,
-        lease.as_secs_f64()
+        lease.as_secs_f64(),
+        &counts
     )
     .fetch_all(conn)
     .await

@@ -13,9 +13,10 @@
 //! mid-delivery leaves the row to be claimed again when it runs out; receivers deduplicate
 //! by event id.
 //!
-//! One slow or dead endpoint never delays the others: each round claims at most
-//! `per_endpoint` deliveries of an endpoint and none of an endpoint that still has deliveries
-//! in flight in this process, every request is bounded in time, and an endpoint failing
+//! One slow or dead endpoint never delays the others: an endpoint has at most `per_endpoint`
+//! deliveries in flight per process (each round claims only its free slots; a completion
+//! starts a round, so a fast endpoint's slots refill at once), every request is bounded in
+//! time, and an endpoint failing
 //! several times in a row is paused as a whole (its deliveries are not claimed until the pause
 //! ends), so it costs one probe per pause rather than an attempt per event.
 
@@ -53,7 +54,6 @@ const GAUGE_INTERVAL: Duration = Duration::from_secs(2);
 /// after their lease (at least once).
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-#[derive(Clone)]
 pub struct Dispatcher {
     pub pool: PgPool,
     pub settings: WebhookSettings,
@@ -101,12 +101,22 @@ impl Dispatcher {
         let mut tasks = JoinSet::new();
         let mut db_waits = paysys_runtime::backoff::Backoff::default();
         let mut gauges_at = Instant::now() - GAUGE_INTERVAL;
+        // When events were last sequenced, and how many.
+        let mut last_sequenced: Option<(Instant, i64)> = None;
         // A claim outlives the longest attempt, with room for writing its result.
         let lease = self.settings.timeout * 2 + Duration::from_secs(5);
         tracing::info!(delivering = sender.is_some(), "webhook dispatcher started");
         while !stop.is_cancelled() {
             while tasks.try_join_next().is_some() {}
-            let round = self.round(sender.as_ref(), &in_flight, &mut tasks, &results, &wake, lease);
+            let round = self.round(
+                sender.as_ref(),
+                &in_flight,
+                &mut tasks,
+                &results,
+                &wake,
+                lease,
+                &mut last_sequenced,
+            );
             let more = match round.await {
                 Ok(more) => {
                     db_waits.reset();
@@ -151,15 +161,30 @@ impl Dispatcher {
         results: &mpsc::UnboundedSender<Outcome>,
         wake: &Arc<Notify>,
         lease: Duration,
+        last_sequenced: &mut Option<(Instant, i64)>,
     ) -> Result<bool, sqlx::Error> {
         let batch = self.settings.batch_size;
         let mut conn = self.pool.acquire().await?;
-        let sequenced = store::events::sequence(&mut conn, batch).await?;
-        let mut more = sequenced == Some(batch);
+        // Sequencing costs a transaction: at most once per poll interval while there is
+        // nothing to sequence.
+        let mut more = false;
+        let due = last_sequenced.is_none_or(|(at, count)| {
+            count > 0 || at.elapsed() >= self.settings.poll_interval
+        });
+        if due {
+            let sequenced = store::events::sequence(&mut conn, batch).await?;
+            *last_sequenced = Some((Instant::now(), sequenced.unwrap_or(0)));
+            more = sequenced == Some(batch);
+        }
         let Some(sender) = sender else {
             return Ok(more);
         };
-        let busy: Vec<Uuid> = in_flight.lock().expect("not poisoned").keys().copied().collect();
+        let busy: Vec<(Uuid, i32)> = in_flight
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .map(|(id, count)| (*id, *count as i32))
+            .collect();
         let claimed = store::webhooks::claim(
             &mut conn,
             &busy,
@@ -190,10 +215,10 @@ impl Dispatcher {
                     *count -= 1;
                     if *count == 0 {
                         in_flight.remove(&endpoint);
-                        // The endpoint can take its next deliveries.
-                        wake.notify_one();
                     }
                 }
+                // A slot is free: the endpoint can take its next delivery.
+                wake.notify_one();
             });
         }
         Ok(more)
