@@ -101,7 +101,13 @@ async fn receive(
     body: Bytes,
 ) -> StatusCode {
     let now = chrono::Utc::now();
-    let secret = state.secrets.lock().unwrap().get(&path).cloned().unwrap_or_default();
+    let secret = state
+        .secrets
+        .lock()
+        .unwrap()
+        .get(&path)
+        .cloned()
+        .unwrap_or_default();
     let header = headers
         .get("paysys-signature")
         .and_then(|v| v.to_str().ok())
@@ -255,7 +261,10 @@ async fn main() {
         .clone();
     for endpoint in delete {
         client
-            .delete(format!("{base}/v1/webhook-endpoints/{}", endpoint["id"].as_str().unwrap()))
+            .delete(format!(
+                "{base}/v1/webhook-endpoints/{}",
+                endpoint["id"].as_str().unwrap()
+            ))
             .header("authorization", API_KEY)
             .send()
             .await
@@ -278,7 +287,10 @@ async fn main() {
     let expected = dead_payments * 100;
     let done = wait_for(&state, expected, Duration::from_secs(600)).await;
     report_lag(
-        &format!("100 live of 1,000 endpoints (900 dead){}", if done { "" } else { " INCOMPLETE" }),
+        &format!(
+            "100 live of 1,000 endpoints (900 dead){}",
+            if done { "" } else { " INCOMPLETE" }
+        ),
         &state,
         expected,
     );

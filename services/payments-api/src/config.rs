@@ -200,12 +200,18 @@ mod tests {
     fn webhooks_are_off_by_default_and_need_their_key() {
         let config = Config::from_source(&BASE).unwrap();
         assert!(!config.webhooks.enabled());
-        assert_eq!(config.webhooks.retry_window, Duration::from_secs(3 * 24 * 3600));
+        assert_eq!(
+            config.webhooks.retry_window,
+            Duration::from_secs(3 * 24 * 3600)
+        );
         let error = Config::from_source(&with(("WEBHOOKS_ENABLED", "true"))).unwrap_err();
         assert_eq!(error.name, "WEBHOOK_SECRETS_KEY");
         let mut env = with(("WEBHOOKS_ENABLED", "true"));
         env.insert("WEBHOOK_SECRETS_KEY".into(), "c2hvcnQ=".into());
-        assert_eq!(Config::from_source(&env).unwrap_err().name, "WEBHOOK_SECRETS_KEY");
+        assert_eq!(
+            Config::from_source(&env).unwrap_err().name,
+            "WEBHOOK_SECRETS_KEY"
+        );
         let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
         env.insert("WEBHOOK_SECRETS_KEY".into(), key.into());
         let config = Config::from_source(&env).unwrap();

@@ -397,7 +397,9 @@ pub struct EndpointUrl(pub String);
 
 impl FromJson for EndpointUrl {
     fn from_json(raw: &RawValue) -> Result<Self, String> {
-        string(raw).map(Self).ok_or_else(|| "must be a string".into())
+        string(raw)
+            .map(Self)
+            .ok_or_else(|| "must be a string".into())
     }
 }
 
@@ -420,9 +422,12 @@ impl FromJson for EventTypes {
         }
         let mut types = Vec::new();
         for name in names {
-            let event_type: EventType = name
-                .parse()
-                .map_err(|_| format!("unknown event type {name:?}; known: {}", EventType::expected()))?;
+            let event_type: EventType = name.parse().map_err(|_| {
+                format!(
+                    "unknown event type {name:?}; known: {}",
+                    EventType::expected()
+                )
+            })?;
             if !types.contains(&event_type) {
                 types.push(event_type);
             }

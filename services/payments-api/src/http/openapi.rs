@@ -10,10 +10,10 @@ use crate::http::Document;
 use crate::http::views::{
     DecisionView, DisputeView, EventView, PaymentChanged, PaymentPage, PaymentView,
 };
-use crate::store::disputes::DisputeReason;
 use crate::http::webhooks::{
     AttemptPage, AttemptView, EndpointList, EndpointView, EndpointWithSecret,
 };
+use crate::store::disputes::DisputeReason;
 use crate::validation::{
     CancelRequest, CreateEndpointRequest, CreatePaymentRequest, DisputeRequest,
 };

@@ -323,7 +323,10 @@ pub async fn list_attempts(
         match name.as_str() {
             "limit" => match parse_bounded(value, 1, MAX_ATTEMPTS) {
                 Some(value) => limit = value,
-                None => errors.push(FieldError::new(name, format!("must be an integer from 1 to {MAX_ATTEMPTS}"))),
+                None => errors.push(FieldError::new(
+                    name,
+                    format!("must be an integer from 1 to {MAX_ATTEMPTS}"),
+                )),
             },
             "before" => match parse_bounded(value, 1, i64::MAX) {
                 Some(value) => before = Some(value),
@@ -379,7 +382,10 @@ pub async fn list_events(
             },
             "limit" => match parse_bounded(value, 1, MAX_EVENTS) {
                 Some(value) => limit = value,
-                None => errors.push(FieldError::new(name, format!("must be an integer from 1 to {MAX_EVENTS}"))),
+                None => errors.push(FieldError::new(
+                    name,
+                    format!("must be an integer from 1 to {MAX_EVENTS}"),
+                )),
             },
             _ => errors.push(FieldError::new(name, "unknown query parameter")),
         }
@@ -402,5 +408,8 @@ pub async fn list_events(
 }
 
 fn parse_bounded(value: &str, min: i64, max: i64) -> Option<i64> {
-    value.parse::<i64>().ok().filter(|v| (min..=max).contains(v))
+    value
+        .parse::<i64>()
+        .ok()
+        .filter(|v| (min..=max).contains(v))
 }

@@ -73,7 +73,11 @@ pub async fn find(
 
 /// Deletes the endpoint with its pending deliveries and attempts; false if the principal has
 /// no such endpoint.
-pub async fn delete(conn: &mut PgConnection, principal: &str, id: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn delete(
+    conn: &mut PgConnection,
+    principal: &str,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
     let deleted = sqlx::query!(
         "DELETE FROM webhook_endpoints WHERE id = $1 AND principal = $2",
         id,

@@ -60,6 +60,20 @@ pub struct Dispatcher {
     pub metrics: Arc<Metrics>,
 }
 
+/// The state of one dispatcher's run.
+struct Run {
+    /// Deliveries in flight in this process, per endpoint.
+    in_flight: Arc<Mutex<HashMap<Uuid, usize>>>,
+    tasks: JoinSet<()>,
+    results: mpsc::UnboundedSender<Outcome>,
+    /// Wakes the loop when a delivery ends or results are written.
+    wake: Arc<Notify>,
+    /// How far a claim pushes a delivery's next attempt.
+    lease: Duration,
+    /// When events were last sequenced, and how many.
+    last_sequenced: Option<(Instant, i64)>,
+}
+
 /// Everything a delivery task needs.
 struct Sender {
     client: reqwest::Client,
@@ -96,27 +110,21 @@ impl Dispatcher {
             self.metrics.clone(),
             wake.clone(),
         ));
-        // Deliveries in flight in this process, per endpoint.
-        let in_flight: Arc<Mutex<HashMap<Uuid, usize>>> = Arc::default();
-        let mut tasks = JoinSet::new();
+        let mut run = Run {
+            in_flight: Arc::default(),
+            tasks: JoinSet::new(),
+            results,
+            wake: wake.clone(),
+            // A claim outlives the longest attempt, with room for writing its result.
+            lease: self.settings.timeout * 2 + Duration::from_secs(5),
+            last_sequenced: None,
+        };
         let mut db_waits = paysys_runtime::backoff::Backoff::default();
         let mut gauges_at = Instant::now() - GAUGE_INTERVAL;
-        // When events were last sequenced, and how many.
-        let mut last_sequenced: Option<(Instant, i64)> = None;
-        // A claim outlives the longest attempt, with room for writing its result.
-        let lease = self.settings.timeout * 2 + Duration::from_secs(5);
         tracing::info!(delivering = sender.is_some(), "webhook dispatcher started");
         while !stop.is_cancelled() {
-            while tasks.try_join_next().is_some() {}
-            let round = self.round(
-                sender.as_ref(),
-                &in_flight,
-                &mut tasks,
-                &results,
-                &wake,
-                lease,
-                &mut last_sequenced,
-            );
+            while run.tasks.try_join_next().is_some() {}
+            let round = self.round(sender.as_ref(), &mut run);
             let more = match round.await {
                 Ok(more) => {
                     db_waits.reset();
@@ -142,6 +150,9 @@ impl Dispatcher {
         }
         // Deliveries in flight get a short grace; what they do not finish is claimed again
         // after its lease.
+        let Run {
+            mut tasks, results, ..
+        } = run;
         let _ = tokio::time::timeout(STOP_GRACE, async {
             while tasks.join_next().await.is_some() {}
         })
@@ -156,30 +167,26 @@ impl Dispatcher {
     async fn round(
         &self,
         sender: Option<&Arc<Sender>>,
-        in_flight: &Arc<Mutex<HashMap<Uuid, usize>>>,
-        tasks: &mut JoinSet<()>,
-        results: &mpsc::UnboundedSender<Outcome>,
-        wake: &Arc<Notify>,
-        lease: Duration,
-        last_sequenced: &mut Option<(Instant, i64)>,
+        run: &mut Run,
     ) -> Result<bool, sqlx::Error> {
         let batch = self.settings.batch_size;
         let mut conn = self.pool.acquire().await?;
         // Sequencing costs a transaction: at most once per poll interval while there is
         // nothing to sequence.
         let mut more = false;
-        let due = last_sequenced.is_none_or(|(at, count)| {
-            count > 0 || at.elapsed() >= self.settings.poll_interval
-        });
+        let due = run
+            .last_sequenced
+            .is_none_or(|(at, count)| count > 0 || at.elapsed() >= self.settings.poll_interval);
         if due {
             let sequenced = store::events::sequence(&mut conn, batch).await?;
-            *last_sequenced = Some((Instant::now(), sequenced.unwrap_or(0)));
+            run.last_sequenced = Some((Instant::now(), sequenced.unwrap_or(0)));
             more = sequenced == Some(batch);
         }
         let Some(sender) = sender else {
             return Ok(more);
         };
-        let busy: Vec<(Uuid, i32)> = in_flight
+        let busy: Vec<(Uuid, i32)> = run
+            .in_flight
             .lock()
             .expect("not poisoned")
             .iter()
@@ -190,23 +197,23 @@ impl Dispatcher {
             &busy,
             self.settings.per_endpoint as i64,
             batch,
-            lease,
+            run.lease,
         )
         .await?;
         drop(conn);
         more |= claimed.len() as i64 == batch;
         for delivery in claimed {
-            *in_flight
+            *run.in_flight
                 .lock()
                 .expect("not poisoned")
                 .entry(delivery.endpoint_id)
                 .or_default() += 1;
             let sender = sender.clone();
-            let in_flight = in_flight.clone();
-            let results = results.clone();
-            let wake = wake.clone();
+            let in_flight = run.in_flight.clone();
+            let results = run.results.clone();
+            let wake = run.wake.clone();
             let metrics = self.metrics.clone();
-            tasks.spawn(async move {
+            run.tasks.spawn(async move {
                 let endpoint = delivery.endpoint_id;
                 let outcome = sender.deliver(delivery, &metrics).await;
                 let _ = results.send(outcome);
@@ -277,7 +284,9 @@ impl Sender {
                 result: result.into(),
             })
             .inc();
-        metrics.webhook_delivery_duration.observe(elapsed.as_secs_f64());
+        metrics
+            .webhook_delivery_duration
+            .observe(elapsed.as_secs_f64());
         if next == Next::Delivered {
             metrics.webhook_event_lag.observe(
                 (Utc::now() - claimed.event_created_at)
@@ -310,7 +319,10 @@ impl Sender {
     async fn send(&self, claimed: &Claimed) -> Result<u16, String> {
         // Checked again at every delivery: the form and IP literals here, names as the client
         // resolves them.
-        let url = self.policy.check_url(&claimed.url).map_err(|e| format!("URL refused: {e}"))?;
+        let url = self
+            .policy
+            .check_url(&claimed.url)
+            .map_err(|e| format!("URL refused: {e}"))?;
         let secret = self
             .secrets
             .open(claimed.endpoint_id, &claimed.secret_encrypted)

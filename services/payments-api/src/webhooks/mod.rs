@@ -97,7 +97,8 @@ impl WebhookSettings {
                 "must not be below WEBHOOK_RETRY_FIRST_MS",
             ));
         }
-        let per_endpoint: usize = config::parse_or(source, "WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", 8)?;
+        let per_endpoint: usize =
+            config::parse_or(source, "WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", 8)?;
         let batch_size: i64 = config::parse_or(source, "WEBHOOK_BATCH_SIZE", 500)?;
         if per_endpoint == 0 || batch_size <= 0 {
             return Err(ConfigError::new(

@@ -36,32 +36,32 @@ pub struct Policy {
 /// Ranges no delivery may reach unless allow-listed.
 static FORBIDDEN: LazyLock<Vec<IpNet>> = LazyLock::new(|| {
     [
-        "0.0.0.0/8",          // "this network", unspecified
-        "10.0.0.0/8",         // RFC 1918
-        "100.64.0.0/10",      // CGNAT (RFC 6598)
-        "127.0.0.0/8",        // loopback
-        "169.254.0.0/16",     // link-local, with 169.254.169.254 (metadata)
-        "172.16.0.0/12",      // RFC 1918
-        "192.0.0.0/24",       // IETF protocol assignments
-        "192.0.2.0/24",       // documentation
-        "192.168.0.0/16",     // RFC 1918
-        "198.18.0.0/15",      // benchmarking
-        "198.51.100.0/24",    // documentation
-        "203.0.113.0/24",     // documentation
-        "224.0.0.0/4",        // multicast
-        "240.0.0.0/4",        // reserved, with 255.255.255.255 (broadcast)
-        "::/128",             // unspecified
-        "::1/128",            // loopback
-        "::/96",              // IPv4-compatible (deprecated)
-        "::ffff:0:0/96",      // IPv4-mapped
-        "64:ff9b::/96",       // NAT64
-        "64:ff9b:1::/48",     // local-use NAT64
-        "100::/64",           // discard
-        "2001:db8::/32",      // documentation
-        "fc00::/7",           // unique local (ULA)
-        "fe80::/10",          // link-local
-        "fec0::/10",          // site-local (deprecated)
-        "ff00::/8",           // multicast
+        "0.0.0.0/8",       // "this network", unspecified
+        "10.0.0.0/8",      // RFC 1918
+        "100.64.0.0/10",   // CGNAT (RFC 6598)
+        "127.0.0.0/8",     // loopback
+        "169.254.0.0/16",  // link-local, with 169.254.169.254 (metadata)
+        "172.16.0.0/12",   // RFC 1918
+        "192.0.0.0/24",    // IETF protocol assignments
+        "192.0.2.0/24",    // documentation
+        "192.168.0.0/16",  // RFC 1918
+        "198.18.0.0/15",   // benchmarking
+        "198.51.100.0/24", // documentation
+        "203.0.113.0/24",  // documentation
+        "224.0.0.0/4",     // multicast
+        "240.0.0.0/4",     // reserved, with 255.255.255.255 (broadcast)
+        "::/128",          // unspecified
+        "::1/128",         // loopback
+        "::/96",           // IPv4-compatible (deprecated)
+        "::ffff:0:0/96",   // IPv4-mapped
+        "64:ff9b::/96",    // NAT64
+        "64:ff9b:1::/48",  // local-use NAT64
+        "100::/64",        // discard
+        "2001:db8::/32",   // documentation
+        "fc00::/7",        // unique local (ULA)
+        "fe80::/10",       // link-local
+        "fec0::/10",       // site-local (deprecated)
+        "ff00::/8",        // multicast
     ]
     .iter()
     .map(|cidr| cidr.parse().expect("valid CIDR"))
@@ -133,14 +133,12 @@ impl Policy {
         let url = self.check_url(text)?;
         if let Some(url::Host::Domain(name)) = url.host() {
             let port = url.port_or_known_default().unwrap_or(443);
-            let addrs: Vec<SocketAddr> = tokio::time::timeout(
-                RESOLVE_TIMEOUT,
-                tokio::net::lookup_host((name, port)),
-            )
-            .await
-            .map_err(|_| format!("host {name} did not resolve in time"))?
-            .map_err(|_| format!("host {name} does not resolve"))?
-            .collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((name, port)))
+                    .await
+                    .map_err(|_| format!("host {name} did not resolve in time"))?
+                    .map_err(|_| format!("host {name} does not resolve"))?
+                    .collect();
             if addrs.is_empty() {
                 return Err(format!("host {name} does not resolve"));
             }
@@ -216,9 +214,23 @@ mod tests {
     fn forbidden_ranges_are_refused_unless_allowed() {
         let policy = Policy::default();
         for ip in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1",
-            "169.254.169.254", "100.64.0.1", "0.0.0.0", "224.0.0.1", "255.255.255.255",
-            "::1", "::", "fd00::1", "fe80::1", "::ffff:127.0.0.1", "::ffff:8.8.8.8", "ff02::1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:8.8.8.8",
+            "ff02::1",
             "64:ff9b::a00:1",
         ] {
             assert!(!policy.allows(ip.parse().unwrap()), "{ip} must be refused");
@@ -247,7 +259,10 @@ mod tests {
             ("https://user:pw@example.com/", "credentials"),
             ("https://127.0.0.1/", "127.0.0.1"),
             ("https://[::1]/", "::1"),
-            ("https://169.254.169.254/latest/meta-data", "169.254.169.254"),
+            (
+                "https://169.254.169.254/latest/meta-data",
+                "169.254.169.254",
+            ),
             ("https://[::ffff:a9fe:a9fe]/", "::ffff:169.254.169.254"),
             ("https://0x7f000001/", "127.0.0.1"),
             ("example.com/hook", "absolute"),

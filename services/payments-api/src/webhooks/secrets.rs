@@ -99,8 +99,15 @@ mod tests {
         let secret = SecretBox::generate();
         assert!(secret.starts_with(SECRET_PREFIX) && secret.len() > 40);
         let stored = key(1).seal(endpoint, &secret);
-        assert!(!stored.windows(8).any(|w| secret.as_bytes().windows(8).any(|s| s == w)));
-        assert_eq!(key(1).open(endpoint, &stored).as_deref(), Some(secret.as_str()));
+        assert!(
+            !stored
+                .windows(8)
+                .any(|w| secret.as_bytes().windows(8).any(|s| s == w))
+        );
+        assert_eq!(
+            key(1).open(endpoint, &stored).as_deref(),
+            Some(secret.as_str())
+        );
         assert_eq!(key(2).open(endpoint, &stored), None);
         assert_eq!(key(1).open(Uuid::now_v7(), &stored), None);
         let mut altered = stored.clone();

@@ -11,8 +11,8 @@ pub const SIGNATURE_HEADER: &str = "paysys-signature";
 pub const EVENT_ID_HEADER: &str = "paysys-event-id";
 
 fn mac(secret: &str, timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .expect("HMAC takes keys of any length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
@@ -49,8 +49,12 @@ pub fn verify(
     let mut signatures = Vec::new();
     for part in header.split(',') {
         match part.trim().split_once('=') {
-            Some(("t", value)) => timestamp = Some(value.parse::<i64>().map_err(|_| Invalid::Malformed)?),
-            Some(("v1", value)) => signatures.push(hex::decode(value).map_err(|_| Invalid::Malformed)?),
+            Some(("t", value)) => {
+                timestamp = Some(value.parse::<i64>().map_err(|_| Invalid::Malformed)?)
+            }
+            Some(("v1", value)) => {
+                signatures.push(hex::decode(value).map_err(|_| Invalid::Malformed)?)
+            }
             _ => {}
         }
     }
@@ -61,7 +65,11 @@ pub fn verify(
     let matches = signatures
         .iter()
         .any(|signature| mac(secret, timestamp, body).verify_slice(signature).is_ok());
-    if matches { Ok(()) } else { Err(Invalid::Mismatch) }
+    if matches {
+        Ok(())
+    } else {
+        Err(Invalid::Mismatch)
+    }
 }
 
 #[cfg(test)]
@@ -77,7 +85,10 @@ mod tests {
             header,
             "t=1700000000,v1=2f441ba4b3b2d50d28a9ab9d9fd8880376ecd1eb5d0435401553f5d8d0a5dcf8"
         );
-        assert_eq!(verify("whsec_test", &header, body, 1_700_000_100, 300), Ok(()));
+        assert_eq!(
+            verify("whsec_test", &header, body, 1_700_000_100, 300),
+            Ok(())
+        );
         assert_eq!(
             verify("whsec_test", &header, body, 1_700_000_400, 300),
             Err(Invalid::Stale)
@@ -90,6 +101,9 @@ mod tests {
             verify("whsec_test", &header, br#"{"id":2}"#, 1_700_000_000, 300),
             Err(Invalid::Mismatch)
         );
-        assert_eq!(verify("whsec_test", "v1=00", body, 0, 300), Err(Invalid::Malformed));
+        assert_eq!(
+            verify("whsec_test", "v1=00", body, 0, 300),
+            Err(Invalid::Malformed)
+        );
     }
 }

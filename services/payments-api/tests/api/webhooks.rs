@@ -339,10 +339,16 @@ async fn endpoints_are_owner_scoped_and_bad_input_stores_nothing() {
             .fetch_one(&api.pool)
             .await
             .unwrap();
-    assert!(!stored.windows(10).any(|w| secret.as_bytes().windows(10).any(|s| s == w)));
+    assert!(
+        !stored
+            .windows(10)
+            .any(|w| secret.as_bytes().windows(10).any(|s| s == w))
+    );
 
     // Shown once: never in the listing or the endpoint.
-    let one = api.get(&format!("/v1/webhook-endpoints/{id}"), Some(ALICE)).await;
+    let one = api
+        .get(&format!("/v1/webhook-endpoints/{id}"), Some(ALICE))
+        .await;
     assert_eq!(one.status, StatusCode::OK);
     assert!(one.body.get("secret").is_none());
     assert_eq!(one.body["url"], url);
@@ -356,27 +362,61 @@ async fn endpoints_are_owner_scoped_and_bad_input_stores_nothing() {
     for (method, path) in [
         (Method::GET, format!("/v1/webhook-endpoints/{id}")),
         (Method::DELETE, format!("/v1/webhook-endpoints/{id}")),
-        (Method::POST, format!("/v1/webhook-endpoints/{id}/rotate-secret")),
+        (
+            Method::POST,
+            format!("/v1/webhook-endpoints/{id}/rotate-secret"),
+        ),
         (Method::GET, format!("/v1/webhook-endpoints/{id}/attempts")),
     ] {
-        let reply = api.request(method.clone(), &path, Some(BOB), &[], None).await;
-        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{method} {path}: {}", reply.body);
+        let reply = api
+            .request(method.clone(), &path, Some(BOB), &[], None)
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::NOT_FOUND,
+            "{method} {path}: {}",
+            reply.body
+        );
     }
 
     // Bad input: 400 naming the field, nothing stored.
     for (body, field) in [
-        (json!({"url": "not a url", "eventTypes": ["payment.created"]}), "url"),
-        (json!({"url": "ftp://example.com/x", "eventTypes": ["payment.created"]}), "url"),
+        (
+            json!({"url": "not a url", "eventTypes": ["payment.created"]}),
+            "url",
+        ),
+        (
+            json!({"url": "ftp://example.com/x", "eventTypes": ["payment.created"]}),
+            "url",
+        ),
         (json!({"url": 42, "eventTypes": ["payment.created"]}), "url"),
-        (json!({"url": url, "eventTypes": ["payment.exploded"]}), "eventTypes"),
+        (
+            json!({"url": url, "eventTypes": ["payment.exploded"]}),
+            "eventTypes",
+        ),
         (json!({"url": url, "eventTypes": []}), "eventTypes"),
-        (json!({"url": url, "eventTypes": "payment.created"}), "eventTypes"),
+        (
+            json!({"url": url, "eventTypes": "payment.created"}),
+            "eventTypes",
+        ),
         (json!({"url": url}), "eventTypes"),
-        (json!({"url": url, "eventTypes": ["payment.created"], "extra": 1}), "extra"),
+        (
+            json!({"url": url, "eventTypes": ["payment.created"], "extra": 1}),
+            "extra",
+        ),
     ] {
         let reply = api.post("/v1/webhook-endpoints", Some(ALICE), &body).await;
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}: {}", reply.body);
-        assert!(reply.body.to_string().contains(field), "{body}: {}", reply.body);
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            reply.body
+        );
+        assert!(
+            reply.body.to_string().contains(field),
+            "{body}: {}",
+            reply.body
+        );
     }
     let unknown = api
         .post(
@@ -385,9 +425,18 @@ async fn endpoints_are_owner_scoped_and_bad_input_stores_nothing() {
             &json!({"url": url, "eventTypes": ["payment.exploded"]}),
         )
         .await;
-    assert!(unknown.body.to_string().contains("payment.captured"), "names the known types");
-    for path in ["/v1/webhook-endpoints/not-a-uuid", "/v1/webhook-endpoints/not-a-uuid/attempts"] {
-        assert_eq!(api.get(path, Some(ALICE)).await.status, StatusCode::BAD_REQUEST);
+    assert!(
+        unknown.body.to_string().contains("payment.captured"),
+        "names the known types"
+    );
+    for path in [
+        "/v1/webhook-endpoints/not-a-uuid",
+        "/v1/webhook-endpoints/not-a-uuid/attempts",
+    ] {
+        assert_eq!(
+            api.get(path, Some(ALICE)).await.status,
+            StatusCode::BAD_REQUEST
+        );
     }
     assert_eq!(endpoint_count(&api).await, 1, "bad input stored nothing");
 
@@ -406,10 +455,18 @@ async fn endpoints_are_owner_scoped_and_bad_input_stores_nothing() {
     assert!(rotated.body["secretRotatedAt"].is_string());
 
     let deleted = api
-        .request(Method::DELETE, &format!("/v1/webhook-endpoints/{id}"), Some(ALICE), &[], None)
+        .request(
+            Method::DELETE,
+            &format!("/v1/webhook-endpoints/{id}"),
+            Some(ALICE),
+            &[],
+            None,
+        )
         .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-    let again = api.get(&format!("/v1/webhook-endpoints/{id}"), Some(ALICE)).await;
+    let again = api
+        .get(&format!("/v1/webhook-endpoints/{id}"), Some(ALICE))
+        .await;
     assert_eq!(again.status, StatusCode::NOT_FOUND);
     assert_eq!(endpoint_count(&api).await, 0);
     assert_eq!(
@@ -446,8 +503,17 @@ async fn refused_destinations_are_a_400_at_registration() {
                 &json!({"url": url, "eventTypes": ["payment.created"]}),
             )
             .await;
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{url}: {}", reply.body);
-        assert!(reply.body.to_string().contains("url"), "{url}: {}", reply.body);
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{url}: {}",
+            reply.body
+        );
+        assert!(
+            reply.body.to_string().contains("url"),
+            "{url}: {}",
+            reply.body
+        );
     }
     assert_eq!(endpoint_count(&api).await, 0);
     api.stop().await;
@@ -513,7 +579,11 @@ async fn delivery_checks_the_destination_again() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    assert_eq!(receiver.state.requests.load(Ordering::SeqCst), 0, "nothing reached loopback");
+    assert_eq!(
+        receiver.state.requests.load(Ordering::SeqCst),
+        0,
+        "nothing reached loopback"
+    );
     api.stop().await;
 }
 
@@ -525,23 +595,31 @@ async fn every_change_of_a_payment_is_one_event_listed_in_commit_order() {
     let bobs = api.post("/payments", Some(BOB), &demo_payment()).await;
     assert_eq!(bobs.status, StatusCode::CREATED);
     assert_eq!(
-        api.post(&format!("/payments/{canceled}/cancel"), Some(ALICE), &json!({}))
-            .await
-            .status,
+        api.post(
+            &format!("/payments/{canceled}/cancel"),
+            Some(ALICE),
+            &json!({})
+        )
+        .await
+        .status,
         StatusCode::OK
     );
     // The decision as the consumer applies it, then a capture and a dispute.
-    sqlx::query(
-        "UPDATE payments SET status = 'approved', decision = $2 WHERE id = $1::uuid",
-    )
-    .bind(&captured)
-    .bind(json!({"schema_version": 2, "payment_id": captured, "outcome": "approved", "score": 0,
-                 "reasons": [], "rules_version": "test", "decided_at": "2026-01-01T00:00:00Z"}))
-    .execute(&api.pool)
-    .await
-    .unwrap();
+    sqlx::query("UPDATE payments SET status = 'approved', decision = $2 WHERE id = $1::uuid")
+        .bind(&captured)
+        .bind(
+            json!({"schema_version": 2, "payment_id": captured, "outcome": "approved", "score": 0,
+                 "reasons": [], "rules_version": "test", "decided_at": "2026-01-01T00:00:00Z"}),
+        )
+        .execute(&api.pool)
+        .await
+        .unwrap();
     let capture = api
-        .post(&format!("/payments/{captured}/capture"), Some(ALICE), &json!({}))
+        .post(
+            &format!("/payments/{captured}/capture"),
+            Some(ALICE),
+            &json!({}),
+        )
         .await;
     assert_eq!(capture.status, StatusCode::OK, "{}", capture.body);
     let dispute = api
@@ -559,7 +637,11 @@ async fn every_change_of_a_payment_is_one_event_listed_in_commit_order() {
         .unwrap();
 
     let ids = event_ids(&api, "alice").await;
-    assert_eq!(ids.len(), 6, "created ×2, canceled, approved, captured, disputed");
+    assert_eq!(
+        ids.len(),
+        6,
+        "created ×2, canceled, approved, captured, disputed"
+    );
     let page = api.get("/v1/events?limit=500", Some(ALICE)).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     let events = page.body["data"].as_array().unwrap();
@@ -582,7 +664,12 @@ async fn every_change_of_a_payment_is_one_event_listed_in_commit_order() {
     assert_eq!(of(&canceled), ["payment.created", "payment.canceled"]);
     assert_eq!(
         of(&captured),
-        ["payment.created", "payment.approved", "payment.captured", "payment.disputed"]
+        [
+            "payment.created",
+            "payment.approved",
+            "payment.captured",
+            "payment.disputed"
+        ]
     );
     // The payment as it was at each event, in the view of GET /payments/{id}.
     let captured_event = &events
@@ -602,7 +689,10 @@ async fn every_change_of_a_payment_is_one_event_listed_in_commit_order() {
     let id_list: Vec<i64> = events.iter().map(|e| e["id"].as_i64().unwrap()).collect();
     assert!(id_list.windows(2).all(|w| w[0] < w[1]), "{id_list:?}");
     let rest = api
-        .get(&format!("/v1/events?after={}&limit=2", id_list[1]), Some(ALICE))
+        .get(
+            &format!("/v1/events?after={}&limit=2", id_list[1]),
+            Some(ALICE),
+        )
         .await;
     let rest_ids: Vec<i64> = rest.body["data"]
         .as_array()
@@ -617,7 +707,12 @@ async fn every_change_of_a_payment_is_one_event_listed_in_commit_order() {
     assert_eq!(bob.body["data"].as_array().unwrap().len(), 1);
     for query in ["after=-1", "after=x", "limit=0", "limit=501", "cursor=1"] {
         let reply = api.get(&format!("/v1/events?{query}"), Some(ALICE)).await;
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}: {}", reply.body);
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{query}: {}",
+            reply.body
+        );
     }
     api.stop().await;
 }
@@ -639,7 +734,8 @@ async fn every_event_of_2000_payments_arrives_signed_and_in_order() {
     let api_ref = &api;
     futures::stream::iter(payments.iter().step_by(2))
         .map(|id| async move {
-            api_ref.post(&format!("/payments/{id}/cancel"), Some(ALICE), &json!({}))
+            api_ref
+                .post(&format!("/payments/{id}/cancel"), Some(ALICE), &json!({}))
                 .await
         })
         .buffer_unordered(16)
@@ -664,7 +760,10 @@ async fn every_event_of_2000_payments_arrives_signed_and_in_order() {
         .map(|e| e.payment_id.clone())
         .collect::<HashSet<_>>();
     assert_eq!(created.len(), 2000);
-    assert!(bobs.accepted().is_empty(), "bob gets none of alice's events");
+    assert!(
+        bobs.accepted().is_empty(),
+        "bob gets none of alice's events"
+    );
     api.stop().await;
 }
 
@@ -684,25 +783,37 @@ async fn events_arrive_through_a_receiver_down_failing_hanging_and_slow() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let receiver = Receiver::start_on(addr, Mode::FailFirst).await;
     receiver.set_secret(&secret);
-    assert!(receiver.wait_for(&expected, Duration::from_secs(60)).await, "after down and 500s");
+    assert!(
+        receiver.wait_for(&expected, Duration::from_secs(60)).await,
+        "after down and 500s"
+    );
 
     // Hanging past the timeout the first time each event comes.
     receiver.set_mode(Mode::HangFirst);
     create_many(&api, 30, 8).await;
     let expected = event_ids(&api, "alice").await;
-    assert!(receiver.wait_for(&expected, Duration::from_secs(60)).await, "after hangs");
+    assert!(
+        receiver.wait_for(&expected, Duration::from_secs(60)).await,
+        "after hangs"
+    );
 
     // Slow (below the timeout).
     receiver.set_mode(Mode::Slow(150));
     create_many(&api, 30, 8).await;
     let expected = event_ids(&api, "alice").await;
-    assert!(receiver.wait_for(&expected, Duration::from_secs(60)).await, "while slow");
+    assert!(
+        receiver.wait_for(&expected, Duration::from_secs(60)).await,
+        "while slow"
+    );
 
     assert_eq!(receiver.bad_signatures(), 0);
     assert_in_order_per_payment(&receiver.accepted());
     // The attempts tell what happened.
     let attempts = api
-        .get(&format!("/v1/webhook-endpoints/{endpoint}/attempts?limit=100"), Some(ALICE))
+        .get(
+            &format!("/v1/webhook-endpoints/{endpoint}/attempts?limit=100"),
+            Some(ALICE),
+        )
         .await;
     let mut errors = String::new();
     let mut before = None;
@@ -743,7 +854,11 @@ async fn dead_and_hanging_endpoints_do_not_delay_a_live_one() {
     let hanging = Receiver::start(Mode::Hang).await;
     let mut hung = Vec::new();
     for _ in 0..5 {
-        hung.push(register(&api, ALICE, &hanging.url(), &["payment.created"]).await.0);
+        hung.push(
+            register(&api, ALICE, &hanging.url(), &["payment.created"])
+                .await
+                .0,
+        );
     }
     let live = Receiver::start(Mode::Ok).await;
     let (_, secret) = register(&api, ALICE, &live.url(), &["payment.created"]).await;
@@ -751,21 +866,38 @@ async fn dead_and_hanging_endpoints_do_not_delay_a_live_one() {
 
     create_many(&api, 200, 8).await;
     let expected = event_ids(&api, "alice").await;
-    assert!(live.wait_for(&expected, Duration::from_secs(50)).await, "live endpoint starved");
+    assert!(
+        live.wait_for(&expected, Duration::from_secs(50)).await,
+        "live endpoint starved"
+    );
     // The hanging endpoints' first requests are all still open (they end only at the 60 s
     // timeout): the live endpoint got every event without waiting for any of them.
-    assert!(hanging.state.requests.load(Ordering::SeqCst) > 0, "the hanging ones were tried");
+    assert!(
+        hanging.state.requests.load(Ordering::SeqCst) > 0,
+        "the hanging ones were tried"
+    );
     let hung_attempts: i64 =
         sqlx::query_scalar("SELECT count(*) FROM webhook_attempts WHERE endpoint_id = ANY($1)")
-            .bind(hung.iter().map(|id| id.parse::<uuid::Uuid>().unwrap()).collect::<Vec<_>>())
+            .bind(
+                hung.iter()
+                    .map(|id| id.parse::<uuid::Uuid>().unwrap())
+                    .collect::<Vec<_>>(),
+            )
             .fetch_one(&api.pool)
             .await
             .unwrap();
-    assert_eq!(hung_attempts, 0, "no attempt to a hanging endpoint has ended yet");
+    assert_eq!(
+        hung_attempts, 0,
+        "no attempt to a hanging endpoint has ended yet"
+    );
     let paused: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM webhook_endpoints WHERE paused_until > now() AND id = ANY($1)",
     )
-    .bind(dead.iter().map(|id| id.parse::<uuid::Uuid>().unwrap()).collect::<Vec<_>>())
+    .bind(
+        dead.iter()
+            .map(|id| id.parse::<uuid::Uuid>().unwrap())
+            .collect::<Vec<_>>(),
+    )
     .fetch_one(&api.pool)
     .await
     .unwrap();
@@ -782,11 +914,17 @@ async fn deliveries_are_given_up_after_the_retry_window_and_the_endpoint_marked_
     api.create(&demo_payment()).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let reply = api.get(&format!("/v1/webhook-endpoints/{endpoint}"), Some(ALICE)).await;
+        let reply = api
+            .get(&format!("/v1/webhook-endpoints/{endpoint}"), Some(ALICE))
+            .await;
         if reply.body["failingSince"].is_string() {
             break;
         }
-        assert!(Instant::now() < deadline, "never marked failing: {}", reply.body);
+        assert!(
+            Instant::now() < deadline,
+            "never marked failing: {}",
+            reply.body
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries")
@@ -804,7 +942,9 @@ async fn deliveries_are_given_up_after_the_retry_window_and_the_endpoint_marked_
     assert!(receiver.wait_for(&expected, Duration::from_secs(30)).await);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let reply = api.get(&format!("/v1/webhook-endpoints/{endpoint}"), Some(ALICE)).await;
+        let reply = api
+            .get(&format!("/v1/webhook-endpoints/{endpoint}"), Some(ALICE))
+            .await;
         if reply.body["failingSince"].is_null() {
             break;
         }
@@ -915,7 +1055,10 @@ async fn an_api_killed_mid_delivery_loses_no_event() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let before_restart = receiver.distinct().len();
-    assert!(before_restart < 100, "killed mid-delivery ({before_restart} delivered)");
+    assert!(
+        before_restart < 100,
+        "killed mid-delivery ({before_restart} delivered)"
+    );
     let mut child = spawn();
     wait_up().await;
     let pool = db.pool().await;
