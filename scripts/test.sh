@@ -55,6 +55,9 @@ fi
 # The risk model's training package: its own pinned venv (scripts/ensure-model-python.sh).
 MODEL_PYTHON="$(scripts/ensure-model-python.sh)"
 
+# sqlx-cli checks that the committed offline data of the compile-checked queries is current.
+scripts/ensure-sqlx-cli.sh >/dev/null
+
 # PAYSYS_SETUP_ONLY=1 stops here, after every set-up step (scripts/check-fresh-debian.sh).
 if [[ "${PAYSYS_SETUP_ONLY:-}" == 1 ]]; then
   echo "test.sh: set-up done (PAYSYS_SETUP_ONLY=1)"
@@ -63,9 +66,11 @@ fi
 
 cargo build --locked --workspace --all-targets
 
-# The API fuzzed from its own OpenAPI document (schemathesis, bounded). Skipped when extra
-# arguments select a subset of the tests.
+# The API fuzzed from its own OpenAPI document (schemathesis, bounded), and the queries'
+# offline data (services/payments-api/.sqlx) checked against a freshly migrated database.
+# Skipped when extra arguments select a subset of the tests.
 if [[ $# -eq 0 ]]; then
+  scripts/sqlx-prepare.sh --check
   scripts/fuzz-api.sh "${FUZZ_EXAMPLES:-25}"
 fi
 

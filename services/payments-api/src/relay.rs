@@ -77,7 +77,7 @@ pub fn message_for(payment: &PaymentRecord) -> PaymentMessage {
             count: payment.velocity_count as u64,
             total_minor: payment.velocity_total_minor,
         }),
-        history: payment.history.history(),
+        history: payment.history(),
     }
 }
 
@@ -182,10 +182,9 @@ impl Relay {
             return Ok(0);
         }
         let mut confirms = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let message = message_for(&row.payment);
-            let properties =
-                amqp::persistent_json(&row.payment.id.to_string(), FieldTable::default());
+        for payment in &rows {
+            let message = message_for(payment);
+            let properties = amqp::persistent_json(&payment.id.to_string(), FieldTable::default());
             confirms.push(
                 amqp::publish(
                     channel,

@@ -1,8 +1,8 @@
 //! Applying the risk engine's decisions to payments.
 
 use paysys_core::{DecisionMessage, Outcome, PaymentStatus};
-use sqlx::PgConnection;
 use sqlx::types::Json;
+use sqlx::{PgConnection, query};
 use uuid::Uuid;
 
 /// What a decision did.
@@ -26,11 +26,13 @@ fn status_for(outcome: Outcome) -> PaymentStatus {
     }
 }
 
-/// The statement of [`apply_many`]: `$1` payment ids, `$2` new statuses, `$3` decisions (JSON,
-/// without their features), `$4` the pending status, `$5` the features' versions and `$6` their
-/// values (float8[] literals; NULL for a decision without features). Public for the test of
-/// its plan.
-pub const APPLY: &str = "WITH input AS (
+/// The statement of [`apply_many`], handed to `$then!` (`sqlx`'s macro there, `sql_text` for
+/// [`APPLY`]) so that it is written once: `$1` payment ids, `$2` new statuses, `$3` decisions
+/// (JSON, without their features), `$4` the pending status, `$5` the features' versions and
+/// `$6` their values (float8[] literals; NULL for a decision without features).
+macro_rules! apply_statement {
+    ($then:ident ! ($($before:tt)*) $($after:tt)*) => {
+        $then!($($before)* r#"WITH input AS (
         SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $5::text[], $6::text[])
             WITH ORDINALITY AS t(id, status, decision, features_version, features, ord)
     ), current AS MATERIALIZED (
@@ -66,10 +68,17 @@ pub const APPLY: &str = "WITH input AS (
     )
     -- Every payment `current` found pending is changed (its row is locked since), so
     -- `status = $4` says which were; `changed` runs whether read or not.
-    SELECT c.status, coalesce(c.decision = c.new_decision, false),
-           coalesce(c.status = $4, false)
+    -- NULL for an unknown payment (nothing joined): "?" tells sqlx, which cannot see it.
+    SELECT c.status AS "status?: PaymentStatus",
+           coalesce(c.decision = c.new_decision, false) AS "same_decision!",
+           coalesce(c.status = $4, false) AS "decided!"
     FROM current c
-    ORDER BY c.ord";
+    ORDER BY c.ord"# $($after)*)
+    };
+}
+
+/// The statement of [`apply_many`]; public for the test of its plan.
+pub const APPLY: &str = apply_statement!(sql_text!());
 
 /// Applies `decision` in one statement (see [`apply_many`]).
 pub async fn apply(
@@ -105,7 +114,10 @@ pub async fn apply_many(
         ids.iter().collect::<std::collections::HashSet<_>>().len() == ids.len(),
         "one decision per payment in a batch"
     );
-    let statuses: Vec<PaymentStatus> = decisions.iter().map(|d| status_for(d.outcome)).collect();
+    let statuses: Vec<&str> = decisions
+        .iter()
+        .map(|d| status_for(d.outcome).as_str())
+        .collect();
     // The features have a column of their own (exact float8s, exported by the data feed);
     // the rest of the decision is kept as received.
     let bodies: Vec<Json<DecisionMessage>> = decisions
@@ -125,18 +137,20 @@ pub async fn apply_many(
         .iter()
         .map(|d| d.features.as_ref().map(|f| float8_array(&f.values)))
         .collect();
-    let rows: Vec<(Option<PaymentStatus>, bool, bool)> = sqlx::query_as(APPLY)
-        .bind(&ids)
-        .bind(&statuses)
-        .bind(&bodies)
-        .bind(PaymentStatus::Pending)
-        .bind(&feature_versions)
-        .bind(&feature_values)
-        .fetch_all(conn)
-        .await?;
+    let rows = apply_statement!(
+        query!(),
+        &ids,
+        &statuses as &[&str],
+        &bodies as &[Json<DecisionMessage>],
+        PaymentStatus::Pending.as_str(),
+        &feature_versions as &[Option<&str>],
+        &feature_values as &[Option<String>]
+    )
+    .fetch_all(conn)
+    .await?;
     Ok(rows
         .into_iter()
-        .map(|row| match row {
+        .map(|row| match (row.status, row.same_decision, row.decided) {
             (None, _, _) => Applied::UnknownPayment,
             (Some(_), _, true) => Applied::Decided,
             (Some(_), true, _) => Applied::Duplicate,

@@ -59,16 +59,8 @@ pub async fn record(
     reason: DisputeReason,
     note: Option<&str>,
 ) -> Result<Disputed, sqlx::Error> {
-    type Row = (
-        PaymentStatus,
-        bool,
-        Option<String>,
-        Option<String>,
-        Option<DateTime<Utc>>,
-        bool,
-    );
-    let row: Option<Row> = sqlx::query_as(
-        "WITH current AS (
+    let row = sqlx::query!(
+        r#"WITH current AS (
             SELECT id, status, coalesce(decision->>'outcome' = 'approved', false) AS approved,
                    dispute_reason, dispute_note, disputed_at
             FROM payments WHERE id = $1 AND principal = $2 FOR UPDATE
@@ -84,24 +76,27 @@ pub async fn record(
                    jsonb_build_object('reason', $3::text, 'note', $4::text)
             FROM current c CROSS JOIN recorded
         )
-        SELECT c.status, c.approved,
-               coalesce(r.dispute_reason, c.dispute_reason),
-               CASE WHEN r.dispute_reason IS NULL THEN c.dispute_note ELSE r.dispute_note END,
-               coalesce(r.disputed_at, c.disputed_at),
-               r.dispute_reason IS NOT NULL
-        FROM current c LEFT JOIN recorded r ON true",
+        SELECT c.status AS "status!: PaymentStatus", c.approved AS "approved!",
+               coalesce(r.dispute_reason, c.dispute_reason) AS reason,
+               CASE WHEN r.dispute_reason IS NULL THEN c.dispute_note ELSE r.dispute_note END
+                   AS note,
+               coalesce(r.disputed_at, c.disputed_at) AS disputed_at,
+               r.dispute_reason IS NOT NULL AS "recorded!"
+        FROM current c LEFT JOIN recorded r ON true"#,
+        id,
+        principal,
+        reason.as_str(),
+        note
     )
-    .bind(id)
-    .bind(principal)
-    .bind(reason.as_str())
-    .bind(note)
     .fetch_optional(conn)
     .await?;
-    let Some((current, approved, reason, note, at, recorded)) = row else {
+    let Some(row) = row else {
         return Ok(Disputed::NotFound);
     };
-    let dispute = Dispute::from_columns(reason.as_deref(), note.as_deref(), at);
-    Ok(match (dispute, recorded) {
+    let (current, approved) = (row.status, row.approved);
+    let dispute =
+        Dispute::from_columns(row.reason.as_deref(), row.note.as_deref(), row.disputed_at);
+    Ok(match (dispute, row.recorded) {
         (Some(dispute), true) => Disputed::Recorded(dispute),
         (Some(dispute), false) => Disputed::AlreadyDisputed(dispute),
         (None, _) => {

@@ -22,31 +22,13 @@
 //! These rows are kept for good ("ever" counts): a payer's rows grow with the payees and
 //! methods it uses, not with its payments.
 
-use chrono::{DateTime, Utc};
 use paysys_core::History;
-use sqlx::FromRow;
 
-/// A payment's history as stored on its row; every column is NULL for payments accepted
-/// before the history existed (migration 0006), which are sent without one.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromRow, serde::Deserialize)]
-pub struct StoredHistory {
-    pub history_payer_payment_count: Option<i64>,
-    pub history_payer_first_payment_at: Option<DateTime<Utc>>,
-    pub history_payer_currency_count: Option<i64>,
-    pub history_payer_currency_total_minor: Option<i64>,
-    pub history_new_payee: Option<bool>,
-    pub history_new_payment_method: Option<bool>,
-    pub history_method_payment_count: Option<i64>,
-    pub history_payee_window_count: Option<i64>,
-}
+use super::payments::PaymentRecord;
 
-/// The columns of [`StoredHistory`], for the SELECTs that read a payment row.
-pub const COLUMNS: &str = "history_payer_payment_count, history_payer_first_payment_at, \
-    history_payer_currency_count, history_payer_currency_total_minor, history_new_payee, \
-    history_new_payment_method, history_method_payment_count, history_payee_window_count";
-
-impl StoredHistory {
-    /// The history as the message carries it; `None` when the row has none.
+impl PaymentRecord {
+    /// The history as the message carries it; `None` for payments accepted before the
+    /// history existed (migration 0006: every column NULL), which are sent without one.
     pub fn history(&self) -> Option<History> {
         // Counts are never negative (running counts from 0).
         let count = |n: Option<i64>| n.map(|n| n.max(0) as u64);

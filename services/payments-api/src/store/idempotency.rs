@@ -26,11 +26,13 @@ pub async fn try_lock(
 ) -> Result<bool, sqlx::Error> {
     // hashtextextended gives a 64-bit lock id; a collision only makes an unrelated key wait
     // for a retry (409), never mixes responses, because lookups use the full key.
-    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1 || E'\\n' || $2, 0))")
-        .bind(principal)
-        .bind(key)
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT pg_try_advisory_xact_lock(hashtextextended($1 || E'\n' || $2, 0)) AS "locked!""#,
+        principal,
+        key
+    )
+    .fetch_one(conn)
+    .await
 }
 
 pub async fn find(
@@ -38,18 +40,18 @@ pub async fn find(
     principal: &str,
     key: &str,
 ) -> Result<Option<StoredResponse>, sqlx::Error> {
-    let row: Option<(Vec<u8>, i16, Vec<u8>)> = sqlx::query_as(
+    let row = sqlx::query!(
         "SELECT request_hash, response_status, response_body
          FROM idempotency_keys WHERE principal = $1 AND key = $2",
+        principal,
+        key
     )
-    .bind(principal)
-    .bind(key)
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(|(request_hash, status, body)| StoredResponse {
-        request_hash,
-        status: status as u16,
-        body,
+    Ok(row.map(|row| StoredResponse {
+        request_hash: row.request_hash,
+        status: row.response_status as u16,
+        body: row.response_body,
     }))
 }
 
@@ -59,15 +61,15 @@ pub async fn save(
     key: &str,
     response: &StoredResponse,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO idempotency_keys (principal, key, request_hash, response_status, response_body)
          VALUES ($1, $2, $3, $4, $5)",
+        principal,
+        key,
+        &response.request_hash,
+        response.status as i16,
+        &response.body
     )
-    .bind(principal)
-    .bind(key)
-    .bind(&response.request_hash)
-    .bind(response.status as i16)
-    .bind(&response.body)
     .execute(conn)
     .await?;
     Ok(())
@@ -79,10 +81,10 @@ pub async fn delete_expired(
     retention: Duration,
 ) -> Result<u64, sqlx::Error> {
     let seconds = retention.as_secs_f64();
-    let result = sqlx::query(
+    let result = sqlx::query!(
         "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
+        seconds
     )
-    .bind(seconds)
     .execute(conn)
     .await?;
     Ok(result.rows_affected())

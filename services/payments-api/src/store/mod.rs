@@ -1,6 +1,14 @@
 //! PostgreSQL access: every query of the service is here. Each submodule owns the queries of
 //! one concern; handlers and workers call them and write no SQL themselves.
 
+/// A statement's text as a `&str` constant: the `$then!` of the `*_statement!` macros that
+/// write a statement once for both `sqlx`'s checked macros and the tests of its plan.
+macro_rules! sql_text {
+    ($sql:literal $(,)?) => {
+        $sql
+    };
+}
+
 pub mod decisions;
 pub mod disputes;
 pub mod events;
@@ -22,7 +30,10 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Whether the database answers (readiness).
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT 1").execute(pool).await.map(drop)
+    sqlx::query!("SELECT 1 AS one")
+        .fetch_one(pool)
+        .await
+        .map(drop)
 }
 
 /// Opens the pool, waiting with backoff while the database is unreachable (pods start in any

@@ -1,19 +1,19 @@
 //! Payments and their audit trail.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use paysys_core::{Currency, DecisionMessage, Money, PaymentStatus};
-use sqlx::{FromRow, PgConnection};
+use sqlx::types::Json;
+use sqlx::{PgConnection, query_as};
 use uuid::Uuid;
 
 use super::disputes::Dispute;
-use super::history::{self, StoredHistory};
 use crate::validation::NewPayment;
 
-/// A payment row: read by SELECT, or from the row's JSON (`to_jsonb`) that an event keeps.
-#[derive(Debug, Clone, FromRow, serde::Deserialize)]
+/// A payment row, as [`query_payments`] reads it, or from the row's JSON (`to_jsonb`) that
+/// an event keeps (`webhooks::events`).
+#[derive(Debug, Clone, serde::Deserialize)]
 pub struct PaymentRecord {
     pub id: Uuid,
     pub principal: String,
@@ -26,13 +26,20 @@ pub struct PaymentRecord {
     pub velocity_window_seconds: i32,
     pub velocity_count: i64,
     pub velocity_total_minor: i64,
-    pub decision: Option<sqlx::types::Json<DecisionMessage>>,
+    pub decision: Option<Json<DecisionMessage>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    /// What the risk engine was told of the payer, payee and method ([`super::history`]).
-    #[sqlx(flatten)]
-    #[serde(flatten)]
-    pub history: StoredHistory,
+    // What the risk engine was told of the payer, payee and method: NULL for payments
+    // accepted before the history existed (migration 0006); read through `history()`
+    // ([`super::history`]).
+    pub history_payer_payment_count: Option<i64>,
+    pub history_payer_first_payment_at: Option<DateTime<Utc>>,
+    pub history_payer_currency_count: Option<i64>,
+    pub history_payer_currency_total_minor: Option<i64>,
+    pub history_new_payee: Option<bool>,
+    pub history_new_payment_method: Option<bool>,
+    pub history_method_payment_count: Option<i64>,
+    pub history_payee_window_count: Option<i64>,
     /// `paysys_core::FEATURES_VERSION` of the features the decision was made on (the values
     /// themselves, `decision_features`, are read by the data feed only).
     pub decision_features_version: Option<String>,
@@ -63,7 +70,7 @@ impl PaymentRecord {
 }
 
 /// One recorded status change.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct PaymentEvent {
     pub from_status: Option<PaymentStatus>,
     pub to_status: PaymentStatus,
@@ -72,15 +79,31 @@ pub struct PaymentEvent {
     pub at: DateTime<Utc>,
 }
 
-/// The columns of [`PaymentRecord`].
-pub static COLUMNS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "id, principal, amount_minor, currency, user_id, payee_id, payment_method_id, status, \
-         velocity_window_seconds, velocity_count, velocity_total_minor, decision, created_at, \
-         updated_at, {}, decision_features_version, dispute_reason, dispute_note, disputed_at",
-        history::COLUMNS
-    )
-});
+/// Reads payment rows as [`PaymentRecord`]s: `$head`, the record's columns (of `payments p`),
+/// `$tail`, then the bound arguments. The one place that lists the columns: every statement
+/// reading payments is checked against the schema by `sqlx` at build time (offline data in
+/// `.sqlx/`), so a renamed or retyped column fails the build.
+macro_rules! query_payments {
+    ($head:tt, $tail:tt $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            $crate::store::payments::PaymentRecord,
+            $head
+                + r#"p.id, p.principal, p.amount_minor, p.currency, p.user_id, p.payee_id,
+                p.payment_method_id, p.status AS "status: paysys_core::PaymentStatus",
+                p.velocity_window_seconds, p.velocity_count, p.velocity_total_minor,
+                p.decision AS "decision: sqlx::types::Json<paysys_core::DecisionMessage>",
+                p.created_at, p.updated_at,
+                p.history_payer_payment_count, p.history_payer_first_payment_at,
+                p.history_payer_currency_count, p.history_payer_currency_total_minor,
+                p.history_new_payee, p.history_new_payment_method,
+                p.history_method_payment_count, p.history_payee_window_count,
+                p.decision_features_version, p.dispute_reason, p.dispute_note, p.disputed_at "#
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
+pub(crate) use query_payments;
 
 /// A validated payment ready to be inserted under its id and owner.
 #[derive(Debug, Clone)]
@@ -104,41 +127,44 @@ pub async fn insert_many(
 ) -> Result<Vec<DateTime<Utc>>, sqlx::Error> {
     let window_seconds = i32::try_from(window.as_secs()).unwrap_or(i32::MAX);
     let column = |f: fn(&Insert) -> Uuid| rows.iter().map(f).collect::<Vec<Uuid>>();
-    let created: Vec<(i64, DateTime<Utc>)> =
-        sqlx::query_as("SELECT * FROM paysys_insert_payments($1, $2, $3, $4, $5, $6, $7, $8)")
-            .bind(column(|r| r.id))
-            .bind(
-                rows.iter()
-                    .map(|r| r.principal.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                rows.iter()
-                    .map(|r| r.payment.money.minor)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                rows.iter()
-                    .map(|r| r.payment.money.currency.code())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(column(|r| r.payment.user_id))
-            .bind(column(|r| r.payment.payee_id))
-            .bind(column(|r| r.payment.payment_method_id))
-            .bind(window_seconds)
-            .fetch_all(conn)
-            .await?;
-    Ok(created.into_iter().map(|(_, at)| at).collect())
+    let principals: Vec<&str> = rows.iter().map(|r| r.principal.as_str()).collect();
+    let amounts: Vec<i64> = rows.iter().map(|r| r.payment.money.minor).collect();
+    let currencies: Vec<&str> = rows
+        .iter()
+        .map(|r| r.payment.money.currency.code())
+        .collect();
+    let created = sqlx::query_scalar!(
+        r#"SELECT created AS "created!" FROM paysys_insert_payments($1, $2, $3, $4, $5, $6, $7, $8)"#,
+        &column(|r| r.id),
+        &principals as &[&str],
+        &amounts,
+        &currencies as &[&str],
+        &column(|r| r.payment.user_id),
+        &column(|r| r.payment.payee_id),
+        &column(|r| r.payment.payment_method_id),
+        window_seconds,
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(created)
 }
 
-/// Counts the payments in the status bound as `$1`; public for the test of its plan.
-pub const UNDECIDED: &str = "SELECT count(*) AS count,
-        coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8
-            AS oldest_age_seconds
-    FROM payments WHERE status = $1";
+/// The statement of [`undecided`] (the status bound as `$1`), handed to `$then!`: `sqlx`'s
+/// macro there, [`sql_text`] for [`UNDECIDED`], so that it is written once.
+macro_rules! undecided_statement {
+    ($then:ident ! ($($before:tt)*) $($after:tt)*) => {
+        $then!($($before)* r#"SELECT count(*) AS "count!",
+                coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8
+                    AS "oldest_age_seconds!"
+            FROM payments WHERE status = $1"# $($after)*)
+    };
+}
+
+/// The statement of [`undecided`]; public for the test of its plan.
+pub const UNDECIDED: &str = undecided_statement!(sql_text!());
 
 /// Payments waiting for their risk decision.
-#[derive(Debug, Clone, Copy, PartialEq, FromRow)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Undecided {
     pub count: i64,
     /// Age of the oldest one; 0 when there is none.
@@ -151,8 +177,7 @@ pub struct Undecided {
 /// the table, so the planner keeps the custom one), and so still matches the index's
 /// `WHERE status = 'pending'` (`undecided_uses_the_partial_index` checks).
 pub async fn undecided(conn: &mut PgConnection) -> Result<Undecided, sqlx::Error> {
-    sqlx::query_as(UNDECIDED)
-        .bind(PaymentStatus::Pending)
+    undecided_statement!(query_as!(Undecided,), PaymentStatus::Pending.as_str())
         .fetch_one(conn)
         .await
 }
@@ -163,23 +188,25 @@ pub async fn find(
     principal: &str,
     id: Uuid,
 ) -> Result<Option<PaymentRecord>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {} FROM payments WHERE id = $1 AND principal = $2",
-        *COLUMNS
-    )))
-    .bind(id)
-    .bind(principal)
+    query_payments!(
+        "SELECT ",
+        "FROM payments p WHERE p.id = $1 AND p.principal = $2",
+        id,
+        principal
+    )
     .fetch_optional(conn)
     .await
 }
 
 /// The payment's status changes, oldest first.
 pub async fn history(conn: &mut PgConnection, id: Uuid) -> Result<Vec<PaymentEvent>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT from_status, to_status, cause, detail, at
-         FROM payment_events WHERE payment_id = $1 ORDER BY id",
+    sqlx::query_as!(
+        PaymentEvent,
+        r#"SELECT from_status AS "from_status: PaymentStatus",
+                  to_status AS "to_status: PaymentStatus", cause, detail, at
+           FROM payment_events WHERE payment_id = $1 ORDER BY id"#,
+        id
     )
-    .bind(id)
     .fetch_all(conn)
     .await
 }
@@ -200,21 +227,21 @@ pub async fn list(
     principal: &str,
     query: &ListQuery,
 ) -> Result<(Vec<PaymentRecord>, bool), sqlx::Error> {
-    let mut rows: Vec<PaymentRecord> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {} FROM payments
-         WHERE principal = $1
-           AND ($2::uuid IS NULL OR id < $2)
-           AND ($3::text IS NULL OR status = $3)
-           AND ($4::uuid IS NULL OR user_id = $4)
-         ORDER BY id DESC
+    let mut rows = query_payments!(
+        "SELECT ",
+        "FROM payments p
+         WHERE p.principal = $1
+           AND ($2::uuid IS NULL OR p.id < $2)
+           AND ($3::text IS NULL OR p.status = $3)
+           AND ($4::uuid IS NULL OR p.user_id = $4)
+         ORDER BY p.id DESC
          LIMIT $5",
-        *COLUMNS
-    )))
-    .bind(principal)
-    .bind(query.before)
-    .bind(query.status)
-    .bind(query.user_id)
-    .bind(query.limit + 1)
+        principal,
+        query.before,
+        query.status.map(PaymentStatus::as_str),
+        query.user_id,
+        query.limit + 1
+    )
     .fetch_all(conn)
     .await?;
     let has_more = rows.len() as i64 > query.limit;
@@ -244,8 +271,12 @@ pub async fn transition(
     cause: &str,
     detail: Option<serde_json::Value>,
 ) -> Result<Transition, sqlx::Error> {
-    let row: Option<(PaymentStatus, i64)> = sqlx::query_as(
-        "WITH current AS (
+    let sources: Vec<&str> = PaymentStatus::sources_of(to)
+        .into_iter()
+        .map(PaymentStatus::as_str)
+        .collect();
+    let row = sqlx::query!(
+        r#"WITH current AS (
             SELECT id, status FROM payments WHERE id = $1 AND principal = $2 FOR UPDATE
         ), changed AS (
             UPDATE payments p SET status = $3, updated_at = now()
@@ -255,19 +286,23 @@ pub async fn transition(
             INSERT INTO payment_events (payment_id, from_status, to_status, cause, detail)
             SELECT c.id, c.status, $3, $5, $6 FROM current c JOIN changed ON changed.id = c.id
         )
-        SELECT c.status, (SELECT count(*) FROM changed) FROM current c",
+        SELECT c.status AS "status!: PaymentStatus",
+               (SELECT count(*) FROM changed) AS "changed!"
+        FROM current c"#,
+        id,
+        principal,
+        to.as_str(),
+        &sources as &[&str],
+        cause,
+        detail
     )
-    .bind(id)
-    .bind(principal)
-    .bind(to)
-    .bind(PaymentStatus::sources_of(to))
-    .bind(cause)
-    .bind(detail)
     .fetch_optional(conn)
     .await?;
     Ok(match row {
         None => Transition::NotFound,
-        Some((_, 1)) => Transition::Done,
-        Some((current, _)) => Transition::Refused { current },
+        Some(row) if row.changed == 1 => Transition::Done,
+        Some(row) => Transition::Refused {
+            current: row.status,
+        },
     })
 }

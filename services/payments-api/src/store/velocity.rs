@@ -30,7 +30,7 @@ const FORGET_BATCH: i64 = 10_000;
 pub async fn forget_idle(conn: &mut PgConnection, window: Duration) -> Result<u64, sqlx::Error> {
     let mut forgotten = 0;
     loop {
-        let deleted = sqlx::query(
+        let deleted = sqlx::query!(
             "WITH idle AS (
                 SELECT user_id FROM velocity_payers
                 WHERE last_at < clock_timestamp() - make_interval(secs => $1)
@@ -39,9 +39,9 @@ pub async fn forget_idle(conn: &mut PgConnection, window: Duration) -> Result<u6
                 FOR UPDATE SKIP LOCKED
             )
             DELETE FROM velocity_payers v USING idle WHERE v.user_id = idle.user_id",
+            window.as_secs_f64(),
+            FORGET_BATCH
         )
-        .bind(window.as_secs_f64())
-        .bind(FORGET_BATCH)
         .execute(&mut *conn)
         .await?
         .rows_affected();

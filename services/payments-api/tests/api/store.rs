@@ -182,7 +182,7 @@ async fn the_payment_path_reaches_rows_by_key_with_plans_made_on_empty_tables() 
     let first = outbox::take(&mut planned, 10).await.unwrap();
     let decided: Vec<_> = first
         .iter()
-        .map(|row| decision(row.payment.id, "approved"))
+        .map(|row| decision(row.id, "approved"))
         .collect();
     apply_many(&mut planned, &decided).await.unwrap();
 
@@ -200,7 +200,7 @@ async fn the_payment_path_reaches_rows_by_key_with_plans_made_on_empty_tables() 
     assert_eq!(batch.len(), 50);
     let decided: Vec<_> = batch
         .iter()
-        .map(|row| decision(row.payment.id, "declined"))
+        .map(|row| decision(row.id, "declined"))
         .collect();
     apply_many(&mut planned, &decided).await.unwrap();
     let after = seq_scans(&mut planned).await;
