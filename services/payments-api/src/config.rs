@@ -21,6 +21,7 @@ pub struct Config {
     pub db_max_connections: u32,
     pub velocity_window: Duration,
     pub relay: RelaySettings,
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 /// Bounds on what a client may send.
@@ -71,6 +72,7 @@ impl std::fmt::Debug for Config {
             .field("db_max_connections", &self.db_max_connections)
             .field("velocity_window", &self.velocity_window)
             .field("relay", &self.relay)
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }
@@ -134,6 +136,7 @@ impl Config {
                     250,
                 )?),
             },
+            webhooks: crate::webhooks::WebhookSettings::from_source(source)?,
         })
     }
 }
@@ -191,6 +194,39 @@ mod tests {
             Config::from_source(&[("AMQP_URL", "amqp://x"), ("API_KEYS", "a=0123456789abcdef")])
                 .unwrap_err();
         assert_eq!(error.name, "DATABASE_URL");
+    }
+
+    #[test]
+    fn webhooks_are_off_by_default_and_need_their_key() {
+        let config = Config::from_source(&BASE).unwrap();
+        assert!(!config.webhooks.enabled());
+        assert_eq!(
+            config.webhooks.retry_window,
+            Duration::from_secs(3 * 24 * 3600)
+        );
+        let error = Config::from_source(&with(("WEBHOOKS_ENABLED", "true"))).unwrap_err();
+        assert_eq!(error.name, "WEBHOOK_SECRETS_KEY");
+        let mut env = with(("WEBHOOKS_ENABLED", "true"));
+        env.insert("WEBHOOK_SECRETS_KEY".into(), "c2hvcnQ=".into());
+        assert_eq!(
+            Config::from_source(&env).unwrap_err().name,
+            "WEBHOOK_SECRETS_KEY"
+        );
+        let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
+        env.insert("WEBHOOK_SECRETS_KEY".into(), key.into());
+        let config = Config::from_source(&env).unwrap();
+        assert!(config.webhooks.enabled());
+        assert!(!format!("{config:?}").contains(key));
+        for (name, value) in [
+            ("WEBHOOK_ALLOWED_CIDRS", "10.0.0.0/99"),
+            ("WEBHOOK_TIMEOUT_MS", "0"),
+            ("WEBHOOK_RETRY_WINDOW_SECONDS", "soon"),
+            ("WEBHOOK_ALLOW_HTTP", "perhaps"),
+        ] {
+            let mut env = env.clone();
+            env.insert(name.into(), value.into());
+            assert_eq!(Config::from_source(&env).unwrap_err().name, name);
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod relay;
 pub mod smoke;
 pub mod store;
 pub mod validation;
+pub mod webhooks;
 pub mod writer;
 
 use std::future::Future;
@@ -73,6 +74,7 @@ pub async fn run(
         relays_connected: Arc::new(AtomicUsize::new(0)),
         consuming_decisions: Arc::new(AtomicBool::new(false)),
         backlog: Arc::new(backlog::Backlog::new(config.limits.max_undecided)),
+        webhooks: config.webhooks.clone(),
     };
     let workers = CancellationToken::new();
     let relay = relay::Relay {
@@ -111,6 +113,14 @@ pub async fn run(
         metrics.clone(),
         workers.clone(),
     ));
+    let dispatcher = tokio::spawn(
+        webhooks::dispatcher::Dispatcher {
+            pool: pool.clone(),
+            settings: config.webhooks.clone(),
+            metrics: metrics.clone(),
+        }
+        .run(workers.clone()),
+    );
     let reaper = tokio::spawn(housekeeping(
         pool.clone(),
         config.velocity_window,
@@ -126,7 +136,7 @@ pub async fn run(
     workers.cancel();
     let stopped = async {
         futures::future::join_all(relays).await;
-        let _ = tokio::join!(consumer, reaper, backlog, outbox_depth);
+        let _ = tokio::join!(consumer, reaper, backlog, outbox_depth, dispatcher);
         if let Some(jwks) = jwks {
             let _ = jwks.await;
         }

@@ -36,6 +36,12 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    /// `delivered`, `failed` (to be retried) or `given_up`.
+    pub result: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -68,6 +74,15 @@ pub struct Metrics {
     pub decisions_applied: Family<OutcomeLabels, Counter>,
     pub dead_lettered: Family<ReasonLabels, Counter>,
     pub disputes: Family<ReasonLabels, Counter>,
+    /// The webhook metrics, named `paysys_*` rather than `paysys_api_*`: the events outbox
+    /// is the system's, whichever process delivers it.
+    events_registry: Registry,
+    pub events_outbox_depth: Gauge,
+    pub events_outbox_oldest_age_seconds: Gauge<f64, AtomicU64>,
+    pub webhook_deliveries: Family<DeliveryLabels, Counter>,
+    pub webhook_delivery_duration: Histogram,
+    pub webhook_event_lag: Histogram,
+    pub webhook_record_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -166,6 +181,43 @@ impl Metrics {
             "Disputes recorded, by reason (a replayed Idempotency-Key counts once)",
             disputes.clone(),
         );
+        let mut events_registry = Registry::with_prefix("paysys");
+        let events_outbox_depth = Gauge::default();
+        events_registry.register(
+            "events_outbox_depth",
+            "Payment events not yet delivered: waiting for their id, plus deliveries pending to subscribed endpoints (all replicas)",
+            events_outbox_depth.clone(),
+        );
+        let events_outbox_oldest_age_seconds = Gauge::<f64, AtomicU64>::default();
+        events_registry.register(
+            "events_outbox_oldest_age_seconds",
+            "Age of the oldest event not yet delivered (0 when none)",
+            events_outbox_oldest_age_seconds.clone(),
+        );
+        let webhook_deliveries = Family::<DeliveryLabels, Counter>::default();
+        events_registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by result (delivered, failed, given_up)",
+            webhook_deliveries.clone(),
+        );
+        let webhook_delivery_duration = latency_histogram();
+        events_registry.register(
+            "webhook_delivery_duration_seconds",
+            "Time of one webhook delivery attempt, to the response status",
+            webhook_delivery_duration.clone(),
+        );
+        let webhook_event_lag = latency_histogram();
+        events_registry.register(
+            "webhook_event_lag_seconds",
+            "From the change of a payment to its event's delivery",
+            webhook_event_lag.clone(),
+        );
+        let webhook_record_failures = Counter::default();
+        events_registry.register(
+            "webhook_record_failures",
+            "Batches of webhook attempts that could not be written (retried)",
+            webhook_record_failures.clone(),
+        );
         Self {
             registry: root,
             requests,
@@ -182,6 +234,13 @@ impl Metrics {
             decisions_applied,
             dead_lettered,
             disputes,
+            events_registry,
+            events_outbox_depth,
+            events_outbox_oldest_age_seconds,
+            webhook_deliveries,
+            webhook_delivery_duration,
+            webhook_event_lag,
+            webhook_record_failures,
         }
     }
 
@@ -215,7 +274,10 @@ impl Metrics {
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
+        encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, &self.events_registry))
+            .and_then(|()| encode_eof(&mut out))
             .expect("writing to a String cannot fail");
         out
     }

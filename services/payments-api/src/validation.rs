@@ -355,6 +355,87 @@ impl FromJson for CancelReason {
     }
 }
 
+/// The body of `POST /v1/webhook-endpoints`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateEndpointRequest {
+    /// Where events are POSTed: an `https` URL (plain `http` only where the server allows it)
+    /// whose host resolves to public addresses only; at most 2,048 bytes.
+    #[schema(value_type = String, example = "https://merchant.example/paysys/webhooks")]
+    pub url: Field<EndpointUrl>,
+    /// The event types to receive, at least one.
+    #[schema(value_type = Vec<crate::webhooks::EventType>, min_items = 1, example = json!(["payment.approved", "payment.declined"]))]
+    pub event_types: Field<EventTypes>,
+}
+
+/// A valid endpoint request (the URL's destination is checked by the handler: it resolves
+/// the host).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEndpoint {
+    pub url: String,
+    pub event_types: Vec<crate::webhooks::EventType>,
+}
+
+impl CreateEndpointRequest {
+    pub fn validate(self, mut errors: Vec<FieldError>) -> Validated<NewEndpoint> {
+        let Self { url, event_types } = self;
+        let url = url.required("url", &mut errors);
+        let event_types = event_types.required("eventTypes", &mut errors);
+        match (url, event_types) {
+            (Some(EndpointUrl(url)), Some(EventTypes(event_types))) if errors.is_empty() => {
+                Ok(NewEndpoint { url, event_types })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+/// An endpoint URL as sent (a string; its form and destination are checked by
+/// `webhooks::outbound`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointUrl(pub String);
+
+impl FromJson for EndpointUrl {
+    fn from_json(raw: &RawValue) -> Result<Self, String> {
+        string(raw)
+            .map(Self)
+            .ok_or_else(|| "must be a string".into())
+    }
+}
+
+/// A non-empty list of known event types, without repeats (kept in the order sent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventTypes(pub Vec<crate::webhooks::EventType>);
+
+impl FromJson for EventTypes {
+    fn from_json(raw: &RawValue) -> Result<Self, String> {
+        use crate::webhooks::EventType;
+        let expected = || {
+            format!(
+                "must be a non-empty array of event types: {}",
+                EventType::expected()
+            )
+        };
+        let names: Vec<String> = serde_json::from_str(raw.get()).map_err(|_| expected())?;
+        if names.is_empty() {
+            return Err(expected());
+        }
+        let mut types = Vec::new();
+        for name in names {
+            let event_type: EventType = name.parse().map_err(|_| {
+                format!(
+                    "unknown event type {name:?}; known: {}",
+                    EventType::expected()
+                )
+            })?;
+            if !types.contains(&event_type) {
+                types.push(event_type);
+            }
+        }
+        Ok(Self(types))
+    }
+}
+
 /// The string a raw JSON value holds, if it is a string.
 fn string(value: &RawValue) -> Option<String> {
     serde_json::from_str::<String>(value.get()).ok()

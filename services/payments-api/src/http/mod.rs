@@ -6,6 +6,7 @@ pub mod idempotent;
 pub mod openapi;
 pub mod payments;
 pub mod views;
+pub mod webhooks;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, OnceLock};
@@ -54,6 +55,8 @@ pub struct AppState {
     pub consuming_decisions: Arc<AtomicBool>,
     /// Payments waiting for a decision; new ones are refused above `MAX_UNDECIDED`.
     pub backlog: Arc<crate::backlog::Backlog>,
+    /// Webhook settings: the secrets' key (when enabled) and the destination policy.
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 /// The OpenAPI document of the router it was made with, served at `/openapi.json`.
@@ -105,6 +108,11 @@ fn routes(limits: &Limits, document: Document) -> OpenApiRouter<AppState> {
         .routes(routes!(payments::capture, payments::capture_put))
         .routes(routes!(payments::cancel))
         .routes(routes!(payments::dispute))
+        .routes(routes!(webhooks::create_endpoint, webhooks::list_endpoints))
+        .routes(routes!(webhooks::get_endpoint, webhooks::delete_endpoint))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::list_attempts))
+        .routes(routes!(webhooks::list_events))
         .route_layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(unavailable))

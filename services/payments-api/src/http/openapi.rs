@@ -10,8 +10,15 @@ use crate::http::Document;
 use crate::http::views::{
     DecisionView, DisputeView, EventView, PaymentChanged, PaymentPage, PaymentView,
 };
+use crate::http::webhooks::{
+    AttemptPage, AttemptView, EndpointList, EndpointView, EndpointWithSecret,
+};
 use crate::store::disputes::DisputeReason;
-use crate::validation::{CancelRequest, CreatePaymentRequest, DisputeRequest};
+use crate::validation::{
+    CancelRequest, CreateEndpointRequest, CreatePaymentRequest, DisputeRequest,
+};
+use crate::webhooks::EventType;
+use crate::webhooks::events::{EventPage, WebhookEvent};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,11 +27,13 @@ use crate::validation::{CancelRequest, CreatePaymentRequest, DisputeRequest};
         CreatePaymentRequest, CancelRequest, PaymentChanged, PaymentView, PaymentPage,
         DecisionView, EventView, ErrorBody, FieldError, DisputeRequest, DisputeView,
         DisputeReason, paysys_core::PaymentStatus, paysys_core::Outcome, paysys_core::Reason,
-        paysys_core::ModelScore,
+        paysys_core::ModelScore, CreateEndpointRequest, EndpointView, EndpointWithSecret,
+        EndpointList, AttemptView, AttemptPage, EventType, WebhookEvent, EventPage,
     )),
     modifiers(&Security),
     tags(
         (name = "payments", description = "Payments and their lifecycle"),
+        (name = "webhooks", description = "Signed notifications of every change of a payment, and the events they carry (docs/webhooks.md)"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
 )]

@@ -11,11 +11,13 @@ macro_rules! sql_text {
 
 pub mod decisions;
 pub mod disputes;
+pub mod events;
 pub mod history;
 pub mod idempotency;
 pub mod outbox;
 pub mod payments;
 pub mod velocity;
+pub mod webhooks;
 
 use std::time::Duration;
 

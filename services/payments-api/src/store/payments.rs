@@ -11,8 +11,9 @@ use uuid::Uuid;
 use super::disputes::Dispute;
 use crate::validation::NewPayment;
 
-/// A payment row, as [`query_payments`] reads it.
-#[derive(Debug, Clone)]
+/// A payment row, as [`query_payments`] reads it, or from the row's JSON (`to_jsonb`) that
+/// an event keeps (`webhooks::events`).
+#[derive(Debug, Clone, serde::Deserialize)]
 pub struct PaymentRecord {
     pub id: Uuid,
     pub principal: String,

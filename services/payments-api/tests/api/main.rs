@@ -19,3 +19,4 @@ mod status;
 mod store;
 mod validation;
 mod velocity;
+mod webhooks;

@@ -1,0 +1,311 @@
+//! Benchmark of webhook delivery (not a test: it prints numbers, asserts nothing timed).
+//!
+//! Starts the `payments-api` binary against the real PostgreSQL with webhooks on and receivers
+//! on 127.0.0.1 that verify every signature, then:
+//! 1. creates payments without any endpoint (the API's created/s with only the triggers);
+//! 2. the same with one subscribed endpoint: created/s, dispatch events/s (first to last
+//!    delivery) and event lag (the change's commit to the receiver) p50/p99/max;
+//! 3. 1,000 endpoints of which 900 are dead (closed ports): the lag of deliveries to the 100
+//!    live ones.
+//!
+//! `cargo bench -p payments-api --bench webhooks` (env: BENCH_PAYMENTS=5000,
+//! BENCH_CLIENTS=32, BENCH_DEAD_PAYMENTS=500 (0 skips step 3), BENCH_PER_ENDPOINT=8, the
+//! API's WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use base64::Engine;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use payments_api::webhooks::signature;
+use paysys_testkit::{TestBroker, TestDb, free_port};
+use serde_json::{Value, json};
+
+const API_KEY: &str = "bench-key-0123456789abcdef";
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Api(Child);
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_api(db: &TestDb, broker: &TestBroker, port: u16) -> Api {
+    let key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+    let child = Command::new(env!("CARGO_BIN_EXE_payments-api"))
+        .env("PORT", port.to_string())
+        .env("DATABASE_URL", &db.url)
+        .env("AMQP_URL", &broker.url)
+        .env("AMQP_PREFIX", &broker.prefix)
+        .env("API_KEYS", format!("bench={API_KEY}"))
+        .env("DB_MAX_CONNECTIONS", "24")
+        .env("RUST_LOG", "warn")
+        .env("RATE_LIMIT_PER_SECOND", "0")
+        .env("MAX_UNDECIDED", "0")
+        .env("WEBHOOKS_ENABLED", "true")
+        .env("WEBHOOK_SECRETS_KEY", key)
+        .env("WEBHOOK_ALLOW_HTTP", "true")
+        .env("WEBHOOK_ALLOWED_CIDRS", "127.0.0.0/8")
+        .env("WEBHOOK_POLL_INTERVAL_MS", "20")
+        .env(
+            "WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT",
+            env_or("BENCH_PER_ENDPOINT", 8).to_string(),
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start payments-api");
+    Api(child)
+}
+
+/// A receiver verifying signatures (secrets by path) and timing each first arrival.
+#[derive(Default)]
+struct Received {
+    secrets: Mutex<std::collections::HashMap<String, String>>,
+    seen: Mutex<HashSet<(String, i64)>>,
+    lag_us: Mutex<Option<Histogram<u64>>>,
+    first: Mutex<Option<Instant>>,
+    last: Mutex<Option<Instant>>,
+    bad: std::sync::atomic::AtomicU64,
+}
+
+impl Received {
+    fn reset(&self) {
+        self.seen.lock().unwrap().clear();
+        *self.lag_us.lock().unwrap() = Some(Histogram::new(3).unwrap());
+        *self.first.lock().unwrap() = None;
+        *self.last.lock().unwrap() = None;
+    }
+
+    fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+async fn receive(
+    State(state): State<Arc<Received>>,
+    axum::extract::Path(path): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let now = chrono::Utc::now();
+    let secret = state
+        .secrets
+        .lock()
+        .unwrap()
+        .get(&path)
+        .cloned()
+        .unwrap_or_default();
+    let header = headers
+        .get("paysys-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if signature::verify(&secret, header, &body, now.timestamp(), 300).is_err() {
+        state.bad.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return StatusCode::BAD_REQUEST;
+    }
+    let event: Value = serde_json::from_slice(&body).unwrap();
+    let id = event["id"].as_i64().unwrap();
+    if state.seen.lock().unwrap().insert((path, id)) {
+        let created: chrono::DateTime<chrono::Utc> =
+            event["createdAt"].as_str().unwrap().parse().unwrap();
+        let lag = (now - created).num_microseconds().unwrap_or(0).max(1) as u64;
+        if let Some(h) = state.lag_us.lock().unwrap().as_mut() {
+            let _ = h.record(lag);
+        }
+        let at = Instant::now();
+        state.first.lock().unwrap().get_or_insert(at);
+        *state.last.lock().unwrap() = Some(at);
+    }
+    StatusCode::NO_CONTENT
+}
+
+async fn start_receiver(state: Arc<Received>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .route("/hook/{path}", axum::routing::post(receive))
+        .with_state(state);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+async fn register(client: &reqwest::Client, base: &str, url: &str) -> String {
+    let reply: Value = client
+        .post(format!("{base}/v1/webhook-endpoints"))
+        .header("authorization", API_KEY)
+        .json(&json!({"url": url, "eventTypes": ["payment.created"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    reply["secret"].as_str().expect("registered").to_owned()
+}
+
+/// Creates `n` payments with `clients` concurrent requests; the created/s.
+async fn create(client: &reqwest::Client, base: &str, n: usize, clients: usize) -> f64 {
+    let body = json!({"amount": 12.34, "currency": "EUR",
+        "userId": "6f1c0c8e-5b0e-4d8e-9f3a-2b7d1c9e4a10",
+        "payeeId": "1b2c3d4e-5f60-4a1b-8c2d-3e4f5a6b7c8d",
+        "paymentMethodId": "9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d"});
+    let started = Instant::now();
+    let created = futures::stream::iter(0..n)
+        .map(|_| {
+            let request = client
+                .post(format!("{base}/payments"))
+                .header("authorization", API_KEY)
+                .json(&body);
+            async move { request.send().await.map(|r| r.status().as_u16()) }
+        })
+        .buffer_unordered(clients)
+        .filter(|status| std::future::ready(matches!(status, Ok(201))))
+        .count()
+        .await;
+    created as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn wait_for(state: &Received, expected: usize, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if state.count() >= expected {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+fn report_lag(what: &str, state: &Received, expected: usize) {
+    let histogram = state.lag_us.lock().unwrap().clone().unwrap();
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "{what}: {} of {expected} events, lag p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        state.count(),
+        ms(0.5),
+        ms(0.99),
+        histogram.max() as f64 / 1000.0
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let payments = env_or("BENCH_PAYMENTS", 5000) as usize;
+    let clients = env_or("BENCH_CLIENTS", 32) as usize;
+    let dead_payments = env_or("BENCH_DEAD_PAYMENTS", 500) as usize;
+    let db = TestDb::create().await;
+    let broker = TestBroker::new();
+    let port = free_port();
+    let _api = start_api(&db, &broker, port);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    for _ in 0..400 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let state = Arc::new(Received::default());
+    state.reset();
+    let receiver = start_receiver(state.clone()).await;
+
+    // 1. No endpoint: the triggers only.
+    let baseline = create(&client, &base, payments, clients).await;
+    println!("created/s without endpoints: {baseline:.0} ({payments} payments, {clients} clients)");
+
+    // 2. One endpoint.
+    let url = format!("http://{receiver}/hook/one");
+    let secret = register(&client, &base, &url).await;
+    state.secrets.lock().unwrap().insert("one".into(), secret);
+    let with_webhooks = create(&client, &base, payments, clients).await;
+    let delivered = wait_for(&state, payments, Duration::from_secs(300)).await;
+    let span = state.last.lock().unwrap().unwrap() - state.first.lock().unwrap().unwrap();
+    println!(
+        "created/s with one endpoint: {with_webhooks:.0} ({:+.1} % vs without)",
+        (with_webhooks / baseline - 1.0) * 100.0
+    );
+    println!(
+        "dispatch: {} events in {:.2} s = {:.0} events/s{}",
+        state.count(),
+        span.as_secs_f64(),
+        state.count() as f64 / span.as_secs_f64(),
+        if delivered { "" } else { " (INCOMPLETE)" }
+    );
+    report_lag("one endpoint", &state, payments);
+
+    // 3. 1,000 endpoints, 900 dead: the lag of the 100 live ones.
+    if dead_payments == 0 {
+        return;
+    }
+    let delete: Vec<Value> = client
+        .get(format!("{base}/v1/webhook-endpoints"))
+        .header("authorization", API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .clone();
+    for endpoint in delete {
+        client
+            .delete(format!(
+                "{base}/v1/webhook-endpoints/{}",
+                endpoint["id"].as_str().unwrap()
+            ))
+            .header("authorization", API_KEY)
+            .send()
+            .await
+            .unwrap();
+    }
+    for i in 0..900 {
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        };
+        register(&client, &base, &format!("http://{closed}/hook/dead{i}")).await;
+    }
+    for i in 0..100 {
+        let path = format!("live{i}");
+        let secret = register(&client, &base, &format!("http://{receiver}/hook/{path}")).await;
+        state.secrets.lock().unwrap().insert(path, secret);
+    }
+    state.reset();
+    create(&client, &base, dead_payments, clients).await;
+    let expected = dead_payments * 100;
+    let done = wait_for(&state, expected, Duration::from_secs(600)).await;
+    report_lag(
+        &format!(
+            "100 live of 1,000 endpoints (900 dead){}",
+            if done { "" } else { " INCOMPLETE" }
+        ),
+        &state,
+        expected,
+    );
+    let span = state.last.lock().unwrap().unwrap() - state.first.lock().unwrap().unwrap();
+    println!(
+        "  live deliveries: {:.0} events/s; bad signatures seen: {}",
+        state.count() as f64 / span.as_secs_f64(),
+        state.bad.load(std::sync::atomic::Ordering::Relaxed)
+    );
+}

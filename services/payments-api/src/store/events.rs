@@ -1,0 +1,106 @@
+//! The events outbox (migration 0007): events as the triggers wrote them, given their public
+//! ids in commit order and fanned out to the subscribed endpoints; listing them.
+
+use chrono::{DateTime, Utc};
+use sqlx::{Connection, PgConnection};
+
+/// The advisory lock held by the one replica sequencing at a time.
+const SEQUENCER_LOCK: i64 = 0x7061_7973_6576_7473; // "paysevts"
+
+/// Gives up to `limit` written events their public ids and queues their deliveries; `None`
+/// when another replica is doing it right now.
+///
+/// Only events of transactions older than every running one (`pg_snapshot_xmin`) are taken,
+/// in the order of their transactions: nothing can commit before them any more, so an id
+/// handed out here is never followed by a smaller one becoming visible. One sequencer at a
+/// time (a transaction-level advisory lock), each run committed before the next starts, so
+/// ids increase in the order readers can see them.
+pub async fn sequence(conn: &mut PgConnection, limit: i64) -> Result<Option<i64>, sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    let locked = sqlx::query_scalar!(
+        r#"SELECT pg_try_advisory_xact_lock($1) AS "locked!""#,
+        SEQUENCER_LOCK
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if !locked {
+        return Ok(None);
+    }
+    let sequenced = sqlx::query_scalar!(
+        r#"WITH ready AS (
+            DELETE FROM events_unsequenced WHERE seq = ANY (ARRAY(
+                SELECT seq FROM events_unsequenced
+                WHERE txid < pg_snapshot_xmin(pg_current_snapshot())
+                ORDER BY txid, seq LIMIT $1
+            ))
+            RETURNING txid, seq, type, payment_id, principal, created_at, payment
+        ), published AS (
+            INSERT INTO events (type, payment_id, principal, created_at, payment)
+            SELECT type, payment_id, principal, created_at, payment FROM ready
+            ORDER BY txid, seq
+            RETURNING id, type, payment_id, principal, created_at
+        ), fanned_out AS (
+            INSERT INTO webhook_deliveries (endpoint_id, event_id, payment_id, event_created_at)
+            SELECT e.id, p.id, p.payment_id, p.created_at
+            FROM published p
+            JOIN webhook_endpoints e ON e.principal = p.principal AND p.type = ANY (e.event_types)
+            ORDER BY p.id
+        )
+        SELECT count(*) AS "count!" FROM published"#,
+        limit
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(sequenced))
+}
+
+/// A stored event.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub event_type: String,
+    pub created_at: DateTime<Utc>,
+    /// The payment row's JSON, as the trigger took it.
+    pub payment: String,
+}
+
+/// The principal's events after `after`, oldest first; one more than `limit` tells whether
+/// more exist.
+pub async fn list(
+    conn: &mut PgConnection,
+    principal: &str,
+    after: i64,
+    limit: i64,
+) -> Result<(Vec<StoredEvent>, bool), sqlx::Error> {
+    let mut rows = sqlx::query_as!(
+        StoredEvent,
+        r#"SELECT id, type AS event_type, created_at, payment::text AS "payment!"
+        FROM events WHERE principal = $1 AND id > $2 ORDER BY id LIMIT $3"#,
+        principal,
+        after,
+        limit + 1
+    )
+    .fetch_all(conn)
+    .await?;
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    Ok((rows, has_more))
+}
+
+/// What is still to be delivered (events not yet sequenced, deliveries not yet done) and the
+/// age in seconds of the oldest of it (0 when nothing waits).
+pub async fn outbox(conn: &mut PgConnection) -> Result<(i64, f64), sqlx::Error> {
+    let row = sqlx::query!(
+        r#"SELECT
+            (SELECT count(*) FROM events_unsequenced) + (SELECT count(*) FROM webhook_deliveries)
+                AS "depth!",
+            coalesce(extract(epoch FROM clock_timestamp() - least(
+                (SELECT min(created_at) FROM events_unsequenced),
+                (SELECT min(event_created_at) FROM webhook_deliveries)
+            )), 0)::float8 AS "oldest_age_seconds!""#
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok((row.depth, row.oldest_age_seconds))
+}

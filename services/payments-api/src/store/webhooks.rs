@@ -1,0 +1,350 @@
+//! Webhook endpoints, their pending deliveries and the record of every attempt
+//! (migration 0007).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// An endpoint as stored (its secret still sealed).
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub id: Uuid,
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub secret_rotated_at: Option<DateTime<Utc>>,
+    pub failing_since: Option<DateTime<Utc>>,
+    pub paused_until: Option<DateTime<Utc>>,
+}
+
+pub async fn insert(
+    conn: &mut PgConnection,
+    id: Uuid,
+    principal: &str,
+    url: &str,
+    event_types: &[String],
+    secret_encrypted: &[u8],
+) -> Result<Endpoint, sqlx::Error> {
+    sqlx::query_as!(
+        Endpoint,
+        "INSERT INTO webhook_endpoints (id, principal, url, event_types, secret_encrypted)
+         VALUES ($1, $2, $3, $4, $5)
+         RETURNING id, url, event_types, created_at, secret_rotated_at, failing_since,
+                   paused_until",
+        id,
+        principal,
+        url,
+        event_types,
+        secret_encrypted
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// The principal's endpoints, oldest first.
+pub async fn list(conn: &mut PgConnection, principal: &str) -> Result<Vec<Endpoint>, sqlx::Error> {
+    sqlx::query_as!(
+        Endpoint,
+        "SELECT id, url, event_types, created_at, secret_rotated_at, failing_since, paused_until
+         FROM webhook_endpoints WHERE principal = $1 ORDER BY id",
+        principal
+    )
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn find(
+    conn: &mut PgConnection,
+    principal: &str,
+    id: Uuid,
+) -> Result<Option<Endpoint>, sqlx::Error> {
+    sqlx::query_as!(
+        Endpoint,
+        "SELECT id, url, event_types, created_at, secret_rotated_at, failing_since, paused_until
+         FROM webhook_endpoints WHERE id = $1 AND principal = $2",
+        id,
+        principal
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Deletes the endpoint with its pending deliveries and attempts; false if the principal has
+/// no such endpoint.
+pub async fn delete(
+    conn: &mut PgConnection,
+    principal: &str,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let deleted = sqlx::query!(
+        "DELETE FROM webhook_endpoints WHERE id = $1 AND principal = $2",
+        id,
+        principal
+    )
+    .execute(conn)
+    .await?;
+    Ok(deleted.rows_affected() == 1)
+}
+
+/// Replaces the endpoint's sealed secret; `None` if the principal has no such endpoint.
+pub async fn rotate_secret(
+    conn: &mut PgConnection,
+    principal: &str,
+    id: Uuid,
+    secret_encrypted: &[u8],
+) -> Result<Option<Endpoint>, sqlx::Error> {
+    sqlx::query_as!(
+        Endpoint,
+        "UPDATE webhook_endpoints SET secret_encrypted = $3, secret_rotated_at = now()
+         WHERE id = $1 AND principal = $2
+         RETURNING id, url, event_types, created_at, secret_rotated_at, failing_since,
+                   paused_until",
+        id,
+        principal,
+        secret_encrypted
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// One recorded attempt.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub id: i64,
+    pub event_id: i64,
+    pub attempted_at: DateTime<Utc>,
+    pub http_status: Option<i16>,
+    pub latency_ms: i32,
+    pub error: Option<String>,
+}
+
+/// The endpoint's attempts, newest first, before the attempt `before` if given; one more than
+/// `limit` tells whether more exist.
+pub async fn attempts(
+    conn: &mut PgConnection,
+    endpoint: Uuid,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<Attempt>, bool), sqlx::Error> {
+    let mut rows = sqlx::query_as!(
+        Attempt,
+        "SELECT id, event_id, attempted_at, http_status, latency_ms, error
+         FROM webhook_attempts
+         WHERE endpoint_id = $1 AND ($2::bigint IS NULL OR id < $2)
+         ORDER BY id DESC LIMIT $3",
+        endpoint,
+        before,
+        limit + 1
+    )
+    .fetch_all(conn)
+    .await?;
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    Ok((rows, has_more))
+}
+
+/// A delivery claimed for one attempt, with what sending it needs.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub delivery_id: i64,
+    pub endpoint_id: Uuid,
+    pub event_id: i64,
+    /// The claim's number: its result is written only if the row still carries it.
+    pub attempt: i32,
+    pub url: String,
+    pub secret_encrypted: Vec<u8>,
+    pub event_type: String,
+    pub event_created_at: DateTime<Utc>,
+    /// The payment row's JSON, as the trigger took it.
+    pub payment: String,
+}
+
+/// Claims due deliveries: for each endpoint that is not paused, up to `per_endpoint` minus
+/// what this process has in flight to it (`in_flight`: endpoint ids and counts) of its due
+/// deliveries that are the oldest undelivered event of their payment to it (so each endpoint
+/// sees a payment's events in order), at most `limit` in all. A claim pushes the row's next
+/// attempt `lease` ahead: if this process dies, the row comes due again then. `SKIP LOCKED`
+/// lets replicas claim side by side.
+pub async fn claim(
+    conn: &mut PgConnection,
+    in_flight: &[(Uuid, i32)],
+    per_endpoint: i64,
+    limit: i64,
+    lease: Duration,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    let busy: Vec<Uuid> = in_flight.iter().map(|(id, _)| *id).collect();
+    let counts: Vec<i32> = in_flight.iter().map(|(_, n)| *n).collect();
+    sqlx::query_as!(
+        Claimed,
+        r#"WITH candidates AS (
+            SELECT d.id
+            FROM webhook_endpoints e
+            CROSS JOIN LATERAL (
+                SELECT c.id, row_number() OVER (ORDER BY c.next_attempt_at, c.id) AS rank
+                FROM webhook_deliveries c
+                WHERE c.endpoint_id = e.id AND c.next_attempt_at <= now()
+                  AND NOT EXISTS (
+                      SELECT 1 FROM webhook_deliveries o
+                      WHERE o.endpoint_id = c.endpoint_id AND o.payment_id = c.payment_id
+                        AND o.id < c.id
+                  )
+                ORDER BY c.next_attempt_at, c.id
+                LIMIT $2
+            ) d
+            LEFT JOIN unnest($1::uuid[], $5::int[]) AS b(endpoint_id, in_flight)
+                ON b.endpoint_id = e.id
+            WHERE (e.paused_until IS NULL OR e.paused_until <= now())
+              AND d.rank <= $2 - coalesce(b.in_flight, 0)
+        ), picked AS (
+            SELECT d.id FROM webhook_deliveries d
+            WHERE d.id = ANY (ARRAY(SELECT id FROM candidates)) AND d.next_attempt_at <= now()
+            ORDER BY d.next_attempt_at, d.id
+            LIMIT $3
+            FOR UPDATE SKIP LOCKED
+        ), claimed AS (
+            UPDATE webhook_deliveries d
+            SET attempts = d.attempts + 1,
+                next_attempt_at = now() + make_interval(secs => $4)
+            FROM picked WHERE d.id = picked.id
+            RETURNING d.id, d.endpoint_id, d.event_id, d.attempts, d.event_created_at
+        )
+        SELECT c.id AS "delivery_id!", c.endpoint_id AS "endpoint_id!", c.event_id AS "event_id!",
+               c.attempts AS "attempt!", e.url, e.secret_encrypted, v.type AS event_type,
+               c.event_created_at AS "event_created_at!", v.payment::text AS "payment!"
+        FROM claimed c
+        JOIN webhook_endpoints e ON e.id = c.endpoint_id
+        JOIN events v ON v.id = c.event_id
+        ORDER BY c.id"#,
+        &busy,
+        per_endpoint,
+        limit,
+        lease.as_secs_f64(),
+        &counts
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// What one attempt came to.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub delivery_id: i64,
+    pub attempt: i32,
+    pub endpoint_id: Uuid,
+    pub event_id: i64,
+    pub attempted_at: DateTime<Utc>,
+    pub http_status: Option<i16>,
+    pub latency_ms: i32,
+    pub error: Option<String>,
+    pub next: Next,
+}
+
+/// What becomes of the delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Next {
+    Delivered,
+    /// Try again after this wait.
+    RetryIn(Duration),
+    /// The retry window is over: the delivery is dropped and the endpoint marked failing.
+    GiveUp,
+}
+
+/// How an endpoint that keeps failing is paused: from `after_failures` failures in a row, for
+/// `first` doubling with each further failure, up to `longest`.
+#[derive(Debug, Clone, Copy)]
+pub struct Pause {
+    pub after_failures: i32,
+    pub first: Duration,
+    pub longest: Duration,
+}
+
+/// Records attempts in one statement: each attempt's row; each delivery deleted (delivered or
+/// given up) or rescheduled, if its claim still stands (a row claimed again after its lease
+/// ran out belongs to the new claim); each endpoint's failure count, pause and failing mark.
+pub async fn record(
+    conn: &mut PgConnection,
+    outcomes: &[Outcome],
+    pause: Pause,
+) -> Result<(), sqlx::Error> {
+    let field = |f: fn(&Outcome) -> i64| outcomes.iter().map(f).collect::<Vec<i64>>();
+    let deliveries = field(|o| o.delivery_id);
+    let claims: Vec<i32> = outcomes.iter().map(|o| o.attempt).collect();
+    let endpoints: Vec<Uuid> = outcomes.iter().map(|o| o.endpoint_id).collect();
+    let events = field(|o| o.event_id);
+    let times: Vec<DateTime<Utc>> = outcomes.iter().map(|o| o.attempted_at).collect();
+    let statuses: Vec<Option<i16>> = outcomes.iter().map(|o| o.http_status).collect();
+    let latencies: Vec<i32> = outcomes.iter().map(|o| o.latency_ms).collect();
+    let errors: Vec<Option<String>> = outcomes.iter().map(|o| o.error.clone()).collect();
+    let delivered: Vec<bool> = outcomes.iter().map(|o| o.next == Next::Delivered).collect();
+    // Seconds to the next attempt; NULL when the delivery ends (delivered or given up).
+    let retry_in: Vec<Option<f64>> = outcomes
+        .iter()
+        .map(|o| match o.next {
+            Next::RetryIn(wait) => Some(wait.as_secs_f64()),
+            Next::Delivered | Next::GiveUp => None,
+        })
+        .collect();
+    sqlx::query!(
+        r#"WITH input AS (
+            SELECT * FROM unnest($1::bigint[], $2::int[], $3::uuid[], $4::bigint[],
+                                 $5::timestamptz[], $6::smallint[], $7::int[], $8::text[],
+                                 $9::bool[], $10::float8[])
+                AS t(delivery_id, claim, endpoint_id, event_id, attempted_at, http_status,
+                     latency_ms, error, delivered, retry_in)
+        ), logged AS (
+            INSERT INTO webhook_attempts (endpoint_id, event_id, attempted_at, http_status,
+                                          latency_ms, error)
+            SELECT i.endpoint_id, i.event_id, i.attempted_at, i.http_status, i.latency_ms,
+                   i.error
+            FROM input i
+            WHERE EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id = i.endpoint_id)
+        ), ended AS (
+            DELETE FROM webhook_deliveries d USING input i
+            WHERE d.id = i.delivery_id AND d.attempts = i.claim AND i.retry_in IS NULL
+        ), rescheduled AS (
+            UPDATE webhook_deliveries d
+            SET next_attempt_at = now() + make_interval(secs => i.retry_in)
+            FROM input i
+            WHERE d.id = i.delivery_id AND d.attempts = i.claim AND i.retry_in IS NOT NULL
+        ), per_endpoint AS (
+            SELECT endpoint_id, bool_or(delivered) AS delivered,
+                   count(*) FILTER (WHERE NOT delivered)::int AS failures,
+                   bool_or(NOT delivered AND retry_in IS NULL) AS gave_up
+            FROM input GROUP BY endpoint_id
+        )
+        UPDATE webhook_endpoints e
+        SET consecutive_failures = CASE WHEN s.delivered THEN 0
+                                        ELSE e.consecutive_failures + s.failures END,
+            paused_until = CASE
+                WHEN s.delivered THEN NULL
+                WHEN e.consecutive_failures + s.failures >= $11 THEN now() + least(
+                    make_interval(secs => $12 * power(2, least(e.consecutive_failures + s.failures - $11, 30))),
+                    make_interval(secs => $13))
+                ELSE e.paused_until END,
+            failing_since = CASE WHEN s.delivered THEN NULL
+                                 WHEN s.gave_up THEN coalesce(e.failing_since, now())
+                                 ELSE e.failing_since END
+        FROM per_endpoint s
+        WHERE e.id = s.endpoint_id
+          AND (NOT s.delivered OR e.consecutive_failures > 0 OR e.paused_until IS NOT NULL
+               OR e.failing_since IS NOT NULL)"#,
+        &deliveries,
+        &claims,
+        &endpoints,
+        &events,
+        &times,
+        &statuses as &[Option<i16>],
+        &latencies,
+        &errors as &[Option<String>],
+        &delivered,
+        &retry_in as &[Option<f64>],
+        pause.after_failures,
+        pause.first.as_secs_f64(),
+        pause.longest.as_secs_f64()
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,1125 @@
+//! Merchant webhooks against the real PostgreSQL, with real HTTP receivers on 127.0.0.1:
+//! endpoints and their bad input, the events the triggers write, the address checks at
+//! registration and delivery, and delivery under faults (receiver down, failing, hanging,
+//! slow; the database cut; the API killed with SIGKILL mid-delivery).
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode};
+use base64::Engine;
+use futures::StreamExt;
+use payments_api::webhooks::signature;
+use paysys_testkit::{FaultProxy, TestBroker, TestDb};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::*;
+
+/// The test key of WEBHOOK_SECRETS_KEY (32 bytes).
+fn secrets_key() -> String {
+    base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+}
+
+/// Webhooks on, plain http and loopback allowed (tests deliver to 127.0.0.1), short waits.
+fn webhook_env(key: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("WEBHOOKS_ENABLED", "true".into()),
+        ("WEBHOOK_SECRETS_KEY", key.into()),
+        ("WEBHOOK_ALLOW_HTTP", "true".into()),
+        ("WEBHOOK_ALLOWED_CIDRS", "127.0.0.0/8".into()),
+        ("WEBHOOK_RETRY_FIRST_MS", "100".into()),
+        ("WEBHOOK_RETRY_LONGEST_MS", "1000".into()),
+        ("WEBHOOK_TIMEOUT_MS", "1000".into()),
+        ("WEBHOOK_POLL_INTERVAL_MS", "20".into()),
+        ("DB_MAX_CONNECTIONS", "8".into()),
+    ]
+}
+
+async fn start_webhooks(extra: &[(&'static str, &str)]) -> TestApi {
+    let key = secrets_key();
+    let mut env = webhook_env(&key);
+    for (name, value) in extra {
+        env.retain(|(n, _)| n != name);
+        env.push((*name, value.to_string()));
+    }
+    let refs: Vec<(&str, &str)> = env.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    TestApi::start_with(&refs).await
+}
+
+/// How a receiver answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Ok,
+    /// 500 for every request.
+    Fail,
+    /// 500 the first time each event arrives, 200 after.
+    FailFirst,
+    /// Never answers the first time each event arrives (past the API's timeout).
+    HangFirst,
+    /// Never answers at all.
+    Hang,
+    /// Answers 200 after this many milliseconds.
+    Slow(u64),
+}
+
+/// One event as a receiver got it.
+#[derive(Debug, Clone)]
+struct Received {
+    id: i64,
+    event_type: String,
+    payment_id: String,
+}
+
+/// A webhook receiver on 127.0.0.1 that verifies every signature (with a 5-minute tolerance,
+/// as docs/webhooks.md recommends) and records what arrived, in order.
+struct Receiver {
+    addr: SocketAddr,
+    state: Arc<ReceiverState>,
+    stop: CancellationToken,
+}
+
+struct ReceiverState {
+    secret: Mutex<String>,
+    mode: Mutex<Mode>,
+    seen: Mutex<HashSet<i64>>,
+    /// Events answered 2xx, in order of arrival (duplicates included).
+    accepted: Mutex<Vec<Received>>,
+    requests: AtomicUsize,
+    bad_signatures: AtomicUsize,
+    bytes: AtomicU64,
+}
+
+impl Receiver {
+    async fn start(mode: Mode) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, mode)
+    }
+
+    /// On a given port (a receiver that was down comes back where it was).
+    async fn start_on(addr: SocketAddr, mode: Mode) -> Receiver {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        Self::serve(listener, mode)
+    }
+
+    fn serve(listener: TcpListener, mode: Mode) -> Receiver {
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(ReceiverState {
+            secret: Mutex::new(String::new()),
+            mode: Mutex::new(mode),
+            seen: Mutex::default(),
+            accepted: Mutex::default(),
+            requests: AtomicUsize::new(0),
+            bad_signatures: AtomicUsize::new(0),
+            bytes: AtomicU64::new(0),
+        });
+        let stop = CancellationToken::new();
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(state.clone());
+        let token = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await
+                .unwrap();
+        });
+        Receiver { addr, state, stop }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn set_secret(&self, secret: &str) {
+        *self.state.secret.lock().unwrap() = secret.to_owned();
+    }
+
+    fn set_mode(&self, mode: Mode) {
+        *self.state.mode.lock().unwrap() = mode;
+    }
+
+    fn accepted(&self) -> Vec<Received> {
+        self.state.accepted.lock().unwrap().clone()
+    }
+
+    fn distinct(&self) -> HashSet<i64> {
+        self.accepted().iter().map(|r| r.id).collect()
+    }
+
+    fn bad_signatures(&self) -> usize {
+        self.state.bad_signatures.load(Ordering::SeqCst)
+    }
+
+    /// Waits until every id in `expected` was accepted; false at the deadline.
+    async fn wait_for(&self, expected: &HashSet<i64>, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if expected.is_subset(&self.distinct()) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        expected.is_subset(&self.distinct())
+    }
+
+    fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    state.bytes.fetch_add(body.len() as u64, Ordering::SeqCst);
+    if *state.mode.lock().unwrap() == Mode::Hang {
+        // Whoever sent it (several endpoints may share this receiver).
+        std::future::pending::<()>().await;
+    }
+    let secret = state.secret.lock().unwrap().clone();
+    let header = headers
+        .get("paysys-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let now = chrono::Utc::now().timestamp();
+    if signature::verify(&secret, header, &body, now, 300).is_err() {
+        state.bad_signatures.fetch_add(1, Ordering::SeqCst);
+        return StatusCode::BAD_REQUEST;
+    }
+    let event: Value = serde_json::from_slice(&body).unwrap();
+    let id = event["id"].as_i64().unwrap();
+    let header_id = headers.get("paysys-event-id").and_then(|v| v.to_str().ok());
+    if header_id != Some(id.to_string().as_str()) {
+        // Counted with the signatures: the tests assert there are none.
+        state.bad_signatures.fetch_add(1, Ordering::SeqCst);
+        return StatusCode::BAD_REQUEST;
+    }
+    let first_time = state.seen.lock().unwrap().insert(id);
+    let mode = *state.mode.lock().unwrap();
+    match mode {
+        Mode::Fail => return StatusCode::INTERNAL_SERVER_ERROR,
+        Mode::FailFirst if first_time => return StatusCode::INTERNAL_SERVER_ERROR,
+        Mode::HangFirst if first_time => std::future::pending::<()>().await,
+        Mode::Slow(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+        _ => {}
+    }
+    state.accepted.lock().unwrap().push(Received {
+        id,
+        event_type: event["type"].as_str().unwrap().to_owned(),
+        payment_id: event["payment"]["id"].as_str().unwrap().to_owned(),
+    });
+    StatusCode::NO_CONTENT
+}
+
+/// Registers `url` for `types` as `auth`; returns (endpoint id, secret).
+async fn register(api: &TestApi, auth: &str, url: &str, types: &[&str]) -> (String, String) {
+    let reply = api
+        .post(
+            "/v1/webhook-endpoints",
+            Some(auth),
+            &json!({"url": url, "eventTypes": types}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    (
+        reply.body["id"].as_str().unwrap().to_owned(),
+        reply.body["secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+const ALL_TYPES: [&str; 7] = [
+    "payment.created",
+    "payment.approved",
+    "payment.declined",
+    "payment.captured",
+    "payment.canceled",
+    "payment.refunded",
+    "payment.disputed",
+];
+
+async fn endpoint_count(api: &TestApi) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM webhook_endpoints")
+        .fetch_one(&api.pool)
+        .await
+        .unwrap()
+}
+
+/// The ids of the principal's events, once every event written so far is sequenced.
+async fn event_ids(api: &TestApi, principal: &str) -> HashSet<i64> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let unsequenced: i64 = sqlx::query_scalar("SELECT count(*) FROM events_unsequenced")
+            .fetch_one(&api.pool)
+            .await
+            .unwrap();
+        if unsequenced == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "events were not sequenced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM events WHERE principal = $1")
+        .bind(principal)
+        .fetch_all(&api.pool)
+        .await
+        .unwrap();
+    ids.into_iter().collect()
+}
+
+/// Creates `n` payments as alice, `concurrency` at a time; returns their ids.
+async fn create_many(api: &TestApi, n: usize, concurrency: usize) -> Vec<String> {
+    futures::stream::iter(0..n)
+        .map(|_| async { api.create(&demo_payment()).await })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await
+}
+
+/// Checks that each payment's events were first accepted in the order of their ids.
+fn assert_in_order_per_payment(received: &[Received]) {
+    let mut first_seen: HashSet<i64> = HashSet::new();
+    let mut last_per_payment: HashMap<&str, i64> = HashMap::new();
+    for event in received {
+        if !first_seen.insert(event.id) {
+            continue;
+        }
+        if let Some(&previous) = last_per_payment.get(event.payment_id.as_str()) {
+            assert!(
+                previous < event.id,
+                "payment {}: event {} arrived after {}",
+                event.payment_id,
+                event.id,
+                previous
+            );
+        }
+        last_per_payment.insert(&event.payment_id, event.id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_are_owner_scoped_and_bad_input_stores_nothing() {
+    let api = start_webhooks(&[]).await;
+    let url = "http://127.0.0.1:9/hook";
+
+    let created = api
+        .post(
+            "/v1/webhook-endpoints",
+            Some(ALICE),
+            &json!({"url": url, "eventTypes": ["payment.approved", "payment.approved"]}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let secret = created.body["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    assert_eq!(created.body["eventTypes"], json!(["payment.approved"]));
+    assert_eq!(
+        created.headers["location"].to_str().unwrap(),
+        format!("/v1/webhook-endpoints/{id}")
+    );
+    // The secret is stored sealed: the database does not hold it.
+    let stored: Vec<u8> =
+        sqlx::query_scalar("SELECT secret_encrypted FROM webhook_endpoints WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&api.pool)
+            .await
+            .unwrap();
+    assert!(
+        !stored
+            .windows(10)
+            .any(|w| secret.as_bytes().windows(10).any(|s| s == w))
+    );
+
+    // Shown once: never in the listing or the endpoint.
+    let one = api
+        .get(&format!("/v1/webhook-endpoints/{id}"), Some(ALICE))
+        .await;
+    assert_eq!(one.status, StatusCode::OK);
+    assert!(one.body.get("secret").is_none());
+    assert_eq!(one.body["url"], url);
+    let list = api.get("/v1/webhook-endpoints", Some(ALICE)).await;
+    assert_eq!(list.body["data"].as_array().unwrap().len(), 1);
+    assert!(!list.body.to_string().contains(&secret));
+
+    // Someone else's endpoint does not exist for bob.
+    let bobs = api.get("/v1/webhook-endpoints", Some(BOB)).await;
+    assert_eq!(bobs.body["data"], json!([]));
+    for (method, path) in [
+        (Method::GET, format!("/v1/webhook-endpoints/{id}")),
+        (Method::DELETE, format!("/v1/webhook-endpoints/{id}")),
+        (
+            Method::POST,
+            format!("/v1/webhook-endpoints/{id}/rotate-secret"),
+        ),
+        (Method::GET, format!("/v1/webhook-endpoints/{id}/attempts")),
+    ] {
+        let reply = api
+            .request(method.clone(), &path, Some(BOB), &[], None)
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::NOT_FOUND,
+            "{method} {path}: {}",
+            reply.body
+        );
+    }
+
+    // Bad input: 400 naming the field, nothing stored.
+    for (body, field) in [
+        (
+            json!({"url": "not a url", "eventTypes": ["payment.created"]}),
+            "url",
+        ),
+        (
+            json!({"url": "ftp://example.com/x", "eventTypes": ["payment.created"]}),
+            "url",
+        ),
+        (json!({"url": 42, "eventTypes": ["payment.created"]}), "url"),
+        (
+            json!({"url": url, "eventTypes": ["payment.exploded"]}),
+            "eventTypes",
+        ),
+        (json!({"url": url, "eventTypes": []}), "eventTypes"),
+        (
+            json!({"url": url, "eventTypes": "payment.created"}),
+            "eventTypes",
+        ),
+        (json!({"url": url}), "eventTypes"),
+        (
+            json!({"url": url, "eventTypes": ["payment.created"], "extra": 1}),
+            "extra",
+        ),
+    ] {
+        let reply = api.post("/v1/webhook-endpoints", Some(ALICE), &body).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            reply.body
+        );
+        assert!(
+            reply.body.to_string().contains(field),
+            "{body}: {}",
+            reply.body
+        );
+    }
+    let unknown = api
+        .post(
+            "/v1/webhook-endpoints",
+            Some(ALICE),
+            &json!({"url": url, "eventTypes": ["payment.exploded"]}),
+        )
+        .await;
+    assert!(
+        unknown.body.to_string().contains("payment.captured"),
+        "names the known types"
+    );
+    for path in [
+        "/v1/webhook-endpoints/not-a-uuid",
+        "/v1/webhook-endpoints/not-a-uuid/attempts",
+    ] {
+        assert_eq!(
+            api.get(path, Some(ALICE)).await.status,
+            StatusCode::BAD_REQUEST
+        );
+    }
+    assert_eq!(endpoint_count(&api).await, 1, "bad input stored nothing");
+
+    // Rotation: a new secret, shown once.
+    let rotated = api
+        .request(
+            Method::POST,
+            &format!("/v1/webhook-endpoints/{id}/rotate-secret"),
+            Some(ALICE),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
+    assert_ne!(rotated.body["secret"].as_str().unwrap(), secret);
+    assert!(rotated.body["secretRotatedAt"].is_string());
+
+    let deleted = api
+        .request(
+            Method::DELETE,
+            &format!("/v1/webhook-endpoints/{id}"),
+            Some(ALICE),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let again = api
+        .get(&format!("/v1/webhook-endpoints/{id}"), Some(ALICE))
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    assert_eq!(endpoint_count(&api).await, 0);
+    assert_eq!(
+        api.get("/v1/webhook-endpoints", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_destinations_are_a_400_at_registration() {
+    // No allow-list: loopback and private ranges are refused, names included.
+    let api = start_webhooks(&[("WEBHOOK_ALLOWED_CIDRS", "")]).await;
+    for url in [
+        "http://127.0.0.1:8080/hook",
+        "http://localhost:8080/hook",
+        "http://[::1]/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.7/hook",
+        "http://192.168.1.1/hook",
+        "http://172.16.5.4/hook",
+        "http://100.64.0.1/hook",
+        "http://[fd00::1]/hook",
+        "http://[fe80::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://0.0.0.0/hook",
+        "http://0x7f000001/hook",
+        "http://no-such-host.invalid/hook",
+    ] {
+        let reply = api
+            .post(
+                "/v1/webhook-endpoints",
+                Some(ALICE),
+                &json!({"url": url, "eventTypes": ["payment.created"]}),
+            )
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{url}: {}",
+            reply.body
+        );
+        assert!(
+            reply.body.to_string().contains("url"),
+            "{url}: {}",
+            reply.body
+        );
+    }
+    assert_eq!(endpoint_count(&api).await, 0);
+    api.stop().await;
+
+    // Without WEBHOOK_ALLOW_HTTP only https is accepted.
+    let api = start_webhooks(&[("WEBHOOK_ALLOW_HTTP", "false")]).await;
+    let reply = api
+        .post(
+            "/v1/webhook-endpoints",
+            Some(ALICE),
+            &json!({"url": "http://127.0.0.1:9/hook", "eventTypes": ["payment.created"]}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    assert!(reply.body.to_string().contains("https"), "{}", reply.body);
+    assert_eq!(endpoint_count(&api).await, 0);
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_checks_the_destination_again() {
+    // Registered while allowed (an allow-list later narrowed, or DNS that changed): the
+    // endpoints are in the database, the running API does not allow loopback.
+    let api = start_webhooks(&[("WEBHOOK_ALLOWED_CIDRS", "")]).await;
+    let receiver = Receiver::start(Mode::Ok).await;
+    let key = payments_api::webhooks::secrets::SecretBox::from_base64(&secrets_key()).unwrap();
+    let port = receiver.addr.port();
+    let mut endpoints = Vec::new();
+    for url in [
+        format!("http://localhost:{port}/hook"),
+        format!("http://127.0.0.1:{port}/hook"),
+    ] {
+        let id = uuid::Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO webhook_endpoints (id, principal, url, event_types, secret_encrypted)
+             VALUES ($1, 'alice', $2, ARRAY['payment.created'], $3)",
+        )
+        .bind(id)
+        .bind(&url)
+        .bind(key.seal(id, "whsec_x"))
+        .execute(&api.pool)
+        .await
+        .unwrap();
+        endpoints.push(id);
+    }
+    receiver.set_secret("whsec_x");
+    api.create(&demo_payment()).await;
+    // Both attempts are made and refused before any connection.
+    for id in &endpoints {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let reply = api
+                .get(&format!("/v1/webhook-endpoints/{id}/attempts"), Some(ALICE))
+                .await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+            if let Some(attempt) = reply.body["data"].as_array().unwrap().first() {
+                assert!(attempt["httpStatus"].is_null(), "{attempt}");
+                let error = attempt["error"].as_str().unwrap();
+                assert!(error.contains("refused"), "{error}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "no attempt recorded for {id}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(
+        receiver.state.requests.load(Ordering::SeqCst),
+        0,
+        "nothing reached loopback"
+    );
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_change_of_a_payment_is_one_event_listed_in_commit_order() {
+    let api = start_webhooks(&[]).await;
+    let canceled = api.create(&demo_payment()).await;
+    let captured = api.create(&demo_payment()).await;
+    let bobs = api.post("/payments", Some(BOB), &demo_payment()).await;
+    assert_eq!(bobs.status, StatusCode::CREATED);
+    assert_eq!(
+        api.post(
+            &format!("/payments/{canceled}/cancel"),
+            Some(ALICE),
+            &json!({})
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    // The decision as the consumer applies it, then a capture and a dispute.
+    sqlx::query("UPDATE payments SET status = 'approved', decision = $2 WHERE id = $1::uuid")
+        .bind(&captured)
+        .bind(
+            json!({"schema_version": 2, "payment_id": captured, "outcome": "approved", "score": 0,
+                 "reasons": [], "rules_version": "test", "decided_at": "2026-01-01T00:00:00Z"}),
+        )
+        .execute(&api.pool)
+        .await
+        .unwrap();
+    let capture = api
+        .post(
+            &format!("/payments/{captured}/capture"),
+            Some(ALICE),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(capture.status, StatusCode::OK, "{}", capture.body);
+    let dispute = api
+        .post(
+            &format!("/payments/{captured}/disputes"),
+            Some(ALICE),
+            &json!({"reason": "fraudulent"}),
+        )
+        .await;
+    assert_eq!(dispute.status, StatusCode::CREATED, "{}", dispute.body);
+    // An update that changes no status and no dispute is no event.
+    sqlx::query("UPDATE payments SET updated_at = now()")
+        .execute(&api.pool)
+        .await
+        .unwrap();
+
+    let ids = event_ids(&api, "alice").await;
+    assert_eq!(
+        ids.len(),
+        6,
+        "created ×2, canceled, approved, captured, disputed"
+    );
+    let page = api.get("/v1/events?limit=500", Some(ALICE)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let events = page.body["data"].as_array().unwrap();
+    let listed: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["payment"]["id"].as_str().unwrap().to_owned(),
+                e["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let of = |payment: &str| -> Vec<&str> {
+        listed
+            .iter()
+            .filter(|(p, _)| p == payment)
+            .map(|(_, t)| t.as_str())
+            .collect()
+    };
+    assert_eq!(of(&canceled), ["payment.created", "payment.canceled"]);
+    assert_eq!(
+        of(&captured),
+        [
+            "payment.created",
+            "payment.approved",
+            "payment.captured",
+            "payment.disputed"
+        ]
+    );
+    // The payment as it was at each event, in the view of GET /payments/{id}.
+    let captured_event = &events
+        .iter()
+        .find(|e| e["type"] == "payment.captured")
+        .unwrap()["payment"];
+    assert_eq!(captured_event["status"], "captured");
+    assert_eq!(captured_event["amountMinor"], 7050);
+    assert_eq!(captured_event["amount"], json!(70.5));
+    assert_eq!(captured_event["decision"]["outcome"], "approved");
+    assert!(captured_event["dispute"].is_null());
+    let disputed_event = &events.last().unwrap()["payment"];
+    assert_eq!(disputed_event["dispute"]["reason"], "fraudulent");
+    assert!(captured_event.get("history").is_none());
+    assert!(captured_event.get("principal").is_none());
+    // Ids increase; paging by `after` gives the rest.
+    let id_list: Vec<i64> = events.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(id_list.windows(2).all(|w| w[0] < w[1]), "{id_list:?}");
+    let rest = api
+        .get(
+            &format!("/v1/events?after={}&limit=2", id_list[1]),
+            Some(ALICE),
+        )
+        .await;
+    let rest_ids: Vec<i64> = rest.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(rest_ids, id_list[2..4]);
+    assert_eq!(rest.body["hasMore"], true);
+    // Bob sees only his own.
+    let bob = api.get("/v1/events", Some(BOB)).await;
+    assert_eq!(bob.body["data"].as_array().unwrap().len(), 1);
+    for query in ["after=-1", "after=x", "limit=0", "limit=501", "cursor=1"] {
+        let reply = api.get(&format!("/v1/events?{query}"), Some(ALICE)).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{query}: {}",
+            reply.body
+        );
+    }
+    api.stop().await;
+}
+
+/// The acceptance run: 2,000 payments, a receiver verifying every signature gets every
+/// event (each id at least once), each payment's events in order; bob's endpoint gets none
+/// of alice's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_of_2000_payments_arrives_signed_and_in_order() {
+    let api = start_webhooks(&[]).await;
+    let receiver = Receiver::start(Mode::Ok).await;
+    let (_, secret) = register(&api, ALICE, &receiver.url(), &ALL_TYPES).await;
+    receiver.set_secret(&secret);
+    let bobs = Receiver::start(Mode::Ok).await;
+    let (_, bob_secret) = register(&api, BOB, &bobs.url(), &ALL_TYPES).await;
+    bobs.set_secret(&bob_secret);
+
+    let payments = create_many(&api, 2000, 16).await;
+    let api_ref = &api;
+    futures::stream::iter(payments.iter().step_by(2))
+        .map(|id| async move {
+            api_ref
+                .post(&format!("/payments/{id}/cancel"), Some(ALICE), &json!({}))
+                .await
+        })
+        .buffer_unordered(16)
+        .for_each(|reply| async move { assert_eq!(reply.status, StatusCode::OK) })
+        .await;
+
+    let expected = event_ids(&api, "alice").await;
+    assert_eq!(expected.len(), 3000);
+    assert!(
+        receiver.wait_for(&expected, Duration::from_secs(120)).await,
+        "missing: {} of {}",
+        expected.difference(&receiver.distinct()).count(),
+        expected.len()
+    );
+    assert_eq!(receiver.bad_signatures(), 0);
+    assert_eq!(receiver.distinct(), expected, "nothing but alice's events");
+    assert_in_order_per_payment(&receiver.accepted());
+    let created = receiver
+        .accepted()
+        .iter()
+        .filter(|e| e.event_type == "payment.created")
+        .map(|e| e.payment_id.clone())
+        .collect::<HashSet<_>>();
+    assert_eq!(created.len(), 2000);
+    assert!(
+        bobs.accepted().is_empty(),
+        "bob gets none of alice's events"
+    );
+    api.stop().await;
+}
+
+/// Faults on the receiver's side, one after the other, each with events waiting: every
+/// event still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_arrive_through_a_receiver_down_failing_hanging_and_slow() {
+    let api = start_webhooks(&[("WEBHOOK_TIMEOUT_MS", "300")]).await;
+    // Down: the port is reserved, then closed, when the payments are made.
+    let placeholder = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = placeholder.local_addr().unwrap();
+    drop(placeholder);
+    let (endpoint, secret) =
+        register(&api, ALICE, &format!("http://{addr}/hook"), &ALL_TYPES).await;
+    create_many(&api, 50, 8).await;
+    let expected = event_ids(&api, "alice").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let receiver = Receiver::start_on(addr, Mode::FailFirst).await;
+    receiver.set_secret(&secret);
+    assert!(
+        receiver.wait_for(&expected, Duration::from_secs(60)).await,
+        "after down and 500s"
+    );
+
+    // Hanging past the timeout the first time each event comes.
+    receiver.set_mode(Mode::HangFirst);
+    create_many(&api, 30, 8).await;
+    let expected = event_ids(&api, "alice").await;
+    assert!(
+        receiver.wait_for(&expected, Duration::from_secs(60)).await,
+        "after hangs"
+    );
+
+    // Slow (below the timeout).
+    receiver.set_mode(Mode::Slow(150));
+    create_many(&api, 30, 8).await;
+    let expected = event_ids(&api, "alice").await;
+    assert!(
+        receiver.wait_for(&expected, Duration::from_secs(60)).await,
+        "while slow"
+    );
+
+    assert_eq!(receiver.bad_signatures(), 0);
+    assert_in_order_per_payment(&receiver.accepted());
+    // The attempts tell what happened.
+    let attempts = api
+        .get(
+            &format!("/v1/webhook-endpoints/{endpoint}/attempts?limit=100"),
+            Some(ALICE),
+        )
+        .await;
+    let mut errors = String::new();
+    let mut before = None;
+    loop {
+        let path = match before {
+            None => format!("/v1/webhook-endpoints/{endpoint}/attempts?limit=100"),
+            Some(id) => format!("/v1/webhook-endpoints/{endpoint}/attempts?limit=100&before={id}"),
+        };
+        let page = api.get(&path, Some(ALICE)).await;
+        for attempt in page.body["data"].as_array().unwrap() {
+            errors.push_str(attempt["error"].as_str().unwrap_or("ok"));
+            errors.push('\n');
+            before = attempt["id"].as_i64();
+        }
+        if page.body["hasMore"] != true {
+            break;
+        }
+    }
+    assert_eq!(attempts.status, StatusCode::OK);
+    for what in ["cannot connect", "HTTP 500", "timed out"] {
+        assert!(errors.contains(what), "no attempt says {what:?}:\n{errors}");
+    }
+    api.stop().await;
+}
+
+/// Dead (refused) and hanging endpoints next to a live one: the live one gets every event
+/// while the others fail, and the dead ones are paused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_and_hanging_endpoints_do_not_delay_a_live_one() {
+    let api = start_webhooks(&[("WEBHOOK_TIMEOUT_MS", "60000")]).await;
+    let mut dead = Vec::new();
+    for _ in 0..40 {
+        let placeholder = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", placeholder.local_addr().unwrap());
+        drop(placeholder);
+        dead.push(register(&api, ALICE, &url, &["payment.created"]).await.0);
+    }
+    let hanging = Receiver::start(Mode::Hang).await;
+    let mut hung = Vec::new();
+    for _ in 0..5 {
+        hung.push(
+            register(&api, ALICE, &hanging.url(), &["payment.created"])
+                .await
+                .0,
+        );
+    }
+    let live = Receiver::start(Mode::Ok).await;
+    let (_, secret) = register(&api, ALICE, &live.url(), &["payment.created"]).await;
+    live.set_secret(&secret);
+
+    create_many(&api, 200, 8).await;
+    let expected = event_ids(&api, "alice").await;
+    assert!(
+        live.wait_for(&expected, Duration::from_secs(50)).await,
+        "live endpoint starved"
+    );
+    // The hanging endpoints' first requests are all still open (they end only at the 60 s
+    // timeout): the live endpoint got every event without waiting for any of them.
+    assert!(
+        hanging.state.requests.load(Ordering::SeqCst) > 0,
+        "the hanging ones were tried"
+    );
+    let hung_attempts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM webhook_attempts WHERE endpoint_id = ANY($1)")
+            .bind(
+                hung.iter()
+                    .map(|id| id.parse::<uuid::Uuid>().unwrap())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_one(&api.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        hung_attempts, 0,
+        "no attempt to a hanging endpoint has ended yet"
+    );
+    let paused: i64 = sqlx::query_scalar(
+        // Set when paused, cleared only by a success (the pauses here last at most 1 s).
+        "SELECT count(*) FROM webhook_endpoints WHERE paused_until IS NOT NULL AND id = ANY($1)",
+    )
+    .bind(
+        dead.iter()
+            .map(|id| id.parse::<uuid::Uuid>().unwrap())
+            .collect::<Vec<_>>(),
+    )
+    .fetch_one(&api.pool)
+    .await
+    .unwrap();
+    assert!(paused > 0, "failing endpoints are paused");
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_are_given_up_after_the_retry_window_and_the_endpoint_marked_failing() {
+    let api = start_webhooks(&[("WEBHOOK_RETRY_WINDOW_SECONDS", "1")]).await;
+    let receiver = Receiver::start(Mode::Fail).await;
+    let (endpoint, secret) = register(&api, ALICE, &receiver.url(), &ALL_TYPES).await;
+    receiver.set_secret(&secret);
+    api.create(&demo_payment()).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = api
+            .get(&format!("/v1/webhook-endpoints/{endpoint}"), Some(ALICE))
+            .await;
+        if reply.body["failingSince"].is_string() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never marked failing: {}",
+            reply.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries")
+        .fetch_one(&api.pool)
+        .await
+        .unwrap();
+    assert_eq!(pending, 0, "the given-up delivery is dropped");
+    // The next success clears the mark.
+    receiver.set_mode(Mode::Ok);
+    let expected: HashSet<i64> = {
+        api.create(&demo_payment()).await;
+        let all = event_ids(&api, "alice").await;
+        all.into_iter().max().into_iter().collect()
+    };
+    assert!(receiver.wait_for(&expected, Duration::from_secs(30)).await);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = api
+            .get(&format!("/v1/webhook-endpoints/{endpoint}"), Some(ALICE))
+            .await;
+        if reply.body["failingSince"].is_null() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still failing: {}", reply.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    api.stop().await;
+}
+
+/// The database cut (every connection reset, new ones refused) while events are being
+/// delivered: nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_cut_mid_delivery_loses_no_event() {
+    let db = TestDb::create().await;
+    let (proxy, database_url) = FaultProxy::in_front_of(&db.url).await;
+    let key = secrets_key();
+    let mut env = webhook_env(&key);
+    env.push(("DATABASE_URL", database_url.clone()));
+    let refs: Vec<(&str, &str)> = env.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let api = TestApi::start_on(db, TestBroker::new(), &refs).await;
+    let receiver = Receiver::start(Mode::Slow(20)).await;
+    let (_, secret) = register(&api, ALICE, &receiver.url(), &ALL_TYPES).await;
+    receiver.set_secret(&secret);
+    create_many(&api, 300, 8).await;
+    // Cut while the receiver is still taking them.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.cut().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.restore();
+    let expected = event_ids(&api, "alice").await;
+    assert_eq!(expected.len(), 300);
+    assert!(
+        receiver.wait_for(&expected, Duration::from_secs(90)).await,
+        "missing {}",
+        expected.difference(&receiver.distinct()).count()
+    );
+    assert_eq!(receiver.bad_signatures(), 0);
+    api.stop().await;
+}
+
+/// The real binary, killed with SIGKILL while deliveries are in flight, then started again:
+/// every event arrives (at least once; the ones in flight may come twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_killed_mid_delivery_loses_no_event() {
+    use std::process::{Command, Stdio};
+    let db = TestDb::create().await;
+    let broker = TestBroker::new();
+    let port = paysys_testkit::free_port();
+    let key = secrets_key();
+    let spawn = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_payments-api"));
+        command
+            .env_clear()
+            .env("PORT", port.to_string())
+            .env("DATABASE_URL", &db.url)
+            .env("AMQP_URL", &broker.url)
+            .env("AMQP_PREFIX", &broker.prefix)
+            .env("API_KEYS", format!("alice={ALICE}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (name, value) in webhook_env(&key) {
+            command.env(name, value);
+        }
+        command.spawn().unwrap()
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let wait_up = || async {
+        for _ in 0..400 {
+            if client.get(format!("{base}/healthz")).send().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the API did not start");
+    };
+    let mut child = spawn();
+    wait_up().await;
+    let receiver = Receiver::start(Mode::Slow(100)).await;
+    let created: Value = client
+        .post(format!("{base}/v1/webhook-endpoints"))
+        .header("authorization", ALICE)
+        .json(&json!({"url": receiver.url(), "eventTypes": ALL_TYPES}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    receiver.set_secret(created["secret"].as_str().unwrap());
+    for _ in 0..100 {
+        let reply = client
+            .post(format!("{base}/payments"))
+            .header("authorization", ALICE)
+            .json(&demo_payment())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), StatusCode::CREATED);
+    }
+    // Some delivered, some in flight (the receiver takes 100 ms each): kill.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.state.requests.load(Ordering::SeqCst) < 10 {
+        assert!(Instant::now() < deadline, "no delivery started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before_restart = receiver.distinct().len();
+    assert!(
+        before_restart < 100,
+        "killed mid-delivery ({before_restart} delivered)"
+    );
+    let mut child = spawn();
+    wait_up().await;
+    let pool = db.pool().await;
+    // Every event gets its id once the new process sequences what the old one left.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let expected: HashSet<i64> = loop {
+        let ids: HashSet<i64> = sqlx::query_scalar::<_, i64>("SELECT id FROM events")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+        if ids.len() == 100 || Instant::now() > deadline {
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(expected.len(), 100);
+    // The claims of the killed process come due after their lease (2 × timeout + 5 s).
+    let arrived = receiver.wait_for(&expected, Duration::from_secs(60)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        arrived,
+        "missing {} after the restart",
+        expected.difference(&receiver.distinct()).count()
+    );
+    assert_eq!(receiver.bad_signatures(), 0);
+    receiver.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_do_not_start_without_their_key_and_are_off_by_default() {
+    let db = TestDb {
+        name: String::new(),
+        url: "postgres://127.0.0.1:1/none".into(),
+    };
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_payments-api"))
+        .env_clear()
+        .env("DATABASE_URL", &db.url)
+        .env("AMQP_URL", "amqp://127.0.0.1:1")
+        .env("API_KEYS", format!("alice={ALICE}"))
+        .env("WEBHOOKS_ENABLED", "true")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("WEBHOOK_SECRETS_KEY"));
+
+    let api = TestApi::start().await;
+    let reply = api
+        .post(
+            "/v1/webhook-endpoints",
+            Some(ALICE),
+            &json!({"url": "https://example.com/", "eventTypes": ["payment.created"]}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
+    assert!(reply.body.to_string().contains("not enabled"));
+    // Events are written and listed all the same.
+    api.create(&demo_payment()).await;
+    assert_eq!(event_ids(&api, "alice").await.len(), 1);
+    api.stop().await;
+}
