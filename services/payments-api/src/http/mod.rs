@@ -1,5 +1,6 @@
 //! The HTTP surface: state, router, and the layers every request passes through.
 
+pub mod actions;
 pub mod extract;
 pub mod health;
 pub mod idempotent;
@@ -94,16 +95,18 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Every route, registered once: [`routes!`] gives the handler to the router and its
-/// `#[utoipa::path]` to the OpenAPI document, so the two cannot drift apart.
+/// `#[utoipa::path]` to the OpenAPI document, and each row of [`actions::ACTIONS`] gives its
+/// routes and operations the same way, so the two cannot drift apart.
 fn routes(limits: &Limits, document: Document) -> OpenApiRouter<AppState> {
     // Only the payments routes count against MAX_IN_FLIGHT: probes and scrapes must still be
     // answered when the API sheds load, or an overloaded pod would be restarted for it. One
     // semaphore for all of them (the global layer); beyond it, 503 at once (load shed).
     let payments = OpenApiRouter::new()
         .routes(routes!(payments::create, payments::list))
-        .routes(routes!(payments::get_one))
-        .routes(routes!(payments::capture, payments::capture_put))
-        .routes(routes!(payments::cancel))
+        .routes(routes!(payments::get_one));
+    let payments = actions::ACTIONS
+        .iter()
+        .fold(payments, |router, action| router.routes(action.routes()))
         .routes(routes!(payments::dispute))
         .route_layer(
             ServiceBuilder::new()

@@ -16,10 +16,9 @@ use crate::http::idempotent::{self, Reply};
 use crate::http::views::{DisputeView, PaymentChanged, PaymentPage, PaymentView};
 use crate::metrics::ReasonLabels;
 use crate::store::disputes::{self, Disputed};
-use crate::store::payments::{self, Insert, ListQuery, Transition};
+use crate::store::payments::{self, Insert, ListQuery};
 use crate::validation::{
-    CancelRequest, CaptureRequest, CreatePaymentRequest, DisputeRequest, NewDispute,
-    parse_new_payment, read, read_optional,
+    CreatePaymentRequest, DisputeRequest, NewDispute, parse_new_payment, read,
 };
 
 const DEFAULT_PAGE: i64 = 10;
@@ -157,120 +156,6 @@ pub async fn list(
     }))
 }
 
-/// Capture an approved payment. `PUT` is accepted too (the original demo's client used it).
-#[utoipa::path(
-    post, path = "/payments/{id}/capture", tag = "payments",
-    params(
-        ("id" = Uuid, Path, description = "Payment id"),
-        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retries with the same key replay the first response"),
-    ),
-    responses(
-        (status = 200, description = "Captured", body = PaymentChanged),
-        (status = 400, description = "Bad id or body", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No such payment for this caller", body = ErrorBody),
-        (status = 409, description = "Not approved (CurrentStatus says what it is), or the Idempotency-Key is in flight", body = ErrorBody),
-        (status = 422, description = "The Idempotency-Key was used with a different request", body = ErrorBody),
-    ),
-    security(("api_key" = []), ("bearer" = []))
-)]
-pub async fn capture(
-    State(app): State<AppState>,
-    Caller(principal): Caller,
-    IdempotencyKey(key): IdempotencyKey,
-    Path(id): Path<String>,
-    JsonBody(body): JsonBody<false>,
-) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
-    read_optional::<CaptureRequest>(&body)
-        .and_then(|(request, errors)| request.validate(errors))
-        .map_err(ApiError::Validation)?;
-    let path = format!("/payments/{id}/capture");
-    transition(
-        &app,
-        principal,
-        key,
-        id,
-        &path,
-        &body,
-        PaymentStatus::Captured,
-        None,
-    )
-    .await
-}
-
-/// Capture an approved payment with `PUT`, as the original demo's client did; the same as
-/// `POST`.
-#[utoipa::path(
-    put, path = "/payments/{id}/capture", tag = "payments",
-    params(
-        ("id" = Uuid, Path, description = "Payment id"),
-        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retries with the same key replay the first response"),
-    ),
-    responses(
-        (status = 200, description = "Captured", body = PaymentChanged),
-        (status = 400, description = "Bad id or body", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No such payment for this caller", body = ErrorBody),
-        (status = 409, description = "Not approved (CurrentStatus says what it is), or the Idempotency-Key is in flight", body = ErrorBody),
-        (status = 422, description = "The Idempotency-Key was used with a different request", body = ErrorBody),
-    ),
-    security(("api_key" = []), ("bearer" = []))
-)]
-pub async fn capture_put(
-    state: State<AppState>,
-    caller: Caller,
-    key: IdempotencyKey,
-    id: Path<String>,
-    body: JsonBody<false>,
-) -> Result<Response, ApiError> {
-    capture(state, caller, key, id, body).await
-}
-
-/// Cancel a pending or approved payment, with an optional `reason`.
-#[utoipa::path(
-    post, path = "/payments/{id}/cancel", tag = "payments",
-    params(
-        ("id" = Uuid, Path, description = "Payment id"),
-        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retries with the same key replay the first response"),
-    ),
-    request_body(content = Option<CancelRequest>, description = "Optional: no body, `null`, or this object"),
-    responses(
-        (status = 200, description = "Canceled", body = PaymentChanged),
-        (status = 400, description = "Bad id or body", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No such payment for this caller", body = ErrorBody),
-        (status = 409, description = "Already final (CurrentStatus says what it is), or the Idempotency-Key is in flight", body = ErrorBody),
-        (status = 422, description = "The Idempotency-Key was used with a different request", body = ErrorBody),
-    ),
-    security(("api_key" = []), ("bearer" = []))
-)]
-pub async fn cancel(
-    State(app): State<AppState>,
-    Caller(principal): Caller,
-    IdempotencyKey(key): IdempotencyKey,
-    Path(id): Path<String>,
-    JsonBody(body): JsonBody<false>,
-) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
-    let reason = read_optional::<CancelRequest>(&body)
-        .and_then(|(request, errors)| request.validate(errors))
-        .map_err(ApiError::Validation)?;
-    let detail = reason.map(|reason| serde_json::json!({ "reason": reason }));
-    let path = format!("/payments/{id}/cancel");
-    transition(
-        &app,
-        principal,
-        key,
-        id,
-        &path,
-        &body,
-        PaymentStatus::Canceled,
-        detail,
-    )
-    .await
-}
-
 /// Record a dispute of a payment: a chargeback or fraud report from the payer's bank.
 ///
 /// Only a payment that was approved (whatever became of it later) can be disputed, and only
@@ -343,50 +228,7 @@ pub async fn dispute(
     Ok(response)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn transition(
-    app: &AppState,
-    principal: crate::auth::Principal,
-    key: Option<String>,
-    id: Uuid,
-    path: &str,
-    body: &[u8],
-    to: PaymentStatus,
-    detail: Option<serde_json::Value>,
-) -> Result<Response, ApiError> {
-    let hash = idempotent::request_hash("POST", path, body);
-    let owner = principal.0.clone();
-    idempotent::run(app, &principal, key, hash, move |conn| {
-        Box::pin(async move {
-            // The audit trail's cause is the state's name (`captured`, `canceled`).
-            match payments::transition(conn, &owner, id, to, to.as_str(), detail).await? {
-                Transition::Done => Ok(Reply::json(
-                    StatusCode::OK,
-                    &PaymentChanged::new(StatusCode::OK, id, to),
-                )),
-                Transition::NotFound => Err(ApiError::payment_not_found()),
-                Transition::Refused { current } => Err(ApiError::Conflict {
-                    message: refusal(current, to),
-                    current_status: Some(current.as_str().into()),
-                }),
-            }
-        })
-    })
-    .await
-}
-
-fn refusal(current: PaymentStatus, to: PaymentStatus) -> String {
-    let allowed: Vec<&str> = PaymentStatus::sources_of(to)
-        .into_iter()
-        .map(PaymentStatus::as_str)
-        .collect();
-    format!(
-        "payment is {current}; only {} payments can be {to}",
-        allowed.join(" or ")
-    )
-}
-
-fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::validation("id", "must be a UUID"))
 }
 
@@ -474,13 +316,5 @@ mod tests {
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["limit", "status", "userId", "cursor", "sort"]);
         assert!(parse_list_query(&pairs(&[("limit", "101")])).is_err());
-    }
-
-    #[test]
-    fn refusals_say_the_current_status() {
-        assert_eq!(
-            refusal(PaymentStatus::Pending, PaymentStatus::Captured),
-            "payment is pending; only approved payments can be captured"
-        );
     }
 }
