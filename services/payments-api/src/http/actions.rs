@@ -12,8 +12,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{MethodFilter, MethodRouter};
-use paysys_core::PaymentStatus;
+use paysys_core::{Money, PaymentStatus};
+use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
+use sqlx::{Connection, PgConnection};
 use utoipa::openapi::path::{
     HttpMethod, Operation, OperationBuilder, ParameterIn, PathItem, Paths,
 };
@@ -29,9 +31,12 @@ use crate::http::AppState;
 use crate::http::extract::{Caller, IdempotencyKey, JsonBody};
 use crate::http::idempotent::{self, Reply};
 use crate::http::payments::parse_id;
-use crate::http::views::PaymentChanged;
+use crate::http::views::{PaymentChanged, RefundCreated, RefundView};
 use crate::store::payments::{self, Transition};
-use crate::validation::{CancelRequest, CaptureRequest, Validated, read_optional};
+use crate::store::refunds;
+use crate::validation::{
+    Amount, CancelRequest, CaptureRequest, RefundRequest, Validated, read_optional,
+};
 
 /// Every action on a payment, in the order the OpenAPI document lists them.
 pub static ACTIONS: &[Action] = &[
@@ -62,6 +67,22 @@ pub static ACTIONS: &[Action] = &[
         conflict: "Already final (CurrentStatus says what it is), or the Idempotency-Key is in \
                    flight",
     },
+    Action {
+        name: "refunds",
+        methods: &[Method::Post],
+        effect: Effect::Refund {
+            body: Body::of::<RefundRequest>(),
+        },
+        summary: "Refund a captured payment, whole or in part.",
+        description: "Without an `amount`, refunds all that is left. Several partial refunds \
+                      may follow each other until nothing is left; their sum never exceeds \
+                      the captured amount, however many run at once. The payment becomes \
+                      `partially_refunded`, or `refunded` once nothing is left.",
+        done: "Refund recorded",
+        conflict: "Not captured nor partially refunded (CurrentStatus says what it is), more \
+                   than is left to refund (the message names the amount left), or the \
+                   Idempotency-Key is in flight",
+    },
 ];
 
 /// One action on a payment.
@@ -87,6 +108,9 @@ pub enum Effect {
         to: PaymentStatus,
         body: Body<Option<serde_json::Value>>,
     },
+    /// Records a refund of the body's amount (all that is left without one), moving a
+    /// captured or partially refunded payment to `partially_refunded` or `refunded`.
+    Refund { body: Body<Option<Amount>> },
 }
 
 /// An action's request body: optional (no body, JSON `null`, or the object), of the type `T`
@@ -116,6 +140,14 @@ impl ActionBody for CaptureRequest {
 
     fn check(self, errors: Vec<FieldError>) -> Validated<Self::Valid> {
         self.validate(errors).map(|()| None)
+    }
+}
+
+impl ActionBody for RefundRequest {
+    type Valid = Option<Amount>;
+
+    fn check(self, errors: Vec<FieldError>) -> Validated<Self::Valid> {
+        self.validate(errors)
     }
 }
 
@@ -160,6 +192,7 @@ impl Action {
     fn body_schema(&self) -> (String, RefOr<Schema>) {
         match &self.effect {
             Effect::Become { body, .. } => (body.schema)(),
+            Effect::Refund { body } => (body.schema)(),
         }
     }
 
@@ -171,6 +204,7 @@ impl Action {
         let (body_name, _) = self.body_schema();
         let (status, done) = match &self.effect {
             Effect::Become { .. } => (StatusCode::OK, "PaymentChanged"),
+            Effect::Refund { .. } => (StatusCode::CREATED, "RefundCreated"),
         };
         let error = |description: &str| {
             ResponseBuilder::new()
@@ -307,7 +341,80 @@ async fn perform(
             })
             .await
         }
+        Effect::Refund { ref body } => {
+            let amount = (body.read)(&request).map_err(ApiError::Validation)?;
+            let max_amount = app.limits.max_amount;
+            idempotent::run(&app, &principal, key, hash, move |conn| {
+                Box::pin(refund(conn, owner, id, amount, max_amount))
+            })
+            .await
+        }
     }
+}
+
+/// Refunds `amount` (all that is left without one) of the owner's payment: the payment is
+/// read under its row lock and updated once, with the refund and its audit event, in one
+/// transaction (a savepoint when the `Idempotency-Key`'s transaction is already open).
+async fn refund(
+    conn: &mut PgConnection,
+    owner: String,
+    id: Uuid,
+    amount: Option<Amount>,
+    max_amount: Decimal,
+) -> Result<Reply, ApiError> {
+    let mut tx = conn.begin().await?;
+    let payment = refunds::lock(&mut tx, &owner, id)
+        .await?
+        .ok_or_else(ApiError::payment_not_found)?;
+    if !payment.status.can_become(PaymentStatus::Refunded) {
+        return Err(ApiError::Conflict {
+            message: refusal(payment.status, PaymentStatus::Refunded),
+            current_status: Some(payment.status.as_str().into()),
+        });
+    }
+    let left = payment.left();
+    let money = match amount {
+        None => left,
+        Some(Amount(text)) => Money::parse(&text, left.currency, max_amount)
+            .map_err(|error| ApiError::validation("amount", error.to_string()))?,
+    };
+    if money.minor > left.minor {
+        return Err(ApiError::Conflict {
+            message: format!(
+                "the refund of {} {code} exceeds the {} {code} left to refund",
+                money.to_decimal(),
+                left.to_decimal(),
+                code = left.currency.code(),
+            ),
+            current_status: Some(payment.status.as_str().into()),
+        });
+    }
+    let to = if money.minor == left.minor {
+        PaymentStatus::Refunded
+    } else {
+        PaymentStatus::PartiallyRefunded
+    };
+    let refund_id = Uuid::now_v7();
+    let detail = serde_json::json!({
+        "refundId": refund_id,
+        "amountMinor": money.minor,
+        "currency": money.currency.code(),
+    });
+    let change = refunds::Change {
+        refund_id,
+        payment_id: id,
+        amount_minor: money.minor,
+        from: payment.status,
+        to,
+    };
+    let refund = refunds::record(&mut tx, change, detail).await?;
+    tx.commit().await?;
+    let refunded = RefundCreated {
+        refund: RefundView::new(refund, money.currency),
+        payment_status: to,
+        payment_refunded_amount_minor: payment.refunded_minor + money.minor,
+    };
+    Ok(Reply::json(StatusCode::CREATED, &refunded))
 }
 
 /// Why the status machine refuses `current → to`, naming the states it would accept.

@@ -8,19 +8,20 @@ use utoipa::{Modify, OpenApi};
 use crate::error::{ErrorBody, FieldError};
 use crate::http::Document;
 use crate::http::views::{
-    DecisionView, DisputeView, EventView, PaymentChanged, PaymentPage, PaymentView,
+    DecisionView, DisputeView, EventView, PaymentChanged, PaymentPage, PaymentView, RefundCreated,
+    RefundView,
 };
 use crate::store::disputes::DisputeReason;
 use crate::validation::{CancelRequest, CreatePaymentRequest, DisputeRequest};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "paysys payments API", description = "Take, inspect, capture, cancel and dispute payments. Every error answers with ErrorBody."),
+    info(title = "paysys payments API", description = "Take, inspect, capture, cancel, refund and dispute payments. Every error answers with ErrorBody."),
     components(schemas(
         CreatePaymentRequest, CancelRequest, PaymentChanged, PaymentView, PaymentPage,
         DecisionView, EventView, ErrorBody, FieldError, DisputeRequest, DisputeView,
         DisputeReason, paysys_core::PaymentStatus, paysys_core::Outcome, paysys_core::Reason,
-        paysys_core::ModelScore,
+        paysys_core::ModelScore, RefundView, RefundCreated,
     )),
     modifiers(&Security),
     tags(

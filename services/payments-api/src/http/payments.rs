@@ -17,6 +17,7 @@ use crate::http::views::{DisputeView, PaymentChanged, PaymentPage, PaymentView};
 use crate::metrics::ReasonLabels;
 use crate::store::disputes::{self, Disputed};
 use crate::store::payments::{self, Insert, ListQuery};
+use crate::store::refunds;
 use crate::validation::{
     CreatePaymentRequest, DisputeRequest, NewDispute, parse_new_payment, read,
 };
@@ -91,7 +92,7 @@ pub async fn create(
     Ok(response)
 }
 
-/// Get one payment with its decision and audit trail.
+/// Get one payment with its decision, refunds and audit trail.
 #[utoipa::path(
     get, path = "/payments/{id}", tag = "payments",
     params(("id" = Uuid, Path, description = "Payment id")),
@@ -114,7 +115,12 @@ pub async fn get_one(
         .await?
         .ok_or_else(ApiError::payment_not_found)?;
     let history = payments::history(&mut conn, id).await?;
-    Ok(Json(PaymentView::from_record(record, Some(history))))
+    let refunds = refunds::list(&mut conn, id).await?;
+    Ok(Json(PaymentView::from_record(
+        record,
+        Some(history),
+        Some(refunds),
+    )))
 }
 
 /// List the caller's payments, newest first.
@@ -149,7 +155,7 @@ pub async fn list(
     Ok(Json(PaymentPage {
         data: rows
             .into_iter()
-            .map(|record| PaymentView::from_record(record, None))
+            .map(|record| PaymentView::from_record(record, None, None))
             .collect(),
         has_more,
         next_cursor,

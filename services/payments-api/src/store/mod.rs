@@ -7,6 +7,7 @@ pub mod history;
 pub mod idempotency;
 pub mod outbox;
 pub mod payments;
+pub mod refunds;
 pub mod velocity;
 
 use std::time::Duration;

@@ -38,6 +38,8 @@ pub struct PaymentRecord {
     pub dispute_reason: Option<String>,
     pub dispute_note: Option<String>,
     pub disputed_at: Option<DateTime<Utc>>,
+    /// The sum of the payment's refunds ([`super::refunds`]).
+    pub refunded_minor: i64,
 }
 
 impl PaymentRecord {
@@ -76,7 +78,8 @@ pub static COLUMNS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "id, principal, amount_minor, currency, user_id, payee_id, payment_method_id, status, \
          velocity_window_seconds, velocity_count, velocity_total_minor, decision, created_at, \
-         updated_at, {}, decision_features_version, dispute_reason, dispute_note, disputed_at",
+         updated_at, {}, decision_features_version, dispute_reason, dispute_note, disputed_at, \
+         refunded_minor",
         history::COLUMNS
     )
 });

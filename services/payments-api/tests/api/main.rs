@@ -13,6 +13,7 @@ mod lifecycle;
 mod listing;
 mod process;
 mod protection;
+mod refunds;
 mod resilience;
 mod status;
 mod store;
