@@ -8,6 +8,7 @@
 //! operation's parameters, responses and security. Adding an action is one row, plus its body
 //! type (a struct deriving `Deserialize` and `ToSchema`, with an [`ActionBody`] impl).
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -27,11 +28,11 @@ use utoipa_axum::router::UtoipaMethodRouter;
 use uuid::Uuid;
 
 use crate::error::{ApiError, FieldError};
-use crate::http::AppState;
 use crate::http::extract::{Caller, IdempotencyKey, JsonBody};
 use crate::http::idempotent::{self, Reply};
 use crate::http::payments::parse_id;
-use crate::http::views::{PaymentChanged, RefundCreated, RefundView};
+use crate::http::views::{PaymentChanged, PaymentSummary, RefundCreated, RefundView};
+use crate::http::{AppState, Version};
 use crate::store::payments::{self, Transition};
 use crate::store::refunds;
 use crate::validation::{
@@ -179,8 +180,9 @@ impl Action {
         let mut router = MethodRouter::new();
         let mut item = PathItem::default();
         for (index, &method) in self.methods.iter().enumerate() {
-            let handler =
-                move |state, caller, key, id, body| perform(self, state, caller, key, id, body);
+            let handler = move |state, version, caller, key, id, body| {
+                perform(self, state, version, caller, key, id, body)
+            };
             router = router.on(method.filter(), handler);
             item.merge_operations(PathItem::new(method.openapi(), self.operation(index)));
         }
@@ -203,7 +205,7 @@ impl Action {
         };
         let (body_name, _) = self.body_schema();
         let (status, done) = match &self.effect {
-            Effect::Become { .. } => (StatusCode::OK, "PaymentChanged"),
+            Effect::Become { .. } => (StatusCode::OK, "PaymentSummary"),
             Effect::Refund { .. } => (StatusCode::CREATED, "RefundCreated"),
         };
         let error = |description: &str| {
@@ -211,7 +213,7 @@ impl Action {
                 .description(description)
                 .content(
                     "application/json",
-                    Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                    Content::new(Some(Ref::from_schema_name("Problem"))),
                 )
                 .build()
         };
@@ -309,6 +311,7 @@ impl Method {
 async fn perform(
     action: &'static Action,
     State(app): State<AppState>,
+    Extension(version): Extension<Version>,
     Caller(principal): Caller,
     IdempotencyKey(key): IdempotencyKey,
     Path(id): Path<String>,
@@ -316,7 +319,7 @@ async fn perform(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     // Every method of an action is the same request (`PUT` capture is `POST` capture).
-    let path = format!("/payments/{id}/{}", action.name);
+    let path = format!("{}/payments/{id}/{}", version.prefix(), action.name);
     let hash = idempotent::request_hash("POST", &path, &request);
     let owner = principal.0.clone();
     match action.effect {
@@ -327,14 +330,19 @@ async fn perform(
             idempotent::run(&app, &principal, key, hash, move |conn| {
                 Box::pin(async move {
                     match payments::transition(conn, &owner, id, to, cause, detail).await? {
-                        Transition::Done => Ok(Reply::json(
-                            StatusCode::OK,
-                            &PaymentChanged::new(StatusCode::OK, id, to),
-                        )),
+                        Transition::Done => Ok(match version {
+                            Version::V1 => {
+                                Reply::json(StatusCode::OK, &PaymentSummary { id, status: to })
+                            }
+                            Version::Unversioned => Reply::json(
+                                StatusCode::OK,
+                                &PaymentChanged::new(StatusCode::OK, id, to),
+                            ),
+                        }),
                         Transition::NotFound => Err(ApiError::payment_not_found()),
-                        Transition::Refused { current } => Err(ApiError::Conflict {
+                        Transition::Refused { current } => Err(ApiError::InvalidStatus {
                             message: refusal(current, to),
-                            current_status: Some(current.as_str().into()),
+                            current,
                         }),
                     }
                 })
@@ -344,10 +352,13 @@ async fn perform(
         Effect::Refund { ref body } => {
             let amount = (body.read)(&request).map_err(ApiError::Validation)?;
             let max_amount = app.limits.max_amount;
-            idempotent::run(&app, &principal, key, hash, move |conn| {
+            let response = idempotent::run(&app, &principal, key, hash, move |conn| {
                 Box::pin(refund(conn, owner, id, amount, max_amount))
             })
-            .await
+            .await?;
+            // The refund is part of the payment (its `refunds`).
+            let location = format!("/v1/payments/{id}");
+            Ok(idempotent::with_location(response, |_| Some(location)).await)
         }
     }
 }
@@ -367,9 +378,9 @@ async fn refund(
         .await?
         .ok_or_else(ApiError::payment_not_found)?;
     if !payment.status.can_become(PaymentStatus::Refunded) {
-        return Err(ApiError::Conflict {
+        return Err(ApiError::InvalidStatus {
             message: refusal(payment.status, PaymentStatus::Refunded),
-            current_status: Some(payment.status.as_str().into()),
+            current: payment.status,
         });
     }
     let left = payment.left();
@@ -379,14 +390,10 @@ async fn refund(
             .map_err(|error| ApiError::validation("amount", error.to_string()))?,
     };
     if money.minor > left.minor {
-        return Err(ApiError::Conflict {
-            message: format!(
-                "the refund of {} {code} exceeds the {} {code} left to refund",
-                money.to_decimal(),
-                left.to_decimal(),
-                code = left.currency.code(),
-            ),
-            current_status: Some(payment.status.as_str().into()),
+        return Err(ApiError::RefundExceedsAmountLeft {
+            requested: money,
+            left,
+            current: payment.status,
         });
     }
     let to = if money.minor == left.minor {

@@ -1,19 +1,19 @@
 //! The payments routes.
 
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use axum::{Extension, Json};
 use base64::Engine;
 use paysys_core::PaymentStatus;
 use uuid::Uuid;
 
-use crate::error::{ApiError, ErrorBody, FieldError};
-use crate::http::AppState;
+use crate::error::{ApiError, FieldError, Problem};
 use crate::http::extract::{Caller, IdempotencyKey, JsonBody};
 use crate::http::idempotent::{self, Reply};
-use crate::http::views::{DisputeView, PaymentChanged, PaymentPage, PaymentView};
+use crate::http::views::{DisputeView, PaymentChanged, PaymentPage, PaymentSummary, PaymentView};
+use crate::http::{AppState, Version};
 use crate::metrics::ReasonLabels;
 use crate::store::disputes::{self, Disputed};
 use crate::store::payments::{self, Insert, ListQuery};
@@ -34,19 +34,21 @@ const MAX_PAGE: i64 = 100;
     request_body = CreatePaymentRequest,
     params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retries with the same key replay the first response (kept at least 24 h)")),
     responses(
-        (status = 201, description = "Payment accepted", body = PaymentChanged),
-        (status = 400, description = "Invalid fields, all of them listed", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 409, description = "The Idempotency-Key is in use by a request still in progress", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
-        (status = 422, description = "The Idempotency-Key was used with a different request", body = ErrorBody),
-        (status = 503, description = "Database unavailable, or too many payments waiting for a risk decision (MAX_UNDECIDED); retry after the Retry-After delay", body = ErrorBody),
+        (status = 201, description = "Payment accepted; `Location` is its URL", body = PaymentSummary,
+            headers(("Location" = String, description = "The payment's URL, `/v1/payments/{id}`"))),
+        (status = 400, description = "Invalid fields, all of them listed", body = Problem),
+        (status = 401, description = "Missing or invalid credentials", body = Problem),
+        (status = 409, description = "The Idempotency-Key is in use by a request still in progress", body = Problem),
+        (status = 413, description = "Body too large", body = Problem),
+        (status = 415, description = "Content-Type is not application/json", body = Problem),
+        (status = 422, description = "The Idempotency-Key was used with a different request", body = Problem),
+        (status = 503, description = "Database unavailable, or too many payments waiting for a risk decision (MAX_UNDECIDED); retry after the Retry-After delay", body = Problem),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn create(
     State(app): State<AppState>,
+    Extension(version): Extension<Version>,
     Caller(principal): Caller,
     IdempotencyKey(key): IdempotencyKey,
     JsonBody(body): JsonBody<true>,
@@ -56,10 +58,20 @@ pub async fn create(
     // cannot keep up (a keyed retry refused here runs afresh later, nothing is stored).
     app.backlog.admit()?;
     let id = Uuid::now_v7();
-    let created = Reply::json(
-        StatusCode::CREATED,
-        &PaymentChanged::new(StatusCode::CREATED, id, PaymentStatus::Pending),
-    );
+    let created = match version {
+        Version::V1 => Reply::json(
+            StatusCode::CREATED,
+            &PaymentSummary {
+                id,
+                status: PaymentStatus::Pending,
+            },
+        ),
+        // The original demo's body, exactly.
+        Version::Unversioned => Reply::json(
+            StatusCode::CREATED,
+            &PaymentChanged::new(StatusCode::CREATED, id, PaymentStatus::Pending),
+        ),
+    };
     let insert = Insert {
         id,
         principal: principal.0.clone(),
@@ -73,7 +85,8 @@ pub async fn create(
         }
         // A keyed request stores its response in the same transaction as the payment.
         Some(key) => {
-            let hash = idempotent::request_hash("POST", "/payments", &body);
+            let path = format!("{}/payments", version.prefix());
+            let hash = idempotent::request_hash("POST", &path, &body);
             let window = app.velocity_window;
             idempotent::run(&app, &principal, Some(key), hash, move |conn| {
                 Box::pin(async move {
@@ -89,6 +102,12 @@ pub async fn create(
         // Committed: let the relay publish it now rather than at its next poll.
         app.relay_wake.notify_one();
     }
+    // The id is the body's (a replay's is the first request's).
+    let response = idempotent::with_location(response, |body| {
+        let id = body.get("id").or_else(|| body.get("PaymentId"))?.as_str()?;
+        Some(format!("/v1/payments/{id}"))
+    })
+    .await;
     Ok(response)
 }
 
@@ -98,9 +117,9 @@ pub async fn create(
     params(("id" = Uuid, Path, description = "Payment id")),
     responses(
         (status = 200, description = "The payment", body = PaymentView),
-        (status = 400, description = "The id is not a UUID", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No such payment for this caller", body = ErrorBody),
+        (status = 400, description = "The id is not a UUID", body = Problem),
+        (status = 401, description = "Missing or invalid credentials", body = Problem),
+        (status = 404, description = "No such payment for this caller", body = Problem),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -134,8 +153,8 @@ pub async fn get_one(
     ),
     responses(
         (status = 200, description = "A page of payments", body = PaymentPage),
-        (status = 400, description = "Invalid query parameters", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 400, description = "Invalid query parameters", body = Problem),
+        (status = 401, description = "Missing or invalid credentials", body = Problem),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -175,19 +194,21 @@ pub async fn list(
     ),
     request_body = DisputeRequest,
     responses(
-        (status = 201, description = "Dispute recorded", body = DisputeView),
-        (status = 400, description = "Bad id or body; a bad reason names the allowed values", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No such payment for this caller", body = ErrorBody),
-        (status = 409, description = "Never approved (CurrentStatus says what it is), already disputed (Dispute is the existing one), or the Idempotency-Key is in flight", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
-        (status = 422, description = "The Idempotency-Key was used with a different request", body = ErrorBody),
+        (status = 201, description = "Dispute recorded; `Location` is the payment's URL, which shows it", body = DisputeView,
+            headers(("Location" = String, description = "`/v1/payments/{id}`"))),
+        (status = 400, description = "Bad id or body; a bad reason names the allowed values", body = Problem),
+        (status = 401, description = "Missing or invalid credentials", body = Problem),
+        (status = 404, description = "No such payment for this caller", body = Problem),
+        (status = 409, description = "Never approved (CurrentStatus says what it is), already disputed (Dispute is the existing one), or the Idempotency-Key is in flight", body = Problem),
+        (status = 413, description = "Body too large", body = Problem),
+        (status = 415, description = "Content-Type is not application/json", body = Problem),
+        (status = 422, description = "The Idempotency-Key was used with a different request", body = Problem),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn dispute(
     State(app): State<AppState>,
+    Extension(version): Extension<Version>,
     Caller(principal): Caller,
     IdempotencyKey(key): IdempotencyKey,
     Path(id): Path<String>,
@@ -197,7 +218,8 @@ pub async fn dispute(
     let NewDispute { reason, note } = read::<DisputeRequest>(&body)
         .and_then(|(request, errors)| request.validate(errors))
         .map_err(ApiError::Validation)?;
-    let hash = idempotent::request_hash("POST", &format!("/payments/{id}/disputes"), &body);
+    let path = format!("{}/payments/{id}/disputes", version.prefix());
+    let hash = idempotent::request_hash("POST", &path, &body);
     let owner = principal.0.clone();
     let response = idempotent::run(&app, &principal, key, hash, move |conn| {
         Box::pin(async move {
@@ -209,11 +231,11 @@ pub async fn dispute(
                 Disputed::AlreadyDisputed(existing) => Err(ApiError::AlreadyDisputed(Box::new(
                     DisputeView::from(existing),
                 ))),
-                Disputed::NeverApproved { current } => Err(ApiError::Conflict {
+                Disputed::NeverApproved { current } => Err(ApiError::InvalidStatus {
                     message: format!(
                         "payment is {current} and was never approved; only a payment that was approved can be disputed"
                     ),
-                    current_status: Some(current.as_str().into()),
+                    current,
                 }),
                 Disputed::NotFound => Err(ApiError::payment_not_found()),
             }
@@ -231,6 +253,9 @@ pub async fn dispute(
             })
             .inc();
     }
+    // The dispute is part of the payment.
+    let response =
+        idempotent::with_location(response, |_| Some(format!("/v1/payments/{id}"))).await;
     Ok(response)
 }
 

@@ -11,8 +11,9 @@ use crate::store::disputes::{Dispute, DisputeReason};
 use crate::store::payments::{PaymentEvent, PaymentRecord};
 use crate::store::refunds::Refund;
 
-/// The answer to a request that changed a payment: `201` for a new one (the original demo's
-/// body, plus the payment's status), `200` for a capture or cancel.
+/// The answer of the unversioned routes to a request that changed a payment: `201` for a new
+/// one (the original demo's body, plus the payment's status), `200` for a capture or cancel.
+/// `/v1` answers with [`PaymentSummary`].
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PaymentChanged {
     #[serde(rename = "StatusCode")]
@@ -40,6 +41,15 @@ impl PaymentChanged {
             payment_status,
         }
     }
+}
+
+/// The answer to a `/v1` request that created or changed a payment: its id and status now
+/// (`GET /v1/payments/{id}`, the `links`, has the rest).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentSummary {
+    pub id: Uuid,
+    pub status: PaymentStatus,
 }
 
 /// A payment.

@@ -4,6 +4,7 @@
 mod harness;
 
 mod auth;
+mod conventions;
 mod create;
 mod decisions;
 mod disputes;

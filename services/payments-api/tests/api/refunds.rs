@@ -18,7 +18,7 @@ async fn captured(api: &TestApi, channel: &lapin::Channel) -> String {
 }
 
 async fn refund(api: &TestApi, id: &str, body: &Value) -> Reply {
-    api.post(&format!("/payments/{id}/refunds"), Some(ALICE), body)
+    api.post(&format!("/v1/payments/{id}/refunds"), Some(ALICE), body)
         .await
 }
 
@@ -37,6 +37,10 @@ async fn refunds_in_parts_then_whole_and_their_refusals() {
     assert_eq!(reply.body["paymentId"], id.as_str());
     assert_eq!(reply.body["paymentStatus"], "partially_refunded");
     assert_eq!(reply.body["paymentRefundedAmountMinor"], 2050);
+    assert_eq!(
+        reply.headers["location"],
+        format!("/v1/payments/{id}").as_str()
+    );
     let first = reply.body["id"].as_str().unwrap().to_owned();
 
     // Bad amounts: 400 naming the field, nothing recorded.
@@ -52,7 +56,7 @@ async fn refunds_in_parts_then_whole_and_their_refusals() {
             "{bad}: {}",
             reply.body
         );
-        assert_eq!(reply.body["Errors"][0]["Field"], "amount", "{bad}");
+        assert_eq!(reply.body["errors"][0]["field"], "amount", "{bad}");
     }
     let reply = refund(&api, &id, &json!({"amount": 1, "reason": "x"})).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
@@ -60,14 +64,17 @@ async fn refunds_in_parts_then_whole_and_their_refusals() {
     // More than is left: 409 naming what is left.
     let reply = refund(&api, &id, &json!({"amount": 50.01})).await;
     assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
-    let message = reply.body["Message"].as_str().unwrap();
+    let message = reply.body["detail"].as_str().unwrap();
     assert!(message.contains("50 USD left"), "{message}");
+    assert_eq!(reply.body["code"], "refund_exceeds_amount_left");
+    assert_eq!(reply.body["amountLeft"].to_string(), "50");
+    assert_eq!(reply.body["amountLeftMinor"], 5000);
 
     // Without an amount: all that is left; then nothing more.
     let reply = api
         .request(
             Method::POST,
-            &format!("/payments/{id}/refunds"),
+            &format!("/v1/payments/{id}/refunds"),
             Some(ALICE),
             &[],
             None,
@@ -78,10 +85,13 @@ async fn refunds_in_parts_then_whole_and_their_refusals() {
     assert_eq!(reply.body["paymentStatus"], "refunded");
     let reply = refund(&api, &id, &json!({"amount": 0.01})).await;
     assert_eq!(reply.status, StatusCode::CONFLICT);
-    assert_eq!(reply.body["CurrentStatus"], "refunded");
+    assert_eq!(reply.body["currentStatus"], "refunded");
 
     // The payment shows its refunds and their sum; the trail has each.
-    let payment = api.get(&format!("/payments/{id}"), Some(ALICE)).await.body;
+    let payment = api
+        .get(&format!("/v1/payments/{id}"), Some(ALICE))
+        .await
+        .body;
     assert_eq!(payment["status"], "refunded");
     assert_eq!(payment["refundedAmount"].to_string(), "70.5");
     assert_eq!(payment["refundedAmountMinor"], 7050);
@@ -119,10 +129,14 @@ async fn refunds_in_parts_then_whole_and_their_refusals() {
     api.wait_for_status(&approved, "approved").await;
     let reply = refund(&api, &approved, &json!({})).await;
     assert_eq!(reply.status, StatusCode::CONFLICT);
-    assert_eq!(reply.body["CurrentStatus"], "approved");
+    assert_eq!(reply.body["currentStatus"], "approved");
     let other = captured(&api, &channel).await;
     let reply = api
-        .post(&format!("/payments/{other}/refunds"), Some(BOB), &json!({}))
+        .post(
+            &format!("/v1/payments/{other}/refunds"),
+            Some(BOB),
+            &json!({}),
+        )
         .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     let reply = refund(&api, &uuid::Uuid::now_v7().to_string(), &json!({})).await;
@@ -136,7 +150,7 @@ async fn a_keyed_refund_is_recorded_once() {
     let api = TestApi::start().await;
     let (_conn, channel) = api.broker.channel().await;
     let id = captured(&api, &channel).await;
-    let path = format!("/payments/{id}/refunds");
+    let path = format!("/v1/payments/{id}/refunds");
     let body = json!({"amount": 10}).to_string().into_bytes();
     let key = [("idempotency-key", "refund-once")];
     let first = api
@@ -176,7 +190,7 @@ async fn racing_refunds_never_exceed_the_captured_amount() {
     let (_conn, channel) = api.broker.channel().await;
     let id = captured(&api, &channel).await;
     // 40 × 3.00 asked of 70.50: 23 fit (69.00), 17 cannot.
-    let path = format!("/payments/{id}/refunds");
+    let path = format!("/v1/payments/{id}/refunds");
     let body = json!({"amount": 3});
     let replies =
         futures::future::join_all((0..40).map(|_| api.post(&path, Some(ALICE), &body))).await;
@@ -190,7 +204,7 @@ async fn racing_refunds_never_exceed_the_captured_amount() {
         .collect();
     assert_eq!((created, refused.len()), (23, 17));
     for reply in &refused {
-        let message = reply.body["Message"].as_str().unwrap();
+        let message = reply.body["detail"].as_str().unwrap();
         assert!(message.contains("1.5 USD left"), "{message}");
     }
     let payment_id = uuid::Uuid::parse_str(&id).unwrap();
