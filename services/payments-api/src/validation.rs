@@ -201,6 +201,29 @@ impl CaptureRequest {
     }
 }
 
+/// The optional body of `POST /payments/{id}/refunds`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RefundRequest {
+    /// Amount to refund in major units, a JSON number with at most as many decimals as the
+    /// payment's currency allows; at most what is left to refund. Absent: all that is left.
+    #[schema(value_type = Option<f64>, example = 20.5)]
+    pub amount: Field<Amount>,
+}
+
+impl RefundRequest {
+    /// The amount's literal text, if one was given; it is checked against the payment's
+    /// currency once the payment is read.
+    pub fn validate(self, mut errors: Vec<FieldError>) -> Validated<Option<Amount>> {
+        let Self { amount } = self;
+        let amount = amount.optional("amount", &mut errors);
+        if errors.is_empty() {
+            Ok(amount)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
 /// A valid request, or every problem found with it.
 pub type Validated<T> = Result<T, Vec<FieldError>>;
 

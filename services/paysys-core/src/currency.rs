@@ -23,6 +23,14 @@ pub enum CurrencyError {
 }
 
 impl Currency {
+    /// Every currency payments can be made in, in ISO 4217 code order.
+    pub fn all() -> impl Iterator<Item = Currency> {
+        use iso_currency::IntoEnumIterator;
+        iso_currency::Currency::iter()
+            .filter(|currency| currency.exponent().is_some())
+            .map(Self)
+    }
+
     /// The three-letter ISO 4217 code, e.g. `USD`.
     pub fn code(self) -> &'static str {
         // `iso_currency` returns codes with a 'static lifetime.

@@ -1,11 +1,14 @@
 //! The payment status machine.
 //!
 //! ```text
-//! pending ──▶ approved ──▶ captured
-//!    │  └───▶ declined
+//! pending ──▶ approved ──▶ captured ──▶ partially_refunded ──▶ refunded
+//!    │  └───▶ declined       └──────────────────────────────▶ refunded
 //!    │           approved ──▶ canceled
 //!    └──────────────────────▶ canceled
 //! ```
+//!
+//! A refund of part of what is left keeps a partially refunded payment where it is
+//! (`partially_refunded → partially_refunded`); the amounts are the store's, not states.
 
 use serde::{Deserialize, Serialize};
 use strum::VariantArray;
@@ -31,9 +34,9 @@ use strum::VariantArray;
     strum::IntoStaticStr,
     strum::VariantArray,
 )]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 #[strum(
-    serialize_all = "lowercase",
+    serialize_all = "snake_case",
     parse_err_ty = UnknownStatus,
     parse_err_fn = UnknownStatus::from
 )]
@@ -44,10 +47,14 @@ pub enum PaymentStatus {
     Approved,
     /// The risk engine declined it. Final.
     Declined,
-    /// Funds captured. Final.
+    /// Funds captured; it can be refunded, in parts or whole.
     Captured,
     /// Canceled by the client before capture. Final.
     Canceled,
+    /// Part of the captured amount was refunded; the rest can be, in one or more refunds.
+    PartiallyRefunded,
+    /// The whole captured amount was refunded. Final.
+    Refunded,
 }
 
 impl PaymentStatus {
@@ -68,6 +75,10 @@ impl PaymentStatus {
                 | (Pending, Canceled)
                 | (Approved, Captured)
                 | (Approved, Canceled)
+                | (Captured, PartiallyRefunded)
+                | (Captured, Refunded)
+                | (PartiallyRefunded, PartiallyRefunded)
+                | (PartiallyRefunded, Refunded)
         )
     }
 
@@ -161,13 +172,17 @@ mod tests {
                 (Pending, Canceled),
                 (Approved, Captured),
                 (Approved, Canceled),
+                (Captured, PartiallyRefunded),
+                (Captured, Refunded),
+                (PartiallyRefunded, PartiallyRefunded),
+                (PartiallyRefunded, Refunded),
             ]
         );
     }
 
     #[test]
     fn final_states_have_no_exit() {
-        for from in [Declined, Captured, Canceled] {
+        for from in [Declined, Canceled, Refunded] {
             assert!(PaymentStatus::ALL.iter().all(|&to| !from.can_become(to)));
         }
     }
@@ -186,7 +201,12 @@ mod tests {
         assert_eq!(
             "PENDING".parse::<PaymentStatus>().unwrap_err().to_string(),
             "unknown payment status 'PENDING' \
-             (expected one of pending, approved, declined, captured, canceled)"
+             (expected one of pending, approved, declined, captured, canceled, \
+             partially_refunded, refunded)"
+        );
+        assert_eq!(
+            "partially_refunded".parse::<PaymentStatus>(),
+            Ok(PartiallyRefunded)
         );
         assert_eq!(PaymentStatus::sources_of(Canceled), vec![Pending, Approved]);
     }

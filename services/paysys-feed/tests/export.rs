@@ -540,3 +540,38 @@ async fn the_risk_model_columns_are_exported_exactly() {
         assert!(field.is_nullable(), "{name}");
     }
 }
+
+/// Refunds: `refunded_amount_minor` is the sum of the payment's refunds (0 without any), next
+/// to its refund status.
+#[tokio::test]
+async fn refunded_amounts_are_exported_exactly() {
+    let s = setup().await;
+    let refunded = payment(7050, "USD", "captured", at(2, 9));
+    let untouched = payment(100, "USD", "captured", at(2, 10));
+    insert(&s.pool, &refunded, 0).await;
+    insert(&s.pool, &untouched, 0).await;
+    sqlx::query(
+        "UPDATE payments SET status = 'partially_refunded', refunded_minor = 2051 WHERE id = $1",
+    )
+    .bind(refunded.id)
+    .execute(&s.pool)
+    .await
+    .unwrap();
+    ok(s.export(&["--from", "2026-11-02", "--to", "2026-11-02"]));
+
+    let batches = query(
+        Path::new(&s.out()),
+        "SELECT status, refunded_amount_minor FROM t ORDER BY created_at",
+    )
+    .await;
+    let b = &batches[0];
+    assert_eq!(b.num_rows(), 2);
+    let status = b.column(0).as_string::<i32>();
+    let refunded_minor = b.column(1).as_primitive::<Int64Type>();
+    assert_eq!(
+        (status.value(0), refunded_minor.value(0)),
+        ("partially_refunded", 2051)
+    );
+    assert_eq!((status.value(1), refunded_minor.value(1)), ("captured", 0));
+    assert!(!b.schema().field(1).is_nullable());
+}

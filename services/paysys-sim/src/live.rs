@@ -331,7 +331,7 @@ pub async fn run(args: &LiveArgs) -> anyhow::Result<LiveSummary> {
 /// does not): its fallback says "no such route"; a 405 means the path exists for other
 /// methods only.
 fn route_missing(answer: &Answer) -> bool {
-    (answer.status == 404 && answer.body["Message"] == "no such route") || answer.status == 405
+    (answer.status == 404 && answer.body["detail"] == "no such route") || answer.status == 405
 }
 
 /// The payment's creation time and, once made, its decision's outcome.

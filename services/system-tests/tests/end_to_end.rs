@@ -51,7 +51,7 @@ async fn a_payment_is_decided_and_the_decision_is_visible() {
     let (status, refused) =
         call("POST", &format!("{base}/payments/{}/capture", ids[1]), None).await;
     assert_eq!(status, 409);
-    assert_eq!(refused["CurrentStatus"], "declined");
+    assert_eq!(refused["currentStatus"], "declined");
 
     // The risk engine's log reads like the original demo's.
     let log = std::fs::read_to_string(system.risks[0].log_path()).unwrap();

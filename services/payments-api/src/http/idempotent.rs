@@ -17,7 +17,8 @@ use crate::error::ApiError;
 use crate::http::AppState;
 use crate::store::idempotency::{self, StoredResponse};
 
-/// A JSON response ready to be stored and replayed byte for byte.
+/// A JSON response ready to be stored and replayed byte for byte; an error's is problem
+/// details (`application/problem+json`), as [`ApiError`] answers.
 pub struct Reply {
     pub status: StatusCode,
     pub body: Vec<u8>,
@@ -32,17 +33,43 @@ impl Reply {
     }
 
     pub fn into_response(self, replayed: bool) -> Response {
+        let is_error = self.status.is_client_error() || self.status.is_server_error();
         let mut response = (self.status, self.body).into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
+            HeaderValue::from_static(if is_error {
+                crate::error::PROBLEM_JSON
+            } else {
+                "application/json"
+            }),
         );
         if replayed {
             headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
         }
         response
     }
+}
+
+/// Sets `Location` on a `201`, made from its body by `location` (a replay's body is the first
+/// request's, so its `Location` is too); other responses pass as they are.
+pub async fn with_location(
+    response: Response,
+    location: impl FnOnce(&serde_json::Value) -> Option<String>,
+) -> Response {
+    if response.status() != StatusCode::CREATED {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // A body this API made: small, and already in memory.
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let value = serde_json::from_slice(&bytes).unwrap_or_default();
+    if let Some(value) = location(&value).and_then(|l| HeaderValue::try_from(l).ok()) {
+        parts.headers.insert(header::LOCATION, value);
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 /// Identifies a request for comparison under one key: method, path and the body's canonical
@@ -98,10 +125,7 @@ where
     };
     let mut tx = app.pool.begin().await?;
     if !idempotency::try_lock(&mut tx, &principal.0, &key).await? {
-        return Err(ApiError::Conflict {
-            message: "a request with this Idempotency-Key is still in progress; retry later".into(),
-            current_status: None,
-        });
+        return Err(ApiError::IdempotencyKeyInUse);
     }
     if let Some(stored) = idempotency::find(&mut tx, &principal.0, &key).await? {
         if stored.request_hash != request_hash {
@@ -119,7 +143,8 @@ where
         // The request ran and its answer is final: store it like a success.
         Err(
             error @ (ApiError::NotFound(_)
-            | ApiError::Conflict { .. }
+            | ApiError::InvalidStatus { .. }
+            | ApiError::RefundExceedsAmountLeft { .. }
             | ApiError::AlreadyDisputed(_)),
         ) => Reply::json(error.status(), &error.body()),
         Err(error) => return Err(error),

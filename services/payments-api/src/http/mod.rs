@@ -1,10 +1,12 @@
 //! The HTTP surface: state, router, and the layers every request passes through.
 
+pub mod actions;
 pub mod extract;
 pub mod health;
 pub mod idempotent;
 pub mod openapi;
 pub mod payments;
+pub mod request_id;
 pub mod views;
 pub mod webhooks;
 
@@ -59,12 +61,43 @@ pub struct AppState {
     pub webhooks: crate::webhooks::WebhookSettings,
 }
 
+/// Which URL space a request came by: the handlers answer in its body shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// `/v1/...`: every resource body in camelCase.
+    V1,
+    /// The routes from before `/v1`, with their bodies as they were: the original demo's
+    /// `POST /payments` (documented) and the others (served for existing clients, not
+    /// documented; use `/v1`).
+    Unversioned,
+}
+
+impl Version {
+    /// The path prefix of its routes.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::V1 => "/v1",
+            Self::Unversioned => "",
+        }
+    }
+}
+
+/// The OpenAPI document the router serves, made without a server (the committed
+/// `openapi.json` is compared with it).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let (_, mut openapi) = routes(1, Document::default()).split_for_parts();
+    openapi::finish(&mut openapi);
+    openapi
+}
+
 /// The OpenAPI document of the router it was made with, served at `/openapi.json`.
 pub type Document = Arc<OnceLock<utoipa::openapi::OpenApi>>;
 
 pub fn router(state: AppState) -> Router {
     let document = Document::default();
-    let (router, openapi) = routes(&state.limits, document.clone()).split_for_parts();
+    let (router, mut openapi) =
+        routes(state.limits.max_in_flight, document.clone()).split_for_parts();
+    openapi::finish(&mut openapi);
     assert!(document.set(openapi).is_ok(), "a new document is empty");
     router
         .fallback(not_found)
@@ -80,33 +113,68 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(
             // One span per request, named by route template and method (never the URI: it
-            // holds payment ids and query values); its events are off unless RUST_LOG asks,
-            // as failures are already logged where they happen.
+            // holds payment ids and query values) and carrying the request id, so every log
+            // line of the request has it; its events are off unless RUST_LOG asks, as
+            // failures are already logged where they happen.
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {
                     let route = request
                         .extensions()
                         .get::<MatchedPath>()
                         .map_or("unmatched", MatchedPath::as_str);
-                    tracing::info_span!("request", method = %request.method(), route)
+                    let request_id = request
+                        .headers()
+                        .get(request_id::HEADER)
+                        .and_then(|id| id.to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!("request", method = %request.method(), route, request_id)
                 })
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG))
                 .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
+        // Outermost: the id is settled before the span is made, and every answer has it.
+        .layer(middleware::from_fn(request_id::propagate))
         .with_state(state)
 }
 
 /// Every route, registered once: [`routes!`] gives the handler to the router and its
-/// `#[utoipa::path]` to the OpenAPI document, so the two cannot drift apart.
-fn routes(limits: &Limits, document: Document) -> OpenApiRouter<AppState> {
+/// `#[utoipa::path]` to the OpenAPI document, and each row of [`actions::ACTIONS`] gives its
+/// routes and operations the same way, so the two cannot drift apart. The payments routes are
+/// served twice: under `/v1` (documented) and unversioned (only the original demo's
+/// `POST /payments` documented, as its alias).
+fn routes(max_in_flight: usize, document: Document) -> OpenApiRouter<AppState> {
     // Only the payments routes count against MAX_IN_FLIGHT: probes and scrapes must still be
     // answered when the API sheds load, or an overloaded pod would be restarted for it. One
-    // semaphore for all of them (the global layer); beyond it, 503 at once (load shed).
+    // semaphore for all of them, both versions (the global layer's clones share it); beyond
+    // it, 503 at once (load shed).
+    let in_flight = GlobalConcurrencyLimitLayer::new(max_in_flight);
+    let v1 = payment_routes(Version::V1, in_flight.clone());
+    let (unversioned, unversioned_doc) =
+        payment_routes(Version::Unversioned, in_flight).split_for_parts();
+    let document = OpenApiRouter::new()
+        .routes(routes!(openapi::serve))
+        .layer(Extension(document));
+    let mut router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .nest("/v1", v1)
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+        .merge(document);
+    openapi::add_demo_alias(router.get_openapi_mut(), &unversioned_doc);
+    router.merge(OpenApiRouter::from(unversioned))
+}
+
+/// The payments routes of one version.
+fn payment_routes(
+    version: Version,
+    in_flight: GlobalConcurrencyLimitLayer,
+) -> OpenApiRouter<AppState> {
     let payments = OpenApiRouter::new()
         .routes(routes!(payments::create, payments::list))
-        .routes(routes!(payments::get_one))
-        .routes(routes!(payments::capture, payments::capture_put))
-        .routes(routes!(payments::cancel))
+        .routes(routes!(payments::get_one));
+    actions::ACTIONS
+        .iter()
+        .fold(payments, |router, action| router.routes(action.routes()))
         .routes(routes!(payments::dispute))
         .routes(routes!(webhooks::create_endpoint, webhooks::list_endpoints))
         .routes(routes!(webhooks::get_endpoint, webhooks::delete_endpoint))
@@ -117,17 +185,9 @@ fn routes(limits: &Limits, document: Document) -> OpenApiRouter<AppState> {
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(unavailable))
                 .layer(LoadShedLayer::new())
-                .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight)),
-        );
-    let document = OpenApiRouter::new()
-        .routes(routes!(openapi::serve))
-        .layer(Extension(document));
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .merge(payments)
-        .routes(routes!(health::healthz))
-        .routes(routes!(health::readyz))
-        .routes(routes!(health::metrics))
-        .merge(document)
+                .layer(in_flight),
+        )
+        .layer(Extension(version))
 }
 
 async fn not_found() -> ApiError {

@@ -1,25 +1,25 @@
 //! The payments routes.
 
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use axum::{Extension, Json};
 use base64::Engine;
 use paysys_core::PaymentStatus;
 use uuid::Uuid;
 
-use crate::error::{ApiError, ErrorBody, FieldError};
-use crate::http::AppState;
+use crate::error::{ApiError, FieldError, Problem};
 use crate::http::extract::{Caller, IdempotencyKey, JsonBody};
 use crate::http::idempotent::{self, Reply};
-use crate::http::views::{DisputeView, PaymentChanged, PaymentPage, PaymentView};
+use crate::http::views::{DisputeView, PaymentChanged, PaymentPage, PaymentSummary, PaymentView};
+use crate::http::{AppState, Version};
 use crate::metrics::ReasonLabels;
 use crate::store::disputes::{self, Disputed};
-use crate::store::payments::{self, Insert, ListQuery, Transition};
+use crate::store::payments::{self, Insert, ListQuery};
+use crate::store::refunds;
 use crate::validation::{
-    CancelRequest, CaptureRequest, CreatePaymentRequest, DisputeRequest, NewDispute,
-    parse_new_payment, read, read_optional,
+    CreatePaymentRequest, DisputeRequest, NewDispute, parse_new_payment, read,
 };
 
 const DEFAULT_PAGE: i64 = 10;
@@ -34,19 +34,21 @@ const MAX_PAGE: i64 = 100;
     request_body = CreatePaymentRequest,
     params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retries with the same key replay the first response (kept at least 24 h)")),
     responses(
-        (status = 201, description = "Payment accepted", body = PaymentChanged),
-        (status = 400, description = "Invalid fields, all of them listed", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 409, description = "The Idempotency-Key is in use by a request still in progress", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
-        (status = 422, description = "The Idempotency-Key was used with a different request", body = ErrorBody),
-        (status = 503, description = "Database unavailable, or too many payments waiting for a risk decision (MAX_UNDECIDED); retry after the Retry-After delay", body = ErrorBody),
+        (status = 201, description = "Payment accepted; `Location` is its URL", body = PaymentSummary,
+            headers(("Location" = String, description = "The payment's URL, `/v1/payments/{id}`"))),
+        (status = 400, description = "Invalid fields, all of them listed", body = Problem),
+        (status = 401, description = "Missing or invalid credentials", body = Problem),
+        (status = 409, description = "The Idempotency-Key is in use by a request still in progress", body = Problem),
+        (status = 413, description = "Body too large", body = Problem),
+        (status = 415, description = "Content-Type is not application/json", body = Problem),
+        (status = 422, description = "The Idempotency-Key was used with a different request", body = Problem),
+        (status = 503, description = "Database unavailable, or too many payments waiting for a risk decision (MAX_UNDECIDED); retry after the Retry-After delay", body = Problem),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn create(
     State(app): State<AppState>,
+    Extension(version): Extension<Version>,
     Caller(principal): Caller,
     IdempotencyKey(key): IdempotencyKey,
     JsonBody(body): JsonBody<true>,
@@ -56,10 +58,20 @@ pub async fn create(
     // cannot keep up (a keyed retry refused here runs afresh later, nothing is stored).
     app.backlog.admit()?;
     let id = Uuid::now_v7();
-    let created = Reply::json(
-        StatusCode::CREATED,
-        &PaymentChanged::new(StatusCode::CREATED, id, PaymentStatus::Pending),
-    );
+    let created = match version {
+        Version::V1 => Reply::json(
+            StatusCode::CREATED,
+            &PaymentSummary {
+                id,
+                status: PaymentStatus::Pending,
+            },
+        ),
+        // The original demo's body, exactly.
+        Version::Unversioned => Reply::json(
+            StatusCode::CREATED,
+            &PaymentChanged::new(StatusCode::CREATED, id, PaymentStatus::Pending),
+        ),
+    };
     let insert = Insert {
         id,
         principal: principal.0.clone(),
@@ -73,7 +85,8 @@ pub async fn create(
         }
         // A keyed request stores its response in the same transaction as the payment.
         Some(key) => {
-            let hash = idempotent::request_hash("POST", "/payments", &body);
+            let path = format!("{}/payments", version.prefix());
+            let hash = idempotent::request_hash("POST", &path, &body);
             let window = app.velocity_window;
             idempotent::run(&app, &principal, Some(key), hash, move |conn| {
                 Box::pin(async move {
@@ -89,18 +102,24 @@ pub async fn create(
         // Committed: let the relay publish it now rather than at its next poll.
         app.relay_wake.notify_one();
     }
+    // The id is the body's (a replay's is the first request's).
+    let response = idempotent::with_location(response, |body| {
+        let id = body.get("id").or_else(|| body.get("PaymentId"))?.as_str()?;
+        Some(format!("/v1/payments/{id}"))
+    })
+    .await;
     Ok(response)
 }
 
-/// Get one payment with its decision and audit trail.
+/// Get one payment with its decision, refunds and audit trail.
 #[utoipa::path(
     get, path = "/payments/{id}", tag = "payments",
     params(("id" = Uuid, Path, description = "Payment id")),
     responses(
         (status = 200, description = "The payment", body = PaymentView),
-        (status = 400, description = "The id is not a UUID", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No such payment for this caller", body = ErrorBody),
+        (status = 400, description = "The id is not a UUID", body = Problem),
+        (status = 401, description = "Missing or invalid credentials", body = Problem),
+        (status = 404, description = "No such payment for this caller", body = Problem),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -115,7 +134,12 @@ pub async fn get_one(
         .await?
         .ok_or_else(ApiError::payment_not_found)?;
     let history = payments::history(&mut conn, id).await?;
-    Ok(Json(PaymentView::from_record(record, Some(history))))
+    let refunds = refunds::list(&mut conn, id).await?;
+    Ok(Json(PaymentView::from_record(
+        record,
+        Some(history),
+        Some(refunds),
+    )))
 }
 
 /// List the caller's payments, newest first.
@@ -129,8 +153,8 @@ pub async fn get_one(
     ),
     responses(
         (status = 200, description = "A page of payments", body = PaymentPage),
-        (status = 400, description = "Invalid query parameters", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 400, description = "Invalid query parameters", body = Problem),
+        (status = 401, description = "Missing or invalid credentials", body = Problem),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -150,125 +174,11 @@ pub async fn list(
     Ok(Json(PaymentPage {
         data: rows
             .into_iter()
-            .map(|record| PaymentView::from_record(record, None))
+            .map(|record| PaymentView::from_record(record, None, None))
             .collect(),
         has_more,
         next_cursor,
     }))
-}
-
-/// Capture an approved payment. `PUT` is accepted too (the original demo's client used it).
-#[utoipa::path(
-    post, path = "/payments/{id}/capture", tag = "payments",
-    params(
-        ("id" = Uuid, Path, description = "Payment id"),
-        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retries with the same key replay the first response"),
-    ),
-    responses(
-        (status = 200, description = "Captured", body = PaymentChanged),
-        (status = 400, description = "Bad id or body", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No such payment for this caller", body = ErrorBody),
-        (status = 409, description = "Not approved (CurrentStatus says what it is), or the Idempotency-Key is in flight", body = ErrorBody),
-        (status = 422, description = "The Idempotency-Key was used with a different request", body = ErrorBody),
-    ),
-    security(("api_key" = []), ("bearer" = []))
-)]
-pub async fn capture(
-    State(app): State<AppState>,
-    Caller(principal): Caller,
-    IdempotencyKey(key): IdempotencyKey,
-    Path(id): Path<String>,
-    JsonBody(body): JsonBody<false>,
-) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
-    read_optional::<CaptureRequest>(&body)
-        .and_then(|(request, errors)| request.validate(errors))
-        .map_err(ApiError::Validation)?;
-    let path = format!("/payments/{id}/capture");
-    transition(
-        &app,
-        principal,
-        key,
-        id,
-        &path,
-        &body,
-        PaymentStatus::Captured,
-        None,
-    )
-    .await
-}
-
-/// Capture an approved payment with `PUT`, as the original demo's client did; the same as
-/// `POST`.
-#[utoipa::path(
-    put, path = "/payments/{id}/capture", tag = "payments",
-    params(
-        ("id" = Uuid, Path, description = "Payment id"),
-        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retries with the same key replay the first response"),
-    ),
-    responses(
-        (status = 200, description = "Captured", body = PaymentChanged),
-        (status = 400, description = "Bad id or body", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No such payment for this caller", body = ErrorBody),
-        (status = 409, description = "Not approved (CurrentStatus says what it is), or the Idempotency-Key is in flight", body = ErrorBody),
-        (status = 422, description = "The Idempotency-Key was used with a different request", body = ErrorBody),
-    ),
-    security(("api_key" = []), ("bearer" = []))
-)]
-pub async fn capture_put(
-    state: State<AppState>,
-    caller: Caller,
-    key: IdempotencyKey,
-    id: Path<String>,
-    body: JsonBody<false>,
-) -> Result<Response, ApiError> {
-    capture(state, caller, key, id, body).await
-}
-
-/// Cancel a pending or approved payment, with an optional `reason`.
-#[utoipa::path(
-    post, path = "/payments/{id}/cancel", tag = "payments",
-    params(
-        ("id" = Uuid, Path, description = "Payment id"),
-        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retries with the same key replay the first response"),
-    ),
-    request_body(content = Option<CancelRequest>, description = "Optional: no body, `null`, or this object"),
-    responses(
-        (status = 200, description = "Canceled", body = PaymentChanged),
-        (status = 400, description = "Bad id or body", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No such payment for this caller", body = ErrorBody),
-        (status = 409, description = "Already final (CurrentStatus says what it is), or the Idempotency-Key is in flight", body = ErrorBody),
-        (status = 422, description = "The Idempotency-Key was used with a different request", body = ErrorBody),
-    ),
-    security(("api_key" = []), ("bearer" = []))
-)]
-pub async fn cancel(
-    State(app): State<AppState>,
-    Caller(principal): Caller,
-    IdempotencyKey(key): IdempotencyKey,
-    Path(id): Path<String>,
-    JsonBody(body): JsonBody<false>,
-) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
-    let reason = read_optional::<CancelRequest>(&body)
-        .and_then(|(request, errors)| request.validate(errors))
-        .map_err(ApiError::Validation)?;
-    let detail = reason.map(|reason| serde_json::json!({ "reason": reason }));
-    let path = format!("/payments/{id}/cancel");
-    transition(
-        &app,
-        principal,
-        key,
-        id,
-        &path,
-        &body,
-        PaymentStatus::Canceled,
-        detail,
-    )
-    .await
 }
 
 /// Record a dispute of a payment: a chargeback or fraud report from the payer's bank.
@@ -284,19 +194,21 @@ pub async fn cancel(
     ),
     request_body = DisputeRequest,
     responses(
-        (status = 201, description = "Dispute recorded", body = DisputeView),
-        (status = 400, description = "Bad id or body; a bad reason names the allowed values", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No such payment for this caller", body = ErrorBody),
-        (status = 409, description = "Never approved (CurrentStatus says what it is), already disputed (Dispute is the existing one), or the Idempotency-Key is in flight", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
-        (status = 422, description = "The Idempotency-Key was used with a different request", body = ErrorBody),
+        (status = 201, description = "Dispute recorded; `Location` is the payment's URL, which shows it", body = DisputeView,
+            headers(("Location" = String, description = "`/v1/payments/{id}`"))),
+        (status = 400, description = "Bad id or body; a bad reason names the allowed values", body = Problem),
+        (status = 401, description = "Missing or invalid credentials", body = Problem),
+        (status = 404, description = "No such payment for this caller", body = Problem),
+        (status = 409, description = "Never approved (CurrentStatus says what it is), already disputed (Dispute is the existing one), or the Idempotency-Key is in flight", body = Problem),
+        (status = 413, description = "Body too large", body = Problem),
+        (status = 415, description = "Content-Type is not application/json", body = Problem),
+        (status = 422, description = "The Idempotency-Key was used with a different request", body = Problem),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn dispute(
     State(app): State<AppState>,
+    Extension(version): Extension<Version>,
     Caller(principal): Caller,
     IdempotencyKey(key): IdempotencyKey,
     Path(id): Path<String>,
@@ -306,7 +218,8 @@ pub async fn dispute(
     let NewDispute { reason, note } = read::<DisputeRequest>(&body)
         .and_then(|(request, errors)| request.validate(errors))
         .map_err(ApiError::Validation)?;
-    let hash = idempotent::request_hash("POST", &format!("/payments/{id}/disputes"), &body);
+    let path = format!("{}/payments/{id}/disputes", version.prefix());
+    let hash = idempotent::request_hash("POST", &path, &body);
     let owner = principal.0.clone();
     let response = idempotent::run(&app, &principal, key, hash, move |conn| {
         Box::pin(async move {
@@ -318,11 +231,11 @@ pub async fn dispute(
                 Disputed::AlreadyDisputed(existing) => Err(ApiError::AlreadyDisputed(Box::new(
                     DisputeView::from(existing),
                 ))),
-                Disputed::NeverApproved { current } => Err(ApiError::Conflict {
+                Disputed::NeverApproved { current } => Err(ApiError::InvalidStatus {
                     message: format!(
                         "payment is {current} and was never approved; only a payment that was approved can be disputed"
                     ),
-                    current_status: Some(current.as_str().into()),
+                    current,
                 }),
                 Disputed::NotFound => Err(ApiError::payment_not_found()),
             }
@@ -340,53 +253,13 @@ pub async fn dispute(
             })
             .inc();
     }
+    // The dispute is part of the payment.
+    let response =
+        idempotent::with_location(response, |_| Some(format!("/v1/payments/{id}"))).await;
     Ok(response)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn transition(
-    app: &AppState,
-    principal: crate::auth::Principal,
-    key: Option<String>,
-    id: Uuid,
-    path: &str,
-    body: &[u8],
-    to: PaymentStatus,
-    detail: Option<serde_json::Value>,
-) -> Result<Response, ApiError> {
-    let hash = idempotent::request_hash("POST", path, body);
-    let owner = principal.0.clone();
-    idempotent::run(app, &principal, key, hash, move |conn| {
-        Box::pin(async move {
-            // The audit trail's cause is the state's name (`captured`, `canceled`).
-            match payments::transition(conn, &owner, id, to, to.as_str(), detail).await? {
-                Transition::Done => Ok(Reply::json(
-                    StatusCode::OK,
-                    &PaymentChanged::new(StatusCode::OK, id, to),
-                )),
-                Transition::NotFound => Err(ApiError::payment_not_found()),
-                Transition::Refused { current } => Err(ApiError::Conflict {
-                    message: refusal(current, to),
-                    current_status: Some(current.as_str().into()),
-                }),
-            }
-        })
-    })
-    .await
-}
-
-fn refusal(current: PaymentStatus, to: PaymentStatus) -> String {
-    let allowed: Vec<&str> = PaymentStatus::sources_of(to)
-        .into_iter()
-        .map(PaymentStatus::as_str)
-        .collect();
-    format!(
-        "payment is {current}; only {} payments can be {to}",
-        allowed.join(" or ")
-    )
-}
-
-fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::validation("id", "must be a UUID"))
 }
 
@@ -474,13 +347,5 @@ mod tests {
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["limit", "status", "userId", "cursor", "sort"]);
         assert!(parse_list_query(&pairs(&[("limit", "101")])).is_err());
-    }
-
-    #[test]
-    fn refusals_say_the_current_status() {
-        assert_eq!(
-            refusal(PaymentStatus::Pending, PaymentStatus::Captured),
-            "payment is pending; only approved payments can be captured"
-        );
     }
 }

@@ -1,7 +1,7 @@
 //! Response bodies.
 
 use chrono::{DateTime, Utc};
-use paysys_core::{ModelScore, Outcome, PaymentStatus, Reason};
+use paysys_core::{Currency, ModelScore, Money, Outcome, PaymentStatus, Reason};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -9,9 +9,11 @@ use uuid::Uuid;
 
 use crate::store::disputes::{Dispute, DisputeReason};
 use crate::store::payments::{PaymentEvent, PaymentRecord};
+use crate::store::refunds::Refund;
 
-/// The answer to a request that changed a payment: `201` for a new one (the original demo's
-/// body, plus the payment's status), `200` for a capture or cancel.
+/// The answer of the unversioned routes to a request that changed a payment: `201` for a new
+/// one (the original demo's body, plus the payment's status), `200` for a capture or cancel.
+/// `/v1` answers with [`PaymentSummary`].
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PaymentChanged {
     #[serde(rename = "StatusCode")]
@@ -41,6 +43,15 @@ impl PaymentChanged {
     }
 }
 
+/// The answer to a `/v1` request that created or changed a payment: its id and status now
+/// (`GET /v1/payments/{id}`, the `links`, has the rest).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentSummary {
+    pub id: Uuid,
+    pub status: PaymentStatus,
+}
+
 /// A payment.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -65,6 +76,16 @@ pub struct PaymentView {
     pub decision: Option<DecisionView>,
     /// The dispute, if the payment was disputed (it does not change `status`).
     pub dispute: Option<DisputeView>,
+    /// The sum of its refunds in major units, an exact decimal JSON number (`0` until one).
+    #[serde(with = "paysys_core::money::json_number")]
+    #[schema(value_type = f64, example = 20.5)]
+    pub refunded_amount: Decimal,
+    /// The same in integer minor units.
+    #[schema(example = 2050)]
+    pub refunded_amount_minor: i64,
+    /// Every refund, oldest first (only on `GET /payments/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refunds: Option<Vec<RefundView>>,
     /// Every status change, oldest first (only on `GET /payments/{id}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<EventView>>,
@@ -115,6 +136,52 @@ impl From<Dispute> for DisputeView {
     }
 }
 
+/// A refund of (part of) a captured payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundView {
+    pub id: Uuid,
+    pub payment_id: Uuid,
+    /// Major units, an exact decimal JSON number.
+    #[serde(with = "paysys_core::money::json_number")]
+    #[schema(value_type = f64, example = 20.5)]
+    pub amount: Decimal,
+    #[schema(example = 2050)]
+    pub amount_minor: i64,
+    #[schema(example = "USD")]
+    pub currency: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl RefundView {
+    pub fn new(refund: Refund, currency: Currency) -> Self {
+        let money = Money {
+            minor: refund.amount_minor,
+            currency,
+        };
+        Self {
+            id: refund.id,
+            payment_id: refund.payment_id,
+            amount: money.to_decimal(),
+            amount_minor: money.minor,
+            currency: currency.code().to_owned(),
+            created_at: refund.created_at,
+        }
+    }
+}
+
+/// The answer to a refund: the refund, and what became of the payment.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundCreated {
+    #[serde(flatten)]
+    pub refund: RefundView,
+    /// `partially_refunded`, or `refunded` once nothing is left.
+    pub payment_status: PaymentStatus,
+    /// The payment's refunds so far, this one included, in minor units.
+    pub payment_refunded_amount_minor: i64,
+}
+
 /// One entry of a payment's audit trail.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -123,7 +190,8 @@ pub struct EventView {
     pub from: Option<PaymentStatus>,
     pub to: PaymentStatus,
     /// `created`, `risk_decision`, `risk_decision_ignored`, `captured`, `canceled`,
-    /// `disputed` (its `from` and `to` are the unchanged status; `detail` has the reason).
+    /// `refunded` (`detail` has the refund's id and amount), `disputed` (its `from` and `to`
+    /// are the unchanged status; `detail` has the reason).
     pub cause: String,
     #[schema(value_type = Option<Object>)]
     pub detail: Option<serde_json::Value>,
@@ -141,8 +209,17 @@ pub struct PaymentPage {
 }
 
 impl PaymentView {
-    pub fn from_record(record: PaymentRecord, history: Option<Vec<PaymentEvent>>) -> Self {
+    /// The payment; `history` and `refunds` are shown when given (`GET /payments/{id}`).
+    pub fn from_record(
+        record: PaymentRecord,
+        history: Option<Vec<PaymentEvent>>,
+        refunds: Option<Vec<Refund>>,
+    ) -> Self {
         let money = record.money();
+        let refunded = Money {
+            minor: record.refunded_minor,
+            currency: money.currency,
+        };
         let dispute = record.dispute().map(DisputeView::from);
         let features_version = record.decision_features_version;
         Self {
@@ -171,6 +248,14 @@ impl PaymentView {
                 }
             }),
             dispute,
+            refunded_amount: refunded.to_decimal(),
+            refunded_amount_minor: refunded.minor,
+            refunds: refunds.map(|refunds| {
+                refunds
+                    .into_iter()
+                    .map(|refund| RefundView::new(refund, money.currency))
+                    .collect()
+            }),
             history: history.map(|events| {
                 events
                     .into_iter()

@@ -16,6 +16,7 @@ pub mod history;
 pub mod idempotency;
 pub mod outbox;
 pub mod payments;
+pub mod refunds;
 pub mod velocity;
 pub mod webhooks;
 

@@ -46,6 +46,10 @@ pub struct PaymentRecord {
     pub dispute_reason: Option<String>,
     pub dispute_note: Option<String>,
     pub disputed_at: Option<DateTime<Utc>>,
+    /// The sum of the payment's refunds ([`super::refunds`]). Absent from the row snapshots
+    /// of events written before migration 0008.
+    #[serde(default)]
+    pub refunded_minor: i64,
 }
 
 impl PaymentRecord {
@@ -97,7 +101,8 @@ macro_rules! query_payments {
                 p.history_payer_currency_count, p.history_payer_currency_total_minor,
                 p.history_new_payee, p.history_new_payment_method,
                 p.history_method_payment_count, p.history_payee_window_count,
-                p.decision_features_version, p.dispute_reason, p.dispute_note, p.disputed_at "#
+                p.decision_features_version, p.dispute_reason, p.dispute_note, p.disputed_at,
+                p.refunded_minor "#
                 + $tail
             $(, $arg)*
         )

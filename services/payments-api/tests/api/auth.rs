@@ -60,7 +60,7 @@ async fn the_auth_matrix() {
             .post("/payments", header.as_deref(), &demo_payment())
             .await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{case}");
-        assert_eq!(reply.body["StatusCode"], 401, "{case}");
+        assert_eq!(reply.body["status"], 401, "{case}");
         assert_eq!(reply.headers["www-authenticate"], "Bearer", "{case}");
         let reply = api.get("/payments", header.as_deref()).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{case} on GET");

@@ -179,7 +179,7 @@ async fn service_endpoints_answer() {
                 .await;
             assert!(
                 reply.status != StatusCode::METHOD_NOT_ALLOWED
-                    && reply.body["Message"] != "no such route",
+                    && reply.body["detail"] != "no such route",
                 "{method} {path} is documented but not routed: {}",
                 reply.body
             );
@@ -190,7 +190,7 @@ async fn service_endpoints_answer() {
         paths.contains_key("/payments") && operations >= 10,
         "{paths:?}"
     );
-    assert!(openapi["components"]["schemas"]["ErrorBody"].is_object());
+    assert!(openapi["components"]["schemas"]["Problem"].is_object());
     assert!(openapi["components"]["securitySchemes"]["api_key"].is_object());
     api.stop().await;
 }

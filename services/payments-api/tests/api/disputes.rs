@@ -63,9 +63,9 @@ async fn an_approved_payment_is_disputed_once_and_keeps_its_status() {
     // A second dispute: 409 with the first, which stands.
     let again = dispute(&api, &id, ALICE, &json!({"reason": "duplicate"})).await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
-    assert_eq!(again.body["StatusCode"], 409);
-    assert_eq!(again.body["Dispute"]["reason"], "fraudulent");
-    assert_eq!(again.body["Dispute"]["disputedAt"], disputed_at);
+    assert_eq!(again.body["status"], 409);
+    assert_eq!(again.body["dispute"]["reason"], "fraudulent");
+    assert_eq!(again.body["dispute"]["disputedAt"], disputed_at);
     let payment = api.get(&format!("/payments/{id}"), Some(ALICE)).await.body;
     assert_eq!(payment["dispute"]["reason"], "fraudulent");
     assert!(
@@ -113,8 +113,8 @@ async fn only_payments_that_were_approved_can_be_disputed() {
             "{status}: {}",
             reply.body
         );
-        assert_eq!(reply.body["CurrentStatus"], status);
-        let message = reply.body["Message"].as_str().unwrap();
+        assert_eq!(reply.body["currentStatus"], status);
+        let message = reply.body["detail"].as_str().unwrap();
         assert!(message.contains("never approved"), "{message}");
     }
     // Approved at some point: disputable whatever became of it.
@@ -142,9 +142,9 @@ async fn foreign_unknown_and_malformed_disputes_are_refused() {
 
     let bad = dispute(&api, &id, ALICE, &json!({"reason": "chargeback"})).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-    assert_eq!(bad.body["Errors"][0]["Field"], "reason");
+    assert_eq!(bad.body["errors"][0]["field"], "reason");
     assert_eq!(
-        bad.body["Errors"][0]["Message"],
+        bad.body["errors"][0]["message"],
         "must be one of fraudulent, product_not_received, duplicate, unrecognized, other"
     );
     let missing = dispute(&api, &id, ALICE, &json!({"note": "x"})).await;
@@ -156,7 +156,7 @@ async fn foreign_unknown_and_malformed_disputes_are_refused() {
         &json!({"reason": "other", "note": "x".repeat(501)}),
     )
     .await;
-    assert_eq!(long.body["Errors"][0]["Field"], "note");
+    assert_eq!(long.body["errors"][0]["field"], "note");
     let no_body = api
         .request(
             Method::POST,

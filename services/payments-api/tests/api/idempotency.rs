@@ -61,7 +61,7 @@ async fn the_same_key_with_another_body_is_refused() {
     other["amount"] = json!(99);
     let reply = post_keyed(&api, ALICE, "k-2", &other).await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(reply.body["StatusCode"], 422);
+    assert_eq!(reply.body["status"], 422);
     assert_eq!(payment_count(&api).await, 1);
     api.stop().await;
 }
@@ -83,7 +83,7 @@ async fn a_key_in_flight_answers_409() {
     let reply = post_keyed(&api, ALICE, "busy-key", &demo_payment()).await;
     assert_eq!(reply.status, StatusCode::CONFLICT);
     assert!(
-        reply.body["Message"]
+        reply.body["detail"]
             .as_str()
             .unwrap()
             .contains("in progress")

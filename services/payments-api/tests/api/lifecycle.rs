@@ -18,8 +18,8 @@ async fn capture_and_cancel_follow_the_status_machine() {
         )
         .await;
     assert_eq!(reply.status, StatusCode::CONFLICT);
-    assert_eq!(reply.body["CurrentStatus"], "pending");
-    assert!(reply.body["Message"].as_str().unwrap().contains("pending"));
+    assert_eq!(reply.body["currentStatus"], "pending");
+    assert!(reply.body["detail"].as_str().unwrap().contains("pending"));
 
     // approved -> captured (with PUT, as the original demo's client did), then nothing more.
     let approved = api.create(&demo_payment()).await;
@@ -45,7 +45,7 @@ async fn capture_and_cancel_follow_the_status_machine() {
         )
         .await;
     assert_eq!(reply.status, StatusCode::CONFLICT);
-    assert_eq!(reply.body["CurrentStatus"], "captured");
+    assert_eq!(reply.body["currentStatus"], "captured");
     let reply = api
         .post(
             &format!("/payments/{approved}/cancel"),
@@ -53,7 +53,7 @@ async fn capture_and_cancel_follow_the_status_machine() {
             &json!({}),
         )
         .await;
-    assert_eq!(reply.body["CurrentStatus"], "captured");
+    assert_eq!(reply.body["currentStatus"], "captured");
 
     // approved -> canceled with a reason.
     let to_cancel = api.create(&demo_payment()).await;
@@ -98,7 +98,7 @@ async fn capture_and_cancel_follow_the_status_machine() {
             )
             .await;
         assert_eq!(reply.status, StatusCode::CONFLICT, "{action}");
-        assert_eq!(reply.body["CurrentStatus"], "declined");
+        assert_eq!(reply.body["currentStatus"], "declined");
     }
 
     // pending -> canceled.

@@ -106,7 +106,7 @@ async fn filters_by_status_and_user() {
     ] {
         let reply = api.get(&format!("/payments?{bad}"), Some(ALICE)).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
-        assert_eq!(reply.body["StatusCode"], 400);
+        assert_eq!(reply.body["status"], 400);
     }
     api.stop().await;
 }

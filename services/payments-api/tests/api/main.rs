@@ -4,6 +4,7 @@
 mod harness;
 
 mod auth;
+mod conventions;
 mod create;
 mod decisions;
 mod disputes;
@@ -14,6 +15,7 @@ mod lifecycle;
 mod listing;
 mod process;
 mod protection;
+mod refunds;
 mod resilience;
 mod status;
 mod store;

@@ -21,7 +21,7 @@ async fn a_principal_over_its_rate_gets_429_with_retry_after() {
         "{:?}",
         statuses.iter().map(|r| r.status).collect::<Vec<_>>()
     );
-    assert_eq!(limited[0].body["StatusCode"], 429);
+    assert_eq!(limited[0].body["status"], 429);
     assert!(
         limited[0].headers["retry-after"]
             .to_str()
@@ -72,7 +72,7 @@ async fn work_beyond_max_in_flight_is_shed_at_once_but_probes_answer() {
     assert_eq!(shed.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(shed.headers.contains_key("retry-after"));
     assert_eq!(
-        shed.body["Message"], "the server is at capacity; retry shortly",
+        shed.body["detail"], "the server is at capacity; retry shortly",
         "shed by the in-flight bound, with the JSON error body"
     );
     assert!(
@@ -108,11 +108,8 @@ async fn a_request_past_the_timeout_gets_503_with_retry_after() {
         reply.body
     );
     assert_eq!(reply.headers["retry-after"], "1");
-    assert_eq!(reply.body["StatusCode"], 503);
-    assert_eq!(
-        reply.body["Message"],
-        "the request timed out; retry shortly"
-    );
+    assert_eq!(reply.body["status"], 503);
+    assert_eq!(reply.body["detail"], "the request timed out; retry shortly");
     assert!(
         took >= Duration::from_millis(300) && took < Duration::from_secs(2),
         "answered at the deadline: {took:?}"
@@ -148,7 +145,7 @@ async fn payments_are_refused_while_too_many_wait_for_a_decision() {
         "{}",
         refused.body
     );
-    assert_eq!(refused.body["StatusCode"], 503);
+    assert_eq!(refused.body["status"], 503);
     assert!(refused.headers.contains_key("retry-after"));
     let metrics = api
         .get("/metrics", None)

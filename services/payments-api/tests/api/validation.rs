@@ -4,11 +4,11 @@ use serde_json::{Value, json};
 use crate::harness::*;
 
 fn field_errors(body: &Value) -> Vec<String> {
-    body["Errors"]
+    body["errors"]
         .as_array()
         .unwrap_or_else(|| panic!("no Errors in {body}"))
         .iter()
-        .map(|e| e["Field"].as_str().unwrap().to_owned())
+        .map(|e| e["field"].as_str().unwrap().to_owned())
         .collect()
 }
 
@@ -34,8 +34,8 @@ async fn every_bad_field_gets_a_400_naming_it() {
         body[field] = value.clone();
         let reply = api.post("/payments", Some(ALICE), &body).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{field}={value}");
-        assert_eq!(reply.body["StatusCode"], 400);
-        assert_eq!(reply.body["Status"], "Bad Request");
+        assert_eq!(reply.body["status"], 400);
+        assert_eq!(reply.body["title"], "The request has invalid fields");
         assert_eq!(
             field_errors(&reply.body),
             vec![field],
@@ -89,7 +89,7 @@ async fn malformed_requests_get_json_errors_never_5xx() {
     )
     .await;
     assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert_eq!(reply.body["StatusCode"], 415);
+    assert_eq!(reply.body["status"], 415);
 
     let huge = format!("{{\"amount\": 1, \"pad\": \"{}\"}}", "x".repeat(20_000));
     let reply = api
@@ -102,17 +102,17 @@ async fn malformed_requests_get_json_errors_never_5xx() {
         )
         .await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(reply.body["StatusCode"], 413);
+    assert_eq!(reply.body["status"], 413);
 
     let reply = api.get("/nowhere", Some(ALICE)).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
-    assert_eq!(reply.body["StatusCode"], 404);
+    assert_eq!(reply.body["status"], 404);
 
     let reply = api
         .request(Method::DELETE, "/payments", Some(ALICE), &[], None)
         .await;
     assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(reply.body["StatusCode"], 405);
+    assert_eq!(reply.body["status"], 405);
 
     let reply = api.get("/payments/not-a-uuid", Some(ALICE)).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);

@@ -16,7 +16,7 @@
 //! | `currency_exponent` | int32 | decimal places of the currency's minor unit |
 //! | `amount_decimal` | decimal(38, 4) | the exact amount in major units (4 = the largest ISO exponent) |
 //! | `payee_id` | string | |
-//! | `status` | string | pending, approved, declined, captured, canceled |
+//! | `status` | string | pending, approved, declined, captured, canceled, partially_refunded, refunded |
 //! | `decision_outcome` | string, null until decided | approved or declined |
 //! | `created_at` | timestamp[us, UTC] | |
 //! | `decided_at` | timestamp[us, UTC], null until decided | |
@@ -30,6 +30,7 @@
 //! | `model_threshold` | double, nullable | its threshold |
 //! | `shadow_model_version` | string, nullable | the challenger scoring in shadow |
 //! | `shadow_score` | double, nullable | its calibrated score |
+//! | `refunded_amount_minor` | int64 | the sum of the payment's refunds in minor units (0 without any) |
 
 use std::sync::{Arc, LazyLock};
 
@@ -63,6 +64,8 @@ pub struct PaymentRow<'a> {
     pub features: Option<Vec<f64>>,
     pub model: Option<ModelScore<'a>>,
     pub shadow: Option<ShadowScore<'a>>,
+    /// The sum of the payment's refunds, in minor units.
+    pub refunded_amount_minor: i64,
 }
 
 /// One model's score of the payment.
@@ -123,6 +126,7 @@ pub static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("model_threshold", DataType::Float64, true),
         Field::new("shadow_model_version", DataType::Utf8, true),
         Field::new("shadow_score", DataType::Float64, true),
+        Field::new("refunded_amount_minor", DataType::Int64, false),
     ]))
 });
 
@@ -151,6 +155,7 @@ pub struct BatchBuilder {
     model_threshold: Float64Builder,
     shadow_model_version: StringBuilder,
     shadow_score: Float64Builder,
+    refunded_amount_minor: Int64Builder,
     rows: usize,
 }
 
@@ -182,6 +187,7 @@ impl BatchBuilder {
             model_threshold: Float64Builder::new(),
             shadow_model_version: StringBuilder::new(),
             shadow_score: Float64Builder::new(),
+            refunded_amount_minor: Int64Builder::new(),
             rows: 0,
         }
     }
@@ -242,6 +248,8 @@ impl BatchBuilder {
         self.shadow_model_version
             .append_option(row.shadow.map(|m| m.version));
         self.shadow_score.append_option(row.shadow.map(|m| m.score));
+        self.refunded_amount_minor
+            .append_value(row.refunded_amount_minor);
         self.rows += 1;
         Ok(())
     }
@@ -272,6 +280,7 @@ impl BatchBuilder {
             Arc::new(self.model_threshold.finish()),
             Arc::new(self.shadow_model_version.finish()),
             Arc::new(self.shadow_score.finish()),
+            Arc::new(self.refunded_amount_minor.finish()),
         ];
         self.rows = 0;
         RecordBatch::try_new(SCHEMA.clone(), columns).expect("builders match the schema")

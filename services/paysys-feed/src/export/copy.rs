@@ -15,7 +15,7 @@ const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC).
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
 /// Fields of each row, in the order of the export's SELECT ([`SELECT`]).
-pub const FIELDS: i16 = 19;
+pub const FIELDS: i16 = 20;
 
 /// The export's select list, in the order [`CopyReader::next_row`] reads it. The decision's
 /// rules outcome and scores come from the decision as received (JSON: its numbers' text is
@@ -27,7 +27,7 @@ pub const SELECT: &str = "id, amount_minor, currency::text, user_id, payee_id, s
     decision_features_version, decision_features,
     decision->'model'->>'version', (decision->'model'->>'score')::float8,
     (decision->'model'->>'threshold')::float8,
-    decision->'shadow'->>'version', (decision->'shadow'->>'score')::float8";
+    decision->'shadow'->>'version', (decision->'shadow'->>'score')::float8, refunded_minor";
 
 /// Parses a stream of COPY data, chunk by chunk; chunks need not end at a row's end.
 #[derive(Default)]
@@ -134,6 +134,7 @@ impl CopyReader {
             features: value(13).map(float8_array).transpose()?,
             model,
             shadow,
+            refunded_amount_minor: int8(not_null(19, "refunded_minor")?)?,
         }))
     }
 }
