@@ -12,7 +12,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::error::{ApiError, ErrorBody, FieldError};
+use crate::error::{ApiError, Problem, FieldError};
 use crate::http::AppState;
 use crate::http::extract::{Caller, JsonBody};
 use crate::store;
@@ -136,11 +136,11 @@ fn endpoint_not_found() -> ApiError {
     responses(
         (status = 201, description = "Registered; `secret` is shown only now", body = EndpointWithSecret,
          headers(("Location" = String, description = "The endpoint's URL"))),
-        (status = 400, description = "Bad URL (form, scheme, or a host resolving to a refused address) or unknown event type; nothing is stored", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "Webhooks are not enabled on this server", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+        (status = 400, description = "Bad URL (form, scheme, or a host resolving to a refused address) or unknown event type; nothing is stored", body = Problem),
+        (status = 401, description = "Missing or invalid credentials", body = Problem),
+        (status = 404, description = "Webhooks are not enabled on this server", body = Problem),
+        (status = 413, description = "Body too large", body = Problem),
+        (status = 415, description = "Content-Type is not application/json", body = Problem),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -189,8 +189,8 @@ pub async fn create_endpoint(
     get, path = "/v1/webhook-endpoints", tag = "webhooks",
     responses(
         (status = 200, description = "The caller's endpoints", body = EndpointList),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "Webhooks are not enabled on this server", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = Problem),
+        (status = 404, description = "Webhooks are not enabled on this server", body = Problem),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -212,9 +212,9 @@ pub async fn list_endpoints(
     params(("id" = Uuid, Path, description = "Endpoint id")),
     responses(
         (status = 200, description = "The endpoint", body = EndpointView),
-        (status = 400, description = "The id is not a UUID", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No such endpoint for this caller (or webhooks are not enabled)", body = ErrorBody),
+        (status = 400, description = "The id is not a UUID", body = Problem),
+        (status = 401, description = "Missing or invalid credentials", body = Problem),
+        (status = 404, description = "No such endpoint for this caller (or webhooks are not enabled)", body = Problem),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -238,9 +238,9 @@ pub async fn get_endpoint(
     params(("id" = Uuid, Path, description = "Endpoint id")),
     responses(
         (status = 204, description = "Deleted, with its pending deliveries and attempts"),
-        (status = 400, description = "The id is not a UUID", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No such endpoint for this caller (or webhooks are not enabled)", body = ErrorBody),
+        (status = 400, description = "The id is not a UUID", body = Problem),
+        (status = 401, description = "Missing or invalid credentials", body = Problem),
+        (status = 404, description = "No such endpoint for this caller (or webhooks are not enabled)", body = Problem),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -266,9 +266,9 @@ pub async fn delete_endpoint(
     params(("id" = Uuid, Path, description = "Endpoint id")),
     responses(
         (status = 200, description = "Rotated; `secret` is shown only now", body = EndpointWithSecret),
-        (status = 400, description = "The id is not a UUID", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No such endpoint for this caller (or webhooks are not enabled)", body = ErrorBody),
+        (status = 400, description = "The id is not a UUID", body = Problem),
+        (status = 401, description = "Missing or invalid credentials", body = Problem),
+        (status = 404, description = "No such endpoint for this caller (or webhooks are not enabled)", body = Problem),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -301,9 +301,9 @@ pub async fn rotate_secret(
     ),
     responses(
         (status = 200, description = "A page of attempts", body = AttemptPage),
-        (status = 400, description = "Bad id or query parameters", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No such endpoint for this caller (or webhooks are not enabled)", body = ErrorBody),
+        (status = 400, description = "Bad id or query parameters", body = Problem),
+        (status = 401, description = "Missing or invalid credentials", body = Problem),
+        (status = 404, description = "No such endpoint for this caller (or webhooks are not enabled)", body = Problem),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -360,8 +360,8 @@ pub async fn list_attempts(
     ),
     responses(
         (status = 200, description = "A page of events", body = EventPage),
-        (status = 400, description = "Bad query parameters", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 400, description = "Bad query parameters", body = Problem),
+        (status = 401, description = "Missing or invalid credentials", body = Problem),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]

@@ -104,7 +104,7 @@ impl WebhookEvent {
             id,
             event_type,
             created_at,
-            payment: PaymentView::from_record(record, None),
+            payment: PaymentView::from_record(record, None, None),
         })
     }
 }
