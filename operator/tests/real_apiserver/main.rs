@@ -19,7 +19,7 @@ mod processes;
 mod rbac;
 mod reconcile;
 mod registry;
-mod risk_rules;
 mod risk_model;
+mod risk_rules;
 mod support;
 mod upgrade;

@@ -12,7 +12,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::error::{ApiError, Problem, FieldError};
+use crate::error::{ApiError, FieldError, Problem};
 use crate::http::AppState;
 use crate::http::extract::{Caller, JsonBody};
 use crate::store;
