@@ -148,7 +148,7 @@ fn routes(max_in_flight: usize, document: Document) -> OpenApiRouter<AppState> {
     // semaphore for all of them, both versions (the global layer's clones share it); beyond
     // it, 503 at once (load shed).
     let in_flight = GlobalConcurrencyLimitLayer::new(max_in_flight);
-    let v1 = payment_routes(Version::V1, in_flight.clone());
+    let v1 = payment_routes(Version::V1, in_flight.clone()).merge(webhook_routes());
     let (unversioned, unversioned_doc) =
         payment_routes(Version::Unversioned, in_flight).split_for_parts();
     let document = OpenApiRouter::new()
@@ -169,18 +169,17 @@ fn payment_routes(
     version: Version,
     in_flight: GlobalConcurrencyLimitLayer,
 ) -> OpenApiRouter<AppState> {
-    let payments = OpenApiRouter::new()
-        .routes(routes!(payments::create, payments::list))
-        .routes(routes!(payments::get_one));
+    let payments = match version {
+        Version::V1 => OpenApiRouter::new().routes(routes!(payments::create, payments::list)),
+        // Listing came with `/v1`: unversioned, `/payments` serves the demo's POST alone, so
+        // that what it answers is what the document declares (405 and `Allow` included).
+        Version::Unversioned => OpenApiRouter::new().routes(routes!(payments::create)),
+    }
+    .routes(routes!(payments::get_one));
     actions::ACTIONS
         .iter()
         .fold(payments, |router, action| router.routes(action.routes()))
         .routes(routes!(payments::dispute))
-        .routes(routes!(webhooks::create_endpoint, webhooks::list_endpoints))
-        .routes(routes!(webhooks::get_endpoint, webhooks::delete_endpoint))
-        .routes(routes!(webhooks::rotate_secret))
-        .routes(routes!(webhooks::list_attempts))
-        .routes(routes!(webhooks::list_events))
         .route_layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(unavailable))
@@ -188,6 +187,17 @@ fn payment_routes(
                 .layer(in_flight),
         )
         .layer(Extension(version))
+}
+
+/// The webhook endpoints and the events: `/v1` only (they came after it).
+fn webhook_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(webhooks::create_endpoint, webhooks::list_endpoints))
+        .routes(routes!(webhooks::get_endpoint, webhooks::delete_endpoint))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::list_attempts))
+        .routes(routes!(webhooks::list_events))
+        .layer(Extension(Version::V1))
 }
 
 async fn not_found() -> ApiError {

@@ -131,7 +131,7 @@ fn endpoint_not_found() -> ApiError {
 /// The URL is checked now (scheme, and every address its host resolves to) and again at each
 /// delivery. The answer carries the signing secret, shown only this once.
 #[utoipa::path(
-    post, path = "/v1/webhook-endpoints", tag = "webhooks",
+    post, path = "/webhook-endpoints", tag = "webhooks",
     request_body = CreateEndpointRequest,
     responses(
         (status = 201, description = "Registered; `secret` is shown only now", body = EndpointWithSecret,
@@ -186,7 +186,7 @@ pub async fn create_endpoint(
 
 /// List the caller's webhook endpoints, oldest first.
 #[utoipa::path(
-    get, path = "/v1/webhook-endpoints", tag = "webhooks",
+    get, path = "/webhook-endpoints", tag = "webhooks",
     responses(
         (status = 200, description = "The caller's endpoints", body = EndpointList),
         (status = 401, description = "Missing or invalid credentials", body = Problem),
@@ -208,7 +208,7 @@ pub async fn list_endpoints(
 
 /// Get one webhook endpoint.
 #[utoipa::path(
-    get, path = "/v1/webhook-endpoints/{id}", tag = "webhooks",
+    get, path = "/webhook-endpoints/{id}", tag = "webhooks",
     params(("id" = Uuid, Path, description = "Endpoint id")),
     responses(
         (status = 200, description = "The endpoint", body = EndpointView),
@@ -234,7 +234,7 @@ pub async fn get_endpoint(
 
 /// Delete a webhook endpoint: nothing more is delivered to it.
 #[utoipa::path(
-    delete, path = "/v1/webhook-endpoints/{id}", tag = "webhooks",
+    delete, path = "/webhook-endpoints/{id}", tag = "webhooks",
     params(("id" = Uuid, Path, description = "Endpoint id")),
     responses(
         (status = 204, description = "Deleted, with its pending deliveries and attempts"),
@@ -262,7 +262,7 @@ pub async fn delete_endpoint(
 /// Replace the endpoint's signing secret; the new one is shown only in this answer and signs
 /// every delivery from now on.
 #[utoipa::path(
-    post, path = "/v1/webhook-endpoints/{id}/rotate-secret", tag = "webhooks",
+    post, path = "/webhook-endpoints/{id}/rotate-secret", tag = "webhooks",
     params(("id" = Uuid, Path, description = "Endpoint id")),
     responses(
         (status = 200, description = "Rotated; `secret` is shown only now", body = EndpointWithSecret),
@@ -293,7 +293,7 @@ pub async fn rotate_secret(
 
 /// The endpoint's delivery attempts, newest first.
 #[utoipa::path(
-    get, path = "/v1/webhook-endpoints/{id}/attempts", tag = "webhooks",
+    get, path = "/webhook-endpoints/{id}/attempts", tag = "webhooks",
     params(
         ("id" = Uuid, Path, description = "Endpoint id"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"),
@@ -353,7 +353,7 @@ pub async fn list_attempts(
 /// source to replay missed ones. Ids increase in commit order, so a client that keeps the last
 /// id it saw and asks for what comes after never misses one.
 #[utoipa::path(
-    get, path = "/v1/events", tag = "webhooks",
+    get, path = "/events", tag = "webhooks",
     params(
         ("after" = Option<i64>, Query, minimum = 0, description = "Only events with a larger id (default 0: from the first)"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 100"),

@@ -62,7 +62,7 @@ async fn the_auth_matrix() {
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{case}");
         assert_eq!(reply.body["status"], 401, "{case}");
         assert_eq!(reply.headers["www-authenticate"], "Bearer", "{case}");
-        let reply = api.get("/payments", header.as_deref()).await;
+        let reply = api.get("/v1/payments", header.as_deref()).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{case} on GET");
     }
 
@@ -92,7 +92,7 @@ async fn the_auth_matrix() {
             .await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND);
     }
-    let listed = api.get("/payments", Some(BOB)).await;
+    let listed = api.get("/v1/payments", Some(BOB)).await;
     assert_eq!(listed.body["data"], json!([]));
     assert_eq!(
         api.get(

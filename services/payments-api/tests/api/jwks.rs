@@ -145,7 +145,7 @@ async fn start_api(idp: &Idp, extra: &[(&str, &str)]) -> TestApi {
 }
 
 async fn status_as(api: &TestApi, bearer: &str) -> StatusCode {
-    api.get("/payments", Some(bearer)).await.status
+    api.get("/v1/payments", Some(bearer)).await.status
 }
 
 async fn jwks_readiness(api: &TestApi) -> (StatusCode, Value) {

@@ -17,7 +17,7 @@ async fn pages_walk_every_payment_newest_first() {
     api.create(&demo_payment()).await; // a 24th, then bob's, which alice never sees
     api.post("/payments", Some(BOB), &demo_payment()).await;
     created.push(
-        api.get("/payments?limit=1", Some(ALICE)).await.body["data"][0]["id"]
+        api.get("/v1/payments?limit=1", Some(ALICE)).await.body["data"][0]["id"]
             .as_str()
             .unwrap()
             .to_owned(),
@@ -53,7 +53,7 @@ async fn pages_walk_every_payment_newest_first() {
     newest_first.reverse();
     assert_eq!(seen, newest_first);
 
-    let reply = api.get("/payments", Some(ALICE)).await;
+    let reply = api.get("/v1/payments", Some(ALICE)).await;
     assert_eq!(
         reply.body["data"].as_array().unwrap().len(),
         10,
@@ -78,17 +78,20 @@ async fn filters_by_status_and_user() {
     .await;
 
     let by_user = api
-        .get(&format!("/payments?userId={other_user}"), Some(ALICE))
+        .get(&format!("/v1/payments?userId={other_user}"), Some(ALICE))
         .await
         .body;
     assert_eq!(by_user["data"].as_array().unwrap().len(), 1);
     assert_eq!(by_user["data"][0]["id"], theirs.as_str());
-    let pending = api.get("/payments?status=pending", Some(ALICE)).await.body;
+    let pending = api
+        .get("/v1/payments?status=pending", Some(ALICE))
+        .await
+        .body;
     assert_eq!(pending["data"].as_array().unwrap().len(), 1);
     assert_eq!(pending["data"][0]["id"], mine.as_str());
     let none = api
         .get(
-            &format!("/payments?status=pending&userId={other_user}"),
+            &format!("/v1/payments?status=pending&userId={other_user}"),
             Some(ALICE),
         )
         .await
@@ -104,7 +107,7 @@ async fn filters_by_status_and_user() {
         "cursor=abc",
         "sort=asc",
     ] {
-        let reply = api.get(&format!("/payments?{bad}"), Some(ALICE)).await;
+        let reply = api.get(&format!("/v1/payments?{bad}"), Some(ALICE)).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
         assert_eq!(reply.body["status"], 400);
     }

@@ -10,7 +10,7 @@ async fn a_principal_over_its_rate_gets_429_with_retry_after() {
         TestApi::start_with(&[("RATE_LIMIT_PER_SECOND", "2"), ("RATE_LIMIT_BURST", "3")]).await;
     let mut statuses = Vec::new();
     for _ in 0..5 {
-        statuses.push(api.get("/payments", Some(ALICE)).await);
+        statuses.push(api.get("/v1/payments", Some(ALICE)).await);
     }
     let limited: Vec<_> = statuses
         .iter()
@@ -31,13 +31,13 @@ async fn a_principal_over_its_rate_gets_429_with_retry_after() {
             >= 1
     );
     assert_eq!(
-        api.get("/payments", Some(BOB)).await.status,
+        api.get("/v1/payments", Some(BOB)).await.status,
         StatusCode::OK,
         "bob is not limited by alice"
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
-        api.get("/payments", Some(ALICE)).await.status,
+        api.get("/v1/payments", Some(ALICE)).await.status,
         StatusCode::OK,
         "the bucket refills"
     );
@@ -169,7 +169,7 @@ async fn payments_are_refused_while_too_many_wait_for_a_decision() {
     );
     // Other requests are still served.
     assert_eq!(
-        api.get("/payments", Some(ALICE)).await.status,
+        api.get("/v1/payments", Some(ALICE)).await.status,
         StatusCode::OK
     );
 
