@@ -74,9 +74,8 @@ pub struct Metrics {
     pub decisions_applied: Family<OutcomeLabels, Counter>,
     pub dead_lettered: Family<ReasonLabels, Counter>,
     pub disputes: Family<ReasonLabels, Counter>,
-    /// The webhook metrics, named `paysys_*` rather than `paysys_api_*`: the events outbox
+    /// The webhook metrics are named `paysys_*` rather than `paysys_api_*`: the events outbox
     /// is the system's, whichever process delivers it.
-    events_registry: Registry,
     pub events_outbox_depth: Gauge,
     pub events_outbox_oldest_age_seconds: Gauge<f64, AtomicU64>,
     pub webhook_deliveries: Family<DeliveryLabels, Counter>,
@@ -181,39 +180,38 @@ impl Metrics {
             "Disputes recorded, by reason (a replayed Idempotency-Key counts once)",
             disputes.clone(),
         );
-        let mut events_registry = Registry::with_prefix("paysys");
         let events_outbox_depth = Gauge::default();
-        events_registry.register(
+        root.register(
             "events_outbox_depth",
             "Payment events not yet delivered: waiting for their id, plus deliveries pending to subscribed endpoints (all replicas)",
             events_outbox_depth.clone(),
         );
         let events_outbox_oldest_age_seconds = Gauge::<f64, AtomicU64>::default();
-        events_registry.register(
+        root.register(
             "events_outbox_oldest_age_seconds",
             "Age of the oldest event not yet delivered (0 when none)",
             events_outbox_oldest_age_seconds.clone(),
         );
         let webhook_deliveries = Family::<DeliveryLabels, Counter>::default();
-        events_registry.register(
+        root.register(
             "webhook_deliveries",
             "Webhook delivery attempts by result (delivered, failed, given_up)",
             webhook_deliveries.clone(),
         );
         let webhook_delivery_duration = latency_histogram();
-        events_registry.register(
+        root.register(
             "webhook_delivery_duration_seconds",
             "Time of one webhook delivery attempt, to the response status",
             webhook_delivery_duration.clone(),
         );
         let webhook_event_lag = latency_histogram();
-        events_registry.register(
+        root.register(
             "webhook_event_lag_seconds",
             "From the change of a payment to its event's delivery",
             webhook_event_lag.clone(),
         );
         let webhook_record_failures = Counter::default();
-        events_registry.register(
+        root.register(
             "webhook_record_failures",
             "Batches of webhook attempts that could not be written (retried)",
             webhook_record_failures.clone(),
@@ -234,7 +232,6 @@ impl Metrics {
             decisions_applied,
             dead_lettered,
             disputes,
-            events_registry,
             events_outbox_depth,
             events_outbox_oldest_age_seconds,
             webhook_deliveries,
@@ -248,17 +245,18 @@ impl Metrics {
     /// `jwks_last_success_timestamp_seconds` (only when a JWKS is configured, so that an alert
     /// on "no keys" never fires for an API that uses none).
     pub fn register_jwks(&mut self, jwks: &crate::auth::jwks::JwksMetrics) {
-        self.registry.register(
+        let registry = self.registry.sub_registry_with_prefix("api");
+        registry.register(
             "jwks_refresh",
             "JWKS refreshes by result (ok, failed); a failed one keeps the last good keys",
             jwks.refreshes.clone(),
         );
-        self.registry.register(
+        registry.register(
             "jwks_keys",
             "JWKS keys held that fit the pinned JWT algorithm",
             jwks.keys.clone(),
         );
-        self.registry.register(
+        registry.register(
             "jwks_last_success_timestamp_seconds",
             "Unix time of the last successful JWKS refresh (0: never)",
             jwks.last_success.clone(),
@@ -276,7 +274,6 @@ impl Metrics {
         let mut out = String::new();
         use prometheus_client::encoding::text::{encode_eof, encode_registry};
         encode_registry(&mut out, &self.registry)
-            .and_then(|()| encode_registry(&mut out, &self.events_registry))
             .and_then(|()| encode_eof(&mut out))
             .expect("writing to a String cannot fail");
         out
