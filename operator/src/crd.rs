@@ -989,7 +989,9 @@ pub struct DataFeedStatus {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RiskEngineStatus {
+    /// Pods the risk engine should run.
     pub desired_replicas: i32,
+    /// Pods that are ready.
     pub ready_replicas: i32,
     /// The model versions every risk engine pod runs (absent without `riskEngine.model`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -13,6 +13,39 @@ use crate::support::{TEST_MANAGER, env, shipped_crd};
 /// is updated to from [`starting_spec`].
 fn bad_cases() -> Vec<(&'static str, Value)> {
     vec![
+        (".spec.riskEngine", json!({"riskEngine": {"mode": "model"}})),
+        (
+            ".spec.riskEngine.model",
+            json!({"riskEngine": {"model": {"configMap": {"name": "m"}, "persistentVolumeClaim": {"claimName": "c", "version": "v"}}}}),
+        ),
+        (
+            ".spec.riskEngine.model.configMap.name",
+            json!({"riskEngine": {"model": {"configMap": {"name": ""}}}}),
+        ),
+        (
+            ".spec.riskEngine.model.persistentVolumeClaim.claimName",
+            json!({"riskEngine": {"model": {"persistentVolumeClaim": {"claimName": "", "version": "v"}}}}),
+        ),
+        (
+            ".spec.riskEngine.model.persistentVolumeClaim.version",
+            json!({"riskEngine": {"model": {"persistentVolumeClaim": {"claimName": "c", "version": ""}}}}),
+        ),
+        (
+            ".spec.riskEngine.model.shadow",
+            json!({"riskEngine": {"model": {"configMap": {"name": "m"}, "shadow": {}}}}),
+        ),
+        (
+            ".spec.riskEngine.model.shadow.configMap.name",
+            json!({"riskEngine": {"model": {"configMap": {"name": "m"}, "shadow": {"configMap": {"name": ""}}}}}),
+        ),
+        (
+            ".spec.riskEngine.model.shadow.persistentVolumeClaim.claimName",
+            json!({"riskEngine": {"model": {"configMap": {"name": "m"}, "shadow": {"persistentVolumeClaim": {"claimName": "", "version": "v"}}}}}),
+        ),
+        (
+            ".spec.riskEngine.model.shadow.persistentVolumeClaim.version",
+            json!({"riskEngine": {"model": {"configMap": {"name": "m"}, "shadow": {"persistentVolumeClaim": {"claimName": "c", "version": ""}}}}}),
+        ),
         (
             ".spec.dataFeed.schedule",
             json!({"dataFeed": {"schedule": "every hour"}}),

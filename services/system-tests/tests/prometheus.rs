@@ -354,7 +354,7 @@ async fn every_panel_has_data_and_stopping_the_risk_engine_raises_the_alerts() {
     // Traffic over a few scrapes, so rates have two samples and histograms counts.
     for _ in 0..5 {
         create_payments(&base, 10).await;
-        let (status, _) = call("GET", &format!("{base}/payments?limit=5"), None).await;
+        let (status, _) = call("GET", &format!("{base}/v1/payments?limit=5"), None).await;
         assert_eq!(status, 200);
         tokio::time::sleep(Duration::from_millis(700)).await;
     }

@@ -24,7 +24,7 @@ async fn pages_walk_every_payment_newest_first() {
     );
 
     let mut seen = Vec::new();
-    let mut path = "/payments?limit=10".to_owned();
+    let mut path = "/v1/payments?limit=10".to_owned();
     let mut pages = 0;
     loop {
         let reply = api.get(&path, Some(ALICE)).await;
@@ -38,7 +38,7 @@ async fn pages_walk_every_payment_newest_first() {
             break;
         }
         path = format!(
-            "/payments?limit=10&cursor={}",
+            "/v1/payments?limit=10&cursor={}",
             reply.body["nextCursor"].as_str().unwrap()
         );
     }

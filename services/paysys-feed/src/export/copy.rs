@@ -262,9 +262,11 @@ mod tests {
                 (i % 2 == 0).then_some(0i64.to_be_bytes().as_slice()),
             );
             field(&mut out, Some(&(i as i64).to_be_bytes()));
-            for _ in 9..FIELDS {
+            // The optional columns in between, then `refunded_minor` (never NULL).
+            for _ in 9..FIELDS - 1 {
                 field(&mut out, None);
             }
+            field(&mut out, Some(&0i64.to_be_bytes()));
         }
         out.extend_from_slice(&(-1i16).to_be_bytes());
         out
