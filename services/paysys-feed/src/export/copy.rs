@@ -354,7 +354,9 @@ mod tests {
         assert!(reader.next_row().is_err());
 
         let mut data = stream(1);
-        let created = data.len() - 2 - 4 * (FIELDS as usize - 9) - 8;
+        // From the end: the trailer, `refunded_minor` (a length and 8 bytes), the NULLs
+        // before it, then `created_at`'s 8 bytes.
+        let created = data.len() - 2 - (4 + 8) - 4 * (FIELDS as usize - 10) - 8;
         data[created..created + 8].copy_from_slice(&i64::MAX.to_be_bytes());
         let mut reader = CopyReader::default();
         reader.feed(&data);
