@@ -48,7 +48,7 @@ pub struct FeedRow {
 }
 
 /// The columns of the schema this file knows how to fill, in no particular order.
-pub const KNOWN_COLUMNS: [&str; 23] = [
+pub const KNOWN_COLUMNS: [&str; 24] = [
     "date",
     "currency",
     "amount",
@@ -72,6 +72,7 @@ pub const KNOWN_COLUMNS: [&str; 23] = [
     "model_threshold",
     "shadow_model_version",
     "shadow_score",
+    "refunded_amount_minor",
 ];
 
 /// The rows as one batch of `schema`, each column filled by its name.
@@ -171,6 +172,12 @@ fn column(field: &Field, rows: &[FeedRow]) -> anyhow::Result<ArrayRef> {
         "amount_minor" => {
             let mut b = Int64Builder::new();
             rows.iter().for_each(|r| b.append_value(r.money.minor));
+            Arc::new(b.finish())
+        }
+        // The story ends at the decision: nothing is captured, so nothing is refunded.
+        "refunded_amount_minor" => {
+            let mut b = Int64Builder::new();
+            rows.iter().for_each(|_| b.append_value(0));
             Arc::new(b.finish())
         }
         "currency_exponent" => {
