@@ -103,6 +103,12 @@ pub struct Context {
     /// are kube-runtime's `ExponentialBackoff` (backon underneath, like the watches' and the
     /// services' retries); only which resource is at which step is kept here.
     failures: Mutex<HashMap<String, ExponentialBackoff>>,
+    /// The status this process last wrote for each resource. Reconciles read the resource
+    /// from the watch's cache, which may not have seen that write yet when they follow each
+    /// other closely (every child's and pod's change triggers one): against the cached
+    /// status, a change already written would be skipped, and a transition already told
+    /// (or one in between) missed. A restarted operator starts empty and reads the API's.
+    written: Mutex<HashMap<String, PaymentSystemStatus>>,
 }
 
 impl Context {
@@ -116,6 +122,7 @@ impl Context {
             client,
             metrics,
             failures: Mutex::default(),
+            written: Mutex::default(),
         }
     }
 
@@ -288,14 +295,23 @@ async fn write_status(
 ) -> Result<(), Error> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let status = status::compute(ps, outcome, &now);
-    if ps.status.as_ref() == Some(&status) {
+    let key = key_of(&ps.metadata);
+    let written = ctx.written.lock().expect("not poisoned").get(&key).cloned();
+    // Written only when it differs from the API's (as cached) or from this process's last
+    // write (the cache may not have seen it); told against the latter when there is one.
+    if ps.status.as_ref() == Some(&status) && written.as_ref().is_none_or(|w| *w == status) {
         return Ok(());
     }
+    let previous = written.or_else(|| ps.status.clone());
     patch_status(ctx, ps, &status)
         .await
         .map_err(Error::StatusWriteFailed)?;
+    ctx.written
+        .lock()
+        .expect("not poisoned")
+        .insert(key, status.clone());
     // After the write: a status that could not be written is recomputed, and told, next time.
-    for notice in status::notices(ps.status.as_ref(), &status, outcome) {
+    for notice in status::notices(previous.as_ref(), &status, outcome) {
         event(
             ctx,
             &ps.object_ref(&()),
@@ -311,7 +327,7 @@ async fn write_status(
             .and_then(|risk| risk.model.clone())
             .unwrap_or_default()
     };
-    for note in status::models_rolled_out(&models(ps.status.as_ref()), &models(Some(&status))) {
+    for note in status::models_rolled_out(&models(previous.as_ref()), &models(Some(&status))) {
         event(
             ctx,
             &ps.object_ref(&()),
