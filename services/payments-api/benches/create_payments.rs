@@ -8,7 +8,6 @@
 //! `cargo bench -p payments-api --bench create_payments` (env: BENCH_CLIENTS=64,
 //! BENCH_SECONDS=10, BENCH_WARMUP_SECONDS=2).
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,48 +20,8 @@ use hyper_util::rt::TokioExecutor;
 use paysys_testkit::free_port;
 use paysys_testkit::{TestBroker, TestDb};
 
-const API_KEY: &str = "bench-key-0123456789abcdef";
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-struct Api(Child);
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        // SIGTERM for a graceful stop, then make sure.
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        std::thread::sleep(Duration::from_millis(500));
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_api(db: &TestDb, broker: &TestBroker, port: u16) -> Api {
-    let child = Command::new(env!("CARGO_BIN_EXE_payments-api"))
-        .env("PORT", port.to_string())
-        .env("DATABASE_URL", &db.url)
-        .env("AMQP_URL", &broker.url)
-        .env("AMQP_PREFIX", &broker.prefix)
-        .env("API_KEYS", format!("bench={API_KEY}"))
-        .env(
-            "DB_MAX_CONNECTIONS",
-            env_or("BENCH_DB_CONNECTIONS", 24).to_string(),
-        )
-        .env("RUST_LOG", "warn")
-        // One principal drives the whole load: lift its rate limit.
-        .env("RATE_LIMIT_PER_SECOND", "0")
-        // No risk engine here (admission alone is measured): every payment stays undecided.
-        .env("MAX_UNDECIDED", "0")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start payments-api");
-    Api(child)
-}
+mod common;
+use common::{API_KEY, env_or, start_api};
 
 struct Totals {
     histogram: Histogram<u64>,
@@ -79,7 +38,7 @@ async fn main() {
     let db = TestDb::create().await;
     let broker = TestBroker::new();
     let port = free_port();
-    let _api = start_api(&db, &broker, port);
+    let _api = start_api(&db, &broker, port, &[]);
     let base = format!("http://127.0.0.1:{port}");
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     wait_ready(&client, &base).await;

@@ -14,7 +14,6 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,51 +27,28 @@ use payments_api::webhooks::signature;
 use paysys_testkit::{TestBroker, TestDb, free_port};
 use serde_json::{Value, json};
 
-const API_KEY: &str = "bench-key-0123456789abcdef";
+mod common;
+use common::{API_KEY, Api, env_or};
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-struct Api(Child);
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        std::thread::sleep(Duration::from_millis(500));
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// The API with webhooks on, delivering over plain HTTP to loopback receivers.
 fn start_api(db: &TestDb, broker: &TestBroker, port: u16) -> Api {
     let key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
-    let child = Command::new(env!("CARGO_BIN_EXE_payments-api"))
-        .env("PORT", port.to_string())
-        .env("DATABASE_URL", &db.url)
-        .env("AMQP_URL", &broker.url)
-        .env("AMQP_PREFIX", &broker.prefix)
-        .env("API_KEYS", format!("bench={API_KEY}"))
-        .env("DB_MAX_CONNECTIONS", "24")
-        .env("RUST_LOG", "warn")
-        .env("RATE_LIMIT_PER_SECOND", "0")
-        .env("MAX_UNDECIDED", "0")
-        .env("WEBHOOKS_ENABLED", "true")
-        .env("WEBHOOK_SECRETS_KEY", key)
-        .env("WEBHOOK_ALLOW_HTTP", "true")
-        .env("WEBHOOK_ALLOWED_CIDRS", "127.0.0.0/8")
-        .env("WEBHOOK_POLL_INTERVAL_MS", "20")
-        .env(
-            "WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT",
-            env_or("BENCH_PER_ENDPOINT", 8).to_string(),
-        )
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start payments-api");
-    Api(child)
+    common::start_api(
+        db,
+        broker,
+        port,
+        &[
+            ("WEBHOOKS_ENABLED", "true".into()),
+            ("WEBHOOK_SECRETS_KEY", key),
+            ("WEBHOOK_ALLOW_HTTP", "true".into()),
+            ("WEBHOOK_ALLOWED_CIDRS", "127.0.0.0/8".into()),
+            ("WEBHOOK_POLL_INTERVAL_MS", "20".into()),
+            (
+                "WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT",
+                env_or("BENCH_PER_ENDPOINT", 8).to_string(),
+            ),
+        ],
+    )
 }
 
 /// A receiver verifying signatures (secrets by path) and timing each first arrival.
