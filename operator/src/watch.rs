@@ -16,6 +16,8 @@
 
 use std::borrow::Cow;
 use std::fmt::Debug;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -101,7 +103,17 @@ where
     S: Stream<Item = watcher::Result<Event<K>>> + Send + 'static,
     B: Backoff + 'static,
 {
+    let progressed = Arc::new(AtomicBool::new(false));
+    let backoff = ProgressBackoff {
+        inner: backoff,
+        progressed: progressed.clone(),
+    };
     stream
+        .inspect(move |item| {
+            if matches!(item, Ok(event) if !matches!(event, Event::Init)) {
+                progressed.store(true, Ordering::Relaxed);
+            }
+        })
         .filter_map(move |item| async move {
             match item {
                 // The watcher lists again on its next poll.
@@ -123,6 +135,32 @@ where
                 }
             }
         })
+}
+
+/// A backoff that only real progress resets. kube's `StreamBackoff` resets its backoff on
+/// every `Ok` item, but the watcher yields `Event::Init` (an `Ok`) before each list attempt,
+/// so a watch whose list keeps failing (a CRD not installed) would retry at the first step,
+/// several times a second, forever. Here `StreamBackoff`'s resets are ignored and any other
+/// event (an object, the end of a list) resets the backoff before its next step.
+struct ProgressBackoff<B> {
+    inner: B,
+    progressed: Arc<AtomicBool>,
+}
+
+impl<B: Backoff> Iterator for ProgressBackoff<B> {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        if self.progressed.swap(false, Ordering::Relaxed) {
+            self.inner.reset();
+        }
+        self.inner.next()
+    }
+}
+
+impl<B: Backoff> Backoff for ProgressBackoff<B> {
+    /// Ignored: see the type's documentation.
+    fn reset(&mut self) {}
 }
 
 /// The metadata of the objects `api` lists that `config` selects (the operator's children),
@@ -193,8 +231,29 @@ mod tests {
     /// 250 ms on its next failure.
     #[tokio::test(start_paused = true)]
     async fn events_reset_the_backoff() {
-        let (out, end) = run(vec![failed(), failed(), Ok(Event::Init), failed()]).await;
-        assert_eq!(out, [("Ok(Init)".to_owned(), Duration::from_millis(750))]);
+        let (out, end) = run(vec![failed(), failed(), Ok(Event::InitDone), failed()]).await;
+        assert_eq!(
+            out,
+            [("Ok(InitDone)".to_owned(), Duration::from_millis(750))]
+        );
         assert_eq!(end, Duration::from_millis(1000));
+    }
+
+    /// The watcher yields `Init` before each list; a list that keeps failing (a CRD that is
+    /// not installed) is no progress, so the pauses keep growing: 250 ms, 500 ms, 1 s.
+    #[tokio::test(start_paused = true)]
+    async fn a_list_that_keeps_failing_backs_off_further_despite_its_init_events() {
+        let (out, end) = run(vec![
+            Ok(Event::Init),
+            failed(),
+            Ok(Event::Init),
+            failed(),
+            Ok(Event::Init),
+            failed(),
+            Ok(Event::Init),
+        ])
+        .await;
+        assert_eq!(out.len(), 4, "{out:?}");
+        assert_eq!(end, Duration::from_millis(1750));
     }
 }
