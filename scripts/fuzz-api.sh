@@ -25,6 +25,8 @@ cleanup() {
   kill "$API" 2>/dev/null || true
   wait "$API" 2>/dev/null || true
   psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1 || true
+  # The API's queues: left behind, each quorum queue holds broker file handles.
+  delete_rabbitmq_topology "paysys-test_fuzz-$$."
 }
 trap cleanup EXIT
 for _ in $(seq 100); do

@@ -116,14 +116,7 @@ clean_test_leftovers() {
       while read -r db; do psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" </dev/null >/dev/null 2>&1 || true; done
   fi
   if command -v rabbitmqctl >/dev/null 2>&1 && [[ $(url_host "$AMQP_URL") =~ ^(127.0.0.1|localhost)$ ]]; then
-    # One call for every queue and exchange (one rabbitmqctl per name takes minutes).
-    timeout 120 rabbitmqctl eval '
-      Test = fun(Name) -> binary:longest_common_prefix([Name, <<"paysys-test_">>]) =:= 12 end,
-      Qs = [Q || Q <- rabbit_amqqueue:list(<<"/">>), Test(element(4, amqqueue:get_name(Q)))],
-      [rabbit_amqqueue:delete(Q, false, false, <<"paysys-test-cleanup">>) || Q <- Qs],
-      Xs = [X || X <- rabbit_exchange:list_names(), Test(element(4, X))],
-      [rabbit_exchange:delete(X, false, <<"paysys-test-cleanup">>) || X <- Xs],
-      {length(Qs), length(Xs)}.' </dev/null >/dev/null 2>&1 || true
+    delete_rabbitmq_topology "paysys-test_"
     # Virtual hosts of the operator's contract test (one per run).
     # rabbitmqctl fails where it cannot reach the node (another user's Erlang cookie, a
     # broker in another root): nothing to clean then, and no reason to stop the run.
@@ -131,6 +124,22 @@ clean_test_leftovers() {
       while read -r v; do timeout 10 rabbitmqctl delete_vhost "$v" </dev/null >/dev/null 2>&1 || true; done
   fi
   return 0
+}
+
+# Deletes every queue and exchange of the local broker's "/" whose name starts with $1, in
+# one call (one rabbitmqctl per name takes minutes). Nothing when the broker is elsewhere.
+delete_rabbitmq_topology() {
+  command -v rabbitmqctl >/dev/null 2>&1 || return 0
+  [[ $(url_host "$AMQP_URL") =~ ^(127.0.0.1|localhost)$ ]] || return 0
+  local prefix="$1"
+  timeout 120 rabbitmqctl eval '
+    Prefix = <<"'"$prefix"'">>,
+    Test = fun(Name) -> binary:longest_common_prefix([Name, Prefix]) =:= byte_size(Prefix) end,
+    Qs = [Q || Q <- rabbit_amqqueue:list(<<"/">>), Test(element(4, amqqueue:get_name(Q)))],
+    [rabbit_amqqueue:delete(Q, false, false, <<"paysys-test-cleanup">>) || Q <- Qs],
+    Xs = [X || X <- rabbit_exchange:list_names(), Test(element(4, X))],
+    [rabbit_exchange:delete(X, false, <<"paysys-test-cleanup">>) || X <- Xs],
+    {length(Qs), length(Xs)}.' </dev/null >/dev/null 2>&1 || true
 }
 
 # Fails, saying why, when the local RabbitMQ has a resource alarm: under a memory or disk
@@ -174,7 +183,44 @@ MSG
   return 0
 }
 
-# What the servers looked like when a run stopped: printed when the tests overran.
+# Fails, saying why, when a virtual host of the local RabbitMQ is down: the broker then
+# refuses every connection to it with INTERNAL_ERROR ("vhost ... is down"), which no test can
+# explain. A vhost goes down when its message store crashed (no file handles or disk left, for
+# instance); `rabbitmqctl restart_vhost` brings it back, so try that once before giving up.
+check_rabbitmq_vhosts() {
+  command -v rabbitmqctl >/dev/null 2>&1 || return 0
+  [[ $(url_host "$AMQP_URL") =~ ^(127.0.0.1|localhost)$ ]] || return 0
+  local down
+  down=$(rabbitmq_vhosts_down) || return 0
+  [[ -z "$down" ]] && return 0
+  echo "RabbitMQ: virtual hosts down: $down; restarting them (rabbitmqctl restart_vhost)" >&2
+  local v
+  for v in $down; do timeout 60 rabbitmqctl restart_vhost -p "$v" </dev/null >&2 2>&1 || true; done
+  down=$(rabbitmq_vhosts_down) || return 0
+  if [[ -n "$down" ]]; then
+    cat >&2 <<MSG
+error: RabbitMQ's virtual hosts $down are down and did not restart; every connection to them
+  fails with INTERNAL_ERROR. Its log says why ($(rabbitmq_log_file)); look for the message
+  store's crash (file handles, disk). Restarting the broker clears it.
+MSG
+    report_service_state
+    return 1
+  fi
+}
+
+# The names of the local broker's virtual hosts that are not running (nothing when all are).
+rabbitmq_vhosts_down() {
+  timeout 30 rabbitmqctl eval '
+    Down = [V || V <- rabbit_vhost:list_names(), not rabbit_vhost_sup_sup:is_vhost_alive(V)],
+    io:format("~s", [lists:join(" ", [binary_to_list(V) || V <- Down])]).' </dev/null 2>/dev/null |
+    sed -n '1s/ok$//p'
+}
+
+rabbitmq_log_file() {
+  ls -t /var/log/rabbitmq/*.log 2>/dev/null | grep -v upgrade | head -1
+}
+
+# What the servers looked like when a run stopped: printed when the tests overran or failed.
 report_service_state() {
   echo "--- state of the machine and the servers ---" >&2
   df -h . /tmp >&2 2>/dev/null || true
@@ -184,6 +230,18 @@ report_service_state() {
     timeout 30 rabbitmq-diagnostics -q alarms >&2 2>&1 || true
     echo "RabbitMQ file handles (each quorum queue holds about three):" >&2
     timeout 30 rabbitmqctl eval 'file_handle_cache:info([total_used, total_limit, sockets_used]).' </dev/null >&2 2>&1 || true
+    echo "RabbitMQ open files (the process's own count, then its limit):" >&2
+    local beam
+    beam=$(pgrep -f 'beam.smp.*rabbit' | head -1)
+    [[ -n "$beam" ]] && { ls "/proc/$beam/fd" 2>/dev/null | wc -l; grep 'open files' "/proc/$beam/limits"; } >&2 2>/dev/null
+    echo "RabbitMQ virtual hosts down: $(rabbitmq_vhosts_down || echo unknown)" >&2
+    local log
+    log=$(rabbitmq_log_file)
+    if [[ -r "$log" ]]; then
+      echo "RabbitMQ log, last errors ($log):" >&2
+      grep -E '\[(error|critical)\]' "$log" |
+        grep -iE 'vhost.*(down|crash|fail|stop)|msg_store|emfile|enfile|enospc|eacces|system_limit' | tail -15 | cut -c1-300 >&2 || true
+    fi
     echo "RabbitMQ test queues (name, messages, consumers), first 20:" >&2
     timeout 30 rabbitmqctl list_queues -q name messages consumers 2>/dev/null | grep '^paysys-test_' | head -20 >&2 || true
   fi

@@ -11,6 +11,7 @@ source scripts/services.sh
 ensure_postgres
 ensure_rabbitmq
 check_rabbitmq_alarms
+check_rabbitmq_vhosts
 clean_test_leftovers
 check_rabbitmq_file_handles
 
@@ -86,6 +87,8 @@ if [[ $status -eq 124 || $status -eq 137 ]]; then
   report_service_state
   exit 1
 elif [[ $status -ne 0 ]]; then
+  # Failures that come from the machine (a broker that went down, a full disk) show here.
+  report_service_state
   exit "$status"
 fi
 
