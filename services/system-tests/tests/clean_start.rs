@@ -26,7 +26,7 @@ struct FreshVhost {
 
 impl FreshVhost {
     fn create() -> FreshVhost {
-        let name = unique_name("paysys-clean-start");
+        let name = unique_name("paysys-test_clean-start");
         rabbitmqctl(&["add_vhost", &name]);
         let vhost = FreshVhost { name };
         rabbitmqctl(&[
