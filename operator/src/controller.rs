@@ -147,6 +147,13 @@ impl Context {
     fn succeeded(&self, key: &str) {
         self.failures.lock().expect("not poisoned").remove(key);
     }
+
+    /// Drops what this process keeps about a deleted resource (its retry schedule, its last
+    /// written status), so that memory follows the systems that exist.
+    fn forget(&self, key: &str) {
+        self.failures.lock().expect("not poisoned").remove(key);
+        self.written.lock().expect("not poisoned").remove(key);
+    }
 }
 
 /// A new resource's retry schedule after failures.
@@ -478,6 +485,14 @@ pub async fn run(
             watcher::Config::default().any_semantic(),
         ),
     )
+    .inspect_ok({
+        let ctx = ctx.clone();
+        move |event: &watcher::Event<DeserializeGuard<PaymentSystem>>| {
+            if let watcher::Event::Delete(guard) = event {
+                ctx.forget(&key_of(guard.meta()));
+            }
+        }
+    })
     .reflect(writer)
     .applied_objects()
     .predicate_filter(predicates::generation, Default::default())
@@ -679,6 +694,26 @@ impl EachKind for ChildWatches<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A deleted system's retry schedule and last written status go with it.
+    #[tokio::test]
+    async fn a_deleted_system_is_forgotten() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = Client::try_from(config).unwrap();
+        let ctx = Context::new(client, Arc::new(Metrics::default()), None);
+        let first = ctx.next_backoff("shop/a");
+        assert!(ctx.next_backoff("shop/a") > first, "the schedule grows");
+        ctx.next_backoff("shop/b");
+        ctx.written
+            .lock()
+            .unwrap()
+            .insert("shop/a".into(), PaymentSystemStatus::default());
+        ctx.forget("shop/a");
+        assert!(!ctx.written.lock().unwrap().contains_key("shop/a"));
+        let failures = ctx.failures.lock().unwrap();
+        assert!(!failures.contains_key("shop/a"));
+        assert!(failures.contains_key("shop/b"), "only the deleted one goes");
+    }
 
     fn api_error() -> kube::Error {
         kube::Error::Api(
