@@ -613,6 +613,21 @@ async fn a_claim_model_the_engine_refuses_is_degraded_and_the_old_pod_keeps_serv
     assert_eq!(old_pods.len(), 1);
     assert!(old_pods[0].metadata.deletion_timestamp.is_none());
     assert_eq!(model_status(&env).await, (Some("m-old".into()), None));
+
+    // The refusal blocks nothing else: another change of the spec is applied meanwhile.
+    apply_system(
+        &env,
+        &system_with(&claim("m-new"), "  paymentsApi: {logLevel: debug}\n"),
+    )
+    .await;
+    eventually("the API's new log level", TIMEOUT, || async {
+        (env_var(&env, "shop-payments-api", "RUST_LOG").await.as_deref() == Some("debug"))
+            .then_some(())
+    })
+    .await;
+    let ps = wait_condition(&env, "shop", "Degraded", "True", TIMEOUT).await;
+    assert_eq!(condition(&ps, "Degraded").unwrap().reason, "ModelRefused");
+    assert_eq!(model_status(&env).await, (Some("m-old".into()), None));
 }
 
 async fn printer_columns(env: &Env) -> BTreeMap<String, serde_json::Value> {
