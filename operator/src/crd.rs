@@ -449,7 +449,11 @@ pub struct RiskModelSpec {
 impl RiskModelSpec {
     /// The champion's source (`None` unless exactly one is set).
     pub fn champion(&self) -> Option<ModelSourceRef<'_>> {
-        ModelSourceRef::of(&self.config_map, &self.secret, &self.persistent_volume_claim)
+        ModelSourceRef::of(
+            &self.config_map,
+            &self.secret,
+            &self.persistent_volume_claim,
+        )
     }
 }
 
@@ -474,7 +478,11 @@ pub struct ModelSource {
 impl ModelSource {
     /// The source (`None` unless exactly one is set).
     pub fn source(&self) -> Option<ModelSourceRef<'_>> {
-        ModelSourceRef::of(&self.config_map, &self.secret, &self.persistent_volume_claim)
+        ModelSourceRef::of(
+            &self.config_map,
+            &self.secret,
+            &self.persistent_volume_claim,
+        )
     }
 }
 

@@ -939,7 +939,10 @@ fn model_files() -> paysys_operator::observe::ModelFiles {
             .map(|(key, value)| (key.to_owned(), value.as_bytes().to_vec()))
             .collect();
     paysys_operator::observe::ModelFiles::from([
-        ((ModelStore::ConfigMap, "risk-model".to_owned()), model.clone()),
+        (
+            (ModelStore::ConfigMap, "risk-model".to_owned()),
+            model.clone(),
+        ),
         ((ModelStore::Secret, "risk-secret".to_owned()), model),
     ])
 }
@@ -947,8 +950,7 @@ fn model_files() -> paysys_operator::observe::ModelFiles {
 /// The system `spec` resolved with [`model_files`] and the live risk engine template `live`.
 fn validated_with_model(spec: &str, live: &LiveEngine) -> validate::Validated {
     let ps = system(spec);
-    validate::validate_with_models(&ps, &secrets_for(&ps, &[]), &model_files(), &[], live)
-        .unwrap()
+    validate::validate_with_models(&ps, &secrets_for(&ps, &[]), &model_files(), &[], live).unwrap()
 }
 
 /// Children of `spec` with ConfigMap `risk-model` and Secret `risk-secret` holding the
@@ -1040,7 +1042,11 @@ fn a_secret_model_is_mounted_from_an_immutable_secret_copy() {
     let children = children_with_model(
         "riskEngine:\n  mode: model\n  model:\n    secret: {name: risk-secret}\n",
     );
-    assert_eq!(children.config_maps.len(), 1, "only the rules: {children:?}");
+    assert_eq!(
+        children.config_maps.len(),
+        1,
+        "only the rules: {children:?}"
+    );
     let [copy] = &children.secrets[..] else {
         panic!("one Secret copy: {:?}", children.secrets);
     };
@@ -1097,7 +1103,10 @@ fn a_refused_model_is_held_back_and_the_rest_is_built() {
     let api = container(deployment(&children, "shop-payments-api"));
     assert_eq!(env_value(api, "RUST_LOG").as_deref(), Some("debug"));
     let risk = deployment(&children, "shop-risk-engine");
-    assert_eq!(env_value(container(risk), "RUST_LOG").as_deref(), Some("debug"));
+    assert_eq!(
+        env_value(container(risk), "RUST_LOG").as_deref(),
+        Some("debug")
+    );
     let volumes = pod(risk).volumes.as_ref().unwrap();
     assert_eq!(
         volumes.iter().find(|v| v.name == "model"),
@@ -1126,7 +1135,11 @@ fn a_refused_model_is_held_back_and_the_rest_is_built() {
     let risk = deployment(&children, "shop-risk-engine");
     assert_eq!(risk.spec.template, rules_risk.spec.template);
     assert_eq!(
-        env_value(container(deployment(&children, "shop-payments-api")), "RUST_LOG").as_deref(),
+        env_value(
+            container(deployment(&children, "shop-payments-api")),
+            "RUST_LOG"
+        )
+        .as_deref(),
         Some("debug")
     );
     // No risk engine yet: none is built, the rest is.

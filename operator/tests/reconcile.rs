@@ -405,8 +405,7 @@ async fn the_controller_watches_every_child_kind_and_nothing_else() {
             seen.path
         );
         let kind = resource(&seen.path);
-        if (children.contains(&kind) && kind != "configmaps" && kind != "secrets")
-            || kind == "pods"
+        if (children.contains(&kind) && kind != "configmaps" && kind != "secrets") || kind == "pods"
         {
             assert!(selects_children(&seen), "{}: {:?}", seen.path, seen.query);
         }

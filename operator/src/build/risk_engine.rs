@@ -53,7 +53,12 @@ const SHADOW: ModelSlot = ModelSlot {
 /// and there is no Deployment yet (see `validate::HeldEngine`).
 pub fn deployment(system: &Validated) -> Option<Deployment> {
     let mut deployment = from_spec(system);
-    match system.risk_engine.held_back.as_ref().map(|held| &held.engine) {
+    match system
+        .risk_engine
+        .held_back
+        .as_ref()
+        .map(|held| &held.engine)
+    {
         None | Some(HeldEngine::Models) => {}
         // Everything but the pods: replicas and the rest follow the spec, the template stays.
         Some(HeldEngine::Template(live)) => deployment.spec.template = (**live).clone(),

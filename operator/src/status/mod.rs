@@ -432,7 +432,9 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
                     ready_replicas: replicas.ready_replicas,
                     model: match (&system.risk_engine.model, &system.risk_engine.held_back) {
                         // The engine was left as it is: it runs what it ran.
-                        (None, Some(_)) => previous.risk_engine.as_ref().and_then(|r| r.model.clone()),
+                        (None, Some(_)) => {
+                            previous.risk_engine.as_ref().and_then(|r| r.model.clone())
+                        }
                         (models, _) => model_status(
                             previous.risk_engine.as_ref().and_then(|r| r.model.as_ref()),
                             models.as_ref(),
@@ -723,7 +725,10 @@ mod tests {
         );
         // Not a completed rollout: no `RolledOut` notice until the model is fixed.
         let previous = status(1, &Conditions::rolling_out(&["x".into()]));
-        let next = status(2, &Conditions::held_back(Conditions::rolled_out(), &failure, true));
+        let next = status(
+            2,
+            &Conditions::held_back(Conditions::rolled_out(), &failure, true),
+        );
         assert_eq!(
             reasons(notices(Some(&previous), &next, &Outcome::Paused)),
             ["Ready"]

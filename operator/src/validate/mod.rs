@@ -26,8 +26,8 @@ pub use self::model::{
     AUTH_API_KEYS, AUTH_JWT_PUBLIC_KEY, AUTH_JWT_SECRET, Auth, CREDENTIALS_URL, Connection,
     DataFeed, Ephemeral, FEED_IMAGE, GENERATED_API_KEY, GENERATED_API_KEYS_FILE,
     GENERATED_FEED_KEY, HeldBack, HeldEngine, JwtKey, ManagedServer, ModelCopy, ModelLocation,
-    Models, Operated, POSTGRES_IMAGE, PaymentsApi, PodIds, RABBITMQ_IMAGE, RiskEngine,
-    ServedModel, Storage, Validated, resources,
+    Models, Operated, POSTGRES_IMAGE, PaymentsApi, PodIds, RABBITMQ_IMAGE, RiskEngine, ServedModel,
+    Storage, Validated, resources,
 };
 pub use self::schedule::is_schedule;
 use crate::crd::{DataFeedSpec, ExternalSpec, ManagedSpec, PaymentSystem, PaymentSystemSpec};

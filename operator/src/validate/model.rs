@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{PodTemplateSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
+use super::error::ValidationError;
 use crate::crd::{
     AutoscalingSpec, JwtSpec, PullPolicy, RiskMode, SecurityContextSpec, SecurityMode,
     ServiceMonitorSpec, ServiceType, StorageSpec,
 };
 use crate::foreign::spec::{CloudNativePgSpec, ClusterOperatorSpec, DeletionPolicy, VolumeSpec};
 use crate::names::{Names, Server, Workload};
-use super::error::ValidationError;
 use crate::observe::SecretData;
 use crate::observe::models::ModelStore;
 

@@ -352,7 +352,9 @@ mod tests {
                 name: copy.name.clone(),
             }
         );
-        assert!(copy.name.starts_with("shop-model-") && copy.name.len() == "shop-model-".len() + 12);
+        assert!(
+            copy.name.starts_with("shop-model-") && copy.name.len() == "shop-model-".len() + 12
+        );
         assert_eq!(copy.files["model.txt"], MODEL);
         assert_eq!(copy.files[CARD_FILE], CARD);
         // Another card for the same model file is another copy.
@@ -425,8 +427,10 @@ mod tests {
     /// A live risk engine template mounting `champion` (a ConfigMap copy) and `shadow` (a
     /// claim directory), as `observe` reads it.
     fn live(champion: Option<&str>, shadow: Option<&str>) -> LiveEngine {
-        let mut volumes = vec![serde_json::json!({"name": "rules", "configMap": {"name": "shop-risk-rules"}})];
-        let mut mounts = vec![serde_json::json!({"name": "rules", "mountPath": "/etc/paysys/risk"})];
+        let mut volumes =
+            vec![serde_json::json!({"name": "rules", "configMap": {"name": "shop-risk-rules"}})];
+        let mut mounts =
+            vec![serde_json::json!({"name": "rules", "mountPath": "/etc/paysys/risk"})];
         let mut annotations = serde_json::Map::new();
         if let Some(version) = champion {
             volumes.push(serde_json::json!({"name": "model", "configMap": {"name": "shop-model-0123456789ab"}}));
@@ -541,14 +545,25 @@ mod tests {
         assert_eq!(models.shadow, None);
         let held_back = resolved.held_back.unwrap();
         assert!(
-            held_back.message.starts_with("the risk model in Secret challenger key model.txt")
-                && held_back.message.contains(&format!("the risk engine serves model {},", version())),
+            held_back
+                .message
+                .starts_with("the risk model in Secret challenger key model.txt")
+                && held_back
+                    .message
+                    .contains(&format!("the risk engine serves model {},", version())),
             "{}",
             held_back.message
         );
 
         // Both refused: both named, the champion's reason.
-        let resolved = resolve(&names, &spec, &ModelFiles::new(), &[], &live(Some("m-1"), Some("m-s"))).unwrap();
+        let resolved = resolve(
+            &names,
+            &spec,
+            &ModelFiles::new(),
+            &[],
+            &live(Some("m-1"), Some("m-s")),
+        )
+        .unwrap();
         let held_back = resolved.held_back.unwrap();
         assert_eq!(
             held_back.message,
@@ -559,7 +574,14 @@ mod tests {
 
         // No good champion before: the live template stays as it is.
         let rules_only = live(None, None);
-        let resolved = resolve(&names, &from_config_map(), &ModelFiles::new(), &[], &rules_only).unwrap();
+        let resolved = resolve(
+            &names,
+            &from_config_map(),
+            &ModelFiles::new(),
+            &[],
+            &rules_only,
+        )
+        .unwrap();
         assert_eq!(resolved.model, None);
         assert_eq!(
             resolved.held_back.unwrap().engine,
@@ -593,8 +615,7 @@ mod tests {
             message: "risk-engine: invalid configuration: MODEL_VERSION: is m-new, but ...".into(),
         };
         let live = live(Some("m-old"), None);
-        let resolved =
-            resolve(&names, &spec, &files(CARD, MODEL), &[pod("m-old")], &live).unwrap();
+        let resolved = resolve(&names, &spec, &files(CARD, MODEL), &[pod("m-old")], &live).unwrap();
         assert_eq!(resolved.held_back, None);
         let models = resolved.model.unwrap();
         assert_eq!(models.champion.version, "m-new");

@@ -343,13 +343,16 @@ async fn a_secret_model_is_served_from_an_owned_copy_and_a_broken_one_blocks_not
 
     let served = template(&env).await;
     assert_eq!(served.annotations["paysys.io/model-version"], version);
-    assert!(served.config_map_volumes.get("model").is_none());
+    assert!(!served.config_map_volumes.contains_key("model"));
     let copy_name = served.secret_volumes["model"].clone();
     assert!(copy_name.starts_with("shop-model-"), "{copy_name}");
     let copy = secrets.get(&copy_name).await.unwrap();
     assert_eq!(copy.immutable, Some(true));
     let owner = &copy.metadata.owner_references.as_ref().unwrap()[0];
-    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("PaymentSystem", "shop"));
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("PaymentSystem", "shop")
+    );
     assert_eq!(owner.controller, Some(true));
     let data = copy.data.unwrap();
     assert_eq!(data["model.txt"].0, MODEL.as_bytes());
@@ -357,7 +360,12 @@ async fn a_secret_model_is_served_from_an_owned_copy_and_a_broken_one_blocks_not
     // The user's Secret is only read; the generated API key is still the one made first.
     let api_key = secrets.get("shop-api-key").await.unwrap();
     assert_eq!(
-        secrets.get("risk-model").await.unwrap().metadata.resource_version,
+        secrets
+            .get("risk-model")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
         user_secret.metadata.resource_version
     );
 
@@ -383,13 +391,12 @@ async fn a_secret_model_is_served_from_an_owned_copy_and_a_broken_one_blocks_not
     let degraded = condition(&ps, "Degraded").unwrap();
     assert_eq!(degraded.reason, "ModelInvalid");
     assert!(
-        degraded
-            .message
-            .starts_with("the risk model in Secret risk-model-next key model.txt cannot be served: model ")
-            && degraded.message.contains("sha256 is")
-            && degraded
-                .message
-                .ends_with(&format!("the risk engine serves model {version}, every other change is applied")),
+        degraded.message.starts_with(
+            "the risk model in Secret risk-model-next key model.txt cannot be served: model "
+        ) && degraded.message.contains("sha256 is")
+            && degraded.message.ends_with(&format!(
+                "the risk engine serves model {version}, every other change is applied"
+            )),
         "{}",
         degraded.message
     );
@@ -400,8 +407,11 @@ async fn a_secret_model_is_served_from_an_owned_copy_and_a_broken_one_blocks_not
     );
     // The other field is applied; the engine's template still mounts the old copy.
     eventually("the API's new log level", TIMEOUT, || async {
-        (env_var(&env, "shop-payments-api", "RUST_LOG").await.as_deref() == Some("debug"))
-            .then_some(())
+        (env_var(&env, "shop-payments-api", "RUST_LOG")
+            .await
+            .as_deref()
+            == Some("debug"))
+        .then_some(())
     })
     .await;
     let kept = template(&env).await;
@@ -409,13 +419,17 @@ async fn a_secret_model_is_served_from_an_owned_copy_and_a_broken_one_blocks_not
     assert_eq!(kept.secret_volumes, served.secret_volumes);
     assert!(secrets.get_opt(&copy_name).await.unwrap().is_some());
     assert_eq!(model_status(&env).await, (Some(version.clone()), None));
-    eventually("the system ready again with the old model", TIMEOUT, || async {
-        let ps = Api::<PaymentSystem>::namespaced(env.client.clone(), &env.namespace)
-            .get("shop")
-            .await
-            .ok()?;
-        (condition(&ps, "Ready")?.status == "True").then_some(())
-    })
+    eventually(
+        "the system ready again with the old model",
+        TIMEOUT,
+        || async {
+            let ps = Api::<PaymentSystem>::namespaced(env.client.clone(), &env.namespace)
+                .get("shop")
+                .await
+                .ok()?;
+            (condition(&ps, "Ready")?.status == "True").then_some(())
+        },
+    )
     .await;
 
     // Fixed with another good model (another card: another copy): rolled out, Degraded
@@ -431,13 +445,23 @@ async fn a_secret_model_is_served_from_an_owned_copy_and_a_broken_one_blocks_not
         edited.as_bytes()
     );
     eventually("the old copy pruned", TIMEOUT, || async {
-        secrets.get_opt(&copy_name).await.ok()?.is_none().then_some(())
+        secrets
+            .get_opt(&copy_name)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
     })
     .await;
     wait_condition(&env, "shop", "Ready", "True", TIMEOUT).await;
     // Neither the user's Secrets nor the generated one were touched.
     assert_eq!(
-        secrets.get("risk-model").await.unwrap().metadata.resource_version,
+        secrets
+            .get("risk-model")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
         user_secret.metadata.resource_version
     );
     let user_next = secrets.get("risk-model-next").await.unwrap();
@@ -468,7 +492,10 @@ async fn a_refused_first_model_leaves_the_rules_engine_as_it_was() {
 
     apply_system(
         &env,
-        &system_with("{secret: {name: not-yet}}", "  paymentsApi: {logLevel: debug}\n"),
+        &system_with(
+            "{secret: {name: not-yet}}",
+            "  paymentsApi: {logLevel: debug}\n",
+        ),
     )
     .await;
     let ps = wait_condition(&env, "shop", "Degraded", "True", TIMEOUT).await;
@@ -476,20 +503,27 @@ async fn a_refused_first_model_leaves_the_rules_engine_as_it_was() {
     assert_eq!(degraded.reason, "ModelNotFound");
     assert!(
         degraded.message.contains("Secret not-yet not found")
-            && degraded.message.contains("the risk engine is left as it is"),
+            && degraded
+                .message
+                .contains("the risk engine is left as it is"),
         "{}",
         degraded.message
     );
     eventually("the API's new log level", TIMEOUT, || async {
-        (env_var(&env, "shop-payments-api", "RUST_LOG").await.as_deref() == Some("debug"))
-            .then_some(())
+        (env_var(&env, "shop-payments-api", "RUST_LOG")
+            .await
+            .as_deref()
+            == Some("debug"))
+        .then_some(())
     })
     .await;
     let held = deployments.get("shop-risk-engine").await.unwrap();
     assert_eq!(held.spec.template, rules.spec.template);
     assert_eq!(held.metadata.generation, rules.metadata.generation);
     assert_eq!(
-        env_var(&env, "shop-risk-engine", "RISK_MODE").await.as_deref(),
+        env_var(&env, "shop-risk-engine", "RISK_MODE")
+            .await
+            .as_deref(),
         Some("rules")
     );
 
@@ -621,8 +655,11 @@ async fn a_claim_model_the_engine_refuses_is_degraded_and_the_old_pod_keeps_serv
     )
     .await;
     eventually("the API's new log level", TIMEOUT, || async {
-        (env_var(&env, "shop-payments-api", "RUST_LOG").await.as_deref() == Some("debug"))
-            .then_some(())
+        (env_var(&env, "shop-payments-api", "RUST_LOG")
+            .await
+            .as_deref()
+            == Some("debug"))
+        .then_some(())
     })
     .await;
     let ps = wait_condition(&env, "shop", "Degraded", "True", TIMEOUT).await;
