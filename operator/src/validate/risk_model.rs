@@ -378,6 +378,12 @@ mod tests {
         assert_eq!(from_secret.copies[0].store, ModelStore::Secret);
         assert_eq!(from_secret.copies[0].name, copy.name);
         assert_eq!(from_secret.copies[0].files, copy.files);
+        // A model (a Secret's among them) is never printed, only its files' sizes.
+        let printed = format!("{from_secret:?}");
+        assert!(
+            !printed.contains("leaf_value") && printed.contains(&format!("{} bytes", MODEL.len())),
+            "{printed}"
+        );
         // A ConfigMap of that name is not the Secret.
         assert_eq!(
             refusal(&spec, &files(CARD, MODEL)),
