@@ -29,10 +29,11 @@ use crate::apply;
 use crate::build::each_kind;
 use crate::build::kinds::{ChildKind, EachKind};
 use crate::build::{self, secrets};
-use crate::crd::{ModelSourceRef, PaymentSystem, PaymentSystemStatus};
+use crate::crd::{PaymentSystem, PaymentSystemStatus};
 use crate::foreign::ForeignKind;
 use crate::metrics::Metrics;
 use crate::names::FIELD_MANAGER;
+use crate::observe::models::ModelStore;
 use crate::observe::{self, crds};
 use crate::status::{self, Conditions, Failure, Outcome};
 use crate::validate::{self, Ephemeral, ValidationError};
@@ -226,9 +227,16 @@ async fn reconcile_system(ps: &PaymentSystem, ctx: &Context) -> Result<Action, E
         return Ok(Action::await_change());
     }
     match pipeline(ps, ctx).await {
-        Ok(()) => {
+        Ok(None) => {
             ctx.succeeded(&key);
             Ok(ctx.requeue(&ps.metadata, RESYNC))
+        }
+        // Everything else applied, and the status already says what was held back: told and
+        // retried like a failure (same reason, Event and metric), without overwriting it.
+        Ok(Some(held_back)) => {
+            let error = Error::from(held_back);
+            publish(ctx, &ps.object_ref(&()), &error).await;
+            Err(error)
         }
         Err(error) => {
             report_failure(ps, &error, ctx).await;
@@ -237,8 +245,9 @@ async fn reconcile_system(ps: &PaymentSystem, ctx: &Context) -> Result<Action, E
     }
 }
 
-/// observe -> validate -> build -> apply -> status.
-async fn pipeline(ps: &PaymentSystem, ctx: &Context) -> Result<(), Error> {
+/// observe -> validate -> build -> apply -> status. Returns the refusal of a risk model that
+/// was held back while everything else was applied (see `validate::HeldBack`).
+async fn pipeline(ps: &PaymentSystem, ctx: &Context) -> Result<Option<ValidationError>, Error> {
     let client = &ctx.client;
     // What needs no cluster is checked first, so a bad spec creates nothing.
     validate::check(ps)?;
@@ -252,19 +261,23 @@ async fn pipeline(ps: &PaymentSystem, ctx: &Context) -> Result<(), Error> {
     // The generated Secrets still wanted, and those kept for the system's life; the model
     // copies the live pod template still mounts.
     let mut keep = validate::kept_for_life(&system.names);
-    keep.extend(observed.model_copies_in_use.iter().cloned());
-    let keep_secrets: Vec<String> = observe::secrets::generated_secrets(ps)
-        .into_iter()
-        .map(|(_, name)| name)
-        .chain(keep.iter().cloned())
-        .collect();
-    apply::prune(client, &system, &children, &keep_secrets, &keep).await?;
+    keep.extend(observed.live_engine.copies.iter().cloned());
+    keep.extend(
+        observe::secrets::generated_secrets(ps)
+            .into_iter()
+            .map(|(_, name)| name),
+    );
+    apply::prune(client, &system, &children, &keep).await?;
     warn_if_newly_ephemeral(ctx, ps, &status::ephemeral(&system)).await;
     let outcome = Outcome::Applied {
         system: &system,
         applied: &applied,
     };
-    write_status(ctx, ps, &outcome).await
+    write_status(ctx, ps, &outcome).await?;
+    Ok(system
+        .risk_engine
+        .held_back
+        .map(|held_back| held_back.refusal))
 }
 
 /// A Warning Event when a managed server starts keeping its data in an emptyDir, or says so
@@ -512,7 +525,9 @@ pub async fn run(
     let store = controller.store();
     ctx.metrics.watch_systems(store.clone());
     // Secrets: metadata only (no data in memory), mapped to the systems that use them, so
-    // editing a referenced Secret rolls the pods that read it.
+    // editing a referenced Secret rolls the pods that read it and a new model in a Secret is
+    // checked and rolled out (the operator's own model copies also come through the
+    // children's watch).
     let secrets = watch::resilient(
         "Secret",
         watcher(
@@ -582,7 +597,8 @@ pub async fn run(
         .await;
 }
 
-/// The systems reading `secret` (referenced by name, or generated for them).
+/// The systems reading `secret` (referenced by name, generated for them, or holding a risk
+/// model).
 fn systems_using(
     systems: &[Arc<DeserializeGuard<PaymentSystem>>],
     secret: &PartialObjectMeta<Secret>,
@@ -597,6 +613,7 @@ fn systems_using(
                     || observe::secrets::generated_secrets(ps)
                         .iter()
                         .any(|(_, generated)| *generated == name)
+                    || observe::models::reads_model(ps, ModelStore::Secret, &name)
             }
             Err(_) => false,
         })
@@ -614,11 +631,7 @@ fn systems_reading_model(
         .iter()
         .filter(|guard| guard.meta().namespace == config_map.metadata.namespace)
         .filter(|guard| match &guard.0 {
-            Ok(ps) => ps.spec.risk_engine.model.as_ref().is_some_and(|model| {
-                observe::models::sources(model)
-                    .iter()
-                    .any(|source| matches!(source, ModelSourceRef::ConfigMap(c) if c.name == name))
-            }),
+            Ok(ps) => observe::models::reads_model(ps, ModelStore::ConfigMap, &name),
             Err(_) => false,
         })
         .map(|guard| ObjectRef::from_obj(guard.as_ref()))

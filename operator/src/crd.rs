@@ -415,23 +415,28 @@ impl Default for RiskEngineSpec {
 /// The CEL rule "exactly one model source".
 macro_rules! one_model_source {
     () => {
-        "(has(self.configMap) ? 1 : 0) + (has(self.persistentVolumeClaim) ? 1 : 0) == 1"
+        "(has(self.configMap) ? 1 : 0) + (has(self.secret) ? 1 : 0) + (has(self.persistentVolumeClaim) ? 1 : 0) == 1"
     };
 }
 
-/// The champion model: exactly one of `configMap` or `persistentVolumeClaim`, each holding
-/// the trainer's `model-card.json` and the model file it names (`model.txt`); `shadow`, of
-/// the same shape, is the challenger.
+/// The champion model: exactly one of `configMap`, `secret` or `persistentVolumeClaim`, each
+/// holding the trainer's `model-card.json` and the model file it names (`model.txt`);
+/// `shadow`, of the same shape, is the challenger.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": one_model_source!(), "message": "riskEngine.model: set exactly one of configMap or persistentVolumeClaim"}
+    {"rule": one_model_source!(), "message": "riskEngine.model: set exactly one of configMap, secret or persistentVolumeClaim"}
 ]))]
 pub struct RiskModelSpec {
     /// A ConfigMap in the same namespace holding keys `model-card.json` and `model.txt`. The
     /// operator checks them and serves an immutable copy named after their content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map: Option<ConfigMapModel>,
+    /// A Secret in the same namespace holding keys `model-card.json` and `model.txt` (a model
+    /// that must not be readable by whoever reads ConfigMaps). The operator checks them and
+    /// serves an immutable Secret copy named after their content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretModel>,
     /// A PersistentVolumeClaim holding the model directory; the operator cannot read it, so
     /// `version` says which model it holds and the engine refuses any other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -444,20 +449,27 @@ pub struct RiskModelSpec {
 impl RiskModelSpec {
     /// The champion's source (`None` unless exactly one is set).
     pub fn champion(&self) -> Option<ModelSourceRef<'_>> {
-        ModelSourceRef::of(&self.config_map, &self.persistent_volume_claim)
+        ModelSourceRef::of(
+            &self.config_map,
+            &self.secret,
+            &self.persistent_volume_claim,
+        )
     }
 }
 
-/// A challenger model: exactly one of `configMap` or `persistentVolumeClaim`.
+/// A challenger model: exactly one of `configMap`, `secret` or `persistentVolumeClaim`.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": one_model_source!(), "message": "riskEngine.model.shadow: set exactly one of configMap or persistentVolumeClaim"}
+    {"rule": one_model_source!(), "message": "riskEngine.model.shadow: set exactly one of configMap, secret or persistentVolumeClaim"}
 ]))]
 pub struct ModelSource {
     /// A ConfigMap in the same namespace holding keys `model-card.json` and `model.txt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map: Option<ConfigMapModel>,
+    /// A Secret in the same namespace holding keys `model-card.json` and `model.txt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretModel>,
     /// A PersistentVolumeClaim holding the model directory, with the version it holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_volume_claim: Option<ClaimModel>,
@@ -466,7 +478,11 @@ pub struct ModelSource {
 impl ModelSource {
     /// The source (`None` unless exactly one is set).
     pub fn source(&self) -> Option<ModelSourceRef<'_>> {
-        ModelSourceRef::of(&self.config_map, &self.persistent_volume_claim)
+        ModelSourceRef::of(
+            &self.config_map,
+            &self.secret,
+            &self.persistent_volume_claim,
+        )
     }
 }
 
@@ -474,14 +490,20 @@ impl ModelSource {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ModelSourceRef<'a> {
     ConfigMap(&'a ConfigMapModel),
+    Secret(&'a SecretModel),
     Claim(&'a ClaimModel),
 }
 
 impl<'a> ModelSourceRef<'a> {
-    fn of(config_map: &'a Option<ConfigMapModel>, claim: &'a Option<ClaimModel>) -> Option<Self> {
-        match (config_map, claim) {
-            (Some(config_map), None) => Some(Self::ConfigMap(config_map)),
-            (None, Some(claim)) => Some(Self::Claim(claim)),
+    fn of(
+        config_map: &'a Option<ConfigMapModel>,
+        secret: &'a Option<SecretModel>,
+        claim: &'a Option<ClaimModel>,
+    ) -> Option<Self> {
+        match (config_map, secret, claim) {
+            (Some(config_map), None, None) => Some(Self::ConfigMap(config_map)),
+            (None, Some(secret), None) => Some(Self::Secret(secret)),
+            (None, None, Some(claim)) => Some(Self::Claim(claim)),
             _ => None,
         }
     }
@@ -495,6 +517,17 @@ pub struct ConfigMapModel {
     /// Name of the ConfigMap, in the same namespace.
     #[schemars(extend("x-kubernetes-validations" = [
         {"rule": "self != ''", "message": "model configMap.name must not be empty"}
+    ]))]
+    pub name: String,
+}
+
+/// A model in a Secret (at most 1 MiB, like a ConfigMap).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretModel {
+    /// Name of the Secret, in the same namespace.
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self != ''", "message": "model secret.name must not be empty"}
     ]))]
     pub name: String,
 }

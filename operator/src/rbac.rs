@@ -9,7 +9,10 @@
 //! Notes on the verbs:
 //! - `list` and `watch` back the controller's watches (its own resource and each child kind;
 //!   Secrets and ConfigMaps are also watched so a change to a referenced Secret rolls the pods
-//!   and a new model in a ConfigMap is rolled out; pods, so a refused model is reported).
+//!   and a new model in a ConfigMap or Secret is rolled out; pods, so a refused model is
+//!   reported).
+//! - Secrets are a child kind (the risk models' copies); the same row covers the generated
+//!   Secrets (created once, pruned when no longer wanted) and reading the referenced ones.
 //! - Server-side apply is a `patch`; applying an object that does not exist yet also needs
 //!   `create`.
 //! - `delete` removes children that are no longer wanted (e.g. a dependency switched from
@@ -58,9 +61,6 @@ const fn row(
 const OWN: &[Permission] = &[
     row("paysys.io", "paymentsystems", READ),
     row("paysys.io", "paymentsystems/status", &["get", "patch"]),
-    // Generated Secrets are created once and pruned; referenced ones are read; all are
-    // watched (metadata only).
-    row("", "secrets", MANAGE),
     // The services' pods are watched (metadata) and the risk engine's listed, to see a pod
     // refusing a model on a claim; never written.
     row("", "pods", &["list", "watch"]),

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
 use paysys_core::risk_rules::RiskRules;
 use paysys_operator::build::meta::CONFIG_HASH;
 use paysys_operator::build::{Children, build};
+use paysys_operator::observe::models::{LiveEngine, ModelStore};
 use paysys_operator::validate::{self, ValidationError};
 
 fn children(spec: &str) -> Children {
@@ -128,10 +129,13 @@ fn every_listed_child_kind_is_built() {
     let operated = children(
         "rabbitmq: {clusterOperator: {}}\ndatabase: {cloudNativePG: {}}\nmonitoring: {serviceMonitor: {}}\n",
     );
+    // A model from a Secret (its copy is a Secret).
+    let model = children_with_model("riskEngine:\n  model: {secret: {name: risk-secret}}\n");
     let built: std::collections::BTreeSet<String> = managed
         .metas()
         .into_iter()
         .chain(operated.metas())
+        .chain(model.metas())
         .map(|(kind, _)| kind.into_owned())
         .collect();
     let listed: std::collections::BTreeSet<String> = Children::kinds()
@@ -927,17 +931,32 @@ const MODEL_CARD: &str =
     include_str!("../../services/risk-engine/tests/fixtures/model/model-card.json");
 const MODEL_TEXT: &str = include_str!("../../services/risk-engine/tests/fixtures/model/model.txt");
 
-/// Children of `spec` with ConfigMap `risk-model` holding the fixture model.
-fn children_with_model(spec: &str) -> Children {
-    let ps = system(spec);
-    let files = paysys_operator::observe::ModelFiles::from([(
-        "risk-model".to_owned(),
+/// ConfigMap `risk-model` and Secret `risk-secret`, each holding the fixture model.
+fn model_files() -> paysys_operator::observe::ModelFiles {
+    let model: std::collections::BTreeMap<String, Vec<u8>> =
         [("model-card.json", MODEL_CARD), ("model.txt", MODEL_TEXT)]
             .into_iter()
             .map(|(key, value)| (key.to_owned(), value.as_bytes().to_vec()))
-            .collect(),
-    )]);
-    build(&validate::validate_with_models(&ps, &secrets_for(&ps, &[]), &files, &[]).unwrap())
+            .collect();
+    paysys_operator::observe::ModelFiles::from([
+        (
+            (ModelStore::ConfigMap, "risk-model".to_owned()),
+            model.clone(),
+        ),
+        ((ModelStore::Secret, "risk-secret".to_owned()), model),
+    ])
+}
+
+/// The system `spec` resolved with [`model_files`] and the live risk engine template `live`.
+fn validated_with_model(spec: &str, live: &LiveEngine) -> validate::Validated {
+    let ps = system(spec);
+    validate::validate_with_models(&ps, &secrets_for(&ps, &[]), &model_files(), &[], live).unwrap()
+}
+
+/// Children of `spec` with ConfigMap `risk-model` and Secret `risk-secret` holding the
+/// fixture model.
+fn children_with_model(spec: &str) -> Children {
+    build(&validated_with_model(spec, &LiveEngine::default()))
 }
 
 fn annotation(deployment: &Deployment, key: &str) -> Option<String> {
@@ -1016,6 +1035,122 @@ fn a_config_map_model_is_mounted_from_an_immutable_copy_with_its_version_on_the_
         rolling.max_unavailable,
         Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(0))
     );
+}
+
+#[test]
+fn a_secret_model_is_mounted_from_an_immutable_secret_copy() {
+    let children = children_with_model(
+        "riskEngine:\n  mode: model\n  model:\n    secret: {name: risk-secret}\n",
+    );
+    assert_eq!(
+        children.config_maps.len(),
+        1,
+        "only the rules: {children:?}"
+    );
+    let [copy] = &children.secrets[..] else {
+        panic!("one Secret copy: {:?}", children.secrets);
+    };
+    let copy_name = copy.metadata.name.clone().unwrap();
+    assert!(copy_name.starts_with("shop-model-"), "{copy_name}");
+    assert_eq!(copy.immutable, Some(true));
+    assert_eq!(copy.type_.as_deref(), Some("Opaque"));
+    let data = copy.data.as_ref().unwrap();
+    assert_eq!(data["model.txt"].0, MODEL_TEXT.as_bytes());
+    assert_eq!(data["model-card.json"].0, MODEL_CARD.as_bytes());
+    let labels = copy.metadata.labels.as_ref().unwrap();
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "paysys-operator");
+    assert_eq!(copy.metadata.owner_references.as_ref().unwrap().len(), 1);
+    let risk = deployment(&children, "shop-risk-engine");
+    let volumes = pod(risk).volumes.as_ref().unwrap();
+    let model = volumes.iter().find(|v| v.name == "model").unwrap();
+    let secret = model.secret.as_ref().unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some(copy_name.as_str()));
+    assert_eq!(secret.default_mode, Some(0o444));
+    assert_eq!(
+        env_value(container(risk), "MODEL_DIR").as_deref(),
+        Some("/etc/paysys/model")
+    );
+    // The same model as challenger from the ConfigMap: one copy of each kind.
+    let both = children_with_model(
+        "riskEngine:\n  mode: model\n  model:\n    secret: {name: risk-secret}\n    shadow: {configMap: {name: risk-model}}\n",
+    );
+    assert_eq!((both.secrets.len(), both.config_maps.len()), (1, 2));
+}
+
+/// A refused model never reaches the pod template: the live one's model stays in its slot
+/// while the rest of the spec is built; with no good model before, the live template is kept
+/// as it is, and without a live Deployment none is built.
+#[test]
+fn a_refused_model_is_held_back_and_the_rest_is_built() {
+    let good = validated_with_model(
+        "paymentsApi: {logLevel: info}\nriskEngine:\n  mode: model\n  model: {secret: {name: risk-secret}}\n",
+        &LiveEngine::default(),
+    );
+    let good_risk = paysys_operator::build::build(&good)
+        .deployments
+        .into_iter()
+        .find(|d| d.metadata.name.as_deref() == Some("shop-risk-engine"))
+        .unwrap();
+    let live = LiveEngine::of(&good.names, Some(good_risk.spec.template.clone()));
+    assert_eq!(live.copies.len(), 1);
+    // The spec now names a missing Secret, and changes the API's and the engine's log level.
+    let spec = "paymentsApi: {logLevel: debug}\nriskEngine:\n  mode: model\n  logLevel: debug\n  model: {secret: {name: gone}}\n";
+    let held = validated_with_model(spec, &live);
+    let held_back = held.risk_engine.held_back.as_ref().unwrap();
+    assert_eq!(held_back.refusal.reason(), "ModelNotFound");
+    let children = build(&held);
+    assert!(children.secrets.is_empty(), "the kept copy exists already");
+    let api = container(deployment(&children, "shop-payments-api"));
+    assert_eq!(env_value(api, "RUST_LOG").as_deref(), Some("debug"));
+    let risk = deployment(&children, "shop-risk-engine");
+    assert_eq!(
+        env_value(container(risk), "RUST_LOG").as_deref(),
+        Some("debug")
+    );
+    let volumes = pod(risk).volumes.as_ref().unwrap();
+    assert_eq!(
+        volumes.iter().find(|v| v.name == "model"),
+        good_risk
+            .spec
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "model")
+    );
+    assert_eq!(
+        annotation(risk, "paysys.io/model-version"),
+        annotation(&good_risk, "paysys.io/model-version")
+    );
+
+    // The first model refused: the rules-mode template stays as it is.
+    let rules = build(&validated_with_model("", &LiveEngine::default()));
+    let rules_risk = deployment(&rules, "shop-risk-engine").clone();
+    let live = LiveEngine::of(&good.names, Some(rules_risk.spec.template.clone()));
+    let children = build(&validated_with_model(spec, &live));
+    let risk = deployment(&children, "shop-risk-engine");
+    assert_eq!(risk.spec.template, rules_risk.spec.template);
+    assert_eq!(
+        env_value(
+            container(deployment(&children, "shop-payments-api")),
+            "RUST_LOG"
+        )
+        .as_deref(),
+        Some("debug")
+    );
+    // No risk engine yet: none is built, the rest is.
+    let children = build(&validated_with_model(spec, &LiveEngine::default()));
+    assert!(
+        children
+            .deployments
+            .iter()
+            .all(|d| d.metadata.name.as_deref() != Some("shop-risk-engine"))
+    );
+    deployment(&children, "shop-payments-api");
 }
 
 #[test]

@@ -419,6 +419,10 @@ fn the_risk_model_needs_exactly_one_source_and_mode_model_needs_a_model() {
         }}}),
         // A challenger beside the rules: scored in shadow, never deciding.
         json!({"riskEngine": {"mode": "rules", "model": config_map}}),
+        json!({"riskEngine": {"mode": "model", "model": {
+            "secret": {"name": "champion"},
+            "shadow": {"secret": {"name": "challenger"}}
+        }}}),
     ] {
         assert_eq!(violations(spec.clone()), Vec::<String>::new(), "{spec}");
     }
@@ -431,17 +435,37 @@ fn the_risk_model_needs_exactly_one_source_and_mode_model_needs_a_model() {
             "configMap": {"name": "a"},
             "persistentVolumeClaim": {"claimName": "models", "version": "m-1"}
         }}})),
-        ["riskEngine.model: set exactly one of configMap or persistentVolumeClaim"]
+        ["riskEngine.model: set exactly one of configMap, secret or persistentVolumeClaim"]
+    );
+    for two in [
+        json!({"configMap": {"name": "a"}, "secret": {"name": "a"}}),
+        json!({"secret": {"name": "a"}, "persistentVolumeClaim": {"claimName": "models", "version": "m-1"}}),
+    ] {
+        assert_eq!(
+            violations(json!({"riskEngine": {"mode": "model", "model": two}})),
+            ["riskEngine.model: set exactly one of configMap, secret or persistentVolumeClaim"]
+        );
+    }
+    assert_eq!(
+        violations(json!({"riskEngine": {"mode": "model", "model": {
+            "secret": {"name": "a"},
+            "shadow": {"secret": {"name": "b"}, "configMap": {"name": "b"}}
+        }}})),
+        ["riskEngine.model.shadow: set exactly one of configMap, secret or persistentVolumeClaim"]
+    );
+    assert_eq!(
+        violations(json!({"riskEngine": {"mode": "model", "model": {"secret": {"name": ""}}}})),
+        ["model secret.name must not be empty"]
     );
     assert_eq!(
         violations(json!({"riskEngine": {"mode": "model", "model": {}}})),
-        ["riskEngine.model: set exactly one of configMap or persistentVolumeClaim"]
+        ["riskEngine.model: set exactly one of configMap, secret or persistentVolumeClaim"]
     );
     assert_eq!(
         violations(json!({"riskEngine": {"mode": "model", "model": {
             "configMap": {"name": "a"}, "shadow": {}
         }}})),
-        ["riskEngine.model.shadow: set exactly one of configMap or persistentVolumeClaim"]
+        ["riskEngine.model.shadow: set exactly one of configMap, secret or persistentVolumeClaim"]
     );
     assert_eq!(
         violations(json!({"riskEngine": {"mode": "model", "model": {

@@ -386,14 +386,17 @@ async fn the_controller_watches_every_child_kind_and_nothing_else() {
             .get("labelSelector")
             .is_some_and(|selector| selector.contains("managed-by%3Dpaysys-operator"))
     };
-    // ConfigMaps twice: the children by label, and every ConfigMap's metadata, for the ones
-    // holding a risk model.
-    let config_map_watches: BTreeSet<bool> = requests
-        .iter()
-        .filter(|seen| seen.is_watch() && resource(&seen.path) == "configmaps")
-        .map(|seen| selects_children(&seen))
-        .collect();
-    assert_eq!(config_map_watches, BTreeSet::from([true, false]));
+    // ConfigMaps and Secrets twice: the children by label (the rules and the model
+    // copies), and every one's metadata, for the ones holding a risk model (and the Secrets
+    // the system references).
+    for kind in ["configmaps", "secrets"] {
+        let watches: BTreeSet<bool> = requests
+            .iter()
+            .filter(|seen| seen.is_watch() && resource(&seen.path) == kind)
+            .map(|seen| selects_children(&seen))
+            .collect();
+        assert_eq!(watches, BTreeSet::from([true, false]), "{kind}");
+    }
     for seen in &requests {
         assert!(
             seen.path.starts_with("/api/v1/namespaces/payments/")
@@ -402,7 +405,8 @@ async fn the_controller_watches_every_child_kind_and_nothing_else() {
             seen.path
         );
         let kind = resource(&seen.path);
-        if (children.contains(&kind) && kind != "configmaps") || kind == "pods" {
+        if (children.contains(&kind) && kind != "configmaps" && kind != "secrets") || kind == "pods"
+        {
             assert!(selects_children(&seen), "{}: {:?}", seen.path, seen.query);
         }
     }

@@ -12,7 +12,6 @@ pub mod replicas;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -87,9 +86,10 @@ pub async fn apply(
 
 /// Deletes every child of `system` that is no longer built: each object of a child kind in
 /// the namespace that carries the instance's labels and is controlled by this very
-/// `PaymentSystem` (owner uid), but is not among `children`. Generated Secrets are children
-/// too; those named in `keep_secrets` stay, and so do the children named in `keep` (kept
-/// for the `PaymentSystem`'s life once made, see `validate::kept_for_life`).
+/// `PaymentSystem` (owner uid), but is not among `children` nor named in `keep`. The
+/// generated Secrets are never built (they are created once, see `observe::secrets`): those
+/// still wanted are in `keep`, with the children kept for the `PaymentSystem`'s life once
+/// made (see `validate::kept_for_life`) and the model copies the live pod template mounts.
 ///
 /// Found by ownership and label, never by a list of names, so a child an earlier version
 /// created under another name is pruned as well. Objects that only carry the labels (a
@@ -98,15 +98,14 @@ pub async fn prune(
     client: &Client,
     system: &Validated,
     children: &Children,
-    keep_secrets: &[String],
     keep: &[String],
 ) -> Result<(), Error> {
     // Workloads first (reverse apply order), so nothing is left running against a Service,
-    // claim or Secret that is about to go; Secrets last.
+    // claim or Secret that is about to go.
     for step in prune_each(client, system, children, keep).into_iter().rev() {
         step.await?;
     }
-    prune_kind::<Secret>(client, system, &[], keep_secrets).await
+    Ok(())
 }
 
 /// The apply and the prune of every kind of the list.

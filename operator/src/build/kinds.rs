@@ -24,8 +24,10 @@
 //!   prune of what is no longer built **in reverse list order** (workloads go before what they
 //!   use).
 //!
-//! Generated Secrets are children too, but they are created once and never applied (see
-//! `observe::secrets`), so they are not in the list.
+//! Secrets are in the list for the operator's copies of risk models read from Secrets. The
+//! generated Secrets (API key, credentials, Fernet key) are children too, but they are created
+//! once and never applied (see `observe::secrets`): no builder makes them, and the prune of
+//! the Secrets' row keeps them by name while they are wanted.
 
 use std::fmt::Debug;
 
@@ -112,7 +114,8 @@ macro_rules! readiness {
 macro_rules! declare_children {
     ($( $(#[$doc:meta])* $field:ident: $kind:ty $([$foreign:ident])? $(=> $builder:path)?, )+) => {
         /// Every object the operator applies for one `PaymentSystem`, one field per child
-        /// kind (generated Secrets are created separately, once, see `observe::secrets`).
+        /// kind (generated Secrets are created separately, once, see `observe::secrets`;
+        /// `secrets` holds only the risk models' copies).
         #[derive(Debug, Clone, PartialEq, Default)]
         pub struct Children {
             $( $(#[$doc])* pub $field: Vec<$kind>, )+

@@ -12,6 +12,7 @@ pub mod data_feed;
 pub mod kinds;
 mod managed;
 pub mod meta;
+mod model_copy;
 mod network_policy;
 mod operated;
 pub mod payments_api;
@@ -24,7 +25,7 @@ pub mod service_monitor;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
@@ -43,6 +44,10 @@ macro_rules! child_kinds {
             /// Configuration, before the pods that mount it (a pod started without its
             /// ConfigMap sits in ContainerCreating).
             config_maps: ConfigMap => config_map::build,
+            /// The copies of risk models read from Secrets, before the pods that mount them.
+            /// (The generated Secrets are created once by `observe` and never applied; the
+            /// prune of this row keeps them by name while they are wanted.)
+            secrets: Secret => model_copy::secrets,
             /// Storage of the managed servers and of the data feed, before the pods that mount
             /// it.
             persistent_volume_claims: PersistentVolumeClaim,
@@ -90,7 +95,7 @@ fn workloads(system: &Validated) -> Children {
     }
     children.services.push(payments_api::service(system));
     children.deployments.push(payments_api::deployment(system));
-    children.deployments.push(risk_engine::deployment(system));
+    children.deployments.extend(risk_engine::deployment(system));
     if let Some(feed) = &system.data_feed {
         let parts = data_feed::build(system, feed);
         children.persistent_volume_claims.extend(parts.claim);

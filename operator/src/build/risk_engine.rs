@@ -2,16 +2,18 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, ContainerPort, EnvVar, PersistentVolumeClaimVolumeSource, Volume,
-    VolumeMount,
+    ConfigMapVolumeSource, ContainerPort, EnvVar, PersistentVolumeClaimVolumeSource,
+    SecretVolumeSource, Volume, VolumeMount,
 };
 
 use super::config_map::RULES_KEY;
 use super::meta;
 use super::pod::{self, Rollout, SERVICE_UID};
 use crate::names::{Component, Workload};
-use crate::observe::models::{MODEL_VERSION, SHADOW_MODEL_VERSION};
-use crate::validate::{ServedModel, Validated};
+use crate::observe::models::{
+    MODEL_VERSION, MODEL_VOLUME, ModelStore, SHADOW_MODEL_VERSION, SHADOW_MODEL_VOLUME,
+};
+use crate::validate::{HeldEngine, ModelLocation, ServedModel, Validated};
 
 /// Port of the risk engine's health and metrics endpoints (`PORT`).
 pub const RISK_PORT: i32 = 8080;
@@ -32,7 +34,7 @@ struct ModelSlot {
 }
 
 const CHAMPION: ModelSlot = ModelSlot {
-    volume: "model",
+    volume: MODEL_VOLUME,
     dir: MODEL_DIR,
     dir_variable: "MODEL_DIR",
     version_variable: "MODEL_VERSION",
@@ -40,14 +42,32 @@ const CHAMPION: ModelSlot = ModelSlot {
 };
 
 const SHADOW: ModelSlot = ModelSlot {
-    volume: "shadow-model",
+    volume: SHADOW_MODEL_VOLUME,
     dir: SHADOW_MODEL_DIR,
     dir_variable: "SHADOW_MODEL_DIR",
     version_variable: "SHADOW_MODEL_VERSION",
     annotation: SHADOW_MODEL_VERSION,
 };
 
-pub fn deployment(system: &Validated) -> Deployment {
+/// The risk engine Deployment; none while a refused first model leaves no good one to serve
+/// and there is no Deployment yet (see `validate::HeldEngine`).
+pub fn deployment(system: &Validated) -> Option<Deployment> {
+    let mut deployment = from_spec(system);
+    match system
+        .risk_engine
+        .held_back
+        .as_ref()
+        .map(|held| &held.engine)
+    {
+        None | Some(HeldEngine::Models) => {}
+        // Everything but the pods: replicas and the rest follow the spec, the template stays.
+        Some(HeldEngine::Template(live)) => deployment.spec.template = (**live).clone(),
+        Some(HeldEngine::Absent) => return None,
+    }
+    Some(deployment)
+}
+
+fn from_spec(system: &Validated) -> Deployment {
     let component = Component::RiskEngine;
     let risk = &system.risk_engine;
     let mut container = pod::container(system, component.name(), &risk.image);
@@ -75,9 +95,9 @@ pub fn deployment(system: &Validated) -> Deployment {
         volumes.push(volume);
         mounts.push(mount);
         env.push(pod::env(slot.dir_variable, slot.dir));
-        if let ServedModel::Claim { version, .. } = model {
+        if let ModelLocation::Claim { .. } = model.location {
             // The operator cannot read the claim: the engine checks the version it holds.
-            env.push(pod::env(slot.version_variable, version));
+            env.push(pod::env(slot.version_variable, &model.version));
         }
         annotations.push((slot.annotation, model.version().to_owned()));
     }
@@ -130,20 +150,34 @@ pub fn deployment(system: &Validated) -> Deployment {
 /// The read-only volume and mount of `model` in `slot`.
 fn model_volume(slot: &ModelSlot, model: &ServedModel) -> (Volume, VolumeMount) {
     let mut mount = pod::mount(slot.volume, slot.dir, true);
-    let volume = match model {
-        ServedModel::Copied { copy, .. } => Volume {
+    let volume = match &model.location {
+        ModelLocation::Copy {
+            store: ModelStore::ConfigMap,
+            name,
+        } => Volume {
             name: slot.volume.into(),
             config_map: Some(ConfigMapVolumeSource {
-                name: copy.clone(),
+                name: name.clone(),
                 default_mode: Some(0o444),
                 ..ConfigMapVolumeSource::default()
             }),
             ..Volume::default()
         },
-        ServedModel::Claim {
+        ModelLocation::Copy {
+            store: ModelStore::Secret,
+            name,
+        } => Volume {
+            name: slot.volume.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(name.clone()),
+                default_mode: Some(0o444),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        ModelLocation::Claim {
             claim_name,
             sub_path,
-            ..
         } => {
             mount.sub_path = sub_path.clone();
             Volume {

@@ -4,8 +4,9 @@
 //! What is read: the Secrets the resource references or the operator generates for it
 //! ([`secrets`]), the state of children that decides how the system is resolved or handed
 //! over ([`children`]: a managed server still on the emptyDir of releases before 0.2.0, the
-//! Deployments whose replicas go to an autoscaler), the risk models' ConfigMaps and the risk
-//! engine pods that refused a model ([`models`]), and, once the children are built, whether
+//! Deployments whose replicas go to an autoscaler), the risk models' ConfigMaps and Secrets,
+//! the models the live risk engine template mounts and the risk engine pods that refused a
+//! model ([`models`]), and, once the children are built, whether
 //! the CRDs of the foreign kinds among them are served ([`crds`]). The steps after this one
 //! decide from what it read; only `apply` writes.
 //!
@@ -32,9 +33,10 @@ use crate::names::{GeneratedSecret, Server};
 /// Data of the Secrets the system references or generates, by name, as read from the cluster.
 pub type SecretData = BTreeMap<String, BTreeMap<String, ByteString>>;
 
-/// The files of each model ConfigMap the spec names, by ConfigMap name (`data` and
-/// `binaryData` together); absent ConfigMaps are left out (validation reports them).
-pub type ModelFiles = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
+/// The files of each model ConfigMap or Secret the spec names, by kind and name (a
+/// ConfigMap's `data` and `binaryData` together); absent ones are left out (validation
+/// reports them).
+pub type ModelFiles = BTreeMap<(models::ModelStore, String), BTreeMap<String, Vec<u8>>>;
 
 /// A risk engine pod that exited refusing its configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,8 +83,8 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// Reading a ConfigMap holding a risk model, or the risk engine Deployment to see which
-    /// model copies it mounts, failed.
+    /// Reading a ConfigMap or Secret holding a risk model, or the risk engine Deployment to
+    /// see which models it mounts, failed.
     #[error("reading {name} for the risk model: {source}")]
     ModelReadFailed {
         name: String,
@@ -130,12 +132,13 @@ pub struct Observed<'a> {
     pub on_empty_dir: Vec<Server>,
     /// The live Deployments of the autoscaled paysys services (absent ones left out).
     pub autoscaled: Vec<Deployment>,
-    /// The files of the ConfigMaps holding the risk models (absent ones left out).
+    /// The files of the ConfigMaps and Secrets holding the risk models (absent ones left out).
     pub model_files: ModelFiles,
     /// The risk engine pods that refused their configuration, when a model is on a claim.
     pub refused_pods: Vec<RefusedPod>,
-    /// The operator's model copies the live risk engine Deployment mounts (kept from pruning).
-    pub model_copies_in_use: Vec<String>,
+    /// The models the live risk engine pod template mounts, and their copies (kept from
+    /// pruning).
+    pub live_engine: models::LiveEngine,
 }
 
 /// Reads everything `ps` depends on, creating its generated Secrets when absent (`make` builds
@@ -149,9 +152,9 @@ pub async fn observe<'a>(
     secrets.extend(secrets::read_referenced(client, ps).await?);
     let on_empty_dir = children::servers_on_empty_dir(client, ps).await?;
     let autoscaled = children::autoscaled_deployments(client, ps).await?;
-    let model_files = models::read_config_maps(client, ps).await?;
+    let model_files = models::read_sources(client, ps).await?;
     let refused_pods = models::refused_pods(client, ps).await?;
-    let model_copies_in_use = models::copies_in_use(client, ps).await?;
+    let live_engine = models::live_engine(client, ps).await?;
     Ok(Observed {
         resource: ps,
         secrets,
@@ -159,6 +162,6 @@ pub async fn observe<'a>(
         autoscaled,
         model_files,
         refused_pods,
-        model_copies_in_use,
+        live_engine,
     })
 }

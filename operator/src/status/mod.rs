@@ -113,6 +113,34 @@ impl Conditions {
         }
     }
 
+    /// Applied, but a risk model of the spec was refused (`failure`, its message saying what
+    /// the engine runs instead): `Degraded` says so while the rest reports the rollout of what
+    /// was applied (`applied`: [`Self::rolled_out`] or [`Self::rolling_out`]). The system
+    /// serves, so `Ready` stays as the components are, unless there is no risk engine at all
+    /// (`engine_exists`); `Progressing` does not call the generation rolled out.
+    pub fn held_back(applied: Self, failure: &Failure, engine_exists: bool) -> Self {
+        let Failure { reason, message } = failure;
+        let ready = if engine_exists {
+            applied.ready
+        } else {
+            State::new(Truth::False, *reason, message.clone())
+        };
+        let progressing = if applied.progressing.status == Truth::True {
+            applied.progressing
+        } else {
+            State::new(
+                Truth::False,
+                *reason,
+                "every Deployment runs what was applied; the refused risk model is not rolled out",
+            )
+        };
+        Self {
+            ready,
+            progressing,
+            degraded: State::new(Truth::True, *reason, message.clone()),
+        }
+    }
+
     /// `paused: true`: nothing is touched, so whether the system is ready stays as last seen
     /// (`previous_ready`), or unknown.
     pub fn paused(previous_ready: Option<&Condition>) -> Self {
@@ -402,11 +430,17 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
                 RiskEngineStatus {
                     desired_replicas: replicas.desired_replicas,
                     ready_replicas: replicas.ready_replicas,
-                    model: model_status(
-                        previous.risk_engine.as_ref().and_then(|r| r.model.as_ref()),
-                        system.risk_engine.model.as_ref(),
-                        deployment,
-                    ),
+                    model: match (&system.risk_engine.model, &system.risk_engine.held_back) {
+                        // The engine was left as it is: it runs what it ran.
+                        (None, Some(_)) => {
+                            previous.risk_engine.as_ref().and_then(|r| r.model.clone())
+                        }
+                        (models, _) => model_status(
+                            previous.risk_engine.as_ref().and_then(|r| r.model.as_ref()),
+                            models.as_ref(),
+                            deployment,
+                        ),
+                    },
                 }
             });
             let operated_status = |server: Server| {
@@ -431,7 +465,18 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
                 .data_feed
                 .as_ref()
                 .map(|feed| data_feed(feed, children.cron_jobs.first()));
-            rolled_out_or_waiting(deployments, operated)
+            let conditions = rolled_out_or_waiting(deployments, operated);
+            match &system.risk_engine.held_back {
+                Some(held_back) => Conditions::held_back(
+                    conditions,
+                    &Failure {
+                        reason: held_back.refusal.reason(),
+                        message: held_back.message.clone(),
+                    },
+                    risk_engine.is_some(),
+                ),
+                None => conditions,
+            }
         }
         Outcome::Paused => Conditions::paused(
             previous
@@ -650,6 +695,46 @@ mod tests {
         }
     }
 
+    /// A held-back model is `Degraded` with its reason while the system still serves; the
+    /// generation is not called rolled out; without any risk engine the system is not ready.
+    #[test]
+    fn a_held_back_model_is_degraded_but_ready_while_the_engine_serves() {
+        let failure = Failure {
+            reason: "ModelInvalid",
+            message: "the risk model in Secret m key model.txt cannot be served: ...".into(),
+        };
+        let held = Conditions::held_back(Conditions::rolled_out(), &failure, true);
+        assert_eq!(held.ready, Conditions::rolled_out().ready);
+        assert_eq!(
+            (held.degraded.status, held.degraded.reason.as_ref()),
+            (Truth::True, "ModelInvalid")
+        );
+        assert_eq!(held.degraded.message, failure.message);
+        assert_eq!(
+            (held.progressing.status, held.progressing.reason.as_ref()),
+            (Truth::False, "ModelInvalid")
+        );
+        let rolling = Conditions::rolling_out(&["shop-payments-api 0/2 ready".into()]);
+        let held = Conditions::held_back(rolling.clone(), &failure, true);
+        assert_eq!(held.progressing, rolling.progressing);
+        assert_eq!(held.ready, rolling.ready);
+        let no_engine = Conditions::held_back(Conditions::rolled_out(), &failure, false);
+        assert_eq!(
+            (no_engine.ready.status, no_engine.ready.reason.as_ref()),
+            (Truth::False, "ModelInvalid")
+        );
+        // Not a completed rollout: no `RolledOut` notice until the model is fixed.
+        let previous = status(1, &Conditions::rolling_out(&["x".into()]));
+        let next = status(
+            2,
+            &Conditions::held_back(Conditions::rolled_out(), &failure, true),
+        );
+        assert_eq!(
+            reasons(notices(Some(&previous), &next, &Outcome::Paused)),
+            ["Ready"]
+        );
+    }
+
     fn status(generation: i64, conditions: &Conditions) -> PaymentSystemStatus {
         PaymentSystemStatus {
             observed_generation: Some(generation),
@@ -758,10 +843,12 @@ mod tests {
     }
 
     fn claim(version: &str) -> ServedModel {
-        ServedModel::Claim {
+        ServedModel {
             version: version.into(),
-            claim_name: "models".into(),
-            sub_path: None,
+            location: crate::validate::ModelLocation::Claim {
+                claim_name: "models".into(),
+                sub_path: None,
+            },
         }
     }
 
@@ -800,6 +887,7 @@ mod tests {
         let models = Models {
             champion: claim("m-2"),
             shadow: Some(claim("m-s")),
+            copies: Vec::new(),
         };
         let before = ModelStatus {
             serving: Some("m-1".into()),

@@ -19,13 +19,16 @@ pub enum ValidationError {
         key: String,
         problem: &'static str,
     },
-    /// A ConfigMap named as a risk model's source does not exist.
-    #[error("the risk model's ConfigMap {0} not found")]
-    ModelNotFound(String),
+    /// A ConfigMap or Secret named as a risk model's source does not exist.
+    #[error("the risk model's {source_name} not found")]
+    ModelNotFound {
+        /// The kind and name, e.g. `Secret risk-model`.
+        source_name: String,
+    },
     /// A risk model fails the engine's checks (`paysys_core::model_card`): never rolled out.
     #[error("the risk model in {source_name} cannot be served: {message}")]
     ModelInvalid {
-        /// The ConfigMap and key the model was read from.
+        /// The ConfigMap or Secret and key the model was read from.
         source_name: String,
         message: String,
     },

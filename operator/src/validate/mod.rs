@@ -25,12 +25,14 @@ use self::error::invalid;
 pub use self::model::{
     AUTH_API_KEYS, AUTH_JWT_PUBLIC_KEY, AUTH_JWT_SECRET, Auth, CREDENTIALS_URL, Connection,
     DataFeed, Ephemeral, FEED_IMAGE, GENERATED_API_KEY, GENERATED_API_KEYS_FILE,
-    GENERATED_FEED_KEY, JwtKey, ManagedServer, Models, Operated, POSTGRES_IMAGE, PaymentsApi,
-    PodIds, RABBITMQ_IMAGE, RiskEngine, ServedModel, Storage, Validated, resources,
+    GENERATED_FEED_KEY, HeldBack, HeldEngine, JwtKey, ManagedServer, ModelCopy, ModelLocation,
+    Models, Operated, POSTGRES_IMAGE, PaymentsApi, PodIds, RABBITMQ_IMAGE, RiskEngine, ServedModel,
+    Storage, Validated, resources,
 };
 pub use self::schedule::is_schedule;
 use crate::crd::{DataFeedSpec, ExternalSpec, ManagedSpec, PaymentSystem, PaymentSystemSpec};
 use crate::names::{Names, Server, Workload};
+use crate::observe::models::LiveEngine;
 use crate::observe::{ModelFiles, Observed, RefusedPod, SecretData};
 
 /// Children kept as long as the `PaymentSystem` exists once made, even when the spec no longer
@@ -47,7 +49,11 @@ pub fn observed(observed: &Observed<'_>) -> Result<Validated, ValidationError> {
         observed.resource,
         &observed.secrets,
         &observed.on_empty_dir,
-        (&observed.model_files, &observed.refused_pods),
+        (
+            &observed.model_files,
+            &observed.refused_pods,
+            &observed.live_engine,
+        ),
     )
 }
 
@@ -64,25 +70,31 @@ pub fn validate_observed(
     secrets: &SecretData,
     on_empty_dir: &[Server],
 ) -> Result<Validated, ValidationError> {
-    validate_all(ps, secrets, on_empty_dir, (&ModelFiles::new(), &[]))
+    validate_all(
+        ps,
+        secrets,
+        on_empty_dir,
+        (&ModelFiles::new(), &[], &LiveEngine::default()),
+    )
 }
 
-/// [`validate`], with the files of the model ConfigMaps read and the risk engine pods that
-/// refused their model (see `observe::models`).
+/// [`validate`], with the files of the model ConfigMaps and Secrets read, the risk engine
+/// pods that refused their model and the live risk engine template (see `observe::models`).
 pub fn validate_with_models(
     ps: &PaymentSystem,
     secrets: &SecretData,
     model_files: &ModelFiles,
     refused_pods: &[RefusedPod],
+    live_engine: &LiveEngine,
 ) -> Result<Validated, ValidationError> {
-    validate_all(ps, secrets, &[], (model_files, refused_pods))
+    validate_all(ps, secrets, &[], (model_files, refused_pods, live_engine))
 }
 
 fn validate_all(
     ps: &PaymentSystem,
     secrets: &SecretData,
     on_empty_dir: &[Server],
-    (model_files, refused_pods): (&ModelFiles, &[RefusedPod]),
+    (model_files, refused_pods, live_engine): (&ModelFiles, &[RefusedPod], &LiveEngine),
 ) -> Result<Validated, ValidationError> {
     let name = ps.name_any();
     checks::check_spec(&name, &ps.spec)?;
@@ -117,12 +129,13 @@ fn validate_all(
         )?,
     };
     let auth = secrets::auth(&names, spec, secrets)?;
-    let model = spec
+    let models = spec
         .risk_engine
         .model
         .as_ref()
-        .map(|model| risk_model::resolve(&names, model, model_files, refused_pods))
-        .transpose()?;
+        .map(|model| risk_model::resolve(&names, model, model_files, refused_pods, live_engine))
+        .transpose()?
+        .unwrap_or_default();
     let data_feed = spec
         .data_feed
         .as_ref()
@@ -194,7 +207,8 @@ fn validate_all(
             prefetch: risk.prefetch,
             log_level: risk.log_level.clone(),
             rules_yaml,
-            model,
+            model: models.model,
+            held_back: models.held_back,
         },
         version: spec.image.tag.clone(),
         pull_policy: spec.image.pull_policy,

@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::{PodTemplateSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
+use super::error::ValidationError;
 use crate::crd::{
     AutoscalingSpec, JwtSpec, PullPolicy, RiskMode, SecurityContextSpec, SecurityMode,
     ServiceMonitorSpec, ServiceType, StorageSpec,
@@ -13,6 +14,7 @@ use crate::crd::{
 use crate::foreign::spec::{CloudNativePgSpec, ClusterOperatorSpec, DeletionPolicy, VolumeSpec};
 use crate::names::{Names, Server, Workload};
 use crate::observe::SecretData;
+use crate::observe::models::ModelStore;
 
 /// Default images of the managed dependencies, pinned so an operator upgrade is the only thing
 /// that changes them.
@@ -278,8 +280,13 @@ pub struct RiskEngine {
     pub log_level: Option<String>,
     /// The risk rules as rendered into the ConfigMap.
     pub rules_yaml: String,
-    /// The risk model and its challenger, when `riskEngine.model` is set.
+    /// The models the pod template mounts: those of `riskEngine.model`, except a refused one,
+    /// for which the live template's is kept (see `held_back`). `None` without a model, or
+    /// when a refused champion leaves none to serve.
     pub model: Option<Models>,
+    /// Set when a model of `riskEngine.model` is refused: why, and what the engine runs
+    /// instead. Everything else of the spec is still applied; the status is `Degraded`.
+    pub held_back: Option<HeldBack>,
 }
 
 /// The risk models the engine serves, each checked as far as the operator can.
@@ -289,34 +296,88 @@ pub struct Models {
     pub champion: ServedModel,
     /// The challenger (`SHADOW_MODEL_DIR`), scored in shadow.
     pub shadow: Option<ServedModel>,
+    /// The operator's copies of the spec's models that passed the checks, to apply (a model
+    /// kept from the live template already has its copy, which is kept from pruning).
+    pub copies: Vec<ModelCopy>,
 }
 
-/// One risk model, resolved.
+/// One risk model as the pod template mounts it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ServedModel {
-    /// Read from a ConfigMap and checked like the engine checks it; served from the
-    /// operator's immutable copy, the ConfigMap `copy`, holding `files`.
-    Copied {
-        version: String,
-        copy: String,
-        files: BTreeMap<String, String>,
-    },
-    /// On a PersistentVolumeClaim the operator cannot read: the engine checks that it holds
-    /// `version` (`MODEL_VERSION`).
-    Claim {
-        version: String,
-        claim_name: String,
-        sub_path: Option<String>,
-    },
+pub struct ServedModel {
+    /// The card's `model_version` (the pod-template annotation).
+    pub version: String,
+    pub location: ModelLocation,
 }
 
 impl ServedModel {
     /// The card's `model_version`.
     pub fn version(&self) -> &str {
-        match self {
-            Self::Copied { version, .. } | Self::Claim { version, .. } => version,
-        }
+        &self.version
     }
+}
+
+/// Where the pods read a model from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelLocation {
+    /// Read from a ConfigMap or a Secret and checked like the engine checks it; served from
+    /// the operator's immutable copy `name`, of the same kind.
+    Copy { store: ModelStore, name: String },
+    /// On a PersistentVolumeClaim the operator cannot read: the engine checks that it holds
+    /// the version (`MODEL_VERSION`).
+    Claim {
+        claim_name: String,
+        sub_path: Option<String>,
+    },
+}
+
+/// The operator's immutable copy of a checked model: a ConfigMap or a Secret (as its source)
+/// named after its content, holding `files`.
+#[derive(Clone, PartialEq)]
+pub struct ModelCopy {
+    pub store: ModelStore,
+    pub name: String,
+    pub files: BTreeMap<String, String>,
+}
+
+/// The files by name and size only: a model read from a Secret is never printed, wherever a
+/// `Validated` system is.
+impl std::fmt::Debug for ModelCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sizes: BTreeMap<&str, String> = self
+            .files
+            .iter()
+            .map(|(key, value)| (key.as_str(), format!("{} bytes", value.len())))
+            .collect();
+        f.debug_struct("ModelCopy")
+            .field("store", &self.store)
+            .field("name", &self.name)
+            .field("files", &sizes)
+            .finish()
+    }
+}
+
+/// A refused model of the spec and what the risk engine runs instead.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldBack {
+    /// Why (`ModelNotFound`, `ModelInvalid` or `ModelRefused`; with both models refused, the
+    /// champion's).
+    pub refusal: ValidationError,
+    /// Every refusal and what the engine runs instead, for the `Degraded` condition.
+    pub message: String,
+    pub engine: HeldEngine,
+}
+
+/// What the risk engine Deployment is while a model is held back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeldEngine {
+    /// Built from the spec, mounting [`RiskEngine::model`] (the last good model in place of
+    /// a refused one).
+    Models,
+    /// No good champion to serve (the first model is refused): the live pod template is
+    /// applied unchanged, so the engine keeps running as it did (e.g. in `rules` mode).
+    Template(Box<PodTemplateSpec>),
+    /// No good champion and no risk engine yet: none is created until a good model is given.
+    Absent,
 }
 
 /// A server another operator runs, with defaults resolved.

@@ -19,8 +19,16 @@ fn bad_cases() -> Vec<(&'static str, Value)> {
             json!({"riskEngine": {"model": {"configMap": {"name": "m"}, "persistentVolumeClaim": {"claimName": "c", "version": "v"}}}}),
         ),
         (
+            ".spec.riskEngine.model",
+            json!({"riskEngine": {"model": {"configMap": {"name": "m"}, "secret": {"name": "m"}}}}),
+        ),
+        (
             ".spec.riskEngine.model.configMap.name",
             json!({"riskEngine": {"model": {"configMap": {"name": ""}}}}),
+        ),
+        (
+            ".spec.riskEngine.model.secret.name",
+            json!({"riskEngine": {"model": {"secret": {"name": ""}}}}),
         ),
         (
             ".spec.riskEngine.model.persistentVolumeClaim.claimName",
@@ -33,6 +41,14 @@ fn bad_cases() -> Vec<(&'static str, Value)> {
         (
             ".spec.riskEngine.model.shadow",
             json!({"riskEngine": {"model": {"configMap": {"name": "m"}, "shadow": {}}}}),
+        ),
+        (
+            ".spec.riskEngine.model.shadow",
+            json!({"riskEngine": {"model": {"configMap": {"name": "m"}, "shadow": {"secret": {"name": "s"}, "persistentVolumeClaim": {"claimName": "c", "version": "v"}}}}}),
+        ),
+        (
+            ".spec.riskEngine.model.shadow.secret.name",
+            json!({"riskEngine": {"model": {"configMap": {"name": "m"}, "shadow": {"secret": {"name": ""}}}}}),
         ),
         (
             ".spec.riskEngine.model.shadow.configMap.name",

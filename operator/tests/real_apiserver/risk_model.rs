@@ -1,6 +1,8 @@
-//! The risk model on a real API server: a good model in a ConfigMap is copied, mounted and
-//! rolled out, and reported once every pod runs it (the test plays kubelet); a corrupt one or
-//! one of other features is refused with `Degraded` and the pod template is left as it was; a
+//! The risk model on a real API server: a good model in a ConfigMap or a Secret is copied
+//! (into an owned immutable object of the same kind), mounted and rolled out, and reported
+//! once every pod runs it (the test plays kubelet); a corrupt one, one of other features or a
+//! missing one is refused with `Degraded` while every other change of the spec is applied and
+//! the risk engine keeps its last good model (or, with none yet, is left as it was); a
 //! challenger is reported; a model on a claim that the engine refuses (a new pod exiting 2)
 //! makes the system `Degraded` with the engine's message while the old pod keeps serving.
 
@@ -8,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Binding, ConfigMap, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Binding, ConfigMap, ObjectReference, Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -49,17 +51,58 @@ async fn model_config_map(env: &Env, name: &str, card: &str, model: &str) {
         .unwrap_or_else(|e| panic!("apply ConfigMap {name}: {e}"));
 }
 
+/// Creates or replaces Secret `name` holding a model directory (as `kubectl create secret
+/// generic --from-file` would), labelled so a test can tell it is left as the user made it.
+async fn model_secret(env: &Env, name: &str, card: &str, model: &str) {
+    use base64::Engine as _;
+    let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "labels": {"owner": "data-science"}},
+        "type": "Opaque",
+        "data": {"model-card.json": encode(card), "model.txt": encode(model)},
+    });
+    Api::<Secret>::namespaced(env.client.clone(), &env.namespace)
+        .patch(
+            name,
+            &PatchParams::apply(TEST_MANAGER).force(),
+            &Patch::Apply(secret),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply Secret {name}: {e}"));
+}
+
 fn system(model: &str) -> String {
+    system_with(model, "")
+}
+
+/// A system in model mode with `model`, and `more` (YAML lines under `spec`, indented by 2).
+fn system_with(model: &str, more: &str) -> String {
     format!(
         "apiVersion: paysys.io/v1alpha1\nkind: PaymentSystem\nmetadata: {{name: shop}}\n\
-         spec:\n  riskEngine:\n    mode: model\n    model: {model}\n"
+         spec:\n{more}  riskEngine:\n    mode: model\n    model: {model}\n"
     )
+}
+
+/// The environment variable `name` of Deployment `deployment`'s first container.
+async fn env_var(env: &Env, deployment: &str, name: &str) -> Option<String> {
+    let deployment = Api::<Deployment>::namespaced(env.client.clone(), &env.namespace)
+        .get(deployment)
+        .await
+        .unwrap();
+    deployment.spec.template.spec?.containers[0]
+        .env
+        .clone()?
+        .into_iter()
+        .find(|e| e.name == name)?
+        .value
 }
 
 /// The risk engine Deployment's pod template: annotations, volumes by name, env by name.
 struct Template {
     annotations: BTreeMap<String, String>,
     config_map_volumes: BTreeMap<String, String>,
+    secret_volumes: BTreeMap<String, String>,
     env: BTreeMap<String, String>,
 }
 
@@ -70,13 +113,16 @@ async fn template(env: &Env) -> Template {
         .unwrap();
     let template = deployment.spec.template;
     let pod = template.spec.unwrap();
+    let volumes = pod.volumes.unwrap_or_default();
     Template {
         annotations: template.metadata.unwrap().annotations.unwrap_or_default(),
-        config_map_volumes: pod
-            .volumes
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|v| Some((v.name, v.config_map?.name)))
+        config_map_volumes: volumes
+            .iter()
+            .filter_map(|v| Some((v.name.clone(), v.config_map.as_ref()?.name.clone())))
+            .collect(),
+        secret_volumes: volumes
+            .iter()
+            .filter_map(|v| Some((v.name.clone(), v.secret.as_ref()?.secret_name.clone()?)))
             .collect(),
         env: pod.containers[0]
             .env
@@ -188,10 +234,19 @@ async fn a_config_map_model_is_checked_copied_rolled_out_and_a_broken_one_never_
         degraded
             .message
             .contains("ConfigMap risk-model key model.txt")
-            && degraded.message.contains("sha256 is"),
+            && degraded.message.contains("sha256 is")
+            && degraded.message.contains(&format!(
+                "the risk engine serves model {version} with challenger {version}"
+            )),
         "{}",
         degraded.message
     );
+    // Still serving: ready, the refusal told as a Warning Event.
+    assert_eq!(condition(&ps, "Ready").unwrap().status, "True");
+    eventually("a ModelInvalid Warning Event", TIMEOUT, || async {
+        (!events(&env, "ModelInvalid").await.is_empty()).then_some(())
+    })
+    .await;
     let kept = template(&env).await;
     assert_eq!(kept.annotations, with_shadow.annotations);
     assert_eq!(kept.config_map_volumes, with_shadow.config_map_volumes);
@@ -227,7 +282,7 @@ async fn a_config_map_model_is_checked_copied_rolled_out_and_a_broken_one_never_
 }
 
 #[tokio::test]
-async fn a_missing_model_config_map_is_degraded_and_creates_no_risk_engine() {
+async fn a_missing_model_config_map_is_degraded_and_creates_no_risk_engine_but_the_rest() {
     let Some(env) = env("risk-model-missing").await else {
         return;
     };
@@ -236,7 +291,13 @@ async fn a_missing_model_config_map_is_degraded_and_creates_no_risk_engine() {
     let ps = wait_condition(&env, "shop", "Degraded", "True", TIMEOUT).await;
     let degraded = condition(&ps, "Degraded").unwrap();
     assert_eq!(degraded.reason, "ModelNotFound");
-    assert!(degraded.message.contains("nowhere"), "{}", degraded.message);
+    assert!(
+        degraded.message.contains("ConfigMap nowhere")
+            && degraded.message.contains("no risk engine is created"),
+        "{}",
+        degraded.message
+    );
+    assert_eq!(condition(&ps, "Ready").unwrap().reason, "ModelNotFound");
     let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &env.namespace);
     assert!(
         deployments
@@ -245,9 +306,234 @@ async fn a_missing_model_config_map_is_degraded_and_creates_no_risk_engine() {
             .unwrap()
             .is_none()
     );
+    // Everything else is there.
+    assert!(
+        deployments
+            .get_opt("shop-payments-api")
+            .await
+            .unwrap()
+            .is_some()
+    );
     // Creating it is enough: the ConfigMap watch reconciles the system.
     model_config_map(&env, "nowhere", CARD, MODEL).await;
     wait_condition(&env, "shop", "Degraded", "False", TIMEOUT).await;
+    assert_eq!(
+        template(&env).await.annotations["paysys.io/model-version"],
+        version()
+    );
+}
+
+/// A model from a Secret: checked like a ConfigMap's, served from an owned immutable Secret
+/// copy; the user's Secret and the generated ones are left alone. A spec that changes to a
+/// corrupt model and changes another field at once gets the other field applied while the
+/// engine keeps its model; fixing the model rolls it out, clears `Degraded`, and prunes the old
+/// copy once no pod template mounts it.
+#[tokio::test]
+async fn a_secret_model_is_served_from_an_owned_copy_and_a_broken_one_blocks_nothing_else() {
+    let Some(env) = env("risk-model-secret").await else {
+        return;
+    };
+    let _operator = Operator::start(env.client.clone(), &env.namespace);
+    let version = version();
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.namespace);
+    model_secret(&env, "risk-model", CARD, MODEL).await;
+    let user_secret = secrets.get("risk-model").await.unwrap();
+    apply_system(&env, &system("{secret: {name: risk-model}}")).await;
+    wait_condition(&env, "shop", "Degraded", "False", TIMEOUT).await;
+
+    let served = template(&env).await;
+    assert_eq!(served.annotations["paysys.io/model-version"], version);
+    assert!(!served.config_map_volumes.contains_key("model"));
+    let copy_name = served.secret_volumes["model"].clone();
+    assert!(copy_name.starts_with("shop-model-"), "{copy_name}");
+    let copy = secrets.get(&copy_name).await.unwrap();
+    assert_eq!(copy.immutable, Some(true));
+    let owner = &copy.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("PaymentSystem", "shop")
+    );
+    assert_eq!(owner.controller, Some(true));
+    let data = copy.data.unwrap();
+    assert_eq!(data["model.txt"].0, MODEL.as_bytes());
+    assert_eq!(data["model-card.json"].0, CARD.as_bytes());
+    // The user's Secret is only read; the generated API key is still the one made first.
+    let api_key = secrets.get("shop-api-key").await.unwrap();
+    assert_eq!(
+        secrets
+            .get("risk-model")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        user_secret.metadata.resource_version
+    );
+
+    let kubelet = FakeKubelet::start(env.client.clone(), &env.namespace)
+        .await
+        .unwrap();
+    wait_condition(&env, "shop", "Ready", "True", TIMEOUT).await;
+    assert_eq!(model_status(&env).await, (Some(version.clone()), None));
+
+    // At once: the model moves to a Secret holding a corrupt one, and the API's log level
+    // changes.
+    let corrupt = MODEL.replacen("leaf_value=", "leaf_value=9", 1);
+    model_secret(&env, "risk-model-next", CARD, &corrupt).await;
+    apply_system(
+        &env,
+        &system_with(
+            "{secret: {name: risk-model-next}}",
+            "  paymentsApi: {logLevel: debug}\n",
+        ),
+    )
+    .await;
+    let ps = wait_condition(&env, "shop", "Degraded", "True", TIMEOUT).await;
+    let degraded = condition(&ps, "Degraded").unwrap();
+    assert_eq!(degraded.reason, "ModelInvalid");
+    assert!(
+        degraded.message.starts_with(
+            "the risk model in Secret risk-model-next key model.txt cannot be served: model "
+        ) && degraded.message.contains("sha256 is")
+            && degraded.message.ends_with(&format!(
+                "the risk engine serves model {version}, every other change is applied"
+            )),
+        "{}",
+        degraded.message
+    );
+    assert!(
+        !degraded.message.contains("leaf_value"),
+        "never the content: {}",
+        degraded.message
+    );
+    // The other field is applied; the engine's template still mounts the old copy.
+    eventually("the API's new log level", TIMEOUT, || async {
+        (env_var(&env, "shop-payments-api", "RUST_LOG")
+            .await
+            .as_deref()
+            == Some("debug"))
+        .then_some(())
+    })
+    .await;
+    let kept = template(&env).await;
+    assert_eq!(kept.annotations, served.annotations);
+    assert_eq!(kept.secret_volumes, served.secret_volumes);
+    assert!(secrets.get_opt(&copy_name).await.unwrap().is_some());
+    assert_eq!(model_status(&env).await, (Some(version.clone()), None));
+    eventually(
+        "the system ready again with the old model",
+        TIMEOUT,
+        || async {
+            let ps = Api::<PaymentSystem>::namespaced(env.client.clone(), &env.namespace)
+                .get("shop")
+                .await
+                .ok()?;
+            (condition(&ps, "Ready")?.status == "True").then_some(())
+        },
+    )
+    .await;
+
+    // Fixed with another good model (another card: another copy): rolled out, Degraded
+    // cleared, the old copy pruned once no template mounts it.
+    let edited = CARD.replacen("\"seed\"", "\"seed_note\": 1, \"seed\"", 1);
+    model_secret(&env, "risk-model-next", &edited, MODEL).await;
+    wait_condition(&env, "shop", "Degraded", "False", TIMEOUT).await;
+    let fixed = template(&env).await;
+    let new_copy = fixed.secret_volumes["model"].clone();
+    assert_ne!(new_copy, copy_name);
+    assert_eq!(
+        secrets.get(&new_copy).await.unwrap().data.unwrap()["model-card.json"].0,
+        edited.as_bytes()
+    );
+    eventually("the old copy pruned", TIMEOUT, || async {
+        secrets
+            .get_opt(&copy_name)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    wait_condition(&env, "shop", "Ready", "True", TIMEOUT).await;
+    // Neither the user's Secrets nor the generated one were touched.
+    assert_eq!(
+        secrets
+            .get("risk-model")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        user_secret.metadata.resource_version
+    );
+    let user_next = secrets.get("risk-model-next").await.unwrap();
+    assert!(user_next.metadata.owner_references.is_none());
+    assert_eq!(
+        secrets.get("shop-api-key").await.unwrap().data,
+        api_key.data
+    );
+    drop(kubelet);
+}
+
+/// A first model refused: the risk engine running the rules is left exactly as it was while
+/// the rest of the spec is applied; the model, once good, rolls out.
+#[tokio::test]
+async fn a_refused_first_model_leaves_the_rules_engine_as_it_was() {
+    let Some(env) = env("risk-model-first").await else {
+        return;
+    };
+    let _operator = Operator::start(env.client.clone(), &env.namespace);
+    apply_system(
+        &env,
+        "apiVersion: paysys.io/v1alpha1\nkind: PaymentSystem\nmetadata: {name: shop}\nspec: {}\n",
+    )
+    .await;
+    wait_condition(&env, "shop", "Degraded", "False", TIMEOUT).await;
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &env.namespace);
+    let rules = deployments.get("shop-risk-engine").await.unwrap();
+
+    apply_system(
+        &env,
+        &system_with(
+            "{secret: {name: not-yet}}",
+            "  paymentsApi: {logLevel: debug}\n",
+        ),
+    )
+    .await;
+    let ps = wait_condition(&env, "shop", "Degraded", "True", TIMEOUT).await;
+    let degraded = condition(&ps, "Degraded").unwrap();
+    assert_eq!(degraded.reason, "ModelNotFound");
+    assert!(
+        degraded.message.contains("Secret not-yet not found")
+            && degraded
+                .message
+                .contains("the risk engine is left as it is"),
+        "{}",
+        degraded.message
+    );
+    eventually("the API's new log level", TIMEOUT, || async {
+        (env_var(&env, "shop-payments-api", "RUST_LOG")
+            .await
+            .as_deref()
+            == Some("debug"))
+        .then_some(())
+    })
+    .await;
+    let held = deployments.get("shop-risk-engine").await.unwrap();
+    assert_eq!(held.spec.template, rules.spec.template);
+    assert_eq!(held.metadata.generation, rules.metadata.generation);
+    assert_eq!(
+        env_var(&env, "shop-risk-engine", "RISK_MODE")
+            .await
+            .as_deref(),
+        Some("rules")
+    );
+
+    // The Secret appears: the Secret watch reconciles, the model rolls out.
+    model_secret(&env, "not-yet", CARD, MODEL).await;
+    wait_condition(&env, "shop", "Degraded", "False", TIMEOUT).await;
+    let rolled = template(&env).await;
+    assert_eq!(rolled.env["RISK_MODE"], "model");
+    assert_eq!(rolled.annotations["paysys.io/model-version"], version());
+    assert!(rolled.secret_volumes["model"].starts_with("shop-model-"));
 }
 
 /// Binds `pod` and reports it as the kubelet would after the engine refused its model: exit
@@ -360,6 +646,24 @@ async fn a_claim_model_the_engine_refuses_is_degraded_and_the_old_pod_keeps_serv
         .collect();
     assert_eq!(old_pods.len(), 1);
     assert!(old_pods[0].metadata.deletion_timestamp.is_none());
+    assert_eq!(model_status(&env).await, (Some("m-old".into()), None));
+
+    // The refusal blocks nothing else: another change of the spec is applied meanwhile.
+    apply_system(
+        &env,
+        &system_with(&claim("m-new"), "  paymentsApi: {logLevel: debug}\n"),
+    )
+    .await;
+    eventually("the API's new log level", TIMEOUT, || async {
+        (env_var(&env, "shop-payments-api", "RUST_LOG")
+            .await
+            .as_deref()
+            == Some("debug"))
+        .then_some(())
+    })
+    .await;
+    let ps = wait_condition(&env, "shop", "Degraded", "True", TIMEOUT).await;
+    assert_eq!(condition(&ps, "Degraded").unwrap().reason, "ModelRefused");
     assert_eq!(model_status(&env).await, (Some("m-old".into()), None));
 }
 
