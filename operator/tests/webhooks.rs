@@ -110,15 +110,15 @@ fn webhooks_are_off_by_default_with_no_key_no_environment_and_no_egress_rule() {
             .iter()
             .all(|(secret, _)| *secret != GeneratedSecret::WebhooksKey)
     );
-    let children = children("");
-    assert_eq!(webhook_variables(container(&children)), Vec::<String>::new());
-    let policy = api_policy(&children);
+    let off = children("");
+    assert_eq!(webhook_variables(container(&off)), Vec::<String>::new());
+    let policy = api_policy(&off);
     assert_eq!(policy.policy_types, Some(vec!["Ingress".to_string()]));
     assert_eq!(policy.egress, None);
     // Settings without `enabled` change nothing either.
-    let children = children("webhooks: {timeoutSeconds: 3, allowedCIDRs: [10.1.0.0/16]}");
-    assert_eq!(webhook_variables(container(&children)), Vec::<String>::new());
-    assert_eq!(api_policy(&children).egress, None);
+    let settings = children("webhooks: {timeoutSeconds: 3, allowedCIDRs: [10.1.0.0/16]}");
+    assert_eq!(webhook_variables(container(&settings)), Vec::<String>::new());
+    assert_eq!(api_policy(&settings).egress, None);
 }
 
 #[test]

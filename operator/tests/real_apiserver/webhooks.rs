@@ -38,7 +38,7 @@ fn key_of(secret: &Secret) -> Vec<u8> {
 async fn api_container(env: &Env) -> Container {
     let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &env.namespace);
     let deployment = deployments.get("shop-payments-api").await.unwrap();
-    deployment.spec.unwrap().template.spec.unwrap().containers[0].clone()
+    deployment.spec.template.spec.unwrap().containers[0].clone()
 }
 
 fn value(container: &Container, name: &str) -> Option<String> {
