@@ -816,7 +816,8 @@ macro_rules! cidr_pattern {
 }
 
 /// The message of the CIDR list's CEL rule, also the operator's own error.
-pub const CIDRS_MESSAGE: &str = "webhooks.allowedCIDRs must list CIDRs such as 10.20.0.0/16 or fd00:1::/64";
+pub const CIDRS_MESSAGE: &str =
+    "webhooks.allowedCIDRs must list CIDRs such as 10.20.0.0/16 or fd00:1::/64";
 
 /// Signed webhooks to merchants: the payments API delivers every payment event to the HTTPS
 /// endpoints merchants register (docs/webhooks.md). The settings become the API's `WEBHOOK_*`

@@ -490,11 +490,20 @@ fn webhook_rules_refuse_bad_values_with_their_own_messages() {
             json!({"webhooks": {"egressPorts": [65536]}}),
             "webhooks.egressPorts must be between 1 and 65535",
         ),
-        (json!({"webhooks": {"allowedCIDRs": ["10.0.0.0/33"]}}), cidrs),
-        (json!({"webhooks": {"allowedCIDRs": ["256.0.0.0/8"]}}), cidrs),
+        (
+            json!({"webhooks": {"allowedCIDRs": ["10.0.0.0/33"]}}),
+            cidrs,
+        ),
+        (
+            json!({"webhooks": {"allowedCIDRs": ["256.0.0.0/8"]}}),
+            cidrs,
+        ),
         (json!({"webhooks": {"allowedCIDRs": ["10.0.0.1"]}}), cidrs),
         (json!({"webhooks": {"allowedCIDRs": ["fd00::/129"]}}), cidrs),
-        (json!({"webhooks": {"allowedCIDRs": ["example.com/8"]}}), cidrs),
+        (
+            json!({"webhooks": {"allowedCIDRs": ["example.com/8"]}}),
+            cidrs,
+        ),
         (
             json!({"webhooks": {"allowedCIDRs": ["10.0.0.0/8", "10.0.0.0/8; rm"]}}),
             cidrs,

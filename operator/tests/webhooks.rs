@@ -35,7 +35,13 @@ fn api(children: &Children) -> &Deployment {
 }
 
 fn container(children: &Children) -> &Container {
-    &api(children).spec.template.spec.as_ref().unwrap().containers[0]
+    &api(children)
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
 }
 
 fn env<'a>(container: &'a Container, name: &str) -> Option<&'a EnvVar> {
@@ -95,8 +101,7 @@ fn egress_allows(policy: &NetworkPolicySpec, address: &str, port: i32, protocol:
                     within(&block.cidr) && !block.except.iter().flatten().any(within)
                 })
             })
-        })
-        ;
+        });
         port_matches && peer_matches
     })
 }
@@ -117,7 +122,10 @@ fn webhooks_are_off_by_default_with_no_key_no_environment_and_no_egress_rule() {
     assert_eq!(policy.egress, None);
     // Settings without `enabled` change nothing either.
     let settings = children("webhooks: {timeoutSeconds: 3, allowedCIDRs: [10.1.0.0/16]}");
-    assert_eq!(webhook_variables(container(&settings)), Vec::<String>::new());
+    assert_eq!(
+        webhook_variables(container(&settings)),
+        Vec::<String>::new()
+    );
     assert_eq!(api_policy(&settings).egress, None);
 }
 
@@ -196,11 +204,11 @@ fn settings_become_the_api_environment_and_roll_the_pods() {
     }
     // Any change of the settings is a change of the pod template: the pods roll.
     let default = children(ENABLED);
+    assert_ne!(api(&changed).spec.template, api(&default).spec.template);
     assert_ne!(
-        api(&changed).spec.template,
-        api(&default).spec.template
+        api(&default).spec.template,
+        api(&children("")).spec.template
     );
-    assert_ne!(api(&default).spec.template, api(&children("")).spec.template);
 }
 
 const USER_KEY: &str = "webhooks:
@@ -222,7 +230,10 @@ fn a_user_named_key_secret_is_read_never_generated_and_checked() {
     validate::validate(&off, &secrets_for(&off, &[])).expect("valid without the Secret");
 
     let error = validate::validate(&ps, &secrets_for(&ps, &[])).unwrap_err();
-    assert_eq!(error, ValidationError::SecretNotFound("vault-webhooks".into()));
+    assert_eq!(
+        error,
+        ValidationError::SecretNotFound("vault-webhooks".into())
+    );
     let error = validate::validate(
         &ps,
         &secrets_for(&ps, &[("vault-webhooks", &[("other", WEBHOOKS_KEY)])]),
@@ -235,7 +246,11 @@ fn a_user_named_key_secret_is_read_never_generated_and_checked() {
             key: "secrets-key".into()
         }
     );
-    for bad in ["hunter2", "c2hvcnQ=", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWYxMjM0"] {
+    for bad in [
+        "hunter2",
+        "c2hvcnQ=",
+        "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWYxMjM0",
+    ] {
         let error = validate::validate(
             &ps,
             &secrets_for(&ps, &[("vault-webhooks", &[("secrets-key", bad)])]),
@@ -248,7 +263,10 @@ fn a_user_named_key_secret_is_read_never_generated_and_checked() {
 
     // Surrounding whitespace is fine (the API trims it too).
     let padded = format!("{WEBHOOKS_KEY}\n");
-    let secrets = secrets_for(&ps, &[("vault-webhooks", &[("secrets-key", padded.as_str())])]);
+    let secrets = secrets_for(
+        &ps,
+        &[("vault-webhooks", &[("secrets-key", padded.as_str())])],
+    );
     let children = build(&validate::validate(&ps, &secrets).unwrap());
     let selector = env(container(&children), "WEBHOOK_SECRETS_KEY")
         .unwrap()
@@ -261,8 +279,15 @@ fn a_user_named_key_secret_is_read_never_generated_and_checked() {
     // A new key in the user's Secret rolls the pods (the config hash covers it).
     let hash = |secrets: SecretData| {
         let children = build(&validate::validate(&ps, &secrets).unwrap());
-        api(&children).spec.template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()
-            [CONFIG_HASH]
+        api(&children)
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()[CONFIG_HASH]
             .clone()
     };
     let other = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
@@ -284,22 +309,40 @@ fn a_user_named_key_secret_is_read_never_generated_and_checked() {
         .unwrap()
         .secret_key_ref
         .unwrap();
-    assert_eq!((selector.name.as_str(), selector.key.as_str()), ("vault-webhooks", "aes"));
+    assert_eq!(
+        (selector.name.as_str(), selector.key.as_str()),
+        ("vault-webhooks", "aes")
+    );
 }
 
 #[test]
 fn bad_settings_are_refused_before_anything_is_built() {
     for (spec, needle) in [
-        ("webhooks: {retryWindowSeconds: 0}", "webhooks.retryWindowSeconds"),
-        ("webhooks: {retryWindowSeconds: 2592001}", "webhooks.retryWindowSeconds"),
+        (
+            "webhooks: {retryWindowSeconds: 0}",
+            "webhooks.retryWindowSeconds",
+        ),
+        (
+            "webhooks: {retryWindowSeconds: 2592001}",
+            "webhooks.retryWindowSeconds",
+        ),
         ("webhooks: {timeoutSeconds: 0}", "webhooks.timeoutSeconds"),
         ("webhooks: {timeoutSeconds: 121}", "webhooks.timeoutSeconds"),
-        ("webhooks: {maxInFlightPerEndpoint: 0}", "webhooks.maxInFlightPerEndpoint"),
+        (
+            "webhooks: {maxInFlightPerEndpoint: 0}",
+            "webhooks.maxInFlightPerEndpoint",
+        ),
         ("webhooks: {egressPorts: []}", "webhooks.egressPorts"),
-        ("webhooks: {egressPorts: [443, 65536]}", "webhooks.egressPorts"),
+        (
+            "webhooks: {egressPorts: [443, 65536]}",
+            "webhooks.egressPorts",
+        ),
         ("webhooks: {allowedCIDRs: [10.0.0.0/33]}", "10.0.0.0/33"),
         ("webhooks: {allowedCIDRs: [999.1.1.1/8]}", "999.1.1.1/8"),
-        ("webhooks: {allowedCIDRs: [10.0.0.1]}", "webhooks.allowedCIDRs"),
+        (
+            "webhooks: {allowedCIDRs: [10.0.0.1]}",
+            "webhooks.allowedCIDRs",
+        ),
         (
             "webhooks: {secretsKeySecret: {secretName: ''}}",
             "webhooks.secretsKeySecret.secretName",
@@ -342,7 +385,10 @@ fn the_api_egress_reaches_merchants_on_public_addresses_only() {
         "::1",
     ] {
         for port in [443, 80, 8080] {
-            assert!(!egress_allows(&policy, denied, port, "TCP"), "{denied}:{port}");
+            assert!(
+                !egress_allows(&policy, denied, port, "TCP"),
+                "{denied}:{port}"
+            );
         }
     }
     // Just outside the denied ranges.
@@ -352,7 +398,10 @@ fn the_api_egress_reaches_merchants_on_public_addresses_only() {
     // DNS anywhere, UDP and TCP.
     for protocol in ["UDP", "TCP"] {
         assert!(egress_allows(&policy, "10.96.0.10", 53, protocol));
-        assert!(egress_allows(&policy, "169.254.20.10", 53, protocol), "node-local DNS");
+        assert!(
+            egress_allows(&policy, "169.254.20.10", 53, protocol),
+            "node-local DNS"
+        );
     }
 }
 
@@ -370,7 +419,10 @@ fn allow_listed_networks_and_ports_are_reachable_and_nothing_else_is() {
         ("fd00:1::5", 443),
         ("8.8.8.8", 8443),
     ] {
-        assert!(egress_allows(&policy, address, port, "TCP"), "{address}:{port}");
+        assert!(
+            egress_allows(&policy, address, port, "TCP"),
+            "{address}:{port}"
+        );
     }
     for (address, port) in [
         ("10.21.0.1", 443),
@@ -379,7 +431,10 @@ fn allow_listed_networks_and_ports_are_reachable_and_nothing_else_is() {
         ("169.254.169.254", 8443),
         ("8.8.8.8", 8080),
     ] {
-        assert!(!egress_allows(&policy, address, port, "TCP"), "{address}:{port}");
+        assert!(
+            !egress_allows(&policy, address, port, "TCP"),
+            "{address}:{port}"
+        );
     }
     let cidrs: Vec<String> = policy
         .egress
@@ -405,8 +460,12 @@ fn pods_reached_on(policy: &NetworkPolicySpec, port: i32) -> Option<Vec<String>>
             .iter()
             .flatten()
             .map(|peer| {
-                peer.pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap()
-                    ["app.kubernetes.io/name"]
+                peer.pod_selector
+                    .as_ref()
+                    .unwrap()
+                    .match_labels
+                    .as_ref()
+                    .unwrap()["app.kubernetes.io/name"]
                     .clone()
             })
             .collect(),
@@ -417,8 +476,14 @@ fn pods_reached_on(policy: &NetworkPolicySpec, port: i32) -> Option<Vec<String>>
 fn the_api_still_reaches_its_database_and_broker_wherever_they_are() {
     // Managed: their pods, on their ports, and not as addresses.
     let policy = api_policy(&children(ENABLED));
-    assert_eq!(pods_reached_on(&policy, 5432), Some(vec!["postgresql".into()]));
-    assert_eq!(pods_reached_on(&policy, 5672), Some(vec!["rabbitmq".into()]));
+    assert_eq!(
+        pods_reached_on(&policy, 5432),
+        Some(vec!["postgresql".into()])
+    );
+    assert_eq!(
+        pods_reached_on(&policy, 5672),
+        Some(vec!["rabbitmq".into()])
+    );
     assert!(!egress_allows(&policy, "10.0.0.7", 5432, "TCP"));
 
     // External: anywhere (often a private network), on the ports of their URLs.
@@ -432,7 +497,13 @@ rabbitmq:
     let secrets = secrets_for(
         &ps,
         &[
-            ("db", &[("url", "postgres://app:pw@db-1.internal:6432,db-2.internal/pay")]),
+            (
+                "db",
+                &[(
+                    "url",
+                    "postgres://app:pw@db-1.internal:6432,db-2.internal/pay",
+                )],
+            ),
             ("mq", &[("uri", "amqps://app:pw@mq.internal/pay")]),
         ],
     );

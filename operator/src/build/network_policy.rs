@@ -244,10 +244,26 @@ mod tests {
     #[test]
     fn a_url_gives_each_host_s_port_or_the_scheme_s_default() {
         for (url, server, ports) in [
-            ("postgres://u:p@db.example:6432/app", Server::Postgres, vec![6432]),
-            ("postgresql://db.example/app?sslmode=require", Server::Postgres, vec![5432]),
-            ("postgres://u:p@db-1:5433,db-2/app", Server::Postgres, vec![5432, 5433]),
-            ("postgres://u:p%2F@[fd00::1]:5434/app", Server::Postgres, vec![5434]),
+            (
+                "postgres://u:p@db.example:6432/app",
+                Server::Postgres,
+                vec![6432],
+            ),
+            (
+                "postgresql://db.example/app?sslmode=require",
+                Server::Postgres,
+                vec![5432],
+            ),
+            (
+                "postgres://u:p@db-1:5433,db-2/app",
+                Server::Postgres,
+                vec![5432, 5433],
+            ),
+            (
+                "postgres://u:p%2F@[fd00::1]:5434/app",
+                Server::Postgres,
+                vec![5434],
+            ),
             ("postgres://u:p@[fd00::1]/app", Server::Postgres, vec![5432]),
             ("amqp://u:p@mq:5673/%2f", Server::RabbitMq, vec![5673]),
             ("amqps://u:p@mq.example/vhost", Server::RabbitMq, vec![5671]),

@@ -129,7 +129,11 @@ fn webhooks_environment(webhooks: &Webhooks) -> Vec<EnvVar> {
         ),
     ];
     if !webhooks.allowed_cidrs.is_empty() {
-        let cidrs: Vec<String> = webhooks.allowed_cidrs.iter().map(|n| n.to_string()).collect();
+        let cidrs: Vec<String> = webhooks
+            .allowed_cidrs
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         env.push(pod::env("WEBHOOK_ALLOWED_CIDRS", cidrs.join(",")));
     }
     env

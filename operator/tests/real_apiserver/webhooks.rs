@@ -64,7 +64,12 @@ fn key_reference(container: &Container) -> Option<(String, String)> {
 
 async fn api_policy(env: &Env) -> NetworkPolicySpec {
     let policies: Api<NetworkPolicy> = Api::namespaced(env.client.clone(), &env.namespace);
-    policies.get("shop-payments-api").await.unwrap().spec.unwrap()
+    policies
+        .get("shop-payments-api")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
 }
 
 async fn set_webhooks(env: &Env, webhooks: serde_json::Value) {
@@ -115,7 +120,10 @@ async fn webhook_egress_and_key_appear_once_and_the_key_outlives_switching_off()
         key_reference(&container),
         Some(("shop-webhooks-key".into(), "secrets-key".into()))
     );
-    assert_eq!(value(&container, "WEBHOOKS_ENABLED").as_deref(), Some("true"));
+    assert_eq!(
+        value(&container, "WEBHOOKS_ENABLED").as_deref(),
+        Some("true")
+    );
     assert_eq!(
         value(&container, "WEBHOOK_ALLOWED_CIDRS").as_deref(),
         Some("10.20.0.0/16")
@@ -143,7 +151,12 @@ async fn webhook_egress_and_key_appear_once_and_the_key_outlives_switching_off()
             .contains(&"169.254.0.0/16".to_string())
     );
     let v6 = blocks.iter().find(|b| b.cidr == "::/0").unwrap();
-    assert!(v6.except.as_ref().unwrap().contains(&"fc00::/7".to_string()));
+    assert!(
+        v6.except
+            .as_ref()
+            .unwrap()
+            .contains(&"fc00::/7".to_string())
+    );
     assert!(blocks.iter().any(|b| b.cidr == "10.20.0.0/16"));
 
     // A restarted operator reconciling again never replaces the key.
@@ -200,7 +213,10 @@ async fn webhook_egress_and_key_appear_once_and_the_key_outlives_switching_off()
     let again = secrets.get("shop-webhooks-key").await.unwrap();
     assert_eq!(again.uid(), generated.uid());
     assert_eq!(key_of(&again), key);
-    assert_eq!(api_policy(&env).await.egress.map(|e| e.is_empty()), Some(false));
+    assert_eq!(
+        api_policy(&env).await.egress.map(|e| e.is_empty()),
+        Some(false)
+    );
 }
 
 #[tokio::test]
@@ -226,10 +242,18 @@ spec:
     let ps = wait_condition(&env, "shop", "Degraded", "True", TIMEOUT).await;
     let degraded = condition(&ps, "Degraded").unwrap();
     assert_eq!(degraded.reason, "SecretNotFound");
-    assert!(degraded.message.contains("vault-webhooks"), "{}", degraded.message);
+    assert!(
+        degraded.message.contains("vault-webhooks"),
+        "{}",
+        degraded.message
+    );
     let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.namespace);
     assert!(
-        secrets.get_opt("shop-webhooks-key").await.unwrap().is_none(),
+        secrets
+            .get_opt("shop-webhooks-key")
+            .await
+            .unwrap()
+            .is_none(),
         "nothing generated"
     );
 
@@ -267,7 +291,12 @@ spec:
     let written = secrets.get("vault-webhooks").await.unwrap();
     let ps = wait_condition(&env, "shop", "Degraded", "False", TIMEOUT).await;
     assert_eq!(
-        ps.status.unwrap().webhooks.unwrap().secrets_key_secret.as_deref(),
+        ps.status
+            .unwrap()
+            .webhooks
+            .unwrap()
+            .secrets_key_secret
+            .as_deref(),
         Some("vault-webhooks/secrets-key")
     );
     assert_eq!(
@@ -277,7 +306,13 @@ spec:
     let after = secrets.get("vault-webhooks").await.unwrap();
     assert_eq!(after.resource_version(), written.resource_version());
     assert!(after.owner_references().is_empty(), "the user's, not owned");
-    assert!(secrets.get_opt("shop-webhooks-key").await.unwrap().is_none());
+    assert!(
+        secrets
+            .get_opt("shop-webhooks-key")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// The contract with the real `payments-api` binary (as in `contract.rs`: the pod template's
@@ -334,7 +369,11 @@ async fn the_api_runs_with_the_webhook_settings_the_operator_wires() {
     })
     .await;
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(ready.is_some(), "the API never became ready\n{}", log_text());
+    assert!(
+        ready.is_some(),
+        "the API never became ready\n{}",
+        log_text()
+    );
 
     let key_secret = ps.status.unwrap().api_key_secret.expect("a generated key");
     let secret = secrets.get(&key_secret).await.unwrap();
