@@ -71,6 +71,13 @@ pub const KIND: &str = "PaymentSystem";
         json_path = ".status.riskEngine.model.shadow"
     ),
     printcolumn(
+        name = "Webhooks",
+        type_ = "boolean",
+        priority = 1,
+        description = "Whether the payments API delivers merchant webhooks",
+        json_path = ".status.webhooks.enabled"
+    ),
+    printcolumn(
         name = "Reason",
         type_ = "string",
         priority = 1,
@@ -107,6 +114,9 @@ pub struct PaymentSystemSpec {
     pub data_feed: Option<DataFeedSpec>,
     /// Users, groups and the platform policy of every pod the operator runs.
     pub security_context: SecurityContextSpec,
+    /// Signed webhooks to merchants, delivered by the payments API (docs/webhooks.md). Off
+    /// by default.
+    pub webhooks: WebhooksSpec,
     /// While true the operator changes nothing of this system (children are left as they are).
     pub paused: bool,
 }
@@ -123,6 +133,7 @@ impl Default for PaymentSystemSpec {
             monitoring: MonitoringSpec::default(),
             data_feed: None,
             security_context: SecurityContextSpec::default(),
+            webhooks: WebhooksSpec::default(),
             paused: false,
         }
     }
@@ -823,6 +834,112 @@ pub enum SecurityMode {
     OpenShiftRestricted,
 }
 
+/// Key of the webhook secrets key in its Secret, generated or the user's (the default of
+/// `webhooks.secretsKeySecret.key`).
+pub const WEBHOOKS_KEY: &str = "secrets-key";
+
+/// The shape of a CIDR in the CEL rule: an IPv4 address or an IPv6 one (hex digits, colons,
+/// dots), `/`, a prefix length. The operator parses each one strictly too
+/// (`validate::checks`): CEL checks the shape only (its CIDR library is not in every server's
+/// CEL, nor in the offline evaluator of the tests).
+macro_rules! cidr_pattern {
+    () => {
+        "^(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])[.]){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/([0-9]|[12][0-9]|3[0-2])|[0-9a-fA-F:.]*:[0-9a-fA-F:.]*/([0-9]|[1-9][0-9]|1[01][0-9]|12[0-8]))$"
+    };
+}
+
+/// The message of the CIDR list's CEL rule, also the operator's own error.
+pub const CIDRS_MESSAGE: &str =
+    "webhooks.allowedCIDRs must list CIDRs such as 10.20.0.0/16 or fd00:1::/64";
+
+/// Signed webhooks to merchants: the payments API delivers every payment event to the HTTPS
+/// endpoints merchants register (docs/webhooks.md). The settings become the API's `WEBHOOK_*`
+/// environment. `WEBHOOK_ALLOW_HTTP` is deliberately not here: plain-http deliveries exist
+/// for tests on loopback; in a cluster they would send signed payment data unencrypted.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WebhooksSpec {
+    /// Register endpoints and deliver events (`WEBHOOKS_ENABLED`). Also restricts the API
+    /// pods' egress (with `networkPolicy.enabled`): DNS, the database, the broker, and
+    /// merchants on `egressPorts` at public addresses or in `allowedCIDRs`.
+    pub enabled: bool,
+    /// How long an event is retried before it is given up and the endpoint marked failing
+    /// (`WEBHOOK_RETRY_WINDOW_SECONDS`). At most 30 days.
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self >= 1 && self <= 2592000", "message": "webhooks.retryWindowSeconds must be between 1 and 2592000 (30 days)"}
+    ]))]
+    pub retry_window_seconds: i64,
+    /// Longest one delivery attempt may take; anything slower is a failed attempt
+    /// (`WEBHOOK_TIMEOUT_MS`).
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self >= 1 && self <= 120", "message": "webhooks.timeoutSeconds must be between 1 and 120"}
+    ]))]
+    pub timeout_seconds: i32,
+    /// Attempts at once to one endpoint, per API pod (`WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT`):
+    /// one endpoint's throughput is this divided by its round trip.
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self >= 1 && self <= 256", "message": "webhooks.maxInFlightPerEndpoint must be between 1 and 256"}
+    ]))]
+    pub max_in_flight_per_endpoint: i32,
+    /// Private networks merchants' endpoints may be in (`WEBHOOK_ALLOWED_CIDRS`), e.g. a
+    /// partner reached over a VPN. Everything private, loopback, link-local (the cloud
+    /// metadata service) or cluster-internal is refused otherwise, by the API and by the
+    /// NetworkPolicy.
+    #[serde(rename = "allowedCIDRs")]
+    #[schemars(length(max = 32), extend(
+        "items" = {"type": "string", "maxLength": 64},
+        "x-kubernetes-validations" = [
+            {"rule": concat!("self.all(cidr, cidr.matches('", cidr_pattern!(), "'))"), "message": CIDRS_MESSAGE}
+        ]
+    ))]
+    pub allowed_cidrs: Vec<String>,
+    /// TCP ports the API pods may connect to merchants on (NetworkPolicy egress). An endpoint
+    /// on another port is accepted at registration but its deliveries fail (connect timeout).
+    #[schemars(length(min = 1, max = 16), extend("x-kubernetes-validations" = [
+        {"rule": "self.all(port, port >= 1 && port <= 65535)", "message": "webhooks.egressPorts must be between 1 and 65535"}
+    ]))]
+    pub egress_ports: Vec<i32>,
+    /// The key encrypting the endpoints' signing secrets in the database
+    /// (`WEBHOOK_SECRETS_KEY`: 32 bytes, base64). Without it the operator generates one, once,
+    /// into the Secret named in `status.webhooks.secretsKeySecret`, and never replaces it.
+    /// Losing the key makes every stored signing secret unreadable: back it up with the
+    /// database.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secrets_key_secret: Option<WebhooksKeyRef>,
+}
+
+impl Default for WebhooksSpec {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            retry_window_seconds: 3 * 24 * 3600,
+            timeout_seconds: 10,
+            max_in_flight_per_endpoint: 8,
+            allowed_cidrs: Vec::new(),
+            egress_ports: vec![443],
+            secrets_key_secret: None,
+        }
+    }
+}
+
+/// The Secret and key holding the webhook secrets key.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhooksKeyRef {
+    /// Name of the Secret, in the same namespace.
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self != ''", "message": "webhooks.secretsKeySecret.secretName must not be empty"}
+    ]))]
+    pub secret_name: String,
+    /// Key within the Secret: 32 bytes in standard base64 (`openssl rand -base64 32`).
+    #[serde(default = "default_webhooks_key")]
+    pub key: String,
+}
+
+fn default_webhooks_key() -> String {
+    WEBHOOKS_KEY.into()
+}
+
 /// How Prometheus finds the services' metrics.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
@@ -998,6 +1115,21 @@ pub struct PaymentSystemStatus {
     /// The scheduled export, when `spec.dataFeed` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_feed: Option<DataFeedStatus>,
+    /// Whether the payments API delivers webhooks, and where its secrets key is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<WebhooksStatus>,
+}
+
+/// The webhooks as last applied.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhooksStatus {
+    /// Whether the payments API delivers webhooks (`spec.webhooks.enabled`, as applied).
+    pub enabled: bool,
+    /// The Secret and key (`<secret>/<key>`) holding the key that encrypts the stored signing
+    /// secrets, when enabled: the one to back up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_key_secret: Option<String>,
 }
 
 /// The export's CronJob and what it last did.

@@ -109,13 +109,15 @@ pub enum GeneratedSecret {
     Credentials(Server),
     /// The data feed's Fernet key, when the spec names no key Secret.
     FeedKey,
+    /// The key encrypting the webhook signing secrets, when the spec names no Secret.
+    WebhooksKey,
 }
 
 impl GeneratedSecret {
     /// The component whose labels the Secret carries.
     pub fn component(self) -> Component {
         match self {
-            Self::ApiKey => Component::PaymentsApi,
+            Self::ApiKey | Self::WebhooksKey => Component::PaymentsApi,
             Self::Credentials(server) => server.component(),
             Self::FeedKey => Component::DataFeed,
         }
@@ -185,6 +187,11 @@ impl Names {
         format!("{}-feed-key", self.instance)
     }
 
+    /// The generated Secret holding the key that encrypts the webhook signing secrets.
+    pub fn webhooks_key(&self) -> String {
+        format!("{}-webhooks-key", self.instance)
+    }
+
     /// The resource another operator runs a server from (CloudNativePG `Cluster`,
     /// `RabbitmqCluster`). Short, and unlike the managed server's names, so switching between
     /// `managed` and an operator never has two owners fight over one Service name
@@ -215,6 +222,7 @@ impl Names {
             GeneratedSecret::ApiKey => self.api_key(),
             GeneratedSecret::Credentials(server) => self.credentials(server),
             GeneratedSecret::FeedKey => self.feed_key(),
+            GeneratedSecret::WebhooksKey => self.webhooks_key(),
         }
     }
 }

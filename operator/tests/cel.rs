@@ -474,3 +474,70 @@ fn the_risk_model_needs_exactly_one_source_and_mode_model_needs_a_model() {
         ["model persistentVolumeClaim.version must not be empty"]
     );
 }
+
+#[test]
+fn webhook_rules_refuse_bad_values_with_their_own_messages() {
+    assert_eq!(violations(json!({"webhooks": {}})), Vec::<String>::new());
+    let every_field = json!({"webhooks": {
+        "enabled": true,
+        "retryWindowSeconds": 2592000,
+        "timeoutSeconds": 120,
+        "maxInFlightPerEndpoint": 256,
+        "allowedCIDRs": ["10.20.0.0/16", "192.168.7.1/32", "fd00:1::/64", "::ffff:10.0.0.0/104", "0.0.0.0/0"],
+        "egressPorts": [443, 8443, 65535],
+        "secretsKeySecret": {"secretName": "vault-webhooks", "key": "aes"},
+    }});
+    assert_eq!(violations(every_field), Vec::<String>::new());
+    let cidrs = paysys_operator::crd::CIDRS_MESSAGE;
+    let cases = [
+        (
+            json!({"webhooks": {"retryWindowSeconds": 0}}),
+            "webhooks.retryWindowSeconds must be between 1 and 2592000 (30 days)",
+        ),
+        (
+            json!({"webhooks": {"retryWindowSeconds": 2592001}}),
+            "webhooks.retryWindowSeconds must be between 1 and 2592000 (30 days)",
+        ),
+        (
+            json!({"webhooks": {"timeoutSeconds": 0}}),
+            "webhooks.timeoutSeconds must be between 1 and 120",
+        ),
+        (
+            json!({"webhooks": {"maxInFlightPerEndpoint": 257}}),
+            "webhooks.maxInFlightPerEndpoint must be between 1 and 256",
+        ),
+        (
+            json!({"webhooks": {"egressPorts": [443, 0]}}),
+            "webhooks.egressPorts must be between 1 and 65535",
+        ),
+        (
+            json!({"webhooks": {"egressPorts": [65536]}}),
+            "webhooks.egressPorts must be between 1 and 65535",
+        ),
+        (
+            json!({"webhooks": {"allowedCIDRs": ["10.0.0.0/33"]}}),
+            cidrs,
+        ),
+        (
+            json!({"webhooks": {"allowedCIDRs": ["256.0.0.0/8"]}}),
+            cidrs,
+        ),
+        (json!({"webhooks": {"allowedCIDRs": ["10.0.0.1"]}}), cidrs),
+        (json!({"webhooks": {"allowedCIDRs": ["fd00::/129"]}}), cidrs),
+        (
+            json!({"webhooks": {"allowedCIDRs": ["example.com/8"]}}),
+            cidrs,
+        ),
+        (
+            json!({"webhooks": {"allowedCIDRs": ["10.0.0.0/8", "10.0.0.0/8; rm"]}}),
+            cidrs,
+        ),
+        (
+            json!({"webhooks": {"secretsKeySecret": {"secretName": ""}}}),
+            "webhooks.secretsKeySecret.secretName must not be empty",
+        ),
+    ];
+    for (spec, message) in cases {
+        assert_eq!(violations(spec.clone()), [message], "{spec}");
+    }
+}

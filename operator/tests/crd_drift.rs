@@ -70,7 +70,9 @@ fn crd_names_follow_the_contract() {
         .collect();
     assert_eq!(
         columns,
-        ["Ready", "API", "Risk", "Model", "Shadow", "Reason", "Age"]
+        [
+            "Ready", "API", "Risk", "Model", "Shadow", "Webhooks", "Reason", "Age"
+        ]
     );
 }
 

@@ -11,7 +11,7 @@ use super::pod::{self, Rollout, SERVICE_UID};
 use crate::names::{Component, Workload};
 use crate::validate::{
     AUTH_API_KEYS, AUTH_JWT_PUBLIC_KEY, AUTH_JWT_SECRET, Auth, GENERATED_API_KEYS_FILE, JwtKey,
-    Validated,
+    Validated, Webhooks,
 };
 
 /// Port the API listens on inside its pods (`PORT`).
@@ -34,15 +34,13 @@ pub fn deployment(system: &Validated) -> Deployment {
     container.volume_mounts = Some(vec![pod::mount("auth", AUTH_DIR, true)]);
     pod::service_probes(&mut container);
     let volumes = vec![auth_volume(&system.auth)];
-    let hash = meta::config_hash(
-        system,
-        &[
-            system.auth.secret_name(),
-            system.database.url_source().0,
-            system.rabbitmq.url_source().0,
-        ],
-        &[],
-    );
+    let mut secrets = vec![
+        system.auth.secret_name(),
+        system.database.url_source().0,
+        system.rabbitmq.url_source().0,
+    ];
+    secrets.extend(system.webhooks.as_ref().map(|w| w.key_secret.as_str()));
+    let hash = meta::config_hash(system, &secrets, &[]);
     pod::deployment(
         system,
         component,
@@ -103,6 +101,40 @@ fn environment(system: &Validated) -> Vec<EnvVar> {
     }
     if let Some(level) = &spec.log_level {
         env.push(pod::env("RUST_LOG", level));
+    }
+    if let Some(webhooks) = &system.webhooks {
+        env.extend(webhooks_environment(webhooks));
+    }
+    env
+}
+
+/// The dispatcher's settings (docs/webhooks.md, "Configuration"); the key only by reference
+/// to its Secret, never as a value in the Deployment. `WEBHOOK_ALLOW_HTTP` is never set: plain
+/// http is for tests on loopback.
+fn webhooks_environment(webhooks: &Webhooks) -> Vec<EnvVar> {
+    let mut env = vec![
+        pod::env("WEBHOOKS_ENABLED", "true"),
+        pod::env_from_secret("WEBHOOK_SECRETS_KEY", &webhooks.key_secret, &webhooks.key),
+        pod::env(
+            "WEBHOOK_RETRY_WINDOW_SECONDS",
+            webhooks.retry_window_seconds.to_string(),
+        ),
+        pod::env(
+            "WEBHOOK_TIMEOUT_MS",
+            (i64::from(webhooks.timeout_seconds) * 1000).to_string(),
+        ),
+        pod::env(
+            "WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT",
+            webhooks.max_in_flight_per_endpoint.to_string(),
+        ),
+    ];
+    if !webhooks.allowed_cidrs.is_empty() {
+        let cidrs: Vec<String> = webhooks
+            .allowed_cidrs
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        env.push(pod::env("WEBHOOK_ALLOWED_CIDRS", cidrs.join(",")));
     }
     env
 }

@@ -1,5 +1,5 @@
-//! Secrets the operator generates: the API key, the managed servers' credentials and the data
-//! feed's Fernet key.
+//! Secrets the operator generates: the API key, the managed servers' credentials, the data
+//! feed's Fernet key and the webhook secrets key.
 //!
 //! They are created once, only if absent, and never updated, so a reconcile can never rotate
 //! a credential clients or a database already hold. The templates are built here from the
@@ -14,7 +14,7 @@ use kube::{Resource, ResourceExt};
 
 use super::managed::{self, MANAGED_DATABASE, MANAGED_USER, RABBITMQ_CONF};
 use super::meta;
-use crate::crd::PaymentSystem;
+use crate::crd::{PaymentSystem, WEBHOOKS_KEY};
 use crate::names::{GeneratedSecret, Names, Server};
 use crate::validate::{
     CREDENTIALS_URL, GENERATED_API_KEY, GENERATED_API_KEYS_FILE, GENERATED_FEED_KEY,
@@ -27,6 +27,7 @@ pub const DEFAULT_PRINCIPAL: &str = "default";
 pub fn generate(ps: &PaymentSystem, secret: GeneratedSecret) -> Secret {
     let token = match secret {
         GeneratedSecret::FeedKey => random_fernet_key(),
+        GeneratedSecret::WebhooksKey => random_webhooks_key(),
         GeneratedSecret::ApiKey | GeneratedSecret::Credentials(_) => random_token(),
     };
     template(ps, secret, &token)
@@ -40,6 +41,14 @@ fn random_fernet_key() -> String {
     base64::engine::general_purpose::URL_SAFE.encode(bytes)
 }
 
+/// An AES-256 key as the payments API reads `WEBHOOK_SECRETS_KEY`: 32 random bytes in
+/// standard base64 (44 characters).
+fn random_webhooks_key() -> String {
+    use base64::Engine as _;
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 /// 32 random bytes from the thread's CSPRNG, hex-encoded: URL-safe, so it can sit in a
 /// connection URL without escaping.
 fn random_token() -> String {
@@ -47,13 +56,15 @@ fn random_token() -> String {
     hex::encode(bytes)
 }
 
-/// The generated Secret `secret` holding `token` (an API key, a password or a Fernet key).
+/// The generated Secret `secret` holding `token` (an API key, a password, a Fernet key or the
+/// webhook secrets key).
 pub fn template(ps: &PaymentSystem, secret: GeneratedSecret, token: &str) -> Secret {
     let names = Names::new(&ps.name_any());
     let namespace = ps.namespace().unwrap_or_default();
     let data = match secret {
         GeneratedSecret::ApiKey => api_key_data(token),
         GeneratedSecret::FeedKey => BTreeMap::from([(GENERATED_FEED_KEY.into(), token.into())]),
+        GeneratedSecret::WebhooksKey => BTreeMap::from([(WEBHOOKS_KEY.into(), token.into())]),
         GeneratedSecret::Credentials(server @ Server::Postgres) => {
             let address = service_address(&names, server, &namespace);
             let url = format!("postgres://{MANAGED_USER}:{token}@{address}/{MANAGED_DATABASE}");

@@ -32,6 +32,10 @@ pub fn generated_secrets(ps: &PaymentSystem) -> Vec<(GeneratedSecret, String)> {
     {
         generated.push(GeneratedSecret::FeedKey);
     }
+    let webhooks = &ps.spec.webhooks;
+    if webhooks.enabled && webhooks.secrets_key_secret.is_none() {
+        generated.push(GeneratedSecret::WebhooksKey);
+    }
     generated
         .into_iter()
         .map(|secret| (secret, names.generated(secret)))
@@ -62,6 +66,13 @@ pub fn referenced_secrets(ps: &PaymentSystem) -> Vec<String> {
             spec.data_feed
                 .as_ref()
                 .and_then(|feed| feed.key_secret.as_ref())
+                .map(|key| key.secret_name.clone()),
+        )
+        .chain(
+            spec.webhooks
+                .secrets_key_secret
+                .as_ref()
+                .filter(|_| spec.webhooks.enabled)
                 .map(|key| key.secret_name.clone()),
         )
         .chain(operated.into_iter().flatten())

@@ -18,7 +18,7 @@ use crate::apply::Applied;
 use crate::build::payments_api;
 use crate::crd::{
     ComponentStatus, DataFeedStatus, ModelStatus, PaymentSystem, PaymentSystemStatus,
-    RiskEngineStatus,
+    RiskEngineStatus, WebhooksStatus,
 };
 use crate::foreign::Readiness;
 use crate::names::{Component, Names, Server};
@@ -465,6 +465,13 @@ pub fn compute(ps: &PaymentSystem, outcome: &Outcome<'_>, now: &Time) -> Payment
                 .data_feed
                 .as_ref()
                 .map(|feed| data_feed(feed, children.cron_jobs.first()));
+            status.webhooks = Some(WebhooksStatus {
+                enabled: system.webhooks.is_some(),
+                secrets_key_secret: system
+                    .webhooks
+                    .as_ref()
+                    .map(|webhooks| format!("{}/{}", webhooks.key_secret, webhooks.key)),
+            });
             let conditions = rolled_out_or_waiting(deployments, operated);
             match &system.risk_engine.held_back {
                 Some(held_back) => Conditions::held_back(

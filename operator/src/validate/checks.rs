@@ -7,8 +7,8 @@ use kube::ResourceExt;
 use super::error::{ValidationError, invalid};
 use super::schedule::is_schedule;
 use crate::crd::{
-    DataFeedSpec, JwtAlgorithm, PaymentSystem, PaymentSystemSpec, RiskMode, SCHEDULE_MESSAGE,
-    SecurityContextSpec, SecurityMode,
+    CIDRS_MESSAGE, DataFeedSpec, JwtAlgorithm, PaymentSystem, PaymentSystemSpec, RiskMode,
+    SCHEDULE_MESSAGE, SecurityContextSpec, SecurityMode, WebhooksSpec,
 };
 use crate::names::{MAX_FEED_INSTANCE_NAME, MAX_INSTANCE_NAME};
 
@@ -118,7 +118,61 @@ pub(super) fn check_spec(name: &str, spec: &PaymentSystemSpec) -> Result<(), Val
     if let Some(conflict) = security_conflict(&spec.security_context) {
         return Err(invalid(conflict));
     }
+    check_webhooks(&spec.webhooks)?;
     Ok(())
+}
+
+/// The webhooks' bounds, as the CEL rules word them (checked whether enabled or not: a
+/// resource valid at admission stays valid here).
+fn check_webhooks(webhooks: &WebhooksSpec) -> Result<(), ValidationError> {
+    if !(1..=2_592_000).contains(&webhooks.retry_window_seconds) {
+        return Err(invalid(
+            "webhooks.retryWindowSeconds must be between 1 and 2592000 (30 days)",
+        ));
+    }
+    if !(1..=120).contains(&webhooks.timeout_seconds) {
+        return Err(invalid("webhooks.timeoutSeconds must be between 1 and 120"));
+    }
+    if !(1..=256).contains(&webhooks.max_in_flight_per_endpoint) {
+        return Err(invalid(
+            "webhooks.maxInFlightPerEndpoint must be between 1 and 256",
+        ));
+    }
+    if webhooks.egress_ports.is_empty()
+        || webhooks
+            .egress_ports
+            .iter()
+            .any(|port| !(1..=65535).contains(port))
+    {
+        return Err(invalid(
+            "webhooks.egressPorts must list ports between 1 and 65535",
+        ));
+    }
+    if webhooks
+        .secrets_key_secret
+        .as_ref()
+        .is_some_and(|key| key.secret_name.is_empty())
+    {
+        return Err(invalid(
+            "webhooks.secretsKeySecret.secretName must not be empty",
+        ));
+    }
+    parse_cidrs(&webhooks.allowed_cidrs)?;
+    Ok(())
+}
+
+/// `cidrs` as networks with their host bits cleared (`10.1.2.3/8` is `10.0.0.0/8`), or the
+/// CEL rule's message naming the first one that is not a CIDR.
+pub(super) fn parse_cidrs(cidrs: &[String]) -> Result<Vec<ipnet::IpNet>, ValidationError> {
+    cidrs
+        .iter()
+        .map(|cidr| {
+            cidr.trim()
+                .parse::<ipnet::IpNet>()
+                .map(|net| net.trunc())
+                .map_err(|_| invalid(format!("{CIDRS_MESSAGE} ({cidr:?} is not one)")))
+        })
+        .collect()
 }
 
 /// The first id `security` fixes although its mode leaves ids to the platform, as the CRD's

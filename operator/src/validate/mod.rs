@@ -27,20 +27,29 @@ pub use self::model::{
     DataFeed, Ephemeral, FEED_IMAGE, GENERATED_API_KEY, GENERATED_API_KEYS_FILE,
     GENERATED_FEED_KEY, HeldBack, HeldEngine, JwtKey, ManagedServer, ModelCopy, ModelLocation,
     Models, Operated, POSTGRES_IMAGE, PaymentsApi, PodIds, RABBITMQ_IMAGE, RiskEngine, ServedModel,
-    Storage, Validated, resources,
+    Storage, Validated, Webhooks, resources,
 };
 pub use self::schedule::is_schedule;
-use crate::crd::{DataFeedSpec, ExternalSpec, ManagedSpec, PaymentSystem, PaymentSystemSpec};
+use crate::crd::{
+    DataFeedSpec, ExternalSpec, ManagedSpec, PaymentSystem, PaymentSystemSpec, WebhooksSpec,
+};
 use crate::names::{Names, Server, Workload};
 use crate::observe::models::LiveEngine;
 use crate::observe::{ModelFiles, Observed, RefusedPod, SecretData};
 
 /// Children kept as long as the `PaymentSystem` exists once made, even when the spec no longer
 /// asks for them: the API key (switching auth back and forth never changes the key clients
-/// hold), the data feed's Fernet key (the files written with it stay readable) and the data
-/// feed's claim (switching the feed off never deletes the exported files).
+/// hold), the data feed's Fernet key (the files written with it stay readable), the data
+/// feed's claim (switching the feed off never deletes the exported files) and the webhook
+/// secrets key (the signing secrets stored under it stay readable when webhooks are switched
+/// off and on again).
 pub fn kept_for_life(names: &Names) -> Vec<String> {
-    vec![names.api_key(), names.feed_key(), names.feed_claim()]
+    vec![
+        names.api_key(),
+        names.feed_key(),
+        names.feed_claim(),
+        names.webhooks_key(),
+    ]
 }
 
 /// [`validate_observed`] of everything observe read.
@@ -141,6 +150,11 @@ fn validate_all(
         .as_ref()
         .map(|feed| data_feed(&names, spec, feed, secrets))
         .transpose()?;
+    let webhooks = spec
+        .webhooks
+        .enabled
+        .then(|| webhooks(&names, &spec.webhooks, secrets))
+        .transpose()?;
     let used: SecretData = secrets
         .iter()
         .filter(|(name, _)| {
@@ -150,6 +164,9 @@ fn validate_all(
                 database.url_source().0,
             ]
             .contains(&name.as_str())
+                || webhooks
+                    .as_ref()
+                    .is_some_and(|webhooks| webhooks.key_secret == **name)
         })
         .map(|(name, data)| (name.clone(), data.clone()))
         .collect();
@@ -216,6 +233,7 @@ fn validate_all(
         pod_ids: PodIds::of(&spec.security_context),
         network_policies: spec.network_policy.enabled,
         service_monitor: spec.monitoring.service_monitor.clone(),
+        webhooks,
         names,
         namespace,
         owner,
@@ -260,6 +278,23 @@ fn data_feed(
         key,
         retention_days: feed.retention_days,
         suspend: feed.suspend,
+    })
+}
+
+fn webhooks(
+    names: &Names,
+    spec: &WebhooksSpec,
+    secrets: &SecretData,
+) -> Result<Webhooks, ValidationError> {
+    let (key_secret, key) = secrets::webhooks_key(names, spec, secrets)?;
+    Ok(Webhooks {
+        retry_window_seconds: spec.retry_window_seconds,
+        timeout_seconds: spec.timeout_seconds,
+        max_in_flight_per_endpoint: spec.max_in_flight_per_endpoint,
+        allowed_cidrs: checks::parse_cidrs(&spec.allowed_cidrs)?,
+        egress_ports: spec.egress_ports.clone(),
+        key_secret,
+        key,
     })
 }
 

@@ -151,6 +151,21 @@ pub struct DataFeed {
     pub suspend: bool,
 }
 
+/// Webhook delivery by the payments API, with defaults resolved (`spec.webhooks.enabled`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Webhooks {
+    pub retry_window_seconds: i64,
+    pub timeout_seconds: i32,
+    pub max_in_flight_per_endpoint: i32,
+    /// The private networks merchants may be in, host bits cleared.
+    pub allowed_cidrs: Vec<ipnet::IpNet>,
+    /// TCP ports deliveries may connect to (the NetworkPolicy's egress).
+    pub egress_ports: Vec<i32>,
+    /// Secret and key of the key encrypting the signing secrets.
+    pub key_secret: String,
+    pub key: String,
+}
+
 /// A `PaymentSystem` that passed every check, with every default resolved: all the builders
 /// read (they never see the raw spec).
 #[derive(Debug, Clone, PartialEq)]
@@ -173,6 +188,8 @@ pub struct Validated {
     pub data_feed: Option<DataFeed>,
     /// The Prometheus Operator `ServiceMonitor`s, when `spec.monitoring.serviceMonitor` is set.
     pub service_monitor: Option<ServiceMonitorSpec>,
+    /// Webhook delivery, when `spec.webhooks.enabled`.
+    pub webhooks: Option<Webhooks>,
     /// The referenced Secrets' data, hashed into the pod templates that use them.
     pub secrets: SecretData,
     /// How every pod's user and group ids are chosen.

@@ -6,7 +6,7 @@ use super::model::{
     AUTH_API_KEYS, AUTH_JWT_PUBLIC_KEY, AUTH_JWT_SECRET, Auth, GENERATED_API_KEYS_FILE,
     GENERATED_FEED_KEY, JwtKey,
 };
-use crate::crd::{DataFeedSpec, JwtAlgorithm, PaymentSystemSpec};
+use crate::crd::{DataFeedSpec, JwtAlgorithm, PaymentSystemSpec, WEBHOOKS_KEY, WebhooksSpec};
 use crate::names::Names;
 use crate::observe::SecretData;
 
@@ -77,6 +77,38 @@ pub(super) fn feed_key(
         });
     }
     Ok((key_secret, key))
+}
+
+/// The Secret and key of the webhook secrets key (the generated one unless the spec names
+/// one), checked to be what the payments API reads from `WEBHOOK_SECRETS_KEY`: an API that
+/// would refuse to start is reported here instead.
+pub(super) fn webhooks_key(
+    names: &Names,
+    webhooks: &WebhooksSpec,
+    secrets: &SecretData,
+) -> Result<(String, String), ValidationError> {
+    let (key_secret, key) = match &webhooks.secrets_key_secret {
+        Some(reference) => (reference.secret_name.clone(), reference.key.clone()),
+        None => (names.webhooks_key(), WEBHOOKS_KEY.to_owned()),
+    };
+    require_key(secrets, &key_secret, &key)?;
+    if !is_aes_key(&secrets[&key_secret][&key].0) {
+        return Err(ValidationError::SecretKeyInvalid {
+            secret: key_secret,
+            key,
+            problem: "is not a webhook secrets key (32 bytes in standard base64, as made by \
+                      `openssl rand -base64 32`)",
+        });
+    }
+    Ok((key_secret, key))
+}
+
+/// 32 bytes in standard base64, surrounding whitespace allowed (the API trims it too).
+fn is_aes_key(value: &[u8]) -> bool {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(value.trim_ascii())
+        .is_ok_and(|bytes| bytes.len() == 32)
 }
 
 /// 32 bytes in url-safe base64. Surrounding whitespace (the newline `keygen > file` leaves) is

@@ -13,6 +13,10 @@ use paysys_operator::validate::{self, Validated};
 /// A valid Fernet key (32 bytes, url-safe base64), as `paysys-feed keygen` prints one.
 pub const FERNET_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
+/// A valid webhook secrets key (32 bytes, standard base64), as `openssl rand -base64 32`
+/// prints one.
+pub const WEBHOOKS_KEY: &str = "d2ViaG9va3Mtc2VjcmV0cy1rZXktMzItYnl0ZXMhISE=";
+
 /// A `PaymentSystem` named `shop` in namespace `payments` with `spec` (YAML), as the API
 /// server would return it (uid, generation).
 pub fn system(spec: &str) -> PaymentSystem {
@@ -38,6 +42,7 @@ pub fn secrets_for(ps: &PaymentSystem, user: &[(&str, &[(&str, &str)])]) -> Secr
     for (secret, name) in paysys_operator::observe::secrets::generated_secrets(ps) {
         let token = match secret {
             GeneratedSecret::FeedKey => FERNET_KEY,
+            GeneratedSecret::WebhooksKey => WEBHOOKS_KEY,
             _ => "0123456789abcdef0123456789abcdef",
         };
         let secret = secrets::template(ps, secret, token);

@@ -25,7 +25,7 @@ use crate::support::{Env, Operator, apply_system, env, eventually, http, wait_co
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A built binary of the workspace (beside this test's `deps/`), or why it is missing.
-fn binary(name: &str) -> Result<PathBuf, String> {
+pub(crate) fn binary(name: &str) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().expect("current executable");
     let mut dir = exe.parent().expect("a folder").to_path_buf();
     if dir.ends_with("deps") {
@@ -43,12 +43,12 @@ fn binary(name: &str) -> Result<PathBuf, String> {
 }
 
 /// A RabbitMQ virtual host of its own (nothing left over from other runs), removed on drop.
-struct VirtualHost {
-    name: String,
+pub(crate) struct VirtualHost {
+    pub(crate) name: String,
 }
 
 impl VirtualHost {
-    fn create() -> Result<VirtualHost, String> {
+    pub(crate) fn create() -> Result<VirtualHost, String> {
         let name = unique_name("paysys-test");
         rabbitmqctl(&["add_vhost", &name])?;
         rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"])?;
@@ -78,7 +78,7 @@ fn rabbitmqctl(args: &[&str]) -> Result<(), String> {
 }
 
 /// Skips (one line) or, under `CI=true`, fails.
-fn skip(why: &str) {
+pub(crate) fn skip(why: &str) {
     if std::env::var("CI").is_ok_and(|ci| ci == "true") {
         panic!("{why} (CI=true: a skipped test is a failure)");
     }
@@ -86,7 +86,7 @@ fn skip(why: &str) {
 }
 
 /// The first container of Deployment `name`, resolved into `dir`.
-async fn container(env: &Env, name: &str, dir: &std::path::Path) -> LocalContainer {
+pub(crate) async fn container(env: &Env, name: &str, dir: &std::path::Path) -> LocalContainer {
     let deployment = Api::<Deployment>::namespaced(env.client.clone(), &env.namespace)
         .get(name)
         .await
@@ -100,7 +100,7 @@ async fn container(env: &Env, name: &str, dir: &std::path::Path) -> LocalContain
 
 /// Starts `container` as a local process: the template's environment only (nothing
 /// inherited), `PORT` replaced by `port`, output into `log`.
-fn start(container: &LocalContainer, port: u16, log: &std::path::Path) -> Child {
+pub(crate) fn start(container: &LocalContainer, port: u16, log: &std::path::Path) -> Child {
     let program = binary(container.image_program()).expect("checked before");
     let mut env = container.local_env();
     assert!(env.contains_key("PORT"), "the template sets PORT");

@@ -247,6 +247,30 @@ fn bad_cases() -> Vec<(&'static str, Value)> {
             ".spec.securityContext.fsGroup",
             json!({"securityContext": {"fsGroup": -1}}),
         ),
+        (
+            ".spec.webhooks.retryWindowSeconds",
+            json!({"webhooks": {"retryWindowSeconds": 0}}),
+        ),
+        (
+            ".spec.webhooks.timeoutSeconds",
+            json!({"webhooks": {"timeoutSeconds": 121}}),
+        ),
+        (
+            ".spec.webhooks.maxInFlightPerEndpoint",
+            json!({"webhooks": {"maxInFlightPerEndpoint": 0}}),
+        ),
+        (
+            ".spec.webhooks.allowedCIDRs",
+            json!({"webhooks": {"allowedCIDRs": ["10.0.0.0/8", "10.0.0.0/33"]}}),
+        ),
+        (
+            ".spec.webhooks.egressPorts",
+            json!({"webhooks": {"egressPorts": [443, 70000]}}),
+        ),
+        (
+            ".spec.webhooks.secretsKeySecret.secretName",
+            json!({"webhooks": {"enabled": true, "secretsKeySecret": {"secretName": ""}}}),
+        ),
     ]
 }
 

@@ -23,3 +23,4 @@ mod risk_model;
 mod risk_rules;
 mod support;
 mod upgrade;
+mod webhooks;
