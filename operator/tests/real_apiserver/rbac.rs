@@ -300,13 +300,27 @@ async fn users_bound_to_view_or_edit_read_or_change_payment_systems() {
     assert_eq!(roles.len(), 2, "the view and edit roles");
     apply_objects(admin, &roles).await;
 
+    // The aggregation controller folds each labelled role into view and edit in its own
+    // update (edit takes the view role's rules too), so wait for every grant checked below,
+    // not one of each: edit could already patch and not yet get.
     crate::support::eventually(
         "the aggregation controller to add PaymentSystems to view and edit",
         TIMEOUT,
         || async {
-            (user_can(admin, &viewer, "list", None, ns).await
-                && user_can(admin, &editor, "patch", None, ns).await)
-                .then_some(())
+            for verb in ["get", "list", "watch"] {
+                if !(user_can(admin, &viewer, verb, None, ns).await
+                    && user_can(admin, &editor, verb, None, ns).await
+                    && user_can(admin, &viewer, verb, Some("status"), ns).await)
+                {
+                    return None;
+                }
+            }
+            for verb in ["create", "update", "patch", "delete", "deletecollection"] {
+                if !user_can(admin, &editor, verb, None, ns).await {
+                    return None;
+                }
+            }
+            Some(())
         },
     )
     .await;
