@@ -187,7 +187,12 @@ fn report_lag(what: &str, state: &Received, expected: usize) {
 /// The load average, to say what else the machine was doing.
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
-        .map(|text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .unwrap_or_else(|_| "unknown".into())
 }
 

@@ -324,7 +324,12 @@ impl Dispatcher {
 impl Run {
     /// The claimed rows as deliveries: each event rendered once for all its endpoints, each
     /// endpoint's target reused while unchanged.
-    fn prepare(&mut self, claimed: Vec<Claimed>, shared: &Shared, send_by: Instant) -> Vec<Delivery> {
+    fn prepare(
+        &mut self,
+        claimed: Vec<Claimed>,
+        shared: &Shared,
+        send_by: Instant,
+    ) -> Vec<Delivery> {
         if self.targets.len() > TARGETS_KEPT {
             self.targets.clear();
         }
