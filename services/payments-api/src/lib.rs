@@ -141,7 +141,14 @@ pub async fn run(
     workers.cancel();
     let stopped = async {
         futures::future::join_all(relays).await;
-        let _ = tokio::join!(consumer, reaper, backlog, outbox_depth, dispatcher, retention);
+        let _ = tokio::join!(
+            consumer,
+            reaper,
+            backlog,
+            outbox_depth,
+            dispatcher,
+            retention
+        );
         if let Some(jwks) = jwks {
             let _ = jwks.await;
         }

@@ -146,7 +146,9 @@ impl PrivatePostgres {
         let log = self.dir.join("server.log").display().to_string();
         self.run(
             "pg_ctl",
-            &["start", "-D", &data, "-o", &options, "-l", &log, "-w", "-t", "60"],
+            &[
+                "start", "-D", &data, "-o", &options, "-l", &log, "-w", "-t", "60",
+            ],
         );
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -253,7 +255,10 @@ mod tests {
 
         server.crash();
         assert!(
-            sqlx::query("SELECT 1").execute(&mut connection).await.is_err(),
+            sqlx::query("SELECT 1")
+                .execute(&mut connection)
+                .await
+                .is_err(),
             "the open connection is cut"
         );
         assert!(

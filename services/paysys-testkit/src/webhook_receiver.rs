@@ -66,13 +66,17 @@ struct ReceiverState {
 
 impl Receiver {
     pub async fn start(mode: Mode) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a receiver");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a receiver");
         Self::serve(listener, mode)
     }
 
     /// On a given address (a receiver that was down comes back where it was).
     pub async fn start_on(addr: SocketAddr, mode: Mode) -> Receiver {
-        let listener = TcpListener::bind(addr).await.expect("bind the receiver's port");
+        let listener = TcpListener::bind(addr)
+            .await
+            .expect("bind the receiver's port");
         Self::serve(listener, mode)
     }
 
@@ -255,7 +259,10 @@ async fn receive(
     state.accepted.lock().unwrap().push(Received {
         id,
         event_type: event["type"].as_str().unwrap_or_default().to_owned(),
-        payment_id: event["payment"]["id"].as_str().unwrap_or_default().to_owned(),
+        payment_id: event["payment"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
     });
     StatusCode::NO_CONTENT
 }
@@ -299,15 +306,27 @@ mod tests {
             mac.update(body);
             hex::encode(mac.finalize().into_bytes())
         };
-        assert!(verify(secret, &format!("t={t},v1={}", sign(t, secret)), body));
+        assert!(verify(
+            secret,
+            &format!("t={t},v1={}", sign(t, secret)),
+            body
+        ));
         assert!(verify(
             secret,
             &format!("t={t},v1=00,v1={}", sign(t, secret)),
             body
         ));
-        assert!(!verify(secret, &format!("t={t},v1={}", sign(t, "other")), body));
+        assert!(!verify(
+            secret,
+            &format!("t={t},v1={}", sign(t, "other")),
+            body
+        ));
         let old = t - 301;
-        assert!(!verify(secret, &format!("t={old},v1={}", sign(old, secret)), body));
+        assert!(!verify(
+            secret,
+            &format!("t={old},v1={}", sign(old, secret)),
+            body
+        ));
         assert!(!verify(secret, "v1=00", body));
     }
 }

@@ -43,6 +43,9 @@ pub struct Webhooks {
     pub out_of_order: Option<(String, i64, i64)>,
     /// Requests whose signature or event id did not verify.
     pub bad_signatures: usize,
+    /// Delivery attempts that failed (refused, 5xx, timed out): the receiver's faults show
+    /// here.
+    pub failed_attempts: usize,
 }
 
 impl Verdict {
@@ -102,11 +105,7 @@ impl Verdict {
     }
 }
 
-pub async fn check(
-    system: &System,
-    stats: &DriverStats,
-    receiver: Option<&Receiver>,
-) -> Verdict {
+pub async fn check(system: &System, stats: &DriverStats, receiver: Option<&Receiver>) -> Verdict {
     let accepted: HashSet<Uuid> = stats.accepted.iter().copied().collect();
     let rows: Vec<(Uuid, String)> = sqlx::query_as("SELECT id, status FROM payments")
         .fetch_all(&system.pool)
@@ -160,6 +159,11 @@ async fn check_webhooks(system: &System, receiver: &Receiver) -> Webhooks {
         .expect("events")
         .into_iter()
         .collect();
+    let failed_attempts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM webhook_attempts WHERE error IS NOT NULL")
+            .fetch_one(&system.pool)
+            .await
+            .expect("failed attempts");
     let accepted = receiver.accepted();
     let delivered = receiver.distinct();
     Webhooks {
@@ -168,5 +172,6 @@ async fn check_webhooks(system: &System, receiver: &Receiver) -> Webhooks {
         redelivered: accepted.len() - delivered.len(),
         out_of_order: webhook_receiver::out_of_order(&accepted),
         bad_signatures: receiver.bad_signatures(),
+        failed_attempts: failed_attempts as usize,
     }
 }

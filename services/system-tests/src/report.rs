@@ -16,7 +16,7 @@ pub struct Row {
 
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| scenario | sent | accepted | decided | lost | duplicated | unacknowledged 201s | 503s | recovery after the fault | webhook events | events lost | redelivered |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | sent | accepted | decided | lost | duplicated | unacknowledged 201s | 503s | recovery after the fault | webhook events | events lost | redelivered | failed attempts |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
         let webhooks = |value: fn(&Webhooks) -> usize| {
@@ -26,7 +26,7 @@ pub fn table(rows: &[Row]) -> String {
                 .map_or("-".to_owned(), |w| value(w).to_string())
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             row.scenario,
             row.stats.sent,
             row.verdict.accepted,
@@ -42,6 +42,7 @@ pub fn table(rows: &[Row]) -> String {
             webhooks(|w| w.events),
             webhooks(|w| w.lost),
             webhooks(|w| w.redelivered),
+            webhooks(|w| w.failed_attempts),
         ));
     }
     out

@@ -333,7 +333,10 @@ async fn inject(system: &mut System, fault: Fault, duration: Duration) -> Instan
         Fault::DatabaseRestart { times, down } => {
             for _ in 0..times {
                 tokio::time::sleep(pause(times).saturating_sub(down)).await;
-                let server = system.private_postgres.as_ref().expect("a private PostgreSQL");
+                let server = system
+                    .private_postgres
+                    .as_ref()
+                    .expect("a private PostgreSQL");
                 server.crash();
                 tokio::time::sleep(down).await;
                 server.restart().await;

@@ -4,7 +4,7 @@
 //! PostgreSQL and RabbitMQ.
 
 use paysys_system_tests::report;
-use paysys_system_tests::scenarios::{self, Scenario};
+use paysys_system_tests::scenarios::{self, ReceiverFault, Scenario};
 
 async fn check(scenario: &Scenario) {
     let row = scenarios::run(scenario).await;
@@ -17,12 +17,23 @@ async fn check(scenario: &Scenario) {
         "{}: nothing was accepted",
         scenario.name
     );
-    let webhooks = row.verdict.webhooks.as_ref().expect("a receiver was subscribed");
+    let webhooks = row
+        .verdict
+        .webhooks
+        .as_ref()
+        .expect("a receiver was subscribed");
     assert!(
         webhooks.events >= 2 * row.verdict.accepted,
         "{}: a created and a decided event per accepted payment",
         scenario.name
     );
+    if scenario.receiver != ReceiverFault::None {
+        assert!(
+            webhooks.failed_attempts > 0,
+            "{}: the receiver's fault never failed a delivery",
+            scenario.name
+        );
+    }
 }
 
 fn short(name: &str) -> Scenario {

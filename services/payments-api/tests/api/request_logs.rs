@@ -78,8 +78,19 @@ async fn every_line_logged_for_a_request_has_its_request_id() {
             (status, reply.json::<Value>().await.unwrap_or(Value::Null))
         }
     };
-    assert_eq!(send("req-created", "/v1/payments", Some(ALICE), None).await.0, 201);
-    let (status, problem) = send("req-unauthorized", "/v1/payments", Some("wrong-key-0123456789"), None).await;
+    assert_eq!(
+        send("req-created", "/v1/payments", Some(ALICE), None)
+            .await
+            .0,
+        201
+    );
+    let (status, problem) = send(
+        "req-unauthorized",
+        "/v1/payments",
+        Some("wrong-key-0123456789"),
+        None,
+    )
+    .await;
     assert_eq!(status, 401, "{problem}");
     assert_eq!(problem["requestId"], "req-unauthorized");
     // The database refused: through group commit (whose writer task serves many requests at
@@ -119,7 +130,12 @@ async fn every_line_logged_for_a_request_has_its_request_id() {
             .iter()
             .any(|line| line["level"] == level && line["message"] == message)
     };
-    for id in ["req-created", "req-unauthorized", "req-db-grouped", "req-db-keyed"] {
+    for id in [
+        "req-created",
+        "req-unauthorized",
+        "req-db-grouped",
+        "req-db-keyed",
+    ] {
         assert!(!of(id).is_empty(), "no line names {id}:\n{stdout}");
     }
     assert!(
@@ -138,7 +154,12 @@ async fn every_line_logged_for_a_request_has_its_request_id() {
     // every line inside a request's span has one.
     for line in &lines {
         let message = line["message"].as_str().unwrap_or_default();
-        if ["authentication failed", "database unavailable", "database error"].contains(&message)
+        if [
+            "authentication failed",
+            "database unavailable",
+            "database error",
+        ]
+        .contains(&message)
             || line["spans"]
                 .as_array()
                 .is_some_and(|spans| spans.iter().any(|span| span["name"] == "request"))

@@ -386,11 +386,7 @@ async fn delivery_checks_the_destination_again() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    assert_eq!(
-        receiver.requests(),
-        0,
-        "nothing reached loopback"
-    );
+    assert_eq!(receiver.requests(), 0, "nothing reached loopback");
     api.stop().await;
 }
 
@@ -679,10 +675,7 @@ async fn dead_and_hanging_endpoints_do_not_delay_a_live_one() {
     );
     // The hanging endpoints' first requests are all still open (they end only at the 60 s
     // timeout): the live endpoint got every event without waiting for any of them.
-    assert!(
-        hanging.requests() > 0,
-        "the hanging ones were tried"
-    );
+    assert!(hanging.requests() > 0, "the hanging ones were tried");
     let hung_attempts: i64 =
         sqlx::query_scalar("SELECT count(*) FROM webhook_attempts WHERE endpoint_id = ANY($1)")
             .bind(
@@ -800,13 +793,12 @@ async fn events_and_attempts_past_their_retention_are_deleted_but_never_an_owed_
         .execute(&api.pool)
         .await
         .unwrap();
-    let old_attempts = sqlx::query(
-        "UPDATE webhook_attempts SET attempted_at = now() - interval '40 days'",
-    )
-    .execute(&api.pool)
-    .await
-    .unwrap()
-    .rows_affected();
+    let old_attempts =
+        sqlx::query("UPDATE webhook_attempts SET attempted_at = now() - interval '40 days'")
+            .execute(&api.pool)
+            .await
+            .unwrap()
+            .rows_affected();
     assert!(old_attempts > 0);
 
     let count = |sql: &'static str| {
@@ -824,9 +816,10 @@ async fn events_and_attempts_past_their_retention_are_deleted_but_never_an_owed_
              WHERE principal = 'alice' AND created_at < now() - interval '30 days'",
         )
         .await;
-        let old_attempts =
-            count("SELECT count(*) FROM webhook_attempts WHERE attempted_at < now() - interval '30 days'")
-                .await;
+        let old_attempts = count(
+            "SELECT count(*) FROM webhook_attempts WHERE attempted_at < now() - interval '30 days'",
+        )
+        .await;
         (old_events == 0 && old_attempts == 0).then_some(())
     })
     .await;
@@ -838,7 +831,11 @@ async fn events_and_attempts_past_their_retention_are_deleted_but_never_an_owed_
         .iter()
         .map(|e| e["id"].as_i64().unwrap())
         .collect();
-    assert_eq!(listed, [kept], "alice's recent event is kept, the old ones gone");
+    assert_eq!(
+        listed,
+        [kept],
+        "alice's recent event is kept, the old ones gone"
+    );
     // Bob's are as old, but still owed: kept, and still delivered to (attempts go on).
     assert_eq!(event_ids(&api, "bob").await, bobs);
     assert_eq!(
@@ -919,7 +916,10 @@ async fn a_postgresql_crash_and_restart_mid_delivery_loses_no_event() {
     }
     server.crash();
     let before = receiver.distinct().len();
-    assert!(before < 300, "crashed mid-delivery ({before} of 300 delivered)");
+    assert!(
+        before < 300,
+        "crashed mid-delivery ({before} of 300 delivered)"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     server.restart().await;
     // And the API takes payments again afterwards, their events delivered like the rest.
