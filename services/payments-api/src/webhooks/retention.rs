@@ -162,7 +162,14 @@ mod tests {
         let error = retention(&[("WEBHOOK_EVENTS_RETENTION_DAYS", "3")], 3).unwrap_err();
         assert_eq!(error.name, "WEBHOOK_EVENTS_RETENTION_DAYS");
         assert!(error.to_string().contains("retry window"), "{error}");
-        let error = retention(&[("WEBHOOK_ATTEMPTS_RETENTION_DAYS", "10")], 30).unwrap_err();
+        let error = retention(
+            &[
+                ("WEBHOOK_EVENTS_RETENTION_DAYS", "40"),
+                ("WEBHOOK_ATTEMPTS_RETENTION_DAYS", "10"),
+            ],
+            30,
+        )
+        .unwrap_err();
         assert_eq!(error.name, "WEBHOOK_ATTEMPTS_RETENTION_DAYS");
         assert!(retention(&[("WEBHOOK_EVENTS_RETENTION_DAYS", "4")], 3).is_ok());
         for (name, value) in [
