@@ -890,7 +890,10 @@ async fn a_database_cut_mid_delivery_loses_no_event() {
 async fn a_postgresql_crash_and_restart_mid_delivery_loses_no_event() {
     let server = paysys_testkit::private_postgres::PrivatePostgres::start().await;
     let key = secrets_key();
-    let env = webhook_env(&key);
+    let mut env = webhook_env(&key);
+    // 2 at a time to a receiver taking 100 ms: at most 20 events/s, so that the crash comes
+    // while most of the 300 are still to deliver, however slowly they were made.
+    env.push(("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", "2".into()));
     let refs: Vec<(&str, &str)> = env.iter().map(|(n, v)| (*n, v.as_str())).collect();
     let api = TestApi::start_on(server.database(), TestBroker::new(), &refs).await;
     let receiver = Receiver::start(Mode::Slow(100)).await;
@@ -908,9 +911,9 @@ async fn a_postgresql_crash_and_restart_mid_delivery_loses_no_event() {
         .buffer_unordered(8)
         .for_each(|reply| async move { assert_eq!(reply.status, StatusCode::OK) })
         .await;
-    // Crash while the receiver is still taking them (100 ms each, 8 at a time).
+    // Crash while the receiver is still taking them.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while receiver.requests() < 20 {
+    while receiver.requests() < 10 {
         assert!(Instant::now() < deadline, "no delivery started");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
