@@ -375,3 +375,25 @@ pub async fn record(
     .await?;
     Ok(())
 }
+
+/// Deletes up to `limit` attempts made more than `retention` ago; returns how many. Rows
+/// another replica is deleting are skipped.
+pub async fn delete_expired_attempts(
+    conn: &mut PgConnection,
+    retention: Duration,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let deleted = sqlx::query!(
+        r#"DELETE FROM webhook_attempts WHERE id = ANY (ARRAY(
+            SELECT id FROM webhook_attempts
+            WHERE attempted_at < now() - make_interval(secs => $1)
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        ))"#,
+        retention.as_secs_f64(),
+        limit
+    )
+    .execute(conn)
+    .await?;
+    Ok(deleted.rows_affected())
+}
