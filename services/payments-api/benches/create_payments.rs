@@ -21,7 +21,7 @@ use paysys_testkit::free_port;
 use paysys_testkit::{TestBroker, TestDb};
 
 mod common;
-use common::{API_KEY, env_or, start_api};
+use common::{API_KEY, DropDatabase, env_or, start_api};
 
 struct Totals {
     histogram: Histogram<u64>,
@@ -36,6 +36,7 @@ async fn main() {
     let warmup = env_or("BENCH_WARMUP_SECONDS", 2);
 
     let db = TestDb::create().await;
+    let _drop_database = DropDatabase(db.name.clone());
     let broker = TestBroker::new();
     let port = free_port();
     let _api = start_api(&db, &broker, port, &[]);

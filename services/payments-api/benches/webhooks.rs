@@ -5,12 +5,14 @@
 //! 1. creates payments without any endpoint (the API's created/s with only the triggers);
 //! 2. the same with one subscribed endpoint: created/s, dispatch events/s (first to last
 //!    delivery) and event lag (the change's commit to the receiver) p50/p99/max;
-//! 3. 1,000 endpoints of which 900 are dead (closed ports): the lag of deliveries to the 100
-//!    live ones.
+//! 3. dispatch from a backlog: the endpoint paused (in the database) while payments are made,
+//!    then resumed; its events/s from then to the last arrival (the dispatcher alone);
+//! 4. 100 live endpoints, then the same with 900 dead ones (closed ports) beside them: the
+//!    lag of deliveries to the live ones, with and without the dead.
 //!
 //! `cargo bench -p payments-api --bench webhooks` (env: BENCH_PAYMENTS=5000,
-//! BENCH_CLIENTS=32, BENCH_DEAD_PAYMENTS=500 (0 skips step 3), BENCH_PER_ENDPOINT=8, the
-//! API's WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT).
+//! BENCH_CLIENTS=32, BENCH_DEAD_PAYMENTS=500 (payments for each run of step 4; 0 skips it),
+//! BENCH_PER_ENDPOINT=8, the API's WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -28,7 +30,7 @@ use paysys_testkit::{TestBroker, TestDb, free_port};
 use serde_json::{Value, json};
 
 mod common;
-use common::{API_KEY, Api, env_or};
+use common::{API_KEY, Api, DropDatabase, env_or};
 
 /// The API with webhooks on, delivering over plain HTTP to loopback receivers.
 fn start_api(db: &TestDb, broker: &TestBroker, port: u16) -> Api {
@@ -182,15 +184,90 @@ fn report_lag(what: &str, state: &Received, expected: usize) {
     );
 }
 
+/// The load average, to say what else the machine was doing.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Deletes every endpoint of the benchmark's caller.
+async fn delete_endpoints(client: &reqwest::Client, base: &str) {
+    let endpoints: Vec<Value> = client
+        .get(format!("{base}/v1/webhook-endpoints"))
+        .header("authorization", API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .clone();
+    for endpoint in endpoints {
+        client
+            .delete(format!(
+                "{base}/v1/webhook-endpoints/{}",
+                endpoint["id"].as_str().unwrap()
+            ))
+            .header("authorization", API_KEY)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// Registers `n` live endpoints (on the receiver) and `dead` ones (closed ports).
+async fn register_many(
+    client: &reqwest::Client,
+    base: &str,
+    state: &Received,
+    receiver: SocketAddr,
+    live: usize,
+    dead: usize,
+) {
+    for i in 0..dead {
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        };
+        register(client, base, &format!("http://{closed}/hook/dead{i}")).await;
+    }
+    for i in 0..live {
+        let path = format!("live{i}");
+        let secret = register(client, base, &format!("http://{receiver}/hook/{path}")).await;
+        state.secrets.lock().unwrap().insert(path, secret);
+    }
+}
+
+fn report_rate(what: &str, state: &Received, from: Option<Instant>) {
+    let first = from.unwrap_or_else(|| state.first.lock().unwrap().unwrap());
+    let span = state.last.lock().unwrap().unwrap() - first;
+    println!(
+        "{what}: {} events in {:.2} s = {:.0} events/s",
+        state.count(),
+        span.as_secs_f64(),
+        state.count() as f64 / span.as_secs_f64(),
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let payments = env_or("BENCH_PAYMENTS", 5000) as usize;
     let clients = env_or("BENCH_CLIENTS", 32) as usize;
-    let dead_payments = env_or("BENCH_DEAD_PAYMENTS", 500) as usize;
+    let fan_payments = env_or("BENCH_DEAD_PAYMENTS", 500) as usize;
     let db = TestDb::create().await;
+    let _drop_database = DropDatabase(db.name.clone());
     let broker = TestBroker::new();
     let port = free_port();
     let _api = start_api(&db, &broker, port);
+    let pool = db.pool().await;
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     for _ in 0..400 {
@@ -199,6 +276,7 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    println!("load average at the start: {}", load_average());
     let state = Arc::new(Received::default());
     state.reset();
     let receiver = start_receiver(state.clone()).await;
@@ -213,75 +291,90 @@ async fn main() {
     state.secrets.lock().unwrap().insert("one".into(), secret);
     let with_webhooks = create(&client, &base, payments, clients).await;
     let delivered = wait_for(&state, payments, Duration::from_secs(300)).await;
-    let span = state.last.lock().unwrap().unwrap() - state.first.lock().unwrap().unwrap();
     println!(
         "created/s with one endpoint: {with_webhooks:.0} ({:+.1} % vs without)",
         (with_webhooks / baseline - 1.0) * 100.0
     );
-    println!(
-        "dispatch: {} events in {:.2} s = {:.0} events/s{}",
-        state.count(),
-        span.as_secs_f64(),
-        state.count() as f64 / span.as_secs_f64(),
-        if delivered { "" } else { " (INCOMPLETE)" }
+    report_rate(
+        &format!(
+            "dispatch while creating{}",
+            if delivered { "" } else { " (INCOMPLETE)" }
+        ),
+        &state,
+        None,
     );
     report_lag("one endpoint", &state, payments);
 
-    // 3. 1,000 endpoints, 900 dead: the lag of the 100 live ones.
-    if dead_payments == 0 {
-        return;
+    // 3. From a backlog: the endpoint paused while the payments are made and sequenced (once
+    // the last run's deliveries are all written: a success clears a pause).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM webhook_deliveries) + (SELECT count(*) FROM events_unsequenced)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if waiting == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let delete: Vec<Value> = client
-        .get(format!("{base}/v1/webhook-endpoints"))
-        .header("authorization", API_KEY)
-        .send()
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    state.reset();
+    sqlx::query("UPDATE webhook_endpoints SET paused_until = 'infinity'")
+        .execute(&pool)
         .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["data"]
-        .as_array()
-        .unwrap()
-        .clone();
-    for endpoint in delete {
-        client
-            .delete(format!(
-                "{base}/v1/webhook-endpoints/{}",
-                endpoint["id"].as_str().unwrap()
-            ))
-            .header("authorization", API_KEY)
-            .send()
+        .unwrap();
+    create(&client, &base, payments, clients).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries")
+            .fetch_one(&pool)
             .await
             .unwrap();
+        if waiting as usize >= payments || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for i in 0..900 {
-        let closed = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap()
-        };
-        register(&client, &base, &format!("http://{closed}/hook/dead{i}")).await;
-    }
-    for i in 0..100 {
-        let path = format!("live{i}");
-        let secret = register(&client, &base, &format!("http://{receiver}/hook/{path}")).await;
-        state.secrets.lock().unwrap().insert(path, secret);
-    }
-    state.reset();
-    create(&client, &base, dead_payments, clients).await;
-    let expected = dead_payments * 100;
-    let done = wait_for(&state, expected, Duration::from_secs(600)).await;
-    report_lag(
+    let resumed = Instant::now();
+    sqlx::query("UPDATE webhook_endpoints SET paused_until = NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let drained = wait_for(&state, payments, Duration::from_secs(300)).await;
+    report_rate(
         &format!(
-            "100 live of 1,000 endpoints (900 dead){}",
-            if done { "" } else { " INCOMPLETE" }
+            "dispatch from a backlog of {payments}{}",
+            if drained { "" } else { " (INCOMPLETE)" }
         ),
         &state,
-        expected,
+        Some(resumed),
     );
-    let span = state.last.lock().unwrap().unwrap() - state.first.lock().unwrap().unwrap();
+
+    // 4. 100 live endpoints, alone then beside 900 dead ones: the live ones' lag.
+    if fan_payments == 0 {
+        return;
+    }
+    for dead in [0, 900] {
+        delete_endpoints(&client, &base).await;
+        register_many(&client, &base, &state, receiver, 100, dead).await;
+        state.reset();
+        create(&client, &base, fan_payments, clients).await;
+        let expected = fan_payments * 100;
+        let done = wait_for(&state, expected, Duration::from_secs(600)).await;
+        let what = format!(
+            "100 live of {} endpoints ({dead} dead){}",
+            100 + dead,
+            if done { "" } else { " INCOMPLETE" }
+        );
+        report_lag(&what, &state, expected);
+        report_rate("  live deliveries", &state, None);
+    }
     println!(
-        "  live deliveries: {:.0} events/s; bad signatures seen: {}",
-        state.count() as f64 / span.as_secs_f64(),
-        state.bad.load(std::sync::atomic::Ordering::Relaxed)
+        "bad signatures seen: {}; load average at the end: {}",
+        state.bad.load(std::sync::atomic::Ordering::Relaxed),
+        load_average()
     );
 }

@@ -266,12 +266,19 @@ impl ApiError {
 }
 
 impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::from_database(&error)
+    }
+}
+
+impl ApiError {
     /// Losing the database (refused, reset, half-open handshakes, pool exhausted) is a
     /// temporary condition the client may retry: 503 with Retry-After. Only errors that
     /// mean a bug in this program (a query or a type the database rejects) are a 500, logged
-    /// here and reported without details.
-    fn from(error: sqlx::Error) -> Self {
-        let is_bug = match &error {
+    /// here and reported without details. Logged where the request is handled (inside its
+    /// span), so that the line carries the request's id.
+    pub fn from_database(error: &sqlx::Error) -> Self {
+        let is_bug = match error {
             sqlx::Error::Database(db) => !db.code().is_some_and(|code| {
                 code.starts_with("08") || code.starts_with("57P") || code == "53300"
             }),

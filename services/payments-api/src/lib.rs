@@ -121,6 +121,11 @@ pub async fn run(
         }
         .run(workers.clone()),
     );
+    let retention = tokio::spawn(webhooks::retention::run(
+        pool.clone(),
+        config.webhooks.retention.clone(),
+        workers.clone(),
+    ));
     let reaper = tokio::spawn(housekeeping(
         pool.clone(),
         config.velocity_window,
@@ -136,7 +141,14 @@ pub async fn run(
     workers.cancel();
     let stopped = async {
         futures::future::join_all(relays).await;
-        let _ = tokio::join!(consumer, reaper, backlog, outbox_depth, dispatcher);
+        let _ = tokio::join!(
+            consumer,
+            reaper,
+            backlog,
+            outbox_depth,
+            dispatcher,
+            retention
+        );
         if let Some(jwks) = jwks {
             let _ = jwks.await;
         }

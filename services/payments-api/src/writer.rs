@@ -32,7 +32,10 @@ const QUEUE: usize = 1024;
 
 struct Job {
     insert: Insert,
-    done: oneshot::Sender<Result<DateTime<Utc>, ApiError>>,
+    /// The commit time, or why the group failed: each request turns the error into its answer
+    /// (and logs it) itself, inside its own span, so that the log line has its request id (a
+    /// group's requests have no one id).
+    done: oneshot::Sender<Result<DateTime<Utc>, Arc<sqlx::Error>>>,
 }
 
 /// Hands payments to the writer tasks. Cloning shares the same writers.
@@ -62,7 +65,10 @@ impl PaymentWriter {
             .send(Job { insert, done })
             .await
             .map_err(|_| ApiError::Internal)?;
-        committed.await.map_err(|_| ApiError::Internal)?
+        committed
+            .await
+            .map_err(|_| ApiError::Internal)?
+            .map_err(|error| ApiError::from_database(&error))
     }
 }
 
@@ -85,7 +91,7 @@ async fn write_groups(pool: PgPool, window: Duration, mut jobs: mpsc::Receiver<J
                 }
             }
             Err(error) => {
-                let error = ApiError::from(error);
+                let error = Arc::new(error);
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
                 }

@@ -3,12 +3,15 @@
 //! Tests run against the real PostgreSQL and RabbitMQ (see `scripts/test.sh`, which finds or
 //! starts them). Each test gets its own database and its own queue-name prefix, so tests run
 //! in parallel and leftovers of earlier runs never interfere. Operator tests get a real
-//! Kubernetes control plane from [`envtest`].
+//! Kubernetes control plane from [`envtest`]. Faults the shared servers must not suffer run on
+//! servers of the test's own ([`private_broker`], [`private_postgres`]).
 
 pub mod envtest;
 pub mod pod_template;
 pub mod private_broker;
+pub mod private_postgres;
 mod proxy;
+pub mod webhook_receiver;
 
 use std::time::Duration;
 

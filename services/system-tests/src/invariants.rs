@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use paysys_testkit::webhook_receiver::{self, Receiver};
 use uuid::Uuid;
 
 use crate::driver::DriverStats;
@@ -24,6 +25,27 @@ pub struct Verdict {
     pub unacknowledged: usize,
     pub bad_5xx: u64,
     pub hangs: u64,
+    /// What the merchant's receiver got, when one was subscribed.
+    pub webhooks: Option<Webhooks>,
+}
+
+/// The events of the run against what a receiver subscribed to all of them accepted.
+#[derive(Debug, Clone, Default)]
+pub struct Webhooks {
+    /// Events written (one per change of a payment, by the database's triggers).
+    pub events: usize,
+    /// Events the receiver never accepted.
+    pub lost: usize,
+    /// Deliveries of an event already accepted (allowed: delivery is at least once).
+    pub redelivered: usize,
+    /// A payment whose events first arrived out of order: (payment, event, the later one
+    /// that came before it).
+    pub out_of_order: Option<(String, i64, i64)>,
+    /// Requests whose signature or event id did not verify.
+    pub bad_signatures: usize,
+    /// Delivery attempts that failed (refused, 5xx, timed out): the receiver's faults show
+    /// here.
+    pub failed_attempts: usize,
 }
 
 impl Verdict {
@@ -59,11 +81,31 @@ impl Verdict {
             format!("{} 5xx answers other than 503 + Retry-After", self.bad_5xx),
         );
         fail(self.hangs == 0, format!("{} requests hung", self.hangs));
+        if let Some(webhooks) = &self.webhooks {
+            fail(
+                webhooks.lost == 0,
+                format!(
+                    "{} of {} webhook events never delivered",
+                    webhooks.lost, webhooks.events
+                ),
+            );
+            fail(
+                webhooks.out_of_order.is_none(),
+                format!("webhook events out of order: {:?}", webhooks.out_of_order),
+            );
+            fail(
+                webhooks.bad_signatures == 0,
+                format!(
+                    "{} webhook requests with a bad signature",
+                    webhooks.bad_signatures
+                ),
+            );
+        }
         failures
     }
 }
 
-pub async fn check(system: &System, stats: &DriverStats) -> Verdict {
+pub async fn check(system: &System, stats: &DriverStats, receiver: Option<&Receiver>) -> Verdict {
     let accepted: HashSet<Uuid> = stats.accepted.iter().copied().collect();
     let rows: Vec<(Uuid, String)> = sqlx::query_as("SELECT id, status FROM payments")
         .fetch_all(&system.pool)
@@ -102,5 +144,34 @@ pub async fn check(system: &System, stats: &DriverStats) -> Verdict {
         unacknowledged: in_db.difference(&accepted).count(),
         bad_5xx: stats.bad_5xx,
         hangs: stats.hangs,
+        webhooks: match receiver {
+            Some(receiver) => Some(check_webhooks(system, receiver).await),
+            None => None,
+        },
+    }
+}
+
+/// Every event written (all of the driver's) against what `receiver` accepted.
+async fn check_webhooks(system: &System, receiver: &Receiver) -> Webhooks {
+    let events: HashSet<i64> = sqlx::query_scalar::<_, i64>("SELECT id FROM events")
+        .fetch_all(&system.pool)
+        .await
+        .expect("events")
+        .into_iter()
+        .collect();
+    let failed_attempts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM webhook_attempts WHERE error IS NOT NULL")
+            .fetch_one(&system.pool)
+            .await
+            .expect("failed attempts");
+    let accepted = receiver.accepted();
+    let delivered = receiver.distinct();
+    Webhooks {
+        events: events.len(),
+        lost: events.difference(&delivered).count(),
+        redelivered: accepted.len() - delivered.len(),
+        out_of_order: webhook_receiver::out_of_order(&accepted),
+        bad_signatures: receiver.bad_signatures(),
+        failed_attempts: failed_attempts as usize,
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::driver::DriverStats;
-use crate::invariants::Verdict;
+use crate::invariants::{Verdict, Webhooks};
 
 pub struct Row {
     pub scenario: String,
@@ -16,11 +16,17 @@ pub struct Row {
 
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| scenario | sent | accepted | decided | lost | duplicated | unacknowledged 201s | 503s | recovery after the fault |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | sent | accepted | decided | lost | duplicated | unacknowledged 201s | 503s | recovery after the fault | webhook events | events lost | redelivered | failed attempts |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
+        let webhooks = |value: fn(&Webhooks) -> usize| {
+            row.verdict
+                .webhooks
+                .as_ref()
+                .map_or("-".to_owned(), |w| value(w).to_string())
+        };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             row.scenario,
             row.stats.sent,
             row.verdict.accepted,
@@ -33,6 +39,10 @@ pub fn table(rows: &[Row]) -> String {
                 "{:.1} s",
                 d.as_secs_f64()
             )),
+            webhooks(|w| w.events),
+            webhooks(|w| w.lost),
+            webhooks(|w| w.redelivered),
+            webhooks(|w| w.failed_attempts),
         ));
     }
     out

@@ -1,12 +1,58 @@
-//! The fault scenarios: each starts a fresh system, drives payments while injecting its
-//! fault, lets the system settle and checks the invariants.
+//! The fault scenarios: each starts a fresh system with a merchant's webhook receiver
+//! subscribed to every event, drives payments while injecting its fault (and, in some, a
+//! fault of the receiver), lets the system settle and checks the invariants, webhooks
+//! included: every event delivered, each payment's in order.
 
 use std::time::{Duration, Instant};
 
-use crate::driver::Driver;
+use paysys_testkit::webhook_receiver::{Mode, Receiver};
+
+use crate::driver::{self, Driver};
 use crate::invariants;
 use crate::report::Row;
-use crate::system::System;
+use crate::system::{Private, System};
+
+/// Webhooks on, to plain http on loopback (the receiver), with the short waits of a test: a
+/// retry after 100 ms to 1 s, an attempt timed out after 1 s (a claim's lease is then 7 s).
+const WEBHOOK_ENV: [(&str, &str); 9] = [
+    ("WEBHOOKS_ENABLED", "true"),
+    // 32 bytes of 7, base64: a test key.
+    (
+        "WEBHOOK_SECRETS_KEY",
+        "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=",
+    ),
+    ("WEBHOOK_ALLOW_HTTP", "true"),
+    ("WEBHOOK_ALLOWED_CIDRS", "127.0.0.0/8"),
+    ("WEBHOOK_RETRY_FIRST_MS", "100"),
+    ("WEBHOOK_RETRY_LONGEST_MS", "1000"),
+    ("WEBHOOK_TIMEOUT_MS", "1000"),
+    ("WEBHOOK_POLL_INTERVAL_MS", "50"),
+    ("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", "32"),
+];
+
+/// Every event type: the receiver is told of every change.
+const EVENT_TYPES: [&str; 7] = [
+    "payment.created",
+    "payment.approved",
+    "payment.declined",
+    "payment.captured",
+    "payment.canceled",
+    "payment.refunded",
+    "payment.disputed",
+];
+
+/// What the merchant's receiver does for a while in the middle of the drive (then it
+/// answers 2xx again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiverFault {
+    None,
+    /// Down: its port refuses connections.
+    Down(Duration),
+    /// Answering 500 to everything.
+    Failing(Duration),
+    /// Never answering the first request for each event, past the API's timeout.
+    Hanging(Duration),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -24,6 +70,12 @@ pub enum Fault {
     },
     /// Cut every PostgreSQL connection `times` times, each for `down`.
     DatabaseCut {
+        times: u32,
+        down: Duration,
+    },
+    /// Crash PostgreSQL itself (the scenario's own server: `pg_ctl stop -m immediate`)
+    /// `times` times, and start it again on the same data after `down`.
+    DatabaseRestart {
         times: u32,
         down: Duration,
     },
@@ -52,6 +104,8 @@ pub struct Scenario {
     pub rate: u32,
     pub duration: Duration,
     pub fault: Fault,
+    /// The receiver's own fault, during the system's.
+    pub receiver: ReceiverFault,
 }
 
 /// Short versions of every scenario, for the test command.
@@ -66,38 +120,64 @@ pub fn full() -> Vec<Scenario> {
 
 fn scaled(rate: u32, duration: Duration, times: u32) -> Vec<Scenario> {
     let down = Duration::from_millis(1500);
-    let scenario = |name, apis, risks, fault| Scenario {
+    let scenario = |name, apis, risks, fault, receiver| Scenario {
         name,
         apis,
         risks,
         rate,
         duration,
         fault,
+        receiver,
     };
+    // The receiver's faults ride along with faults of the broker and the risk engine, which
+    // webhooks do not depend on: one scenario each, no longer runs.
+    let receiver_down = duration / 4;
     vec![
-        scenario("baseline", 1, 1, Fault::None),
-        scenario("broker cut once", 1, 1, Fault::BrokerCut { times: 1, down }),
+        scenario("baseline", 1, 1, Fault::None, ReceiverFault::None),
         scenario(
-            "broker cut repeatedly",
+            "broker cut once, receiver down",
+            1,
+            1,
+            Fault::BrokerCut { times: 1, down },
+            ReceiverFault::Down(receiver_down),
+        ),
+        scenario(
+            "broker cut repeatedly, receiver failing",
             1,
             1,
             Fault::BrokerCut {
                 times: times.max(2) + 1,
                 down: down / 2,
             },
+            ReceiverFault::Failing(receiver_down),
         ),
         scenario(
             "broker SIGKILL and restart",
             1,
             1,
             Fault::BrokerRestart { times: 1, down },
+            ReceiverFault::None,
         ),
-        scenario("database cut", 1, 1, Fault::DatabaseCut { times, down }),
         scenario(
-            "risk engine SIGKILL",
+            "database cut",
+            1,
+            1,
+            Fault::DatabaseCut { times, down },
+            ReceiverFault::None,
+        ),
+        scenario(
+            "database crash and restart",
+            1,
+            1,
+            Fault::DatabaseRestart { times, down },
+            ReceiverFault::None,
+        ),
+        scenario(
+            "risk engine SIGKILL, receiver hanging",
             1,
             1,
             Fault::KillRiskEngine { times, down },
+            ReceiverFault::Hanging(receiver_down),
         ),
         scenario(
             "payments API SIGKILL",
@@ -107,32 +187,35 @@ fn scaled(rate: u32, duration: Duration, times: u32) -> Vec<Scenario> {
                 times: times.max(2),
                 down: down / 3,
             },
+            ReceiverFault::None,
         ),
         scenario(
             "2+2 replicas, one of each SIGKILLed",
             2,
             2,
             Fault::KillOneOfEach { down },
+            ReceiverFault::None,
         ),
     ]
 }
 
 /// Runs one scenario to completion.
 pub async fn run(scenario: &Scenario) -> Row {
-    let mut system = match scenario.fault {
-        Fault::BrokerRestart { .. } => {
-            System::start_on_private_broker(scenario.apis, scenario.risks).await
-        }
-        _ => System::start(scenario.apis, scenario.risks).await,
+    let private = Private {
+        broker: matches!(scenario.fault, Fault::BrokerRestart { .. }),
+        postgres: matches!(scenario.fault, Fault::DatabaseRestart { .. }),
     };
+    let mut system = System::start_on(scenario.apis, scenario.risks, &WEBHOOK_ENV, private).await;
+    let receiver = subscribe(&system).await;
     let system_pool = system.pool.clone();
     let driver = Driver::new(system.api_urls());
-    let (stats, (faults_ended, backlog)) =
+    let (stats, (faults_ended, backlog, ())) =
         tokio::join!(driver.run(scenario.rate, scenario.duration), async {
             let monitoring = Instant::now() + scenario.duration;
             tokio::join!(
                 inject(&mut system, scenario.fault, scenario.duration),
-                sample_backlog(&system_pool, monitoring)
+                sample_backlog(&system_pool, monitoring),
+                upset(&receiver, scenario.receiver, scenario.duration)
             )
         });
     let drained = system.settle(Duration::from_secs(90)).await;
@@ -149,7 +232,7 @@ pub async fn run(scenario: &Scenario) -> Row {
         (_, Some(at), Some(_)) => Some(at.duration_since(faults_ended)),
         (_, None, Some(_)) => Some(faults_ended.elapsed()),
     };
-    let verdict = invariants::check(&system, &stats).await;
+    let verdict = invariants::check(&system, &stats, Some(&receiver)).await;
     let row = Row {
         scenario: scenario.name.to_owned(),
         stats,
@@ -165,6 +248,40 @@ pub async fn run(scenario: &Scenario) -> Row {
     }
     system.shutdown().await;
     row
+}
+
+/// A receiver subscribed to every event of the driver's, verifying every signature.
+async fn subscribe(system: &System) -> Receiver {
+    let receiver = Receiver::start(Mode::Ok).await;
+    let (status, body) = driver::call(
+        "POST",
+        &format!("{}/v1/webhook-endpoints", system.api_urls()[0]),
+        Some(serde_json::json!({"url": receiver.url(), "eventTypes": EVENT_TYPES})),
+    )
+    .await;
+    assert_eq!(status, 201, "register the receiver: {body}");
+    receiver.set_secret(body["secret"].as_str().expect("the secret, shown once"));
+    receiver
+}
+
+/// Applies the receiver's fault from a third of the drive on, for its duration.
+async fn upset(receiver: &Receiver, fault: ReceiverFault, duration: Duration) {
+    let (mode, lasting) = match fault {
+        ReceiverFault::None => return,
+        ReceiverFault::Down(lasting) => (None, lasting),
+        ReceiverFault::Failing(lasting) => (Some(Mode::Fail), lasting),
+        ReceiverFault::Hanging(lasting) => (Some(Mode::HangFirst), lasting),
+    };
+    tokio::time::sleep(duration / 3).await;
+    match mode {
+        None => receiver.stop(),
+        Some(mode) => receiver.set_mode(mode),
+    }
+    tokio::time::sleep(lasting).await;
+    match mode {
+        None => receiver.restart().await,
+        Some(_) => receiver.set_mode(Mode::Ok),
+    }
 }
 
 /// Samples the number of undecided payments every 100 ms until `until`.
@@ -211,6 +328,18 @@ async fn inject(system: &mut System, fault: Fault, duration: Duration) -> Instan
                 system.pg_proxy.cut().await;
                 tokio::time::sleep(down).await;
                 system.pg_proxy.restore();
+            }
+        }
+        Fault::DatabaseRestart { times, down } => {
+            for _ in 0..times {
+                tokio::time::sleep(pause(times).saturating_sub(down)).await;
+                let server = system
+                    .private_postgres
+                    .as_ref()
+                    .expect("a private PostgreSQL");
+                server.crash();
+                tokio::time::sleep(down).await;
+                server.restart().await;
             }
         }
         Fault::KillRiskEngine { times, down } => {

@@ -1,5 +1,6 @@
 //! A whole paysys on this machine: payments API and risk engine replicas as processes, with
-//! PostgreSQL and RabbitMQ each reached through a [`FaultProxy`] that scenarios can cut.
+//! PostgreSQL and RabbitMQ each reached through a [`FaultProxy`] that scenarios can cut; on
+//! servers of the system's own ([`Private`]) when a scenario crashes the server itself.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use paysys_testkit::private_broker::PrivateBroker;
+use paysys_testkit::private_postgres::PrivatePostgres;
 use paysys_testkit::{FaultProxy, TestBroker, TestDb};
 use sqlx::PgPool;
 
@@ -37,6 +39,16 @@ pub struct System {
     pub log_dir: PathBuf,
     /// The test's own RabbitMQ node, when the scenario kills the broker itself.
     pub private_broker: Option<PrivateBroker>,
+    /// The test's own PostgreSQL server, when the scenario crashes the database itself
+    /// (last: it stops after the services are killed).
+    pub private_postgres: Option<PrivatePostgres>,
+}
+
+/// Which servers a system gets of its own instead of the shared ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Private {
+    pub broker: bool,
+    pub postgres: bool,
 }
 
 impl System {
@@ -58,7 +70,15 @@ impl System {
         api_env: &[(&str, &str)],
         risk_env: &[(&str, &str)],
     ) -> System {
-        Self::start_routed(apis, risks, api_env, risk_env, None, Route::Proxied).await
+        Self::start_routed(
+            apis,
+            risks,
+            api_env,
+            risk_env,
+            Private::default(),
+            Route::Proxied,
+        )
+        .await
     }
 
     /// Like [`System::start_configured`], with the services connected straight to PostgreSQL
@@ -72,13 +92,35 @@ impl System {
         api_env: &[(&str, &str)],
         risk_env: &[(&str, &str)],
     ) -> System {
-        Self::start_routed(apis, risks, api_env, risk_env, None, Route::Direct).await
+        Self::start_routed(
+            apis,
+            risks,
+            api_env,
+            risk_env,
+            Private::default(),
+            Route::Direct,
+        )
+        .await
     }
 
     /// Like [`System::start`], on a RabbitMQ node of its own (see [`PrivateBroker`]).
     pub async fn start_on_private_broker(apis: usize, risks: usize) -> System {
-        let private = PrivateBroker::start().await;
-        Self::start_routed(apis, risks, &[], &[], Some(private), Route::Proxied).await
+        let private = Private {
+            broker: true,
+            postgres: false,
+        };
+        Self::start_routed(apis, risks, &[], &[], private, Route::Proxied).await
+    }
+
+    /// Like [`System::start_configured`], on the servers of its own that `private` names
+    /// (see [`PrivateBroker`] and [`PrivatePostgres`]).
+    pub async fn start_on(
+        apis: usize,
+        risks: usize,
+        api_env: &[(&str, &str)],
+        private: Private,
+    ) -> System {
+        Self::start_routed(apis, risks, api_env, &[], private, Route::Proxied).await
     }
 
     async fn start_routed(
@@ -86,10 +128,23 @@ impl System {
         risks: usize,
         api_env: &[(&str, &str)],
         risk_env: &[(&str, &str)],
-        private_broker: Option<PrivateBroker>,
+        private: Private,
         route: Route,
     ) -> System {
-        let db = TestDb::create().await;
+        let private_broker = if private.broker {
+            Some(PrivateBroker::start().await)
+        } else {
+            None
+        };
+        let private_postgres = if private.postgres {
+            Some(PrivatePostgres::start().await)
+        } else {
+            None
+        };
+        let db = match &private_postgres {
+            Some(server) => server.database(),
+            None => TestDb::create().await,
+        };
         let mut broker = TestBroker::new();
         if let Some(private) = &private_broker {
             broker.url = private.url();
@@ -164,6 +219,7 @@ impl System {
             risks,
             log_dir,
             private_broker,
+            private_postgres,
         };
         for service in system.apis.iter_mut().chain(system.risks.iter_mut()) {
             service.start();
@@ -244,12 +300,27 @@ impl System {
         .expect("backlog query")
     }
 
-    /// Waits until every payment is decided and the outbox and both queues are empty;
-    /// returns how long that took, or None after `timeout`.
+    /// Events not yet sequenced plus webhook deliveries not yet done (none when no endpoint
+    /// is registered); None while the database cannot be read.
+    pub async fn webhook_outbox(&self) -> Option<i64> {
+        sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM events_unsequenced)
+                    + (SELECT count(*) FROM webhook_deliveries)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .ok()
+    }
+
+    /// Waits until every payment is decided, the outbox and both queues are empty and every
+    /// webhook delivered; returns how long that took, or None after `timeout`.
     pub async fn settle(&self, timeout: Duration) -> Option<Duration> {
         let started = Instant::now();
         while started.elapsed() < timeout {
-            if self.backlog().await == (0, 0) && self.queue_depths().await == (0, 0) {
+            if self.backlog().await == (0, 0)
+                && self.queue_depths().await == (0, 0)
+                && self.webhook_outbox().await == Some(0)
+            {
                 return Some(started.elapsed());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

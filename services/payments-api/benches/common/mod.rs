@@ -52,3 +52,33 @@ pub fn start_api(db: &TestDb, broker: &TestBroker, port: u16, extra: &[(&str, St
         .expect("start payments-api");
     Api(child)
 }
+
+/// Drops the benchmark's database when dropped (after the API, declared before it), so that a
+/// run leaves nothing behind on the shared server, even when it panics.
+pub struct DropDatabase(pub String);
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        // Its own runtime: this may run while the benchmark's is shutting down.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut admin) =
+                    sqlx::PgConnection::connect(&paysys_testkit::admin_database_url()).await
+                {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    )))
+                    .execute(&mut admin)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}

@@ -1,5 +1,8 @@
 //! The events outbox (migration 0007): events as the triggers wrote them, given their public
-//! ids in commit order and fanned out to the subscribed endpoints; listing them.
+//! ids in commit order and fanned out to the subscribed endpoints; listing them; deleting them
+//! past their retention.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::{Connection, PgConnection};
@@ -103,4 +106,28 @@ pub async fn outbox(conn: &mut PgConnection) -> Result<(i64, f64), sqlx::Error> 
     .fetch_one(conn)
     .await?;
     Ok((row.depth, row.oldest_age_seconds))
+}
+
+/// Deletes up to `limit` events older than `retention` that no delivery refers to (an event
+/// still owed to an endpoint stays, whatever its age); returns how many. Rows another replica
+/// is deleting are skipped.
+pub async fn delete_expired(
+    conn: &mut PgConnection,
+    retention: Duration,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let deleted = sqlx::query!(
+        r#"DELETE FROM events WHERE id = ANY (ARRAY(
+            SELECT e.id FROM events e
+            WHERE e.created_at < now() - make_interval(secs => $1)
+              AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id)
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        ))"#,
+        retention.as_secs_f64(),
+        limit
+    )
+    .execute(conn)
+    .await?;
+    Ok(deleted.rows_affected())
 }

@@ -161,47 +161,54 @@ pub struct Claimed {
     pub payment: String,
 }
 
-/// Claims due deliveries: for each endpoint that is not paused, up to `per_endpoint` minus
-/// what this process has in flight to it (`in_flight`: endpoint ids and counts) of its due
-/// deliveries that are the oldest undelivered event of their payment to it (so each endpoint
-/// sees a payment's events in order), at most `limit` in all. A claim pushes the row's next
-/// attempt `lease` ahead: if this process dies, the row comes due again then. `SKIP LOCKED`
-/// lets replicas claim side by side.
+/// Claims due deliveries: for each endpoint that is not paused, its due deliveries that are
+/// the oldest undelivered event of their payment to it (so each endpoint sees a payment's
+/// events in order), oldest due first, up to its room: `capacity` (one probe only when it
+/// failed `probe_after` times in a row or more, i.e. it was paused) minus what this process
+/// already holds for it (`held`: endpoint ids and counts); at most `limit` in all. A claim
+/// pushes the row's next attempt `lease` ahead: if this process dies, the row comes due again
+/// then. `SKIP LOCKED` lets replicas claim side by side.
+///
+/// The scan follows `webhook_deliveries_next` (migration 0009) and stops at the room; "is it
+/// the oldest of its payment" is one probe of `webhook_deliveries_order` per row (a scalar
+/// subquery with `LIMIT 1`, which the planner cannot turn into an anti-join over the
+/// endpoint's whole backlog).
 pub async fn claim(
     conn: &mut PgConnection,
-    in_flight: &[(Uuid, i32)],
-    per_endpoint: i64,
+    held: &[(Uuid, i32)],
+    capacity: i32,
+    probe_after: i32,
     limit: i64,
     lease: Duration,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
-    let busy: Vec<Uuid> = in_flight.iter().map(|(id, _)| *id).collect();
-    let counts: Vec<i32> = in_flight.iter().map(|(_, n)| *n).collect();
+    let busy: Vec<Uuid> = held.iter().map(|(id, _)| *id).collect();
+    let counts: Vec<i32> = held.iter().map(|(_, n)| *n).collect();
     sqlx::query_as!(
         Claimed,
         r#"WITH candidates AS (
             SELECT d.id
             FROM webhook_endpoints e
+            LEFT JOIN unnest($1::uuid[], $5::int[]) AS b(endpoint_id, held)
+                ON b.endpoint_id = e.id
             CROSS JOIN LATERAL (
-                SELECT c.id, row_number() OVER (ORDER BY c.next_attempt_at, c.id) AS rank
+                SELECT c.id, c.next_attempt_at
                 FROM webhook_deliveries c
                 WHERE c.endpoint_id = e.id AND c.next_attempt_at <= now()
-                  AND NOT EXISTS (
-                      SELECT 1 FROM webhook_deliveries o
+                  AND c.id = (
+                      SELECT o.id FROM webhook_deliveries o
                       WHERE o.endpoint_id = c.endpoint_id AND o.payment_id = c.payment_id
-                        AND o.id < c.id
+                      ORDER BY o.id LIMIT 1
                   )
                 ORDER BY c.next_attempt_at, c.id
-                LIMIT $2
+                LIMIT greatest(CASE WHEN e.consecutive_failures >= $6 THEN 1 ELSE $2 END
+                               - coalesce(b.held, 0), 0)
             ) d
-            LEFT JOIN unnest($1::uuid[], $5::int[]) AS b(endpoint_id, in_flight)
-                ON b.endpoint_id = e.id
-            WHERE (e.paused_until IS NULL OR e.paused_until <= now())
-              AND d.rank <= $2 - coalesce(b.in_flight, 0)
+            WHERE e.paused_until IS NULL OR e.paused_until <= now()
+            ORDER BY d.next_attempt_at, d.id
+            LIMIT $3
         ), picked AS (
             SELECT d.id FROM webhook_deliveries d
             WHERE d.id = ANY (ARRAY(SELECT id FROM candidates)) AND d.next_attempt_at <= now()
-            ORDER BY d.next_attempt_at, d.id
-            LIMIT $3
             FOR UPDATE SKIP LOCKED
         ), claimed AS (
             UPDATE webhook_deliveries d
@@ -216,12 +223,13 @@ pub async fn claim(
         FROM claimed c
         JOIN webhook_endpoints e ON e.id = c.endpoint_id
         JOIN events v ON v.id = c.event_id
-        ORDER BY c.id"#,
+        ORDER BY c.event_created_at, c.id"#,
         &busy,
-        per_endpoint,
+        capacity,
         limit,
         lease.as_secs_f64(),
-        &counts
+        &counts,
+        probe_after
     )
     .fetch_all(conn)
     .await
@@ -260,14 +268,26 @@ pub struct Pause {
     pub longest: Duration,
 }
 
+/// A claim given back unattempted (the endpoint failed meanwhile, or the process is stopping):
+/// the delivery is due again at once, its claim count as before.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Released {
+    pub delivery_id: i64,
+    pub attempt: i32,
+}
+
 /// Records attempts in one statement: each attempt's row; each delivery deleted (delivered or
 /// given up) or rescheduled, if its claim still stands (a row claimed again after its lease
-/// ran out belongs to the new claim); each endpoint's failure count, pause and failing mark.
+/// ran out belongs to the new claim); each endpoint's failure count, pause and failing mark;
+/// and the `released` claims made due again (under the same fence).
 pub async fn record(
     conn: &mut PgConnection,
     outcomes: &[Outcome],
+    released: &[Released],
     pause: Pause,
 ) -> Result<(), sqlx::Error> {
+    let released_ids: Vec<i64> = released.iter().map(|r| r.delivery_id).collect();
+    let released_claims: Vec<i32> = released.iter().map(|r| r.attempt).collect();
     let field = |f: fn(&Outcome) -> i64| outcomes.iter().map(f).collect::<Vec<i64>>();
     let deliveries = field(|o| o.delivery_id);
     let claims: Vec<i32> = outcomes.iter().map(|o| o.attempt).collect();
@@ -308,6 +328,11 @@ pub async fn record(
             SET next_attempt_at = now() + make_interval(secs => i.retry_in)
             FROM input i
             WHERE d.id = i.delivery_id AND d.attempts = i.claim AND i.retry_in IS NOT NULL
+        ), released AS (
+            UPDATE webhook_deliveries d
+            SET attempts = d.attempts - 1, next_attempt_at = now()
+            FROM unnest($14::bigint[], $15::int[]) AS r(delivery_id, claim)
+            WHERE d.id = r.delivery_id AND d.attempts = r.claim
         ), per_endpoint AS (
             SELECT endpoint_id, bool_or(delivered) AS delivered,
                    count(*) FILTER (WHERE NOT delivered)::int AS failures,
@@ -342,9 +367,33 @@ pub async fn record(
         &retry_in as &[Option<f64>],
         pause.after_failures,
         pause.first.as_secs_f64(),
-        pause.longest.as_secs_f64()
+        pause.longest.as_secs_f64(),
+        &released_ids,
+        &released_claims
     )
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Deletes up to `limit` attempts made more than `retention` ago; returns how many. Rows
+/// another replica is deleting are skipped.
+pub async fn delete_expired_attempts(
+    conn: &mut PgConnection,
+    retention: Duration,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let deleted = sqlx::query!(
+        r#"DELETE FROM webhook_attempts WHERE id = ANY (ARRAY(
+            SELECT id FROM webhook_attempts
+            WHERE attempted_at < now() - make_interval(secs => $1)
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        ))"#,
+        retention.as_secs_f64(),
+        limit
+    )
+    .execute(conn)
+    .await?;
+    Ok(deleted.rows_affected())
 }

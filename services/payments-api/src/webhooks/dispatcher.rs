@@ -5,27 +5,39 @@
 //! sequence`]: public ids in commit order, one delivery row per subscribed endpoint), then,
 //! when webhooks are enabled, (2) claims due deliveries ([`store::webhooks::claim`]: per
 //! endpoint, the oldest undelivered event of each payment, so a payment's events reach an
-//! endpoint in order; `SKIP LOCKED`, so replicas share the work) and (3) sends each in its own
-//! task. Results are written in batches by one recorder ([`store::webhooks::record`]): delivered
-//! (2xx) rows are deleted, failed ones rescheduled with exponential backoff and jitter
-//! (`backon`), until the retry window is over; then the delivery is given up and the endpoint
-//! marked failing. Delivery is at least once: a claim is a lease, and a process that dies
-//! mid-delivery leaves the row to be claimed again when it runs out; receivers deduplicate
-//! by event id.
+//! endpoint in order; `SKIP LOCKED`, so replicas share the work) into the endpoint's *lane* in
+//! memory, and (3) each lane sends with at most `per_endpoint` workers, each taking the next
+//! claimed delivery as soon as its previous attempt ends. Results are written in batches by one
+//! recorder ([`store::webhooks::record`]): delivered (2xx) rows are deleted, failed ones
+//! rescheduled with exponential backoff and jitter (`backon`), until the retry window is over;
+//! then the delivery is given up and the endpoint marked failing. Delivery is at least once: a
+//! claim is a lease, and a process that dies mid-delivery leaves the row to be claimed again
+//! when it runs out; receivers deduplicate by event id.
 //!
-//! One slow or dead endpoint never delays the others: an endpoint has at most `per_endpoint`
-//! deliveries in flight per process (each round claims only its free slots; a completion
-//! starts a round, so a fast endpoint's slots refill at once), every request is bounded in
-//! time, and an endpoint failing
-//! several times in a row is paused as a whole (its deliveries are not claimed until the pause
-//! ends), so it costs one probe per pause rather than an attempt per event.
+//! Why lanes: sending is fast (a loopback round trip is well under a millisecond) while a
+//! claim is a database round; claiming [`CLAIM_AHEAD`] deliveries per slot lets a lane refill
+//! its slots from memory and keeps the claims to a few per second per busy endpoint instead of
+//! one per delivery. The lease covers the wait in the lane, and a delivery still waiting when
+//! its lease could run out during the attempt is given back rather than sent. Each event's body
+//! is rendered once per claim round, whatever the number of endpoints it goes to, and each
+//! endpoint's URL check and secret are kept while they do not change; one HTTP client keeps
+//! pooled connections per host.
+//!
+//! One slow or dead endpoint never delays the others: every lane has its own workers, every
+//! request is bounded in time, an attempt that fails halts its lane (its queued claims are
+//! given back unattempted, and nothing more is claimed for it for `retry_first`), and an
+//! endpoint failing several times in a row is paused as a whole (its deliveries are not
+//! claimed until the pause ends, and then only one as a probe until a delivery succeeds), so a
+//! dead receiver costs one probe per pause rather than an attempt per event.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use chrono::Utc;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use reqwest::Url;
 use sqlx::PgPool;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
@@ -39,13 +51,17 @@ use super::secrets::SecretBox;
 use super::signature::{self, EVENT_ID_HEADER, SIGNATURE_HEADER};
 use crate::metrics::{DeliveryLabels, Metrics};
 use crate::store;
-use crate::store::webhooks::{Claimed, Next, Outcome, Pause};
+use crate::store::webhooks::{Claimed, Next, Outcome, Pause, Released};
 
 /// Bytes of a response read at most (the body is not used; reading a little lets the
 /// connection be reused).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
-/// Failures in a row after which an endpoint is paused.
+/// Failures in a row after which an endpoint is paused (and, after the pause, probed with one
+/// delivery at a time until one succeeds).
 pub const PAUSE_AFTER_FAILURES: i32 = 5;
+/// Deliveries claimed per in-flight slot of an endpoint: a lane holds up to this many times
+/// `per_endpoint`, so its slots refill from memory between claim rounds.
+pub const CLAIM_AHEAD: usize = 4;
 /// Results written per statement at most.
 const RECORD_BATCH: usize = 1000;
 /// How often the outbox gauges are refreshed.
@@ -53,6 +69,8 @@ const GAUGE_INTERVAL: Duration = Duration::from_secs(2);
 /// Longest wait for deliveries in flight when the process stops; the rest are claimed again
 /// after their lease (at least once).
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Endpoint targets kept at most (URL checked, secret opened); beyond, the cache starts over.
+const TARGETS_KEPT: usize = 10_000;
 
 pub struct Dispatcher {
     pub pool: PgPool,
@@ -60,33 +78,103 @@ pub struct Dispatcher {
     pub metrics: Arc<Metrics>,
 }
 
-/// The state of one dispatcher's run.
+/// The state of one dispatcher's run, kept by its loop.
 struct Run {
-    /// Deliveries in flight in this process, per endpoint.
-    in_flight: Arc<Mutex<HashMap<Uuid, usize>>>,
     tasks: JoinSet<()>,
-    results: mpsc::UnboundedSender<Outcome>,
-    /// Wakes the loop when a delivery ends or results are written.
-    wake: Arc<Notify>,
     /// How far a claim pushes a delivery's next attempt.
     lease: Duration,
     /// When events were last sequenced, and how many.
     last_sequenced: Option<(Instant, i64)>,
+    /// Each endpoint's destination as last claimed, reused while its URL and sealed secret
+    /// are the same.
+    targets: HashMap<Uuid, Arc<Target>>,
 }
 
-/// Everything a delivery task needs.
-struct Sender {
+/// Where and how an endpoint's deliveries are sent.
+struct Target {
+    /// As stored, to tell when it changed.
+    url_text: String,
+    sealed: Vec<u8>,
+    /// Checked again (form and IP literal) whenever the stored URL changes; names are checked
+    /// by the client's resolver at every connection.
+    url: Url,
+    secret: String,
+}
+
+/// A claimed delivery, ready to send.
+struct Delivery {
+    delivery_id: i64,
+    endpoint_id: Uuid,
+    event_id: i64,
+    /// The claim's number: its result is written only if the row still carries it.
+    attempt: i32,
+    event_created_at: DateTime<Utc>,
+    /// Where to, or why it cannot be sent (a failed attempt).
+    target: Result<Arc<Target>, String>,
+    /// The request body, shared by every endpoint of the event, or why it cannot be rendered.
+    body: Result<Bytes, String>,
+    /// Past this instant the attempt could outlive the claim: it is given back instead.
+    send_by: Instant,
+}
+
+impl Delivery {
+    fn released(&self) -> Record {
+        Record::Released(Released {
+            delivery_id: self.delivery_id,
+            attempt: self.attempt,
+        })
+    }
+}
+
+/// What the recorder writes.
+enum Record {
+    Attempted(Outcome),
+    Released(Released),
+}
+
+/// One endpoint's claimed deliveries in this process.
+#[derive(Default)]
+struct Lane {
+    queue: VecDeque<Delivery>,
+    /// Workers running (each sends one delivery at a time).
+    sending: usize,
+    /// After a failed attempt: nothing more is sent or claimed for the endpoint until then
+    /// (by when the recorder has counted the failure, and paused the endpoint if it must).
+    halted_until: Option<Instant>,
+}
+
+impl Lane {
+    fn halted(&self, now: Instant) -> bool {
+        self.halted_until.is_some_and(|until| until > now)
+    }
+
+    fn idle(&self, now: Instant) -> bool {
+        self.queue.is_empty() && self.sending == 0 && !self.halted(now)
+    }
+}
+
+/// What the loop and the lanes' workers share.
+struct Shared {
+    lanes: Mutex<HashMap<Uuid, Lane>>,
     client: reqwest::Client,
     policy: outbound::Policy,
     secrets: SecretBox,
     settings: WebhookSettings,
+    metrics: Arc<Metrics>,
+    results: mpsc::UnboundedSender<Record>,
+    /// Wakes the loop: a lane has room again, or results were written.
+    wake: Arc<Notify>,
+    stop: CancellationToken,
 }
 
 impl Dispatcher {
     /// Runs until `stop`: sequencing always, delivering when webhooks are enabled.
     pub async fn run(self, stop: CancellationToken) {
-        let sender = self.settings.secrets.clone().map(|secrets| {
-            Arc::new(Sender {
+        let (results, outcomes) = mpsc::unbounded_channel::<Record>();
+        let wake = Arc::new(Notify::new());
+        let shared = self.settings.secrets.clone().map(|secrets| {
+            Arc::new(Shared {
+                lanes: Mutex::default(),
                 client: outbound::client(
                     &self.settings.policy,
                     self.settings.connect_timeout,
@@ -95,10 +183,12 @@ impl Dispatcher {
                 policy: self.settings.policy.clone(),
                 secrets,
                 settings: self.settings.clone(),
+                metrics: self.metrics.clone(),
+                results: results.clone(),
+                wake: wake.clone(),
+                stop: stop.clone(),
             })
         });
-        let (results, outcomes) = mpsc::unbounded_channel::<Outcome>();
-        let wake = Arc::new(Notify::new());
         let recorder = tokio::spawn(record_loop(
             self.pool.clone(),
             outcomes,
@@ -111,20 +201,20 @@ impl Dispatcher {
             wake.clone(),
         ));
         let mut run = Run {
-            in_flight: Arc::default(),
             tasks: JoinSet::new(),
-            results,
-            wake: wake.clone(),
-            // A claim outlives the longest attempt, with room for writing its result.
-            lease: self.settings.timeout * 2 + Duration::from_secs(5),
+            // A claim outlives its wait in the lane (at most CLAIM_AHEAD - 1 attempts of each
+            // slot before it), its own attempt, and as long again with room for writing its
+            // result.
+            lease: self.settings.timeout * (CLAIM_AHEAD as u32 + 1) + Duration::from_secs(5),
             last_sequenced: None,
+            targets: HashMap::new(),
         };
         let mut db_waits = paysys_runtime::backoff::Backoff::default();
         let mut gauges_at = Instant::now() - GAUGE_INTERVAL;
-        tracing::info!(delivering = sender.is_some(), "webhook dispatcher started");
+        tracing::info!(delivering = shared.is_some(), "webhook dispatcher started");
         while !stop.is_cancelled() {
             while run.tasks.try_join_next().is_some() {}
-            let round = self.round(sender.as_ref(), &mut run);
+            let round = self.round(shared.as_ref(), &mut run);
             let more = match round.await {
                 Ok(more) => {
                     db_waits.reset();
@@ -149,15 +239,27 @@ impl Dispatcher {
             }
         }
         // Deliveries in flight get a short grace; what they do not finish is claimed again
-        // after its lease.
-        let Run {
-            mut tasks, results, ..
-        } = run;
+        // after its lease. What is still waiting in the lanes is given back at once.
+        let Run { mut tasks, .. } = run;
         let _ = tokio::time::timeout(STOP_GRACE, async {
             while tasks.join_next().await.is_some() {}
         })
         .await;
         tasks.abort_all();
+        // Aborted tasks end at their next await; their handles to the results go with them.
+        while tasks.join_next().await.is_some() {}
+        if let Some(shared) = shared {
+            let waiting: Vec<Delivery> = shared
+                .lanes
+                .lock()
+                .expect("not poisoned")
+                .drain()
+                .flat_map(|(_, lane)| lane.queue)
+                .collect();
+            for delivery in waiting {
+                let _ = results.send(delivery.released());
+            }
+        }
         drop(results);
         let _ = tokio::time::timeout(STOP_GRACE, recorder).await;
         tracing::info!("webhook dispatcher stopped");
@@ -166,7 +268,7 @@ impl Dispatcher {
     /// One round; true when there may be more to do at once.
     async fn round(
         &self,
-        sender: Option<&Arc<Sender>>,
+        shared: Option<&Arc<Shared>>,
         run: &mut Run,
     ) -> Result<bool, sqlx::Error> {
         let batch = self.settings.batch_size;
@@ -182,52 +284,30 @@ impl Dispatcher {
             run.last_sequenced = Some((Instant::now(), sequenced.unwrap_or(0)));
             more = sequenced == Some(batch);
         }
-        let Some(sender) = sender else {
+        let Some(shared) = shared else {
             return Ok(more);
         };
-        let busy: Vec<(Uuid, i32)> = run
-            .in_flight
-            .lock()
-            .expect("not poisoned")
-            .iter()
-            .map(|(id, count)| (*id, *count as i32))
-            .collect();
+        let capacity = self.settings.per_endpoint * CLAIM_AHEAD;
+        let held = shared.held(capacity);
         let claimed = store::webhooks::claim(
             &mut conn,
-            &busy,
-            self.settings.per_endpoint as i64,
+            &held,
+            capacity.min(i32::MAX as usize) as i32,
+            PAUSE_AFTER_FAILURES,
             batch,
             run.lease,
         )
         .await?;
         drop(conn);
+        let claimed_at = Instant::now();
         more |= claimed.len() as i64 == batch;
-        for delivery in claimed {
-            *run.in_flight
-                .lock()
-                .expect("not poisoned")
-                .entry(delivery.endpoint_id)
-                .or_default() += 1;
-            let sender = sender.clone();
-            let in_flight = run.in_flight.clone();
-            let results = run.results.clone();
-            let wake = run.wake.clone();
-            let metrics = self.metrics.clone();
-            run.tasks.spawn(async move {
-                let endpoint = delivery.endpoint_id;
-                let outcome = sender.deliver(delivery, &metrics).await;
-                let _ = results.send(outcome);
-                let mut in_flight = in_flight.lock().expect("not poisoned");
-                if let Some(count) = in_flight.get_mut(&endpoint) {
-                    *count -= 1;
-                    if *count == 0 {
-                        in_flight.remove(&endpoint);
-                    }
-                }
-                // A slot is free: the endpoint can take its next delivery.
-                wake.notify_one();
-            });
+        if claimed.is_empty() {
+            return Ok(more);
         }
+        // The attempt and the writing of its result (as long again) must fit in the lease.
+        let send_by = claimed_at + run.lease.saturating_sub(self.settings.timeout * 2);
+        let deliveries = run.prepare(claimed, shared, send_by);
+        shared.enqueue(deliveries, &mut run.tasks);
         Ok(more)
     }
 
@@ -241,9 +321,197 @@ impl Dispatcher {
     }
 }
 
-impl Sender {
+impl Run {
+    /// The claimed rows as deliveries: each event rendered once for all its endpoints, each
+    /// endpoint's target reused while unchanged.
+    fn prepare(
+        &mut self,
+        claimed: Vec<Claimed>,
+        shared: &Shared,
+        send_by: Instant,
+    ) -> Vec<Delivery> {
+        if self.targets.len() > TARGETS_KEPT {
+            self.targets.clear();
+        }
+        let mut bodies: HashMap<i64, Result<Bytes, String>> = HashMap::new();
+        claimed
+            .into_iter()
+            .map(|row| {
+                let body = bodies
+                    .entry(row.event_id)
+                    .or_insert_with(|| render(&row))
+                    .clone();
+                let target = self.target(&row, shared);
+                Delivery {
+                    delivery_id: row.delivery_id,
+                    endpoint_id: row.endpoint_id,
+                    event_id: row.event_id,
+                    attempt: row.attempt,
+                    event_created_at: row.event_created_at,
+                    target,
+                    body,
+                    send_by,
+                }
+            })
+            .collect()
+    }
+
+    fn target(&mut self, row: &Claimed, shared: &Shared) -> Result<Arc<Target>, String> {
+        if let Some(target) = self.targets.get(&row.endpoint_id)
+            && target.url_text == row.url
+            && target.sealed == row.secret_encrypted
+        {
+            return Ok(target.clone());
+        }
+        // Checked again at delivery: the form and IP literals here, names as the client
+        // resolves them.
+        let url = shared
+            .policy
+            .check_url(&row.url)
+            .map_err(|e| format!("URL refused: {e}"))?;
+        let secret = shared
+            .secrets
+            .open(row.endpoint_id, &row.secret_encrypted)
+            .ok_or("the signing secret cannot be decrypted with WEBHOOK_SECRETS_KEY")?;
+        let target = Arc::new(Target {
+            url_text: row.url.clone(),
+            sealed: row.secret_encrypted.clone(),
+            url,
+            secret,
+        });
+        self.targets.insert(row.endpoint_id, target.clone());
+        Ok(target)
+    }
+}
+
+/// The event's request body.
+fn render(row: &Claimed) -> Result<Bytes, String> {
+    let event = WebhookEvent::render(
+        row.event_id,
+        row.event_type.clone(),
+        row.event_created_at,
+        &row.payment,
+    )
+    .map_err(|e| {
+        tracing::error!(event = row.event_id, error = %e, "stored event cannot be rendered");
+        "the event cannot be rendered".to_owned()
+    })?;
+    Ok(serde_json::to_vec(&event).expect("events serialize").into())
+}
+
+impl Shared {
+    /// What this process holds per endpoint (waiting and in flight), after dropping idle
+    /// lanes; a halted lane counts as full, so that nothing is claimed for it.
+    fn held(&self, capacity: usize) -> Vec<(Uuid, i32)> {
+        let now = Instant::now();
+        let mut lanes = self.lanes.lock().expect("not poisoned");
+        lanes.retain(|_, lane| !lane.idle(now));
+        lanes
+            .iter()
+            .map(|(id, lane)| {
+                let held = if lane.halted(now) {
+                    capacity
+                } else {
+                    lane.queue.len() + lane.sending
+                };
+                (*id, held.min(i32::MAX as usize) as i32)
+            })
+            .collect()
+    }
+
+    /// Queues the deliveries in their lanes and starts the workers they need.
+    fn enqueue(self: &Arc<Self>, deliveries: Vec<Delivery>, tasks: &mut JoinSet<()>) {
+        let now = Instant::now();
+        let mut start = Vec::new();
+        let mut released = Vec::new();
+        {
+            let mut lanes = self.lanes.lock().expect("not poisoned");
+            for delivery in deliveries {
+                let lane = lanes.entry(delivery.endpoint_id).or_default();
+                if lane.halted(now) {
+                    released.push(delivery.released());
+                } else {
+                    lane.queue.push_back(delivery);
+                }
+            }
+            for (endpoint, lane) in lanes.iter_mut() {
+                let workers = self
+                    .settings
+                    .per_endpoint
+                    .saturating_sub(lane.sending)
+                    .min(lane.queue.len());
+                lane.sending += workers;
+                start.extend(std::iter::repeat_n(*endpoint, workers));
+            }
+        }
+        for record in released {
+            let _ = self.results.send(record);
+        }
+        for endpoint in start {
+            tasks.spawn(self.clone().work(endpoint));
+        }
+    }
+
+    /// One worker of a lane: sends its deliveries one after the other until the lane is empty,
+    /// halted or the process stops.
+    async fn work(self: Arc<Self>, endpoint: Uuid) {
+        let refill_at = self.settings.per_endpoint * CLAIM_AHEAD / 2;
+        loop {
+            let next = {
+                let mut lanes = self.lanes.lock().expect("not poisoned");
+                let lane = lanes
+                    .get_mut(&endpoint)
+                    .expect("a lane is kept while it has workers");
+                let next = if self.stop.is_cancelled() || lane.halted(Instant::now()) {
+                    None
+                } else {
+                    lane.queue.pop_front()
+                };
+                if next.is_none() {
+                    lane.sending -= 1;
+                }
+                next.map(|delivery| (delivery, lane.queue.len() == refill_at))
+            };
+            let Some((delivery, refill)) = next else {
+                return;
+            };
+            if refill {
+                // Down to half: the loop claims more for it (the recorder's wake after each
+                // write and the poll interval bring the rest).
+                self.wake.notify_one();
+            }
+            if Instant::now() > delivery.send_by {
+                let _ = self.results.send(delivery.released());
+                continue;
+            }
+            let outcome = self.deliver(delivery).await;
+            let failed = outcome.next != Next::Delivered;
+            let _ = self.results.send(Record::Attempted(outcome));
+            if failed {
+                self.halt(endpoint);
+            }
+        }
+    }
+
+    /// After a failed attempt: the endpoint's waiting deliveries are given back unattempted
+    /// and nothing more is sent or claimed for it for the first retry wait.
+    fn halt(&self, endpoint: Uuid) {
+        let waiting: Vec<Delivery> = {
+            let mut lanes = self.lanes.lock().expect("not poisoned");
+            let Some(lane) = lanes.get_mut(&endpoint) else {
+                return;
+            };
+            lane.halted_until = Some(Instant::now() + self.settings.retry_first);
+            lane.queue.drain(..).collect()
+        };
+        for delivery in waiting {
+            let _ = self.results.send(delivery.released());
+        }
+    }
+
     /// One attempt of one delivery; never fails, every problem is an outcome.
-    async fn deliver(&self, claimed: Claimed, metrics: &Metrics) -> Outcome {
+    async fn deliver(&self, claimed: Delivery) -> Outcome {
+        let metrics = &self.metrics;
         let attempted_at = Utc::now();
         let started = Instant::now();
         let result = self.send(&claimed).await;
@@ -316,36 +584,17 @@ impl Sender {
     }
 
     /// Sends the event; the HTTP status, or why there was none.
-    async fn send(&self, claimed: &Claimed) -> Result<u16, String> {
-        // Checked again at every delivery: the form and IP literals here, names as the client
-        // resolves them.
-        let url = self
-            .policy
-            .check_url(&claimed.url)
-            .map_err(|e| format!("URL refused: {e}"))?;
-        let secret = self
-            .secrets
-            .open(claimed.endpoint_id, &claimed.secret_encrypted)
-            .ok_or("the signing secret cannot be decrypted with WEBHOOK_SECRETS_KEY")?;
-        let event = WebhookEvent::render(
-            claimed.event_id,
-            claimed.event_type.clone(),
-            claimed.event_created_at,
-            &claimed.payment,
-        )
-        .map_err(|e| {
-            tracing::error!(event = claimed.event_id, error = %e, "stored event cannot be rendered");
-            "the event cannot be rendered".to_owned()
-        })?;
-        let body = serde_json::to_vec(&event).expect("events serialize");
-        let signature = signature::sign(&secret, Utc::now().timestamp(), &body);
+    async fn send(&self, delivery: &Delivery) -> Result<u16, String> {
+        let target = delivery.target.as_ref().map_err(Clone::clone)?;
+        let body = delivery.body.as_ref().map_err(Clone::clone)?;
+        let signature = signature::sign(&target.secret, Utc::now().timestamp(), body);
         let mut response = self
             .client
-            .post(url)
+            .post(target.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(SIGNATURE_HEADER, signature)
-            .header(EVENT_ID_HEADER, claimed.event_id.to_string())
-            .body(body)
+            .header(EVENT_ID_HEADER, delivery.event_id.to_string())
+            .body(body.clone())
             .send()
             .await
             .map_err(describe)?;
@@ -402,37 +651,51 @@ pub fn retry_wait(attempt: usize, first: Duration, longest: Duration) -> Duratio
 /// die first, the deliveries are claimed again after their lease.
 async fn record_loop(
     pool: PgPool,
-    mut outcomes: mpsc::UnboundedReceiver<Outcome>,
+    mut records: mpsc::UnboundedReceiver<Record>,
     pause: Pause,
     metrics: Arc<Metrics>,
     wake: Arc<Notify>,
 ) {
     let mut batch = Vec::new();
+    let mut outcomes = Vec::new();
+    let mut released = Vec::new();
     let mut waits = paysys_runtime::backoff::Backoff::default();
     loop {
-        if batch.is_empty() && outcomes.recv_many(&mut batch, RECORD_BATCH).await == 0 {
-            return;
+        if outcomes.is_empty() && released.is_empty() {
+            if records.recv_many(&mut batch, RECORD_BATCH).await == 0 {
+                return;
+            }
+        } else {
+            // Retrying: add what came meanwhile, up to the batch size.
+            let room = RECORD_BATCH.saturating_sub(outcomes.len() + released.len());
+            while batch.len() < room {
+                match records.try_recv() {
+                    Ok(record) => batch.push(record),
+                    Err(_) => break,
+                }
+            }
         }
-        while batch.len() < RECORD_BATCH {
-            match outcomes.try_recv() {
-                Ok(outcome) => batch.push(outcome),
-                Err(_) => break,
+        for record in batch.drain(..) {
+            match record {
+                Record::Attempted(outcome) => outcomes.push(outcome),
+                Record::Released(claim) => released.push(claim),
             }
         }
         let written = match pool.acquire().await {
-            Ok(mut conn) => store::webhooks::record(&mut conn, &batch, pause).await,
+            Ok(mut conn) => store::webhooks::record(&mut conn, &outcomes, &released, pause).await,
             Err(error) => Err(error),
         };
         match written {
             Ok(()) => {
-                batch.clear();
+                outcomes.clear();
+                released.clear();
                 waits.reset();
                 wake.notify_one();
             }
             Err(error) => {
                 metrics.webhook_record_failures.inc();
-                tracing::warn!(%error, pending = batch.len(), "cannot record webhook attempts; retrying");
-                if outcomes.is_closed() {
+                tracing::warn!(%error, pending = outcomes.len() + released.len(), "cannot record webhook attempts; retrying");
+                if records.is_closed() {
                     // Stopping with the database away: the leases bring these back.
                     return;
                 }

@@ -7,11 +7,12 @@
 //! them out to the subscribed endpoints and delivers them at least once, in order per
 //! endpoint and payment, with retries. Outbound calls go only to addresses [`outbound`]
 //! allows. Secrets are encrypted at rest ([`secrets`]); each request is signed
-//! ([`signature`]).
+//! ([`signature`]). Events and attempts are deleted once past their retention ([`retention`]).
 
 pub mod dispatcher;
 pub mod events;
 pub mod outbound;
+pub mod retention;
 pub mod secrets;
 pub mod signature;
 
@@ -44,6 +45,9 @@ pub struct WebhookSettings {
     pub batch_size: i64,
     /// How often the dispatcher looks for new events and due retries.
     pub poll_interval: Duration,
+    /// How long events and attempts are kept (whether webhooks are enabled or not: events
+    /// are written either way).
+    pub retention: retention::Retention,
 }
 
 impl std::fmt::Debug for WebhookSettings {
@@ -55,6 +59,7 @@ impl std::fmt::Debug for WebhookSettings {
             .field("retry_window", &self.retry_window)
             .field("timeout", &self.timeout)
             .field("per_endpoint", &self.per_endpoint)
+            .field("retention", &self.retention)
             .finish_non_exhaustive()
     }
 }
@@ -110,14 +115,16 @@ impl WebhookSettings {
                 "must be greater than zero",
             ));
         }
+        let retry_window = Duration::from_secs(config::parse_or(
+            source,
+            "WEBHOOK_RETRY_WINDOW_SECONDS",
+            3 * 24 * 3600,
+        )?);
         Ok(Self {
             secrets,
             policy,
-            retry_window: Duration::from_secs(config::parse_or(
-                source,
-                "WEBHOOK_RETRY_WINDOW_SECONDS",
-                3 * 24 * 3600,
-            )?),
+            retry_window,
+            retention: retention::Retention::from_source(source, retry_window)?,
             retry_first,
             retry_longest,
             timeout: millis("WEBHOOK_TIMEOUT_MS", 10_000)?,

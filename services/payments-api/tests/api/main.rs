@@ -16,6 +16,7 @@ mod listing;
 mod process;
 mod protection;
 mod refunds;
+mod request_logs;
 mod resilience;
 mod status;
 mod store;

@@ -3,22 +3,16 @@
 //! registration and delivery, and delivery under faults (receiver down, failing, hanging,
 //! slow; the database cut; the API killed with SIGKILL mid-delivery).
 
-use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use base64::Engine;
 use futures::StreamExt;
-use payments_api::webhooks::signature;
+use paysys_testkit::webhook_receiver::{self, Mode, Received, Receiver};
 use paysys_testkit::{FaultProxy, TestBroker, TestDb};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::harness::*;
 
@@ -51,179 +45,6 @@ async fn start_webhooks(extra: &[(&'static str, &str)]) -> TestApi {
     }
     let refs: Vec<(&str, &str)> = env.iter().map(|(n, v)| (*n, v.as_str())).collect();
     TestApi::start_with(&refs).await
-}
-
-/// How a receiver answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Ok,
-    /// 500 for every request.
-    Fail,
-    /// 500 the first time each event arrives, 200 after.
-    FailFirst,
-    /// Never answers the first time each event arrives (past the API's timeout).
-    HangFirst,
-    /// Never answers at all.
-    Hang,
-    /// Answers 200 after this many milliseconds.
-    Slow(u64),
-}
-
-/// One event as a receiver got it.
-#[derive(Debug, Clone)]
-struct Received {
-    id: i64,
-    event_type: String,
-    payment_id: String,
-}
-
-/// A webhook receiver on 127.0.0.1 that verifies every signature (with a 5-minute tolerance,
-/// as docs/webhooks.md recommends) and records what arrived, in order.
-struct Receiver {
-    addr: SocketAddr,
-    state: Arc<ReceiverState>,
-    stop: CancellationToken,
-}
-
-struct ReceiverState {
-    secret: Mutex<String>,
-    mode: Mutex<Mode>,
-    seen: Mutex<HashSet<i64>>,
-    /// Events answered 2xx, in order of arrival (duplicates included).
-    accepted: Mutex<Vec<Received>>,
-    requests: AtomicUsize,
-    bad_signatures: AtomicUsize,
-    bytes: AtomicU64,
-}
-
-impl Receiver {
-    async fn start(mode: Mode) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::serve(listener, mode)
-    }
-
-    /// On a given port (a receiver that was down comes back where it was).
-    async fn start_on(addr: SocketAddr, mode: Mode) -> Receiver {
-        let listener = TcpListener::bind(addr).await.unwrap();
-        Self::serve(listener, mode)
-    }
-
-    fn serve(listener: TcpListener, mode: Mode) -> Receiver {
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(ReceiverState {
-            secret: Mutex::new(String::new()),
-            mode: Mutex::new(mode),
-            seen: Mutex::default(),
-            accepted: Mutex::default(),
-            requests: AtomicUsize::new(0),
-            bad_signatures: AtomicUsize::new(0),
-            bytes: AtomicU64::new(0),
-        });
-        let stop = CancellationToken::new();
-        let app = axum::Router::new()
-            .route("/hook", axum::routing::post(receive))
-            .with_state(state.clone());
-        let token = stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await
-                .unwrap();
-        });
-        Receiver { addr, state, stop }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
-    }
-
-    fn set_secret(&self, secret: &str) {
-        *self.state.secret.lock().unwrap() = secret.to_owned();
-    }
-
-    fn set_mode(&self, mode: Mode) {
-        *self.state.mode.lock().unwrap() = mode;
-    }
-
-    fn accepted(&self) -> Vec<Received> {
-        self.state.accepted.lock().unwrap().clone()
-    }
-
-    fn distinct(&self) -> HashSet<i64> {
-        self.accepted().iter().map(|r| r.id).collect()
-    }
-
-    fn bad_signatures(&self) -> usize {
-        self.state.bad_signatures.load(Ordering::SeqCst)
-    }
-
-    /// Waits until every id in `expected` was accepted; false at the deadline.
-    async fn wait_for(&self, expected: &HashSet<i64>, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if expected.is_subset(&self.distinct()) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        expected.is_subset(&self.distinct())
-    }
-
-    fn stop(&self) {
-        self.stop.cancel();
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn receive(
-    State(state): State<Arc<ReceiverState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    state.requests.fetch_add(1, Ordering::SeqCst);
-    state.bytes.fetch_add(body.len() as u64, Ordering::SeqCst);
-    if *state.mode.lock().unwrap() == Mode::Hang {
-        // Whoever sent it (several endpoints may share this receiver).
-        std::future::pending::<()>().await;
-    }
-    let secret = state.secret.lock().unwrap().clone();
-    let header = headers
-        .get("paysys-signature")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let now = chrono::Utc::now().timestamp();
-    if signature::verify(&secret, header, &body, now, 300).is_err() {
-        state.bad_signatures.fetch_add(1, Ordering::SeqCst);
-        return StatusCode::BAD_REQUEST;
-    }
-    let event: Value = serde_json::from_slice(&body).unwrap();
-    let id = event["id"].as_i64().unwrap();
-    let header_id = headers.get("paysys-event-id").and_then(|v| v.to_str().ok());
-    if header_id != Some(id.to_string().as_str()) {
-        // Counted with the signatures: the tests assert there are none.
-        state.bad_signatures.fetch_add(1, Ordering::SeqCst);
-        return StatusCode::BAD_REQUEST;
-    }
-    let first_time = state.seen.lock().unwrap().insert(id);
-    let mode = *state.mode.lock().unwrap();
-    match mode {
-        Mode::Fail => return StatusCode::INTERNAL_SERVER_ERROR,
-        Mode::FailFirst if first_time => return StatusCode::INTERNAL_SERVER_ERROR,
-        Mode::HangFirst if first_time => std::future::pending::<()>().await,
-        Mode::Slow(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
-        _ => {}
-    }
-    state.accepted.lock().unwrap().push(Received {
-        id,
-        event_type: event["type"].as_str().unwrap().to_owned(),
-        payment_id: event["payment"]["id"].as_str().unwrap().to_owned(),
-    });
-    StatusCode::NO_CONTENT
 }
 
 /// Registers `url` for `types` as `auth`; returns (endpoint id, secret).
@@ -292,22 +113,8 @@ async fn create_many(api: &TestApi, n: usize, concurrency: usize) -> Vec<String>
 
 /// Checks that each payment's events were first accepted in the order of their ids.
 fn assert_in_order_per_payment(received: &[Received]) {
-    let mut first_seen: HashSet<i64> = HashSet::new();
-    let mut last_per_payment: HashMap<&str, i64> = HashMap::new();
-    for event in received {
-        if !first_seen.insert(event.id) {
-            continue;
-        }
-        if let Some(&previous) = last_per_payment.get(event.payment_id.as_str()) {
-            assert!(
-                previous < event.id,
-                "payment {}: event {} arrived after {}",
-                event.payment_id,
-                event.id,
-                previous
-            );
-        }
-        last_per_payment.insert(&event.payment_id, event.id);
+    if let Some((payment, id, previous)) = webhook_receiver::out_of_order(received) {
+        panic!("payment {payment}: event {id} arrived after {previous}");
     }
 }
 
@@ -579,11 +386,7 @@ async fn delivery_checks_the_destination_again() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    assert_eq!(
-        receiver.state.requests.load(Ordering::SeqCst),
-        0,
-        "nothing reached loopback"
-    );
+    assert_eq!(receiver.requests(), 0, "nothing reached loopback");
     api.stop().await;
 }
 
@@ -872,10 +675,7 @@ async fn dead_and_hanging_endpoints_do_not_delay_a_live_one() {
     );
     // The hanging endpoints' first requests are all still open (they end only at the 60 s
     // timeout): the live endpoint got every event without waiting for any of them.
-    assert!(
-        hanging.state.requests.load(Ordering::SeqCst) > 0,
-        "the hanging ones were tried"
-    );
+    assert!(hanging.requests() > 0, "the hanging ones were tried");
     let hung_attempts: i64 =
         sqlx::query_scalar("SELECT count(*) FROM webhook_attempts WHERE endpoint_id = ANY($1)")
             .bind(
@@ -955,6 +755,103 @@ async fn deliveries_are_given_up_after_the_retry_window_and_the_endpoint_marked_
     api.stop().await;
 }
 
+/// Retention: the periodic task deletes, in batches, the events and attempts older than
+/// their retention, and keeps every event still owed to an endpoint however old, and the
+/// recent ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_and_attempts_past_their_retention_are_deleted_but_never_an_owed_event() {
+    let api = start_webhooks(&[
+        ("WEBHOOK_EVENTS_RETENTION_DAYS", "30"),
+        ("WEBHOOK_ATTEMPTS_RETENTION_DAYS", "30"),
+        // Several batches per run, a run every second.
+        ("WEBHOOK_RETENTION_BATCH_SIZE", "7"),
+        ("WEBHOOK_RETENTION_INTERVAL_SECONDS", "1"),
+    ])
+    .await;
+    // Bob's receiver fails: his events stay owed (retried for the 3-day window).
+    let failing = Receiver::start(Mode::Fail).await;
+    let (_, secret) = register(&api, BOB, &failing.url(), &ALL_TYPES).await;
+    failing.set_secret(&secret);
+    // Alice has no endpoint: her events are owed to no one.
+    create_many(&api, 20, 4).await;
+    for _ in 0..3 {
+        let reply = api.post("/payments", Some(BOB), &demo_payment()).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    }
+    let alices = event_ids(&api, "alice").await;
+    let bobs = event_ids(&api, "bob").await;
+    assert_eq!((alices.len(), bobs.len()), (20, 3));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while failing.requests() < 3 {
+        assert!(Instant::now() < deadline, "bob's endpoint was never tried");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // 40 days old: every event but one of alice's, and the attempts so far.
+    let kept = *alices.iter().max().unwrap();
+    sqlx::query("UPDATE events SET created_at = now() - interval '40 days' WHERE id <> $1")
+        .bind(kept)
+        .execute(&api.pool)
+        .await
+        .unwrap();
+    let old_attempts =
+        sqlx::query("UPDATE webhook_attempts SET attempted_at = now() - interval '40 days'")
+            .execute(&api.pool)
+            .await
+            .unwrap()
+            .rows_affected();
+    assert!(old_attempts > 0);
+
+    let count = |sql: &'static str| {
+        let pool = api.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let gone = paysys_testkit::eventually(Duration::from_secs(20), || async {
+        let old_events = count(
+            "SELECT count(*) FROM events
+             WHERE principal = 'alice' AND created_at < now() - interval '30 days'",
+        )
+        .await;
+        let old_attempts = count(
+            "SELECT count(*) FROM webhook_attempts WHERE attempted_at < now() - interval '30 days'",
+        )
+        .await;
+        (old_events == 0 && old_attempts == 0).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "old events and attempts are still there");
+    let listed = api.get("/v1/events?limit=100", Some(ALICE)).await;
+    let listed: Vec<i64> = listed.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        [kept],
+        "alice's recent event is kept, the old ones gone"
+    );
+    // Bob's are as old, but still owed: kept, and still delivered to (attempts go on).
+    assert_eq!(event_ids(&api, "bob").await, bobs);
+    assert_eq!(
+        count("SELECT count(*) FROM webhook_deliveries").await,
+        3,
+        "still owed"
+    );
+    let tried = failing.requests();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while failing.requests() == tried {
+        assert!(Instant::now() < deadline, "bob's deliveries stopped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    api.stop().await;
+}
+
 /// The database cut (every connection reset, new ones refused) while events are being
 /// delivered: nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -983,6 +880,79 @@ async fn a_database_cut_mid_delivery_loses_no_event() {
         expected.difference(&receiver.distinct()).count()
     );
     assert_eq!(receiver.bad_signatures(), 0);
+    api.stop().await;
+}
+
+/// PostgreSQL itself crashed (`pg_ctl stop -m immediate`: every backend gone, no checkpoint)
+/// while deliveries are in flight and results unrecorded, then started again on the same
+/// data: every event still arrives (some twice), each payment's in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_crash_and_restart_mid_delivery_loses_no_event() {
+    let server = paysys_testkit::private_postgres::PrivatePostgres::start().await;
+    let key = secrets_key();
+    let mut env = webhook_env(&key);
+    // 2 at a time to a receiver taking 100 ms: at most 20 events/s, so that the crash comes
+    // while most of the 300 are still to deliver, however slowly they were made.
+    env.push(("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", "2".into()));
+    let refs: Vec<(&str, &str)> = env.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let api = TestApi::start_on(server.database(), TestBroker::new(), &refs).await;
+    let receiver = Receiver::start(Mode::Slow(100)).await;
+    let (_, secret) = register(&api, ALICE, &receiver.url(), &ALL_TYPES).await;
+    receiver.set_secret(&secret);
+    // Two events per canceled payment, so that order per payment is tested across the crash.
+    let payments = create_many(&api, 200, 8).await;
+    let api_ref = &api;
+    futures::stream::iter(payments.iter().step_by(2))
+        .map(|id| async move {
+            api_ref
+                .post(&format!("/payments/{id}/cancel"), Some(ALICE), &json!({}))
+                .await
+        })
+        .buffer_unordered(8)
+        .for_each(|reply| async move { assert_eq!(reply.status, StatusCode::OK) })
+        .await;
+    // Crash while the receiver is still taking them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.requests() < 10 {
+        assert!(Instant::now() < deadline, "no delivery started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.crash();
+    let before = receiver.distinct().len();
+    assert!(
+        before < 300,
+        "crashed mid-delivery ({before} of 300 delivered)"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.restart().await;
+    // And the API takes payments again afterwards, their events delivered like the rest.
+    let after = paysys_testkit::eventually(Duration::from_secs(30), || async {
+        let reply = api.post("/payments", Some(ALICE), &demo_payment()).await;
+        (reply.status == StatusCode::CREATED).then_some(())
+    })
+    .await;
+    assert!(after.is_some(), "the API takes payments after the restart");
+    create_many(&api, 20, 4).await;
+
+    let expected = event_ids(&api, "alice").await;
+    let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&api.pool)
+        .await
+        .unwrap();
+    assert!(payments >= 221, "{payments} payments");
+    assert_eq!(
+        expected.len() as i64,
+        payments + 100,
+        "an event for every payment and every cancel committed before the crash"
+    );
+    assert!(
+        receiver.wait_for(&expected, Duration::from_secs(90)).await,
+        "missing {} of {}",
+        expected.difference(&receiver.distinct()).count(),
+        expected.len()
+    );
+    assert_eq!(receiver.bad_signatures(), 0);
+    assert_in_order_per_payment(&receiver.accepted());
     api.stop().await;
 }
 
@@ -1049,7 +1019,7 @@ async fn an_api_killed_mid_delivery_loses_no_event() {
     }
     // Some delivered, some in flight (the receiver takes 100 ms each): kill.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while receiver.state.requests.load(Ordering::SeqCst) < 10 {
+    while receiver.requests() < 10 {
         assert!(Instant::now() < deadline, "no delivery started");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
