@@ -6,8 +6,9 @@
 //! when webhooks are enabled, (2) claims due deliveries ([`store::webhooks::claim`]: per
 //! endpoint, the oldest undelivered event of each payment, so a payment's events reach an
 //! endpoint in order; `SKIP LOCKED`, so replicas share the work) into the endpoint's *lane* in
-//! memory, and (3) each lane sends with at most `per_endpoint` workers, each taking the next
-//! claimed delivery as soon as its previous attempt ends. Results are written in batches by one
+//! memory, and (3) each lane sends with at most `per_endpoint` workers (one until a delivery
+//! to that endpoint succeeds: a slow start), each taking the next claimed delivery as soon as
+//! its previous attempt ends. Results are written in batches by one
 //! recorder ([`store::webhooks::record`]): delivered (2xx) rows are deleted, failed ones
 //! rescheduled with exponential backoff and jitter (`backon`), until the retry window is over;
 //! then the delivery is given up and the endpoint marked failing. Delivery is at least once: a
@@ -30,7 +31,7 @@
 //! claimed until the pause ends, and then only one as a probe until a delivery succeeds), so a
 //! dead receiver costs one probe per pause rather than an attempt per event.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -156,6 +157,11 @@ impl Lane {
 /// What the loop and the lanes' workers share.
 struct Shared {
     lanes: Mutex<HashMap<Uuid, Lane>>,
+    /// Endpoints whose last attempt from this process succeeded. Only their lanes send with
+    /// all `per_endpoint` workers; any other lane sends one delivery at a time until one
+    /// succeeds (a slow start), so a dead endpoint costs one refused attempt per retry, not
+    /// `per_endpoint` of them, and a thousand dead endpoints cannot crowd the live ones.
+    proven: Mutex<HashSet<Uuid>>,
     client: reqwest::Client,
     policy: outbound::Policy,
     secrets: SecretBox,
@@ -175,6 +181,7 @@ impl Dispatcher {
         let shared = self.settings.secrets.clone().map(|secrets| {
             Arc::new(Shared {
                 lanes: Mutex::default(),
+                proven: Mutex::default(),
                 client: outbound::client(
                     &self.settings.policy,
                     self.settings.connect_timeout,
@@ -302,6 +309,8 @@ impl Dispatcher {
         let claimed_at = Instant::now();
         more |= claimed.len() as i64 == batch;
         if claimed.is_empty() {
+            // Lanes proven since the last round get their other workers.
+            shared.enqueue(Vec::new(), &mut run.tasks);
             return Ok(more);
         }
         // The attempt and the writing of its result (as long again) must fit in the lease.
@@ -434,12 +443,14 @@ impl Shared {
                     lane.queue.push_back(delivery);
                 }
             }
+            let proven = self.proven.lock().expect("not poisoned");
             for (endpoint, lane) in lanes.iter_mut() {
-                let workers = self
-                    .settings
-                    .per_endpoint
-                    .saturating_sub(lane.sending)
-                    .min(lane.queue.len());
+                let limit = if proven.contains(endpoint) {
+                    self.settings.per_endpoint
+                } else {
+                    1
+                };
+                let workers = limit.saturating_sub(lane.sending).min(lane.queue.len());
                 lane.sending += workers;
                 start.extend(std::iter::repeat_n(*endpoint, workers));
             }
@@ -489,6 +500,9 @@ impl Shared {
             let _ = self.results.send(Record::Attempted(outcome));
             if failed {
                 self.halt(endpoint);
+            } else if self.proven.lock().expect("not poisoned").insert(endpoint) {
+                // Newly proven: the loop starts the lane's other workers.
+                self.wake.notify_one();
             }
         }
     }
@@ -496,6 +510,7 @@ impl Shared {
     /// After a failed attempt: the endpoint's waiting deliveries are given back unattempted
     /// and nothing more is sent or claimed for it for the first retry wait.
     fn halt(&self, endpoint: Uuid) {
+        self.proven.lock().expect("not poisoned").remove(&endpoint);
         let waiting: Vec<Delivery> = {
             let mut lanes = self.lanes.lock().expect("not poisoned");
             let Some(lane) = lanes.get_mut(&endpoint) else {
