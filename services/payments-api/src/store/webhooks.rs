@@ -189,8 +189,9 @@ pub struct FanOut {
 /// previous version, which fanned out when sequencing, run beside this one during an upgrade).
 /// Ids increase in the order events become visible ([`crate::store::events::sequence`]): every
 /// event up to the last one read is visible to this statement, so a cursor passes over none.
-/// Rows are written in event id order, so the claim's "oldest row of the payment" is its
-/// oldest event.
+/// Rows are written in event id order (so the claim's "oldest row of the payment" is its
+/// oldest event), the endpoints' interleaved: the claim takes the oldest rows first, and rows
+/// grouped by endpoint would fill a few endpoints' lanes per round while the others wait.
 pub async fn fan_out(conn: &mut PgConnection, limits: FanOut) -> Result<FannedOut, sqlx::Error> {
     let row = sqlx::query!(
         r#"WITH due AS (
@@ -234,7 +235,7 @@ pub async fn fan_out(conn: &mut PgConnection, limits: FanOut) -> Result<FannedOu
             INSERT INTO webhook_deliveries (endpoint_id, event_id, payment_id, event_created_at)
             SELECT endpoint_id, event_id, payment_id, created_at FROM taken
             WHERE wanted
-            ORDER BY endpoint_id, event_id
+            ORDER BY event_id, endpoint_id
             ON CONFLICT (endpoint_id, event_id) DO NOTHING
             RETURNING 1
         ), advanced AS (
