@@ -169,12 +169,19 @@ pub struct FanOut {
     pub scan: i64,
     /// Endpoints per statement at most.
     pub endpoints: i64,
+    /// Rows made per endpoint and statement at most.
+    pub per_statement: i64,
+    /// Whether endpoints whose latest attempts failed (not paused, or no longer) are looked
+    /// at too; they hold one row, which they mostly still have, so the dispatcher looks at
+    /// them once a second rather than at every round.
+    pub failing: bool,
 }
 
 /// Turns owed events into delivery rows, per endpoint and lazily (migration 0011): for up to
-/// `endpoints` endpoints that are not paused, have room (fewer undelivered rows than their
-/// `ahead`: the full one once their latest attempt succeeded, `unproven_ahead` otherwise, so a
-/// dead endpoint holds one row, the one its probe sends) and have events above their cursor:
+/// `endpoints` endpoints that are not paused (nor failing, unless `failing`), have room (fewer
+/// undelivered rows than their `ahead`: the full one once their latest attempt succeeded,
+/// `unproven_ahead` otherwise, so a dead endpoint holds one row, the one its probe sends; at
+/// most `per_statement` at once) and have events above their cursor:
 /// the next of their principal's events in id order, 4 × the room of them but at most `scan`,
 /// a row for each of a subscribed type up to the room, the cursor moved past the last one
 /// taken (past events of other types too). The most behind first. "Has events above its
@@ -205,11 +212,12 @@ pub async fn fan_out(conn: &mut PgConnection, limits: FanOut) -> Result<FannedOu
                 OFFSET 0
             ) s
             CROSS JOIN LATERAL (
-                SELECT s.size - count(*) AS room FROM (
+                SELECT least(s.size - count(*), $5) AS room FROM (
                     SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id LIMIT s.size
                 ) held
             ) w
             WHERE (e.paused_until IS NULL OR e.paused_until <= now())
+              AND (e.consecutive_failures = 0 OR $6)
               AND (SELECT v.id FROM events v
                    WHERE v.principal = e.principal AND v.id > e.fanned_out_through
                    ORDER BY v.principal, v.id LIMIT 1) IS NOT NULL
@@ -251,7 +259,9 @@ pub async fn fan_out(conn: &mut PgConnection, limits: FanOut) -> Result<FannedOu
         limits.ahead,
         limits.unproven_ahead,
         limits.scan,
-        limits.endpoints
+        limits.endpoints,
+        limits.per_statement,
+        limits.failing
     )
     .fetch_one(conn)
     .await?;

@@ -72,13 +72,20 @@ pub const PAUSE_AFTER_FAILURES: i32 = 5;
 /// `per_endpoint`, so its slots refill from memory between claim rounds.
 pub const CLAIM_AHEAD: usize = 4;
 /// An endpoint whose latest attempt succeeded has its deliveries made (fanned out) up to this
-/// many times its claim capacity (`per_endpoint` × [`CLAIM_AHEAD`]) ahead; any other, only one
-/// (the slow start's and the probe's).
-pub const FAN_OUT_AHEAD: usize = 4;
+/// many times its claim capacity (`per_endpoint` × [`CLAIM_AHEAD`]) ahead, rows waiting for
+/// their result to be written included; any other, only one (the slow start's and the
+/// probe's).
+pub const FAN_OUT_AHEAD: usize = 8;
+/// Rows made per endpoint and round at most, in claim capacities: the whole room (less made a
+/// single busy endpoint's events wait for the next round: its lag doubled in the benchmark).
+const FAN_OUT_PER_ROUND: usize = FAN_OUT_AHEAD;
 /// Events read per endpoint and fan-out at most (of its subscribed types or not).
 const FAN_OUT_SCAN: i64 = 4096;
+/// How often endpoints whose latest attempts failed are fanned out to (at most one row each,
+/// when they have none: the next one to try, or to probe with after a pause).
+const FAILING_FAN_OUT_INTERVAL: Duration = Duration::from_secs(1);
 /// Endpoints fanned out per statement at most (the most behind first).
-const FAN_OUT_ENDPOINTS: i64 = 256;
+const FAN_OUT_ENDPOINTS: i64 = 128;
 /// Results written per statement at most.
 const RECORD_BATCH: usize = 1000;
 /// How often the outbox gauges are refreshed.
@@ -102,6 +109,8 @@ struct Run {
     lease: Duration,
     /// When events were last sequenced, and how many.
     last_sequenced: Option<(Instant, i64)>,
+    /// When failing endpoints were last fanned out to.
+    failing_fanned_out: Instant,
     /// Each endpoint's destination as last claimed, reused while its URL and sealed secret
     /// are the same.
     targets: HashMap<Uuid, Arc<Target>>,
@@ -230,6 +239,7 @@ impl Dispatcher {
             // result.
             lease: self.settings.timeout * (CLAIM_AHEAD as u32 + 1) + Duration::from_secs(5),
             last_sequenced: None,
+            failing_fanned_out: Instant::now() - FAILING_FAN_OUT_INTERVAL,
             targets: HashMap::new(),
         };
         let mut db_waits = paysys_runtime::backoff::Backoff::default();
@@ -311,6 +321,9 @@ impl Dispatcher {
             return Ok(more);
         };
         let capacity = self.settings.per_endpoint * CLAIM_AHEAD;
+        // Failing endpoints (each a probe or three, and they mostly still hold their one row)
+        // once a second at most; the others at every round.
+        let failing = run.failing_fanned_out.elapsed() >= FAILING_FAN_OUT_INTERVAL;
         let fanned = store::webhooks::fan_out(
             &mut conn,
             FanOut {
@@ -318,9 +331,14 @@ impl Dispatcher {
                 unproven_ahead: 1,
                 scan: FAN_OUT_SCAN,
                 endpoints: FAN_OUT_ENDPOINTS,
+                per_statement: (capacity * FAN_OUT_PER_ROUND) as i64,
+                failing,
             },
         )
         .await?;
+        if failing {
+            run.failing_fanned_out = Instant::now();
+        }
         // The rows made are claimed below; what they free up (results written, lanes half
         // empty) wakes the loop. More at once only when endpoints were left for next time.
         more |= fanned.endpoints == FAN_OUT_ENDPOINTS;
