@@ -296,7 +296,19 @@ async fn main() {
     let baseline = create(&client, &base, payments, clients).await;
     println!("created/s without endpoints: {baseline:.0} ({payments} payments, {clients} clients)");
 
-    // 2. One endpoint.
+    // 2. One endpoint, once step 1's events all have their ids (an event sequenced after the
+    // registration goes to the endpoint, possibly before its secret is known here).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let unsequenced: i64 = sqlx::query_scalar("SELECT count(*) FROM events_unsequenced")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if unsequenced == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let url = format!("http://{receiver}/hook/one");
     let secret = register(&client, &base, &url).await;
     state.secrets.lock().unwrap().insert("one".into(), secret);
