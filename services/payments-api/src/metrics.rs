@@ -183,7 +183,7 @@ impl Metrics {
         let events_outbox_depth = Gauge::default();
         root.register(
             "events_outbox_depth",
-            "Payment events not yet delivered: waiting for their id, plus deliveries pending to subscribed endpoints (all replicas)",
+            "Payment events not yet delivered: waiting for their id, plus deliveries owed to subscribed endpoints, made or not yet fanned out (all replicas)",
             events_outbox_depth.clone(),
         );
         let events_outbox_oldest_age_seconds = Gauge::<f64, AtomicU64>::default();

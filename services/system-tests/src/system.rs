@@ -300,12 +300,17 @@ impl System {
         .expect("backlog query")
     }
 
-    /// Events not yet sequenced plus webhook deliveries not yet done (none when no endpoint
-    /// is registered); None while the database cannot be read.
+    /// Events not yet sequenced plus webhook deliveries not yet done, made or still to be
+    /// fanned out (none when no endpoint is registered); None while the database cannot be
+    /// read.
     pub async fn webhook_outbox(&self) -> Option<i64> {
         sqlx::query_scalar(
             "SELECT (SELECT count(*) FROM events_unsequenced)
-                    + (SELECT count(*) FROM webhook_deliveries)",
+                    + (SELECT count(*) FROM webhook_deliveries)
+                    + (SELECT count(*) FROM webhook_endpoints e
+                       JOIN events v ON v.principal = e.principal
+                                    AND v.id > e.fanned_out_through
+                       WHERE v.type = ANY (e.event_types))",
         )
         .fetch_one(&self.pool)
         .await

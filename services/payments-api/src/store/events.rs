@@ -1,6 +1,8 @@
 //! The events outbox (migration 0007): events as the triggers wrote them, given their public
-//! ids in commit order and fanned out to the subscribed endpoints; listing them; deleting them
-//! past their retention.
+//! ids in commit order; listing them; deleting them past their retention. Turning them into
+//! deliveries is the dispatcher's, per endpoint and lazily ([`crate::store::webhooks::fan_out`],
+//! migration 0011): an event above an endpoint's cursor (`fanned_out_through`), of its
+//! principal and of a type it subscribes to, is owed to it without a delivery row yet.
 
 use std::time::Duration;
 
@@ -10,14 +12,18 @@ use sqlx::{Connection, PgConnection};
 /// The advisory lock held by the one replica sequencing at a time.
 const SEQUENCER_LOCK: i64 = 0x7061_7973_6576_7473; // "paysevts"
 
-/// Gives up to `limit` written events their public ids and queues their deliveries; `None`
-/// when another replica is doing it right now.
+/// Gives up to `limit` written events their public ids; `None` when another replica is doing
+/// it right now. Nothing is fanned out here: the endpoints' cursors make each event owed to
+/// the endpoints subscribed to it.
 ///
 /// Only events of transactions older than every running one (`pg_snapshot_xmin`) are taken,
 /// in the order of their transactions: nothing can commit before them any more, so an id
 /// handed out here is never followed by a smaller one becoming visible. One sequencer at a
 /// time (a transaction-level advisory lock), each run committed before the next starts, so
-/// ids increase in the order readers can see them.
+/// ids increase in the order readers can see them (each run is visible before its lock is
+/// released, so before the next run takes ids). The fan-out relies on it: a reader that sees
+/// an id sees every smaller one still stored, so a cursor moved up to an event it read never
+/// passes over one that becomes visible later.
 pub async fn sequence(conn: &mut PgConnection, limit: i64) -> Result<Option<i64>, sqlx::Error> {
     let mut tx = conn.begin().await?;
     let locked = sqlx::query_scalar!(
@@ -41,13 +47,7 @@ pub async fn sequence(conn: &mut PgConnection, limit: i64) -> Result<Option<i64>
             INSERT INTO events (type, payment_id, principal, created_at, payment)
             SELECT type, payment_id, principal, created_at, payment FROM ready
             ORDER BY txid, seq
-            RETURNING id, type, payment_id, principal, created_at
-        ), fanned_out AS (
-            INSERT INTO webhook_deliveries (endpoint_id, event_id, payment_id, event_created_at)
-            SELECT e.id, p.id, p.payment_id, p.created_at
-            FROM published p
-            JOIN webhook_endpoints e ON e.principal = p.principal AND p.type = ANY (e.event_types)
-            ORDER BY p.id
+            RETURNING id
         )
         SELECT count(*) AS "count!" FROM published"#,
         limit
@@ -91,16 +91,25 @@ pub async fn list(
     Ok((rows, has_more))
 }
 
-/// What is still to be delivered (events not yet sequenced, deliveries not yet done) and the
-/// age in seconds of the oldest of it (0 when nothing waits).
+/// What is still to be delivered (events not yet sequenced, deliveries not yet done, and
+/// events owed to an endpoint but not yet fanned out to it, paused ones' included: one per
+/// event and endpoint, as the deliveries count) and the age in seconds of the oldest of it (0
+/// when nothing waits).
 pub async fn outbox(conn: &mut PgConnection) -> Result<(i64, f64), sqlx::Error> {
     let row = sqlx::query!(
-        r#"SELECT
+        r#"WITH owed AS (
+            SELECT count(*) AS depth, min(v.created_at) AS oldest
+            FROM webhook_endpoints e
+            JOIN events v ON v.principal = e.principal AND v.id > e.fanned_out_through
+            WHERE v.type = ANY (e.event_types)
+        )
+        SELECT
             (SELECT count(*) FROM events_unsequenced) + (SELECT count(*) FROM webhook_deliveries)
-                AS "depth!",
+                + (SELECT depth FROM owed) AS "depth!",
             coalesce(extract(epoch FROM clock_timestamp() - least(
                 (SELECT min(created_at) FROM events_unsequenced),
-                (SELECT min(event_created_at) FROM webhook_deliveries)
+                (SELECT min(event_created_at) FROM webhook_deliveries),
+                (SELECT oldest FROM owed)
             )), 0)::float8 AS "oldest_age_seconds!""#
     )
     .fetch_one(conn)
@@ -108,9 +117,11 @@ pub async fn outbox(conn: &mut PgConnection) -> Result<(i64, f64), sqlx::Error> 
     Ok((row.depth, row.oldest_age_seconds))
 }
 
-/// Deletes up to `limit` events older than `retention` that no delivery refers to (an event
-/// still owed to an endpoint stays, whatever its age); returns how many. Rows another replica
-/// is deleting are skipped.
+/// Deletes up to `limit` events older than `retention` that are owed to no endpoint (an event
+/// still owed stays, whatever its age: a delivery refers to it, or it is above the cursor of an
+/// endpoint of its principal subscribed to its type, not yet fanned out); returns how many.
+/// Rows another replica is deleting are skipped, and so are events a fan-out is writing
+/// deliveries of (their foreign key's check holds them locked).
 pub async fn delete_expired(
     conn: &mut PgConnection,
     retention: Duration,
@@ -121,6 +132,11 @@ pub async fn delete_expired(
             SELECT e.id FROM events e
             WHERE e.created_at < now() - make_interval(secs => $1)
               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id)
+              AND NOT EXISTS (
+                  SELECT 1 FROM webhook_endpoints w
+                  WHERE w.principal = e.principal AND w.fanned_out_through < e.id
+                    AND e.type = ANY (w.event_types)
+              )
             LIMIT $2
             FOR UPDATE SKIP LOCKED
         ))"#,

@@ -1,5 +1,5 @@
-//! Webhook endpoints, their pending deliveries and the record of every attempt
-//! (migration 0007).
+//! Webhook endpoints, their pending deliveries (made lazily per endpoint from the events it
+//! is owed, [`fan_out`]) and the record of every attempt (migrations 0007, 0011).
 
 use std::time::Duration;
 
@@ -143,6 +143,133 @@ pub async fn attempts(
     let has_more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     Ok((rows, has_more))
+}
+
+/// What one fan-out made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FannedOut {
+    /// Delivery rows written.
+    pub deliveries: i64,
+    /// Endpoints whose cursor moved.
+    pub endpoints: i64,
+    /// Rows taken that already existed (written by a replica of the version that fanned out
+    /// when sequencing); anything else would be a fan-out done twice.
+    pub skipped: i64,
+}
+
+/// How far ahead [`fan_out`] makes an endpoint's deliveries.
+#[derive(Debug, Clone, Copy)]
+pub struct FanOut {
+    /// Undelivered rows an endpoint may have when its latest attempt succeeded.
+    pub ahead: i32,
+    /// ... when it has none yet or its latest failed (1: the probe's, the slow start's).
+    pub unproven_ahead: i32,
+    /// Events read per endpoint at most (of its subscribed types or not; 4 × its room
+    /// otherwise).
+    pub scan: i64,
+    /// Endpoints per statement at most.
+    pub endpoints: i64,
+    /// Rows made per endpoint and statement at most.
+    pub per_statement: i64,
+    /// Whether endpoints whose latest attempts failed (not paused, or no longer) are looked
+    /// at too; they hold one row, which they mostly still have, so the dispatcher looks at
+    /// them once a second rather than at every round.
+    pub failing: bool,
+}
+
+/// Turns owed events into delivery rows, per endpoint and lazily (migration 0011): for up to
+/// `endpoints` endpoints that are not paused (nor failing, unless `failing`), have room (fewer
+/// undelivered rows than their `ahead`: the full one once their latest attempt succeeded,
+/// `unproven_ahead` otherwise, so a dead endpoint holds one row, the one its probe sends; at
+/// most `per_statement` at once) and have events above their cursor:
+/// the next of their principal's events in id order, 4 × the room of them but at most `scan`,
+/// a row for each of a subscribed type up to the room, the cursor moved past the last one
+/// taken (past events of other types too). The most behind first. "Has events above its
+/// cursor" is one probe of `events_principal_id` per endpoint (a scalar subquery, which the
+/// planner cannot turn into a scan of all events), and an endpoint with nothing owed or no
+/// room costs nothing more.
+///
+/// Safe across replicas: the endpoint rows are locked (`FOR NO KEY UPDATE SKIP LOCKED`: a
+/// replica skips what another is fanning out) and their cursors moved in the same statement;
+/// the lock returns the cursor as last committed, so events are never fanned out twice (the
+/// unique index of 0011 holds it however; `ON CONFLICT DO NOTHING` lets a replica of the
+/// previous version, which fanned out when sequencing, run beside this one during an upgrade).
+/// Ids increase in the order events become visible ([`crate::store::events::sequence`]): every
+/// event up to the last one read is visible to this statement, so a cursor passes over none.
+/// Rows are written in event id order (so the claim's "oldest row of the payment" is its
+/// oldest event), the endpoints' interleaved: the claim takes the oldest rows first, and rows
+/// grouped by endpoint would fill a few endpoints' lanes per round while the others wait.
+pub async fn fan_out(conn: &mut PgConnection, limits: FanOut) -> Result<FannedOut, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"WITH due AS (
+            SELECT e.id, e.principal, e.event_types, e.fanned_out_through, w.room
+            FROM webhook_endpoints e
+            CROSS JOIN LATERAL (
+                SELECT CASE WHEN coalesce((
+                           SELECT a.error IS NULL FROM webhook_attempts a
+                           WHERE a.endpoint_id = e.id ORDER BY a.id DESC LIMIT 1), false)
+                       THEN $1::int ELSE $2::int END AS size
+                OFFSET 0
+            ) s
+            CROSS JOIN LATERAL (
+                SELECT least(s.size - count(*), $5) AS room FROM (
+                    SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id LIMIT s.size
+                ) held
+            ) w
+            WHERE (e.paused_until IS NULL OR e.paused_until <= now())
+              AND (e.consecutive_failures = 0 OR $6)
+              AND (SELECT v.id FROM events v
+                   WHERE v.principal = e.principal AND v.id > e.fanned_out_through
+                   ORDER BY v.principal, v.id LIMIT 1) IS NOT NULL
+              AND w.room > 0
+            ORDER BY e.fanned_out_through
+            LIMIT $4
+            FOR NO KEY UPDATE OF e SKIP LOCKED
+        ), scanned AS (
+            SELECT d.id AS endpoint_id, v.id AS event_id, v.payment_id, v.created_at, v.wanted,
+                   d.room,
+                   count(*) FILTER (WHERE v.wanted) OVER (PARTITION BY d.id ORDER BY v.id) AS nth
+            FROM due d
+            CROSS JOIN LATERAL (
+                SELECT v.id, v.payment_id, v.created_at, v.type = ANY (d.event_types) AS wanted
+                FROM events v
+                WHERE v.principal = d.principal AND v.id > d.fanned_out_through
+                ORDER BY v.principal, v.id
+                LIMIT least($3, d.room * 4)
+            ) v
+        ), taken AS (
+            SELECT * FROM scanned WHERE nth <= room
+        ), made AS (
+            INSERT INTO webhook_deliveries (endpoint_id, event_id, payment_id, event_created_at)
+            SELECT endpoint_id, event_id, payment_id, created_at FROM taken
+            WHERE wanted
+            ORDER BY event_id, endpoint_id
+            ON CONFLICT (endpoint_id, event_id) DO NOTHING
+            RETURNING 1
+        ), advanced AS (
+            UPDATE webhook_endpoints e SET fanned_out_through = t.through
+            FROM (SELECT endpoint_id, max(event_id) AS through FROM taken GROUP BY endpoint_id) t
+            WHERE e.id = t.endpoint_id
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM made) AS "deliveries!",
+               (SELECT count(*) FROM advanced) AS "endpoints!",
+               (SELECT count(*) FROM taken WHERE wanted) - (SELECT count(*) FROM made)
+                   AS "skipped!""#,
+        limits.ahead,
+        limits.unproven_ahead,
+        limits.scan,
+        limits.endpoints,
+        limits.per_statement,
+        limits.failing
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(FannedOut {
+        deliveries: row.deliveries,
+        endpoints: row.endpoints,
+        skipped: row.skipped,
+    })
 }
 
 /// A delivery claimed for one attempt, with what sending it needs.

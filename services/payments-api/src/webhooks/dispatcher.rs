@@ -2,18 +2,26 @@
 //! delivers them.
 //!
 //! Each round it (1) sequences the events whose transactions are over ([`store::events::
-//! sequence`]: public ids in commit order, one delivery row per subscribed endpoint), then,
-//! when webhooks are enabled, (2) claims due deliveries ([`store::webhooks::claim`]: per
-//! endpoint, the oldest undelivered event of each payment, so a payment's events reach an
-//! endpoint in order; `SKIP LOCKED`, so replicas share the work) into the endpoint's *lane* in
-//! memory, and (3) each lane sends with at most `per_endpoint` workers (one until a delivery
-//! to that endpoint succeeds: a slow start), each taking the next claimed delivery as soon as
-//! its previous attempt ends. Results are written in batches by one
-//! recorder ([`store::webhooks::record`]): delivered (2xx) rows are deleted, failed ones
+//! sequence`]: public ids in commit order), then, when webhooks are enabled, (2) fans events
+//! out lazily, per endpoint ([`store::webhooks::fan_out`]): each endpoint has a cursor, the
+//! last event turned into its delivery rows, and the events above it that it subscribes to
+//! are owed to it; only endpoints that are not paused get rows, and only as many as their
+//! lanes can take ([`FAN_OUT_AHEAD`] times the claim capacity once their latest attempt
+//! succeeded, one otherwise), so a dead endpoint holds one row (its probe's) instead of one
+//! per event, and catches up in bounded batches when it comes back; (3) claims due deliveries
+//! ([`store::webhooks::claim`]: per endpoint, the oldest undelivered event of each payment, so
+//! a payment's events reach an endpoint in order; `SKIP LOCKED`, so replicas share the work)
+//! into the endpoint's *lane* in memory, and (4) each lane sends with at most `per_endpoint`
+//! workers (one until a delivery to that endpoint succeeds: a slow start), each taking the
+//! next claimed delivery as soon as its previous attempt ends. Results are written in batches
+//! by one recorder ([`store::webhooks::record`]): delivered (2xx) rows are deleted, failed ones
 //! rescheduled with exponential backoff and jitter (`backon`), until the retry window is over;
-//! then the delivery is given up and the endpoint marked failing. Delivery is at least once: a
-//! claim is a lease, and a process that dies mid-delivery leaves the row to be claimed again
-//! when it runs out; receivers deduplicate by event id.
+//! then the delivery is given up and the endpoint marked failing. The window counts from the
+//! event's creation however late its row was made: after a pause longer than the window an
+//! old event is still sent, and its first failed attempt gives it up (the same path as any
+//! other). Delivery is at least once: a claim is a lease, and a process that dies
+//! mid-delivery leaves the row to be claimed again when it runs out; receivers deduplicate by
+//! event id.
 //!
 //! Why lanes: sending is fast (a loopback round trip is well under a millisecond) while a
 //! claim is a database round; claiming [`CLAIM_AHEAD`] deliveries per slot lets a lane refill
@@ -52,7 +60,7 @@ use super::secrets::SecretBox;
 use super::signature::{self, EVENT_ID_HEADER, SIGNATURE_HEADER};
 use crate::metrics::{DeliveryLabels, Metrics};
 use crate::store;
-use crate::store::webhooks::{Claimed, Next, Outcome, Pause, Released};
+use crate::store::webhooks::{Claimed, FanOut, Next, Outcome, Pause, Released};
 
 /// Bytes of a response read at most (the body is not used; reading a little lets the
 /// connection be reused).
@@ -63,6 +71,21 @@ pub const PAUSE_AFTER_FAILURES: i32 = 5;
 /// Deliveries claimed per in-flight slot of an endpoint: a lane holds up to this many times
 /// `per_endpoint`, so its slots refill from memory between claim rounds.
 pub const CLAIM_AHEAD: usize = 4;
+/// An endpoint whose latest attempt succeeded has its deliveries made (fanned out) up to this
+/// many times its claim capacity (`per_endpoint` × [`CLAIM_AHEAD`]) ahead, rows waiting for
+/// their result to be written included; any other, only one (the slow start's and the
+/// probe's).
+pub const FAN_OUT_AHEAD: usize = 8;
+/// Rows made per endpoint and round at most, in claim capacities: the whole room (less made a
+/// single busy endpoint's events wait for the next round: its lag doubled in the benchmark).
+const FAN_OUT_PER_ROUND: usize = FAN_OUT_AHEAD;
+/// Events read per endpoint and fan-out at most (of its subscribed types or not).
+const FAN_OUT_SCAN: i64 = 4096;
+/// How often endpoints whose latest attempts failed are fanned out to (at most one row each,
+/// when they have none: the next one to try, or to probe with after a pause).
+const FAILING_FAN_OUT_INTERVAL: Duration = Duration::from_secs(1);
+/// Endpoints fanned out per statement at most (the most behind first).
+const FAN_OUT_ENDPOINTS: i64 = 128;
 /// Results written per statement at most.
 const RECORD_BATCH: usize = 1000;
 /// How often the outbox gauges are refreshed.
@@ -86,6 +109,8 @@ struct Run {
     lease: Duration,
     /// When events were last sequenced, and how many.
     last_sequenced: Option<(Instant, i64)>,
+    /// When failing endpoints were last fanned out to.
+    failing_fanned_out: Instant,
     /// Each endpoint's destination as last claimed, reused while its URL and sealed secret
     /// are the same.
     targets: HashMap<Uuid, Arc<Target>>,
@@ -214,6 +239,7 @@ impl Dispatcher {
             // result.
             lease: self.settings.timeout * (CLAIM_AHEAD as u32 + 1) + Duration::from_secs(5),
             last_sequenced: None,
+            failing_fanned_out: Instant::now() - FAILING_FAN_OUT_INTERVAL,
             targets: HashMap::new(),
         };
         let mut db_waits = paysys_runtime::backoff::Backoff::default();
@@ -295,6 +321,34 @@ impl Dispatcher {
             return Ok(more);
         };
         let capacity = self.settings.per_endpoint * CLAIM_AHEAD;
+        // Failing endpoints (each a probe or three, and they mostly still hold their one row)
+        // once a second at most; the others at every round.
+        let failing = run.failing_fanned_out.elapsed() >= FAILING_FAN_OUT_INTERVAL;
+        let fanned = store::webhooks::fan_out(
+            &mut conn,
+            FanOut {
+                ahead: (capacity * FAN_OUT_AHEAD).min(i32::MAX as usize) as i32,
+                unproven_ahead: 1,
+                scan: FAN_OUT_SCAN,
+                endpoints: FAN_OUT_ENDPOINTS,
+                per_statement: (capacity * FAN_OUT_PER_ROUND) as i64,
+                failing,
+            },
+        )
+        .await?;
+        if failing {
+            run.failing_fanned_out = Instant::now();
+        }
+        // The rows made are claimed below; what they free up (results written, lanes half
+        // empty) wakes the loop. More at once only when endpoints were left for next time.
+        more |= fanned.endpoints == FAN_OUT_ENDPOINTS;
+        if fanned.skipped > 0 {
+            // Expected only beside a replica of the version that fanned out when sequencing.
+            tracing::warn!(
+                skipped = fanned.skipped,
+                "webhook fan-out found deliveries already made"
+            );
+        }
         let held = shared.held(capacity);
         let claimed = store::webhooks::claim(
             &mut conn,

@@ -102,6 +102,31 @@ async fn event_ids(api: &TestApi, principal: &str) -> HashSet<i64> {
     ids.into_iter().collect()
 }
 
+/// Events owed to an endpoint but not yet made into its delivery rows (above its cursor, of
+/// its principal and a type it subscribes to).
+const NOT_FANNED_OUT: &str = "SELECT count(*) FROM webhook_endpoints e
+    JOIN events v ON v.principal = e.principal AND v.id > e.fanned_out_through
+    WHERE v.type = ANY (e.event_types)";
+
+/// The endpoint's delivery rows.
+async fn delivery_rows(api: &TestApi, endpoint: uuid::Uuid) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1")
+        .bind(endpoint)
+        .fetch_one(&api.pool)
+        .await
+        .unwrap()
+}
+
+/// Pauses (`Some("infinity")`) or resumes (`None`) the endpoint, as the dispatcher would.
+async fn set_paused_until(api: &TestApi, endpoint: uuid::Uuid, until: Option<&str>) {
+    sqlx::query("UPDATE webhook_endpoints SET paused_until = $2::timestamptz WHERE id = $1")
+        .bind(endpoint)
+        .bind(until)
+        .execute(&api.pool)
+        .await
+        .unwrap();
+}
+
 /// Creates `n` payments as alice, `concurrency` at a time; returns their ids.
 async fn create_many(api: &TestApi, n: usize, concurrency: usize) -> Vec<String> {
     futures::stream::iter(0..n)
@@ -664,7 +689,7 @@ async fn dead_and_hanging_endpoints_do_not_delay_a_live_one() {
         );
     }
     let live = Receiver::start(Mode::Ok).await;
-    let (_, secret) = register(&api, ALICE, &live.url(), &["payment.created"]).await;
+    let (live_id, secret) = register(&api, ALICE, &live.url(), &["payment.created"]).await;
     live.set_secret(&secret);
 
     create_many(&api, 200, 8).await;
@@ -690,19 +715,32 @@ async fn dead_and_hanging_endpoints_do_not_delay_a_live_one() {
         hung_attempts, 0,
         "no attempt to a hanging endpoint has ended yet"
     );
-    let paused: i64 = sqlx::query_scalar(
-        // Set when paused, cleared only by a success (the pauses here last at most 1 s).
-        "SELECT count(*) FROM webhook_endpoints WHERE paused_until IS NOT NULL AND id = ANY($1)",
+    let dead: Vec<uuid::Uuid> = dead.iter().map(|id| id.parse().unwrap()).collect();
+    // The dead and hanging ones never succeeded: each is fanned out one event at a time (the
+    // one it is tried with), not one row per event.
+    let most: i64 = sqlx::query_scalar(
+        "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM webhook_deliveries
+                                          WHERE endpoint_id <> $1 GROUP BY endpoint_id) t",
     )
-    .bind(
-        dead.iter()
-            .map(|id| id.parse::<uuid::Uuid>().unwrap())
-            .collect::<Vec<_>>(),
-    )
+    .bind(live_id.parse::<uuid::Uuid>().unwrap())
     .fetch_one(&api.pool)
     .await
     .unwrap();
-    assert!(paused > 0, "failing endpoints are paused");
+    assert_eq!(most, 1, "rows of a failing endpoint");
+    // Paused after 5 failures in a row (their retries 0.1 s doubling to 1 s apart).
+    let paused = paysys_testkit::eventually(Duration::from_secs(20), || async {
+        let paused: i64 = sqlx::query_scalar(
+            // Set when paused, cleared only by a success (the pauses here last at most 1 s).
+            "SELECT count(*) FROM webhook_endpoints WHERE paused_until IS NOT NULL AND id = ANY($1)",
+        )
+        .bind(&dead)
+        .fetch_one(&api.pool)
+        .await
+        .unwrap();
+        (paused > 0).then_some(())
+    })
+    .await;
+    assert!(paused.is_some(), "failing endpoints are paused");
     api.stop().await;
 }
 
@@ -838,11 +876,14 @@ async fn events_and_attempts_past_their_retention_are_deleted_but_never_an_owed_
     );
     // Bob's are as old, but still owed: kept, and still delivered to (attempts go on).
     assert_eq!(event_ids(&api, "bob").await, bobs);
+    // Owed: one delivery row (a failing endpoint is fanned out one event ahead, the one it is
+    // retried with) and two events above its cursor, kept without any row referring to them.
     assert_eq!(
         count("SELECT count(*) FROM webhook_deliveries").await,
-        3,
-        "still owed"
+        1,
+        "fanned out one at a time while failing"
     );
+    assert_eq!(count(NOT_FANNED_OUT).await, 2, "still owed");
     let tried = failing.requests();
     let deadline = Instant::now() + Duration::from_secs(20);
     while failing.requests() == tried {
@@ -1092,4 +1133,320 @@ async fn webhooks_do_not_start_without_their_key_and_are_off_by_default() {
     api.create(&demo_payment()).await;
     assert_eq!(event_ids(&api, "alice").await.len(), 1);
     api.stop().await;
+}
+
+/// Cancels every other payment as alice, `concurrency` at a time.
+async fn cancel_every_other(api: &TestApi, payments: &[String], concurrency: usize) {
+    futures::stream::iter(payments.iter().step_by(2))
+        .map(|id| async move {
+            api.post(&format!("/payments/{id}/cancel"), Some(ALICE), &json!({}))
+                .await
+        })
+        .buffer_unordered(concurrency)
+        .for_each(|reply| async move { assert_eq!(reply.status, StatusCode::OK) })
+        .await;
+}
+
+/// Lazy fan-out (migration 0011): a paused endpoint gets no delivery rows while events are
+/// made (they wait above its cursor, and the outbox gauge counts them); resumed, it catches up
+/// a bounded batch at a time and gets every event, in order per payment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_endpoint_gets_no_rows_then_catches_up_in_order() {
+    use payments_api::webhooks::dispatcher::{CLAIM_AHEAD, FAN_OUT_AHEAD};
+    // One in flight: a window of 4 × 8 rows, well below the 450 events.
+    let api = start_webhooks(&[("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", "1")]).await;
+    let receiver = Receiver::start(Mode::Ok).await;
+    let (endpoint, secret) = register(&api, ALICE, &receiver.url(), &ALL_TYPES).await;
+    receiver.set_secret(&secret);
+    let endpoint: uuid::Uuid = endpoint.parse().unwrap();
+    set_paused_until(&api, endpoint, Some("infinity")).await;
+
+    let payments = create_many(&api, 300, 8).await;
+    cancel_every_other(&api, &payments, 8).await;
+    let expected = event_ids(&api, "alice").await;
+    assert_eq!(expected.len(), 450);
+    // The gauge (refreshed every 2 s) counts what is owed, fanned out or not.
+    let counted = paysys_testkit::eventually(Duration::from_secs(10), || async {
+        (api.metric("paysys_events_outbox_depth").await == Some(450.0)).then_some(())
+    })
+    .await;
+    assert!(
+        counted.is_some(),
+        "outbox depth {:?}",
+        api.metric("paysys_events_outbox_depth").await
+    );
+    // Many dispatcher rounds (20 ms apart) went by meanwhile.
+    assert_eq!(
+        delivery_rows(&api, endpoint).await,
+        0,
+        "no row while paused"
+    );
+    assert_eq!(receiver.requests(), 0);
+
+    set_paused_until(&api, endpoint, None).await;
+    let bound = (CLAIM_AHEAD * FAN_OUT_AHEAD) as i64;
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !expected.is_subset(&receiver.distinct()) {
+        most = most.max(delivery_rows(&api, endpoint).await);
+        assert!(
+            Instant::now() < deadline,
+            "missing {} after the resume",
+            expected.difference(&receiver.distinct()).count()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(most <= bound, "{most} rows at once, more than {bound}");
+    assert!(most > 0);
+    assert_eq!(receiver.distinct(), expected);
+    assert_eq!(receiver.bad_signatures(), 0);
+    assert_in_order_per_payment(&receiver.accepted());
+    let count = |sql: &'static str| {
+        let pool = api.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count(NOT_FANNED_OUT).await, 0);
+    api.stop().await;
+}
+
+/// An endpoint receives the events sequenced after its registration, none before (as when
+/// the sequencer fanned out to the endpoints that existed then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_registered_after_events_gets_exactly_the_later_ones() {
+    let api = start_webhooks(&[]).await;
+    create_many(&api, 20, 4).await;
+    let before = event_ids(&api, "alice").await;
+    assert_eq!(before.len(), 20);
+    let receiver = Receiver::start(Mode::Ok).await;
+    let (_, secret) = register(&api, ALICE, &receiver.url(), &ALL_TYPES).await;
+    receiver.set_secret(&secret);
+    create_many(&api, 30, 4).await;
+    let after: HashSet<i64> = event_ids(&api, "alice")
+        .await
+        .difference(&before)
+        .copied()
+        .collect();
+    assert_eq!(after.len(), 30);
+    assert!(receiver.wait_for(&after, Duration::from_secs(30)).await);
+    // A while longer: nothing older comes, nothing is owed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.distinct(), after);
+    assert_eq!(receiver.accepted().len(), 30);
+    let owed: i64 = sqlx::query_scalar(NOT_FANNED_OUT)
+        .fetch_one(&api.pool)
+        .await
+        .unwrap();
+    assert_eq!(owed, 0);
+    api.stop().await;
+}
+
+/// Retention keeps an event owed to an endpoint that has no delivery row for it yet (above
+/// the endpoint's cursor: here, paused), however old; once delivered it goes like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_events_not_yet_fanned_out_to_an_endpoint() {
+    let api = start_webhooks(&[
+        ("WEBHOOK_RETENTION_BATCH_SIZE", "5"),
+        ("WEBHOOK_RETENTION_INTERVAL_SECONDS", "1"),
+    ])
+    .await;
+    let receiver = Receiver::start(Mode::Ok).await;
+    let (endpoint, secret) = register(&api, BOB, &receiver.url(), &["payment.created"]).await;
+    receiver.set_secret(&secret);
+    let endpoint: uuid::Uuid = endpoint.parse().unwrap();
+    set_paused_until(&api, endpoint, Some("infinity")).await;
+    for _ in 0..3 {
+        let reply = api.post("/payments", Some(BOB), &demo_payment()).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    }
+    create_many(&api, 10, 4).await;
+    let bobs = event_ids(&api, "bob").await;
+    assert_eq!(bobs.len(), 3);
+    assert_eq!(event_ids(&api, "alice").await.len(), 10);
+    sqlx::query("UPDATE events SET created_at = now() - interval '40 days'")
+        .execute(&api.pool)
+        .await
+        .unwrap();
+    let principal_events = |principal: &'static str| {
+        let pool = api.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events WHERE principal = $1")
+                .bind(principal)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    // Alice's are owed to no one: deleted. Bob's stay, though no delivery row refers to them.
+    let gone = paysys_testkit::eventually(Duration::from_secs(20), || async {
+        (principal_events("alice").await == 0).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "alice's old events are still there");
+    assert_eq!(delivery_rows(&api, endpoint).await, 0);
+    assert_eq!(event_ids(&api, "bob").await, bobs, "owed, kept");
+
+    set_paused_until(&api, endpoint, None).await;
+    assert!(receiver.wait_for(&bobs, Duration::from_secs(30)).await);
+    let gone = paysys_testkit::eventually(Duration::from_secs(20), || async {
+        (principal_events("bob").await == 0).then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "delivered, bob's old events are deleted too"
+    );
+    api.stop().await;
+}
+
+/// Fan-outs running at once (replicas) never make the same (endpoint, event) twice: each
+/// locks the endpoint rows it takes and moves their cursors in the same statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_fan_outs_make_each_delivery_once() {
+    use payments_api::store::webhooks::{FanOut, FannedOut, fan_out};
+    // Webhooks off: the API sequences events but fans nothing out; the test does.
+    let api = TestApi::start().await;
+    let payments = create_many(&api, 200, 8).await;
+    cancel_every_other(&api, &payments, 8).await;
+    assert_eq!(event_ids(&api, "alice").await.len(), 300);
+    let subscriptions: [&[&str]; 6] = [
+        &ALL_TYPES,
+        &ALL_TYPES,
+        &["payment.created"],
+        &["payment.canceled"],
+        &["payment.disputed"],
+        &["payment.created", "payment.canceled"],
+    ];
+    for types in subscriptions {
+        sqlx::query(
+            "INSERT INTO webhook_endpoints (id, principal, url, event_types, secret_encrypted,
+                                            fanned_out_through)
+             VALUES ($1, 'alice', 'http://127.0.0.1:9/hook', $2, '\\x00', 0)",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(types.iter().map(|t| t.to_string()).collect::<Vec<_>>())
+        .execute(&api.pool)
+        .await
+        .unwrap();
+    }
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&api._db.url)
+        .await
+        .unwrap();
+    // Small steps, many statements: 300 events, 7 at a time, 2 endpoints per statement.
+    let limits = FanOut {
+        ahead: 1_000_000,
+        unproven_ahead: 1_000_000,
+        scan: 7,
+        endpoints: 2,
+        per_statement: 1_000_000,
+        failing: true,
+    };
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let mut conn = pool.acquire().await.unwrap();
+                let mut total = FannedOut::default();
+                loop {
+                    let step = fan_out(&mut conn, limits).await.unwrap();
+                    total.deliveries += step.deliveries;
+                    total.skipped += step.skipped;
+                    // None left, or every due one locked by another worker (which goes on).
+                    if step.endpoints == 0 {
+                        return total;
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut made = 0;
+    let mut skipped = 0;
+    for worker in workers {
+        let total = worker.await.unwrap();
+        made += total.deliveries;
+        skipped += total.skipped;
+    }
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(
+        fan_out(&mut conn, limits).await.unwrap(),
+        FannedOut::default()
+    );
+    assert_eq!(skipped, 0, "no (endpoint, event) taken twice");
+    // 200 created and 100 canceled: 300 + 300 + 200 + 100 + 0 + 300.
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!((made, rows), (1200, 1200));
+    let owed: i64 = sqlx::query_scalar(NOT_FANNED_OUT)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(owed, 0);
+    drop(conn);
+    pool.close().await;
+    api.stop().await;
+}
+
+/// Two API processes on one database (each sequencing, fanning out, claiming, delivering):
+/// every event reaches each endpoint once, in order per payment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_apis_on_one_database_deliver_each_event_once() {
+    let db = TestDb::create().await;
+    let broker = TestBroker::new();
+    let key = secrets_key();
+    let env = webhook_env(&key);
+    let refs: Vec<(&str, &str)> = env.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let first = TestApi::start_on(
+        TestDb {
+            name: db.name.clone(),
+            url: db.url.clone(),
+        },
+        broker.sharing(&broker.url),
+        &refs,
+    )
+    .await;
+    let second = TestApi::start_on(db, broker, &refs).await;
+    let mut receivers = Vec::new();
+    for _ in 0..3 {
+        let receiver = Receiver::start(Mode::Ok).await;
+        let (_, secret) = register(&first, ALICE, &receiver.url(), &ALL_TYPES).await;
+        receiver.set_secret(&secret);
+        receivers.push(receiver);
+    }
+    let (made_by_first, _) =
+        tokio::join!(create_many(&first, 150, 8), create_many(&second, 150, 8));
+    cancel_every_other(&second, &made_by_first, 8).await;
+    let expected = event_ids(&first, "alice").await;
+    assert_eq!(expected.len(), 375);
+    for receiver in &receivers {
+        assert!(
+            receiver.wait_for(&expected, Duration::from_secs(60)).await,
+            "missing {}",
+            expected.difference(&receiver.distinct()).count()
+        );
+    }
+    // A moment for any duplicate to show.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for receiver in &receivers {
+        assert_eq!(receiver.accepted().len(), expected.len(), "each event once");
+        assert_eq!(receiver.bad_signatures(), 0);
+        assert_in_order_per_payment(&receiver.accepted());
+    }
+    let twice: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM webhook_attempts
+                               GROUP BY endpoint_id, event_id HAVING count(*) > 1) t",
+    )
+    .fetch_one(&first.pool)
+    .await
+    .unwrap();
+    assert_eq!(twice, 0, "no delivery attempted twice");
+    second.stop().await;
+    first.stop().await;
 }
