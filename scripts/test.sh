@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 # No step fails silently: name the command that stopped the run (-E: also inside functions).
 trap 'echo "error: scripts/test.sh stopped at line $LINENO: $BASH_COMMAND (exit $?)" >&2' ERR
 source scripts/services.sh
+# Leave the machine as the run found it, passed or failed: the test databases, queues and
+# virtual hosts of this run are dropped at exit (those of an interrupted earlier run are
+# dropped below, before the tests). Names are the tests' own (`paysys_test_*`, `paysys-test_*`).
+trap clean_test_leftovers EXIT
 
 ensure_postgres
 ensure_rabbitmq
