@@ -106,6 +106,19 @@ struct Template {
     env: BTreeMap<String, String>,
 }
 
+/// Waits until the payments API's Deployment has `level` as its log level: the sign that a
+/// change of the spec was applied beside a refused model.
+async fn api_log_level_becomes(env: &Env, level: &str) {
+    eventually("the API's new log level", TIMEOUT, || async {
+        (env_var(env, "shop-payments-api", "RUST_LOG")
+            .await
+            .as_deref()
+            == Some(level))
+        .then_some(())
+    })
+    .await;
+}
+
 async fn template(env: &Env) -> Template {
     let deployment = Api::<Deployment>::namespaced(env.client.clone(), &env.namespace)
         .get("shop-risk-engine")
@@ -406,14 +419,7 @@ async fn a_secret_model_is_served_from_an_owned_copy_and_a_broken_one_blocks_not
         degraded.message
     );
     // The other field is applied; the engine's template still mounts the old copy.
-    eventually("the API's new log level", TIMEOUT, || async {
-        (env_var(&env, "shop-payments-api", "RUST_LOG")
-            .await
-            .as_deref()
-            == Some("debug"))
-        .then_some(())
-    })
-    .await;
+    api_log_level_becomes(&env, "debug").await;
     let kept = template(&env).await;
     assert_eq!(kept.annotations, served.annotations);
     assert_eq!(kept.secret_volumes, served.secret_volumes);
@@ -509,14 +515,7 @@ async fn a_refused_first_model_leaves_the_rules_engine_as_it_was() {
         "{}",
         degraded.message
     );
-    eventually("the API's new log level", TIMEOUT, || async {
-        (env_var(&env, "shop-payments-api", "RUST_LOG")
-            .await
-            .as_deref()
-            == Some("debug"))
-        .then_some(())
-    })
-    .await;
+    api_log_level_becomes(&env, "debug").await;
     let held = deployments.get("shop-risk-engine").await.unwrap();
     assert_eq!(held.spec.template, rules.spec.template);
     assert_eq!(held.metadata.generation, rules.metadata.generation);
@@ -654,14 +653,7 @@ async fn a_claim_model_the_engine_refuses_is_degraded_and_the_old_pod_keeps_serv
         &system_with(&claim("m-new"), "  paymentsApi: {logLevel: debug}\n"),
     )
     .await;
-    eventually("the API's new log level", TIMEOUT, || async {
-        (env_var(&env, "shop-payments-api", "RUST_LOG")
-            .await
-            .as_deref()
-            == Some("debug"))
-        .then_some(())
-    })
-    .await;
+    api_log_level_becomes(&env, "debug").await;
     let ps = wait_condition(&env, "shop", "Degraded", "True", TIMEOUT).await;
     assert_eq!(condition(&ps, "Degraded").unwrap().reason, "ModelRefused");
     assert_eq!(model_status(&env).await, (Some("m-old".into()), None));

@@ -559,16 +559,7 @@ async fn every_event_of_2000_payments_arrives_signed_and_in_order() {
     bobs.set_secret(&bob_secret);
 
     let payments = create_many(&api, 2000, 16).await;
-    let api_ref = &api;
-    futures::stream::iter(payments.iter().step_by(2))
-        .map(|id| async move {
-            api_ref
-                .post(&format!("/payments/{id}/cancel"), Some(ALICE), &json!({}))
-                .await
-        })
-        .buffer_unordered(16)
-        .for_each(|reply| async move { assert_eq!(reply.status, StatusCode::OK) })
-        .await;
+    cancel_every_other(&api, &payments, 16).await;
 
     let expected = event_ids(&api, "alice").await;
     assert_eq!(expected.len(), 3000);
@@ -942,16 +933,7 @@ async fn a_postgresql_crash_and_restart_mid_delivery_loses_no_event() {
     receiver.set_secret(&secret);
     // Two events per canceled payment, so that order per payment is tested across the crash.
     let payments = create_many(&api, 200, 8).await;
-    let api_ref = &api;
-    futures::stream::iter(payments.iter().step_by(2))
-        .map(|id| async move {
-            api_ref
-                .post(&format!("/payments/{id}/cancel"), Some(ALICE), &json!({}))
-                .await
-        })
-        .buffer_unordered(8)
-        .for_each(|reply| async move { assert_eq!(reply.status, StatusCode::OK) })
-        .await;
+    cancel_every_other(&api, &payments, 8).await;
     // Crash while the receiver is still taking them.
     let deadline = Instant::now() + Duration::from_secs(30);
     while receiver.requests() < 10 {
