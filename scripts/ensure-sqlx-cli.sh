@@ -7,8 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Keep in step with the workspace's sqlx (Cargo.toml): `prepare` writes what the macros of
-# this version read.
+# Keep in step with the workspace's sqlx (Cargo.toml): the newest sqlx-cli of its minor
+# version. The query data is written by the workspace's own macros (the CLI only runs them
+# and checks the result), so 0.9.0's CLI prepares for sqlx 0.9.1, which has no CLI release.
 VERSION="0.9.0"
 ROOT="${PAYSYS_CACHE:-$(pwd)/.cache}/tools/sqlx-cli"
 CACHED="$ROOT/bin/sqlx"
