@@ -93,24 +93,37 @@ pub async fn list(
 
 /// What is still to be delivered (events not yet sequenced, deliveries not yet done, and
 /// events owed to an endpoint but not yet fanned out to it, paused ones' included: one per
-/// event and endpoint, as the deliveries count) and the age in seconds of the oldest of it (0
-/// when nothing waits).
-pub async fn outbox(conn: &mut PgConnection) -> Result<(i64, f64), sqlx::Error> {
+/// event and endpoint, as the deliveries count, each endpoint's counted up to
+/// `owed_per_endpoint`) and the age in seconds of the oldest of it (0 when nothing waits).
+/// An endpoint's owed events are read in id order from its cursor and no further than the cap,
+/// so a refresh costs at most the cap per endpoint however long one has been dead.
+pub async fn outbox(
+    conn: &mut PgConnection,
+    owed_per_endpoint: i64,
+) -> Result<(i64, f64), sqlx::Error> {
     let row = sqlx::query!(
         r#"WITH owed AS (
-            SELECT count(*) AS depth, min(v.created_at) AS oldest
+            SELECT sum(o.depth)::bigint AS depth, min(o.oldest) AS oldest
             FROM webhook_endpoints e
-            JOIN events v ON v.principal = e.principal AND v.id > e.fanned_out_through
-            WHERE v.type = ANY (e.event_types)
+            CROSS JOIN LATERAL (
+                SELECT count(*) AS depth, min(v.created_at) AS oldest FROM (
+                    SELECT v.created_at FROM events v
+                    WHERE v.principal = e.principal AND v.id > e.fanned_out_through
+                      AND v.type = ANY (e.event_types)
+                    ORDER BY v.principal, v.id
+                    LIMIT $1
+                ) v
+            ) o
         )
         SELECT
             (SELECT count(*) FROM events_unsequenced) + (SELECT count(*) FROM webhook_deliveries)
-                + (SELECT depth FROM owed) AS "depth!",
+                + coalesce((SELECT depth FROM owed), 0) AS "depth!",
             coalesce(extract(epoch FROM clock_timestamp() - least(
                 (SELECT min(created_at) FROM events_unsequenced),
                 (SELECT min(event_created_at) FROM webhook_deliveries),
                 (SELECT oldest FROM owed)
-            )), 0)::float8 AS "oldest_age_seconds!""#
+            )), 0)::float8 AS "oldest_age_seconds!""#,
+        owed_per_endpoint
     )
     .fetch_one(conn)
     .await?;

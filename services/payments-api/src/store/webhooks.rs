@@ -4,8 +4,33 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
+
+/// The dispatcher's own connections: the main pool's, with sequential and bitmap scans off,
+/// so that its statements ([`fan_out`], [`claim`], [`record`], the outbox gauges) reach rows by
+/// index only (at most `max_connections`, opened when first needed). They read a few rows per
+/// endpoint of tables that swing from empty to tens of thousands of rows between two analyses,
+/// and endpoints' backlogs differ by orders of magnitude (a live one hundreds of rows, a dead
+/// one one). Planned from the statistics they read whole tables or whole backlogs per endpoint:
+/// in the benchmark, with statistics from when `webhook_deliveries` was nearly empty, the
+/// fan-out counted each endpoint's rows with a sequential scan of the table (70–150 ms per
+/// fan-out beside 900 dead endpoints, 2 ms without), and with the average endpoint holding
+/// about one row the claim read and probed every due row of each busy endpoint by a bitmap scan
+/// and a sort instead of walking `webhook_deliveries_next` up to its room. Set per connection
+/// (startup options, like the pool's `jit`) rather than per statement: a transaction around
+/// each statement to scope the settings cost three round trips a statement, and one endpoint's
+/// lag p99 while payments were being created doubled (about 100 ms to 200 ms).
+pub fn dispatcher_pool(pool: &PgPool, max_connections: u32) -> PgPool {
+    let options = (*pool.connect_options())
+        .clone()
+        .options([("enable_seqscan", "off"), ("enable_bitmapscan", "off")]);
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_lazy_with(options)
+}
 
 /// An endpoint as stored (its secret still sealed).
 #[derive(Debug, Clone)]
@@ -173,7 +198,7 @@ pub struct FanOut {
     pub per_statement: i64,
     /// Whether endpoints whose latest attempts failed (not paused, or no longer) are looked
     /// at too; they hold one row, which they mostly still have, so the dispatcher looks at
-    /// them once a second rather than at every round.
+    /// them once per first retry wait (at most a second), not at every round.
     pub failing: bool,
 }
 
@@ -199,6 +224,7 @@ pub struct FanOut {
 /// Rows are written in event id order (so the claim's "oldest row of the payment" is its
 /// oldest event), the endpoints' interleaved: the claim takes the oldest rows first, and rows
 /// grouped by endpoint would fill a few endpoints' lanes per round while the others wait.
+/// Run on a [`dispatcher_pool`] connection, its plan walks indexes only.
 pub async fn fan_out(conn: &mut PgConnection, limits: FanOut) -> Result<FannedOut, sqlx::Error> {
     let row = sqlx::query!(
         r#"WITH due AS (
@@ -296,10 +322,16 @@ pub struct Claimed {
 /// pushes the row's next attempt `lease` ahead: if this process dies, the row comes due again
 /// then. `SKIP LOCKED` lets replicas claim side by side.
 ///
+/// Endpoints whose latest attempts failed (`consecutive_failures` > 0, paused or not) are
+/// looked at only when `failing`: the dispatcher does so once per first retry wait, since none
+/// of their deliveries comes due sooner after a failure (the failed one waits that long or
+/// more, and the lane that failed halts that long); a thousand of them then cost a probe each
+/// once a second, not at every round.
+///
 /// The scan follows `webhook_deliveries_next` (migration 0009) and stops at the room; "is it
 /// the oldest of its payment" is one probe of `webhook_deliveries_order` per row (a scalar
 /// subquery with `LIMIT 1`, which the planner cannot turn into an anti-join over the
-/// endpoint's whole backlog).
+/// endpoint's whole backlog), which a [`dispatcher_pool`] connection keeps to.
 pub async fn claim(
     conn: &mut PgConnection,
     held: &[(Uuid, i32)],
@@ -307,6 +339,7 @@ pub async fn claim(
     probe_after: i32,
     limit: i64,
     lease: Duration,
+    failing: bool,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
     let busy: Vec<Uuid> = held.iter().map(|(id, _)| *id).collect();
     let counts: Vec<i32> = held.iter().map(|(_, n)| *n).collect();
@@ -330,7 +363,8 @@ pub async fn claim(
                 LIMIT greatest(CASE WHEN e.consecutive_failures >= $6 THEN 1 ELSE $2 END
                                - coalesce(b.held, 0), 0)
             ) d
-            WHERE e.paused_until IS NULL OR e.paused_until <= now()
+            WHERE (e.paused_until IS NULL OR e.paused_until <= now())
+              AND (e.consecutive_failures = 0 OR $7)
             ORDER BY d.next_attempt_at, d.id
             LIMIT $3
         ), picked AS (
@@ -356,7 +390,8 @@ pub async fn claim(
         limit,
         lease.as_secs_f64(),
         &counts,
-        probe_after
+        probe_after,
+        failing
     )
     .fetch_all(conn)
     .await
@@ -406,7 +441,8 @@ pub struct Released {
 /// Records attempts in one statement: each attempt's row; each delivery deleted (delivered or
 /// given up) or rescheduled, if its claim still stands (a row claimed again after its lease
 /// ran out belongs to the new claim); each endpoint's failure count, pause and failing mark;
-/// and the `released` claims made due again (under the same fence).
+/// and the `released` claims made due again (under the same fence). Run on a
+/// [`dispatcher_pool`] connection, its plan walks indexes only.
 pub async fn record(
     conn: &mut PgConnection,
     outcomes: &[Outcome],
