@@ -8,7 +8,9 @@
 //! 3. dispatch from a backlog: the endpoint paused (in the database) while payments are made,
 //!    then resumed; its events/s from then to the last arrival (the dispatcher alone);
 //! 4. 100 live endpoints, then the same with 900 dead ones (closed ports) beside them: the
-//!    lag of deliveries to the live ones, with and without the dead.
+//!    lag of deliveries to the live ones, with and without the dead (registered just before
+//!    the payments, so each is tried for the first time during the run), then once more
+//!    beside the same dead ones, now known to fail.
 //!
 //! `cargo bench -p payments-api --bench webhooks` (env: BENCH_PAYMENTS=5000,
 //! BENCH_CLIENTS=32, BENCH_DEAD_PAYMENTS=500 (payments for each run of step 4; 0 skips it),
@@ -391,6 +393,26 @@ async fn main() {
         report_lag(&what, &state, expected);
         report_rate("  live deliveries", &state, None);
     }
+    // Once more beside the same 900 dead endpoints, now known to fail (each tried once; their
+    // next retry is seconds away): what they cost after their first attempt.
+    let failing: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM webhook_endpoints WHERE consecutive_failures > 0")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    state.reset();
+    create(&client, &base, fan_payments, clients).await;
+    let expected = fan_payments * 100;
+    let done = wait_for(&state, expected, Duration::from_secs(600)).await;
+    report_lag(
+        &format!(
+            "100 live beside {failing} endpoints known to fail{}",
+            if done { "" } else { " INCOMPLETE" }
+        ),
+        &state,
+        expected,
+    );
+    report_rate("  live deliveries", &state, None);
     println!(
         "bad signatures seen: {}; load average at the end: {}",
         state.bad.load(std::sync::atomic::Ordering::Relaxed),

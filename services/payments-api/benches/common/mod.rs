@@ -29,9 +29,13 @@ impl Drop for Api {
     }
 }
 
-/// Starts the API on `port` with `extra` settings on top of the load ones.
+/// Starts the API on `port` with `extra` settings on top of the load ones: the binary built
+/// with the benchmark, or `BENCH_API_BIN` (another build of it, e.g. the previous commit's, to
+/// compare the two in one session on the same machine).
 pub fn start_api(db: &TestDb, broker: &TestBroker, port: u16, extra: &[(&str, String)]) -> Api {
-    let child = Command::new(env!("CARGO_BIN_EXE_payments-api"))
+    let binary = std::env::var("BENCH_API_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_payments-api").into());
+    let child = Command::new(binary)
         .env("PORT", port.to_string())
         .env("DATABASE_URL", &db.url)
         .env("AMQP_URL", &broker.url)
