@@ -259,6 +259,25 @@ async fn register_many(
     }
 }
 
+/// Step 4's run: `payments` payments to the 100 live endpoints registered, then their
+/// deliveries' lag and rate.
+async fn live_run(
+    what: &str,
+    client: &reqwest::Client,
+    base: &str,
+    state: &Received,
+    payments: usize,
+    clients: usize,
+) {
+    state.reset();
+    create(client, base, payments, clients).await;
+    let expected = payments * 100;
+    let done = wait_for(state, expected, Duration::from_secs(600)).await;
+    let what = format!("{what}{}", if done { "" } else { " INCOMPLETE" });
+    report_lag(&what, state, expected);
+    report_rate("  live deliveries", state, None);
+}
+
 fn report_rate(what: &str, state: &Received, from: Option<Instant>) {
     let first = from.unwrap_or_else(|| state.first.lock().unwrap().unwrap());
     let span = state.last.lock().unwrap().unwrap() - first;
@@ -381,17 +400,8 @@ async fn main() {
     for dead in [0, 900] {
         delete_endpoints(&client, &base).await;
         register_many(&client, &base, &state, receiver, 100, dead).await;
-        state.reset();
-        create(&client, &base, fan_payments, clients).await;
-        let expected = fan_payments * 100;
-        let done = wait_for(&state, expected, Duration::from_secs(600)).await;
-        let what = format!(
-            "100 live of {} endpoints ({dead} dead){}",
-            100 + dead,
-            if done { "" } else { " INCOMPLETE" }
-        );
-        report_lag(&what, &state, expected);
-        report_rate("  live deliveries", &state, None);
+        let what = format!("100 live of {} endpoints ({dead} dead)", 100 + dead);
+        live_run(&what, &client, &base, &state, fan_payments, clients).await;
     }
     // Once more beside the same 900 dead endpoints, now known to fail (each tried once; their
     // next retry is seconds away): what they cost after their first attempt.
@@ -400,19 +410,8 @@ async fn main() {
             .fetch_one(&pool)
             .await
             .unwrap();
-    state.reset();
-    create(&client, &base, fan_payments, clients).await;
-    let expected = fan_payments * 100;
-    let done = wait_for(&state, expected, Duration::from_secs(600)).await;
-    report_lag(
-        &format!(
-            "100 live beside {failing} endpoints known to fail{}",
-            if done { "" } else { " INCOMPLETE" }
-        ),
-        &state,
-        expected,
-    );
-    report_rate("  live deliveries", &state, None);
+    let what = format!("100 live beside {failing} endpoints known to fail");
+    live_run(&what, &client, &base, &state, fan_payments, clients).await;
     println!(
         "bad signatures seen: {}; load average at the end: {}",
         state.bad.load(std::sync::atomic::Ordering::Relaxed),

@@ -1384,6 +1384,20 @@ async fn concurrent_fan_outs_make_each_delivery_once() {
     api.stop().await;
 }
 
+/// Writes `n` sequenced `payment.created` events of alice directly (the store's tests need
+/// events, not payments).
+async fn insert_created_events(pool: &sqlx::PgPool, n: i64) {
+    sqlx::query(
+        "INSERT INTO events (type, payment_id, principal, created_at, payment)
+         SELECT 'payment.created', gen_random_uuid(), 'alice', now(), '{}'
+         FROM generate_series(1, $1)",
+    )
+    .bind(n)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 /// A claim takes each endpoint's oldest due rows up to its room, and endpoints whose latest
 /// attempts failed only when asked (the dispatcher asks once per first retry wait): beside
 /// many endpoints holding one row each (as dead ones do), with statistics that show it, on a
@@ -1394,14 +1408,7 @@ async fn a_claim_takes_each_room_oldest_first_and_failing_endpoints_only_when_as
     use uuid::Uuid;
     // Webhooks off: nothing claims but the test.
     let api = TestApi::start().await;
-    sqlx::query(
-        "INSERT INTO events (type, payment_id, principal, created_at, payment)
-         SELECT 'payment.created', gen_random_uuid(), 'alice', now(), '{}'
-         FROM generate_series(1, 300)",
-    )
-    .execute(&api.pool)
-    .await
-    .unwrap();
+    insert_created_events(&api.pool, 300).await;
     let endpoint = |failures: i32, paused: bool| {
         let pool = api.pool.clone();
         async move {
@@ -1578,9 +1585,6 @@ async fn the_dispatcher_reaches_rows_by_index_whatever_the_statistics() {
     // latest attempt succeeded) with 128 rows due and 128 more owed; 900 dead ones (their
     // latest attempt failed) each holding one row, due in an hour.
     let setup = [
-        "INSERT INTO events (type, payment_id, principal, created_at, payment)
-         SELECT 'payment.created', gen_random_uuid(), 'alice', now(), '{}'
-         FROM generate_series(1, 2000)",
         "INSERT INTO webhook_endpoints (id, principal, url, event_types, secret_encrypted,
                                         consecutive_failures, fanned_out_through)
          SELECT gen_random_uuid(), 'alice', 'http://127.0.0.1:9/hook', '{payment.created}',
@@ -1600,6 +1604,7 @@ async fn the_dispatcher_reaches_rows_by_index_whatever_the_statistics() {
          FROM webhook_endpoints e JOIN events v ON v.id <= e.fanned_out_through
          ORDER BY v.id, e.id",
     ];
+    insert_created_events(&api.pool, 2000).await;
     for statement in setup {
         sqlx::query(statement).execute(&api.pool).await.unwrap();
     }
